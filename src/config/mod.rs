@@ -1,0 +1,377 @@
+//! Pipeline files: YAML with `${VAR}` / `${VAR:-default}` interpolation, unknown keys
+//! rejected, every error reported at once with its path ([`load`]).
+//!
+//! The doc comment of every field is the user documentation of that key.
+
+mod duration;
+mod load;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use load::{interpolate, load_file, load_str, ConfigError, ConfigErrors};
+
+use crate::codec::Format;
+use crate::stage::assemble;
+
+/// A pipeline: where spans come from, what is done to them, where results go.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Name of the pipeline, used in logs and metrics.
+    pub name: String,
+    /// The Kafka cluster.
+    pub kafka: KafkaConfig,
+    /// The schema registry (needed by Avro sources and outputs).
+    #[serde(default)]
+    pub schema_registry: Option<SchemaRegistryConfig>,
+    /// Span topics to consume.
+    pub sources: Vec<SourceConfig>,
+    /// Processing stages, in order.
+    pub stages: Vec<StageConfig>,
+    /// Output topics.
+    pub outputs: OutputsConfig,
+    /// The HTTP server for `/metrics`, `/healthz` and `/readyz`.
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// Kafka connection and consumer-group settings.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers (`host:port,host:port`), or `embedded` to start an in-process
+    /// Kafka-protocol broker (librdkafka's mock cluster).
+    pub brokers: String,
+    /// Consumer group id; run more processes with the same id to scale out.
+    pub group_id: String,
+    /// librdkafka properties passed through to consumer and producer unchanged
+    /// (`security.protocol`, `sasl.mechanism`, `sasl.username`, `ssl.ca.location`, ...).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// How often offsets that are safe to commit are committed.
+    #[serde(default = "default_commit_interval", with = "duration")]
+    pub commit_interval: Duration,
+    /// Partitions of each topic the embedded broker creates.
+    #[serde(default = "default_partitions")]
+    pub embedded_partitions: i32,
+}
+
+fn default_commit_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_partitions() -> i32 {
+    3
+}
+
+/// Confluent-compatible schema registry.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaRegistryConfig {
+    /// Base URL (`http://host:8081`), or `embedded` to start one in-process.
+    pub url: String,
+    /// Basic-auth user name.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Basic-auth password.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// One or more span topics of one format.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Name of the source, used in logs and metrics.
+    pub name: String,
+    /// Topics to subscribe to.
+    pub topics: Vec<String>,
+    /// Record format: `avro` (Confluent wire format), `otlp_proto` or `otlp_json`.
+    pub format: Format,
+    /// Where records that cannot be decoded go, unchanged, with headers naming why.
+    /// Without it such records are counted and logged, then skipped.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+}
+
+/// A processing stage, chosen by `type`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StageConfig {
+    /// Groups spans into traces by trace id in event time.
+    Assemble(AssembleConfig),
+}
+
+impl StageConfig {
+    /// The `type` name.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            StageConfig::Assemble(_) => "assemble",
+        }
+    }
+
+    /// Field names of a stage type, or None for an unknown type.
+    pub fn known_types() -> &'static [&'static str] {
+        &["assemble"]
+    }
+}
+
+/// Settings of the `assemble` stage.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AssembleConfig {
+    /// How far behind the newest span of a partition event time may still arrive in
+    /// order: the partition's watermark is its latest span end minus this.
+    #[serde(default = "d_out_of_orderness", with = "duration")]
+    pub out_of_orderness: Duration,
+    /// A trace whose root span has ended closes once the watermark passes its last span
+    /// by this much.
+    #[serde(default = "d_idle_gap", with = "duration")]
+    pub idle_gap: Duration,
+    /// A trace closes at the latest this long (event time) after its first span started,
+    /// root or not.
+    #[serde(default = "d_max_duration", with = "duration")]
+    pub max_duration: Duration,
+    /// How long after closing a trace still takes late spans as amendments; later spans
+    /// go to `outputs.late` (or are counted as dropped).
+    #[serde(default = "d_grace", with = "duration")]
+    pub grace: Duration,
+    /// Processing time after which a partition with no records stops holding the
+    /// watermark back.
+    #[serde(default = "d_idle_partition", with = "duration")]
+    pub idle_partition_timeout: Duration,
+    /// Open traces at most; beyond it the trace due first is emitted as incomplete.
+    #[serde(default = "d_max_open")]
+    pub max_open_traces: usize,
+    /// Spans per trace at most; a trace reaching it is emitted as incomplete.
+    #[serde(default = "d_max_spans")]
+    pub max_spans_per_trace: usize,
+    /// Bytes one buffered span may take; bigger spans are dead-lettered.
+    #[serde(default = "d_max_span_bytes")]
+    pub max_span_bytes: usize,
+    /// On shutdown, emit open traces as incomplete (`true`) or leave them to be rebuilt
+    /// from the committed offsets on restart (`false`, the at-least-once default).
+    #[serde(default)]
+    pub flush_on_shutdown: bool,
+}
+
+fn d_out_of_orderness() -> Duration {
+    Duration::from_secs(2)
+}
+fn d_idle_gap() -> Duration {
+    Duration::from_secs(5)
+}
+fn d_max_duration() -> Duration {
+    Duration::from_secs(300)
+}
+fn d_grace() -> Duration {
+    Duration::from_secs(60)
+}
+fn d_idle_partition() -> Duration {
+    Duration::from_secs(10)
+}
+fn d_max_open() -> usize {
+    200_000
+}
+fn d_max_spans() -> usize {
+    10_000
+}
+fn d_max_span_bytes() -> usize {
+    65_536
+}
+
+impl AssembleConfig {
+    /// The assembler's settings; `late_output` says whether `outputs.late` is set.
+    pub fn settings(&self, late_output: bool) -> assemble::Settings {
+        let ns = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        assemble::Settings {
+            out_of_orderness_ns: ns(self.out_of_orderness),
+            idle_gap_ns: ns(self.idle_gap),
+            max_duration_ns: ns(self.max_duration),
+            grace_ns: ns(self.grace),
+            idle_partition_timeout_ms: i64::try_from(self.idle_partition_timeout.as_millis()).unwrap_or(i64::MAX),
+            max_open_traces: self.max_open_traces,
+            max_spans_per_trace: self.max_spans_per_trace,
+            max_span_bytes: self.max_span_bytes,
+            late_output,
+        }
+    }
+}
+
+/// Output topics.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OutputsConfig {
+    /// Closed traces and amendments, keyed by trace id.
+    pub traces: TopicOutput,
+    /// Spans later than the assemble stage's `grace`, as single-span records.
+    #[serde(default)]
+    pub late: Option<TopicOutput>,
+}
+
+/// One output topic.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TopicOutput {
+    /// Topic name.
+    pub topic: String,
+    /// `avro` (Confluent wire format, schema registered under `<topic>-value`) or `json`.
+    #[serde(default)]
+    pub format: OutputFormat,
+}
+
+/// Encoding of an output topic.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputFormat {
+    #[default]
+    Avro,
+    Json,
+}
+
+/// The HTTP server.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address; loopback by default. Port 0 picks a free port.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9464))
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { listen: default_listen() }
+    }
+}
+
+impl PipelineConfig {
+    /// The assemble stage, if the pipeline has one.
+    pub fn assemble(&self) -> Option<&AssembleConfig> {
+        self.stages.iter().map(|s| match s {
+            StageConfig::Assemble(a) => a,
+        }).next()
+    }
+
+    /// True when any source or output needs the schema registry.
+    pub fn needs_registry(&self) -> bool {
+        self.sources.iter().any(|s| s.format == Format::Avro)
+            || self.outputs.traces.format == OutputFormat::Avro
+            || self.outputs.late.as_ref().is_some_and(|l| l.format == OutputFormat::Avro)
+    }
+
+    /// Checks what the types cannot: every problem, with its path.
+    pub fn validate(&self, errors: &mut ConfigErrors) {
+        if self.name.trim().is_empty() {
+            errors.push("name", "must not be empty", "give the pipeline a name");
+        }
+        if self.kafka.brokers.trim().is_empty() {
+            errors.push("kafka.brokers", "must not be empty", "write host:port[,host:port] or `embedded`");
+        }
+        if self.kafka.group_id.trim().is_empty() {
+            errors.push("kafka.group_id", "must not be empty", "every pipeline needs a consumer group id");
+        }
+        if self.kafka.commit_interval.is_zero() {
+            errors.push("kafka.commit_interval", "must be more than 0", "e.g. 1s");
+        }
+        if !(1..=1024).contains(&self.kafka.embedded_partitions) {
+            errors.push("kafka.embedded_partitions", "must be between 1 and 1024", "e.g. 3");
+        }
+        if self.needs_registry() && self.schema_registry.is_none() {
+            errors.push("schema_registry", "is required by avro sources and outputs", "add `schema_registry: {url: embedded}` or a registry url");
+        }
+        if let Some(sr) = &self.schema_registry {
+            if sr.url != "embedded" && !(sr.url.starts_with("http://") || sr.url.starts_with("https://")) {
+                errors.push("schema_registry.url", format!("`{}` is not an http(s) url", sr.url), "write http://host:8081 or `embedded`");
+            }
+            if sr.username.is_some() != sr.password.is_some() {
+                errors.push("schema_registry", "username and password go together", "set both or neither");
+            }
+        }
+        if self.sources.is_empty() {
+            errors.push("sources", "must list at least one source", "add a source with topics and format");
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            if !names.insert(&s.name) {
+                errors.push(format!("sources[{i}].name"), format!("`{}` is used twice", s.name), "give each source its own name");
+            }
+            if s.topics.is_empty() {
+                errors.push(format!("sources[{i}].topics"), "must list at least one topic", "e.g. topics: [spans]");
+            }
+            for (j, t) in s.topics.iter().enumerate() {
+                check_topic(errors, &format!("sources[{i}].topics[{j}]"), t);
+            }
+            if let Some(d) = &s.dead_letter_topic {
+                check_topic(errors, &format!("sources[{i}].dead_letter_topic"), d);
+                if s.topics.contains(d) {
+                    errors.push(format!("sources[{i}].dead_letter_topic"), "must differ from the source topics", "e.g. spans-dlq");
+                }
+            }
+        }
+        let assembles = self.stages.iter().filter(|s| matches!(s, StageConfig::Assemble(_))).count();
+        if assembles != 1 {
+            errors.push("stages", format!("has {assembles} assemble stages, needs exactly 1"), "add `- type: assemble`");
+        }
+        for (i, stage) in self.stages.iter().enumerate() {
+            match stage {
+                StageConfig::Assemble(a) => a.validate(&format!("stages[{i}]"), errors),
+            }
+        }
+        check_topic(errors, "outputs.traces.topic", &self.outputs.traces.topic);
+        if let Some(late) = &self.outputs.late {
+            check_topic(errors, "outputs.late.topic", &late.topic);
+        }
+        if self.sources.iter().any(|s| s.topics.contains(&self.outputs.traces.topic)) {
+            errors.push("outputs.traces.topic", "is also a source topic", "write traces to their own topic");
+        }
+    }
+}
+
+impl AssembleConfig {
+    fn validate(&self, path: &str, errors: &mut ConfigErrors) {
+        if self.idle_gap.is_zero() {
+            errors.push(format!("{path}.idle_gap"), "must be more than 0", "e.g. 5s");
+        }
+        if self.idle_gap >= self.max_duration {
+            errors.push(
+                format!("{path}.idle_gap"),
+                format!("must be less than max_duration ({})", humantime::format_duration(self.max_duration)),
+                "raise max_duration or lower idle_gap",
+            );
+        }
+        if self.idle_partition_timeout.is_zero() {
+            errors.push(format!("{path}.idle_partition_timeout"), "must be more than 0", "e.g. 10s");
+        }
+        if self.max_open_traces == 0 {
+            errors.push(format!("{path}.max_open_traces"), "must be at least 1", "e.g. 200000");
+        }
+        if self.max_spans_per_trace < 2 {
+            errors.push(format!("{path}.max_spans_per_trace"), "must be at least 2", "e.g. 10000");
+        }
+        if self.max_span_bytes < 256 {
+            errors.push(format!("{path}.max_span_bytes"), "must be at least 256", "e.g. 65536");
+        }
+    }
+}
+
+fn check_topic(errors: &mut ConfigErrors, path: &str, topic: &str) {
+    let ok = !topic.is_empty()
+        && topic.len() <= 249
+        && topic != "."
+        && topic != ".."
+        && topic.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !ok {
+        errors.push(path, format!("`{topic}` is not a valid kafka topic name"), "use 1-249 of a-z A-Z 0-9 . _ -");
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,15 @@
+//! spanline: a stream processor for distributed-tracing data on Kafka.
+//!
+//! Spans come in from Kafka topics, are decoded ([`codec`]), assembled into whole traces
+//! in event time ([`stage`]), and go back out to Kafka with at-least-once delivery
+//! ([`kafka`], [`runner`]). Pipelines are YAML files ([`config`]).
+
+pub mod codec;
+pub mod config;
+pub mod kafka;
+pub mod model;
+pub mod registry;
+pub mod stage;
+#[doc(hidden)]
+pub mod testkit;
+pub mod workload;

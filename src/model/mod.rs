@@ -1,0 +1,12 @@
+//! The data spanline moves: spans, the traces assembled from them, and the compact
+//! attribute encoding they share.
+
+mod attrs;
+mod intern;
+mod span;
+mod trace;
+
+pub use attrs::{AttrValue, Attributes, AttributesBuilder, Events, EventsBuilder};
+pub use intern::Interner;
+pub use span::{hex_span_id, hex_trace_id, Resource, Span, SpanId, SpanKind, StatusCode, TraceId};
+pub use trace::{CloseReason, Trace};

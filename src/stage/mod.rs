@@ -1,0 +1,5 @@
+//! Stage logic: synchronous code over plain data, driven by the runner. No Kafka, no
+//! clocks: processing time comes in as an argument.
+
+pub mod assemble;
+pub mod watermark;

@@ -1,0 +1,29 @@
+//! Small builders for tests and benchmarks (also used by the integration tests).
+
+use std::sync::Arc;
+
+use crate::model::{AttrValue, AttributesBuilder, Resource, Span, SpanKind, StatusCode};
+
+/// A span with a few attributes and the given ids and times (nanoseconds).
+pub fn span(trace_id: u128, span_id: u64, parent: u64, start_ns: i64, end_ns: i64, service: &str) -> Span {
+    let mut attrs = AttributesBuilder::default();
+    attrs
+        .push("http.request.method", AttrValue::Str("GET"))
+        .push("http.response.status_code", AttrValue::Int(200));
+    let mut res = AttributesBuilder::default();
+    res.push("deployment.environment", AttrValue::Str("test"));
+    Span {
+        trace_id,
+        span_id,
+        parent_span_id: parent,
+        start_ns,
+        end_ns,
+        name: Arc::from(format!("{service} op").as_str()),
+        kind: if parent == 0 { SpanKind::Server } else { SpanKind::Internal },
+        status: StatusCode::Unset,
+        status_message: None,
+        resource: Arc::new(Resource { service_name: Arc::from(service), attributes: res.build() }),
+        attributes: attrs.build(),
+        events: Default::default(),
+    }
+}

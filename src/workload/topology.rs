@@ -1,0 +1,333 @@
+//! The simulated platform: its services, the endpoints they serve and who calls whom.
+
+/// A service of the simulated platform (index into [`SERVICES`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub(crate) enum Svc {
+    Gateway,
+    Orchestrator,
+    Planner,
+    Search,
+    Code,
+    Openai,
+    Anthropic,
+    Vector,
+    Postgres,
+    Redis,
+    Ingest,
+    Indexer,
+}
+
+/// Static description of one service.
+pub(crate) struct ServiceDef {
+    pub name: &'static str,
+    pub version: &'static str,
+    /// The `module` resource attribute.
+    pub module: &'static str,
+    /// Instances, each its own `host.name` (and its own shared resource).
+    pub instances: u8,
+}
+
+const fn svc(name: &'static str, version: &'static str, module: &'static str, instances: u8) -> ServiceDef {
+    ServiceDef { name, version, module, instances }
+}
+
+/// Every service, in [`Svc`] order.
+pub(crate) const SERVICES: [ServiceDef; 12] = [
+    svc("api-gateway", "2.14.1", "edge", 2),
+    svc("orchestrator", "1.8.0", "agents", 3),
+    svc("planner-agent", "0.9.3", "agents", 2),
+    svc("search-agent", "1.2.0", "agents", 2),
+    svc("code-agent", "0.7.5", "agents", 2),
+    svc("llm-openai", "3.1.0", "llm", 2),
+    svc("llm-anthropic", "3.1.0", "llm", 2),
+    svc("vector-store", "1.11.2", "storage", 1),
+    svc("postgres", "16.4", "storage", 1),
+    svc("redis", "7.2.5", "storage", 1),
+    svc("ingest-api", "1.4.2", "ingestion", 2),
+    svc("indexer-worker", "1.4.2", "ingestion", 2),
+];
+
+const SERVICE_NAMES: [&str; 12] = {
+    let mut names = [""; 12];
+    let mut i = 0;
+    while i < 12 {
+        names[i] = SERVICES[i].name;
+        i += 1;
+    }
+    names
+};
+
+impl Svc {
+    /// Every service, in index order.
+    pub(crate) const ALL: [Svc; 12] = [
+        Svc::Gateway,
+        Svc::Orchestrator,
+        Svc::Planner,
+        Svc::Search,
+        Svc::Code,
+        Svc::Openai,
+        Svc::Anthropic,
+        Svc::Vector,
+        Svc::Postgres,
+        Svc::Redis,
+        Svc::Ingest,
+        Svc::Indexer,
+    ];
+
+    pub(crate) fn def(self) -> &'static ServiceDef {
+        &SERVICES[self as usize]
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        self.def().name
+    }
+
+    /// The service called `name`.
+    pub(crate) fn from_name(name: &str) -> Option<Svc> {
+        Svc::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// All services of the synthetic platform.
+pub fn services() -> &'static [&'static str] {
+    &SERVICE_NAMES
+}
+
+/// The root operations (span names of the `api-gateway` root spans), most frequent first.
+pub fn root_operations() -> &'static [&'static str] {
+    &ROOT_NAMES
+}
+
+/// The caller→callee service edges the workload produces: CLIENT span's service → its
+/// SERVER child's service, and PRODUCER span's service → its CONSUMER child's service.
+pub fn topology_edges() -> Vec<(&'static str, &'static str)> {
+    use Svc::*;
+    [
+        (Gateway, Orchestrator),
+        (Gateway, Ingest),
+        (Orchestrator, Redis),
+        (Orchestrator, Postgres),
+        (Orchestrator, Planner),
+        (Orchestrator, Search),
+        (Orchestrator, Code),
+        (Orchestrator, Anthropic),
+        (Orchestrator, Openai),
+        (Planner, Openai),
+        (Search, Openai),
+        (Search, Vector),
+        (Code, Anthropic),
+        (Ingest, Postgres),
+        (Ingest, Indexer),
+        (Indexer, Openai),
+        (Indexer, Vector),
+        (Indexer, Postgres),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.name(), b.name()))
+    .collect()
+}
+
+/// A root operation: a request entering the platform at the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Root {
+    Chat,
+    History,
+    Documents,
+    AgentsRun,
+}
+
+impl Root {
+    pub(crate) const ALL: [Root; 4] = [Root::Chat, Root::History, Root::Documents, Root::AgentsRun];
+}
+
+/// Span names of the roots, in [`Root`] order.
+const ROOT_NAMES: [&str; 4] = ["POST /v1/chat", "GET /v1/history", "POST /v1/documents", "POST /v1/agents/run"];
+
+/// (method, route, share of traffic) of the roots, in [`Root`] order.
+pub(crate) const ROOTS: [(&str, &str, f64); 4] = [
+    ("POST", "/v1/chat", 0.45),
+    ("GET", "/v1/history", 0.30),
+    ("POST", "/v1/documents", 0.13),
+    ("POST", "/v1/agents/run", 0.12),
+];
+
+/// How a span talks to its peer, which decides its attributes.
+pub(crate) enum Proto {
+    Http { method: &'static str, route: &'static str },
+    Db { system: &'static str, operation: &'static str, collection: &'static str },
+    Llm { system: &'static str, operation: &'static str, model: &'static str, route: &'static str },
+}
+
+/// An endpoint a service serves; each call to it is a CLIENT span in the caller and a
+/// SERVER span in `callee`.
+pub(crate) struct EndpointDef {
+    pub callee: Svc,
+    /// Name of the CLIENT span.
+    pub client_name: &'static str,
+    /// Name of the SERVER span.
+    pub server_name: &'static str,
+    pub proto: Proto,
+    /// Median and lognormal shape of the server's own processing time (ms).
+    pub work_ms: (f64, f64),
+    /// Median network round trip (ms).
+    pub rtt_ms: f64,
+    /// Probability that the server fails by itself.
+    pub natural_error: f64,
+    /// HTTP status when it does (for non-HTTP endpoints only `error.type`).
+    pub error_status: i64,
+    pub error_type: &'static str,
+    pub error_message: &'static str,
+    /// Median time to fail (ms).
+    pub fail_ms: f64,
+    /// Callers retry a failed call once (most of the time).
+    pub retryable: bool,
+}
+
+/// Endpoints, in [`ENDPOINTS`] order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Ep {
+    OrchChat,
+    OrchRun,
+    OrchHistory,
+    IngestDocuments,
+    PlannerPlan,
+    SearchQuery,
+    CodeRun,
+    OpenaiChat,
+    OpenaiChatMini,
+    OpenaiEmbed,
+    AnthropicChat,
+    VectorQuery,
+    VectorUpsert,
+    PgSelectMessages,
+    PgInsertMessages,
+    PgSelectAgents,
+    PgInsertRuns,
+    PgInsertDocuments,
+    PgUpdateDocuments,
+    RedisGet,
+    RedisSet,
+}
+
+impl Ep {
+    pub(crate) fn def(self) -> &'static EndpointDef {
+        &ENDPOINTS[self as usize]
+    }
+}
+
+const fn http(
+    callee: Svc,
+    name: &'static str,
+    method: &'static str,
+    route: &'static str,
+    work_ms: (f64, f64),
+    natural_error: f64,
+) -> EndpointDef {
+    EndpointDef {
+        callee,
+        client_name: name,
+        server_name: name,
+        proto: Proto::Http { method, route },
+        work_ms,
+        rtt_ms: 0.6,
+        natural_error,
+        error_status: 500,
+        error_type: "500",
+        error_message: "internal server error",
+        fail_ms: 4.0,
+        retryable: false,
+    }
+}
+
+const fn llm(callee: Svc, name: &'static str, system: &'static str, operation: &'static str, model: &'static str, route: &'static str, ttft_ms: f64) -> EndpointDef {
+    EndpointDef {
+        callee,
+        client_name: name,
+        server_name: route,
+        proto: Proto::Llm { system, operation, model, route },
+        work_ms: (ttft_ms, 0.45),
+        rtt_ms: 18.0,
+        natural_error: 0.004,
+        error_status: 429,
+        error_type: "429",
+        error_message: "rate limit exceeded",
+        fail_ms: 25.0,
+        retryable: true,
+    }
+}
+
+const fn db(callee: Svc, name: &'static str, system: &'static str, operation: &'static str, collection: &'static str, work_ms: (f64, f64)) -> EndpointDef {
+    EndpointDef {
+        callee,
+        client_name: name,
+        server_name: name,
+        proto: Proto::Db { system, operation, collection },
+        work_ms,
+        rtt_ms: 0.4,
+        natural_error: 0.0008,
+        error_status: 0,
+        error_type: "db_error",
+        error_message: "query failed",
+        fail_ms: 1.5,
+        retryable: true,
+    }
+}
+
+/// Every endpoint, in [`Ep`] order.
+pub(crate) const ENDPOINTS: [EndpointDef; 21] = {
+    use Svc::*;
+    [
+        http(Orchestrator, "POST /chat", "POST", "/chat", (1.2, 0.5), 0.001),
+        http(Orchestrator, "POST /agents/run", "POST", "/agents/run", (1.5, 0.5), 0.001),
+        http(Orchestrator, "GET /history", "GET", "/history", (0.6, 0.5), 0.0005),
+        http(Ingest, "POST /documents", "POST", "/documents", (2.0, 0.6), 0.001),
+        http(Planner, "POST /plan", "POST", "/plan", (0.8, 0.5), 0.001),
+        http(Search, "POST /search", "POST", "/search", (0.7, 0.5), 0.001),
+        http(Code, "POST /code/run", "POST", "/code/run", (0.9, 0.5), 0.002),
+        llm(Openai, "chat gpt-4o", "openai", "chat", "gpt-4o", "POST /v1/chat/completions", 380.0),
+        llm(Openai, "chat gpt-4o-mini", "openai", "chat", "gpt-4o-mini", "POST /v1/chat/completions", 220.0),
+        llm(Openai, "embeddings text-embedding-3-small", "openai", "embeddings", "text-embedding-3-small", "POST /v1/embeddings", 45.0),
+        llm(Anthropic, "chat claude-sonnet-4", "anthropic", "chat", "claude-sonnet-4", "POST /v1/messages", 520.0),
+        db(Vector, "query documents", "qdrant", "query", "documents", (22.0, 0.6)),
+        db(Vector, "upsert documents", "qdrant", "upsert", "documents", (35.0, 0.5)),
+        db(Postgres, "SELECT messages", "postgresql", "SELECT", "messages", (2.5, 0.7)),
+        db(Postgres, "INSERT messages", "postgresql", "INSERT", "messages", (3.5, 0.6)),
+        db(Postgres, "SELECT agents", "postgresql", "SELECT", "agents", (1.2, 0.5)),
+        db(Postgres, "INSERT runs", "postgresql", "INSERT", "runs", (3.0, 0.6)),
+        db(Postgres, "INSERT documents", "postgresql", "INSERT", "documents", (4.0, 0.6)),
+        db(Postgres, "UPDATE documents", "postgresql", "UPDATE", "documents", (3.0, 0.6)),
+        db(Redis, "GET", "redis", "GET", "sessions", (0.25, 0.5)),
+        db(Redis, "SET", "redis", "SET", "sessions", (0.3, 0.5)),
+    ]
+};
+
+/// INTERNAL spans inside a service: agent invocations, tool executions, local steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Local {
+    AgentOrchestrator,
+    AgentPlanner,
+    AgentSearch,
+    AgentCoder,
+    ToolSandbox,
+    ChunkDocument,
+}
+
+/// (span name, agent name, agent id, tool name) of the INTERNAL spans, in [`Local`] order.
+pub(crate) const LOCALS: [(&str, Option<(&str, &str)>, Option<&str>); 6] = [
+    ("invoke_agent orchestrator", Some(("orchestrator", "agt-orchestrator-v2")), None),
+    ("invoke_agent planner", Some(("planner", "agt-planner-v3")), None),
+    ("invoke_agent researcher", Some(("researcher", "agt-researcher-v1")), None),
+    ("invoke_agent coder", Some(("coder", "agt-coder-v4")), None),
+    ("execute_tool python_sandbox", Some(("coder", "agt-coder-v4")), Some("python_sandbox")),
+    ("chunk document", None, None),
+];
+
+/// The queue between `ingest-api` and `indexer-worker`.
+pub(crate) const QUEUE_TOPIC: &str = "documents";
+/// Producer and consumer span names.
+pub(crate) const PRODUCER_NAME: &str = "documents publish";
+pub(crate) const CONSUMER_NAME: &str = "documents process";
