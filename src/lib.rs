@@ -6,10 +6,15 @@
 
 pub mod codec;
 pub mod config;
+pub mod generate;
 pub mod kafka;
 pub mod model;
+pub mod output;
 pub mod registry;
+pub mod replay;
+pub mod runner;
 pub mod stage;
+pub mod telemetry;
 #[doc(hidden)]
 pub mod testkit;
 pub mod workload;

@@ -1,1 +1,249 @@
-fn main() {}
+//! The `spanline` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use spanline::codec::Format;
+use spanline::config::{self, PipelineConfig};
+use spanline::generate::{self, GenerateOptions};
+use spanline::kafka::embedded::EmbeddedKafka;
+use spanline::runner::{self, Endpoints};
+use spanline::telemetry::{self, http::Readiness, metrics};
+use spanline::workload::parse_faults;
+
+mod demo;
+
+/// Stream processor for distributed-tracing data on Kafka.
+#[derive(Parser)]
+#[command(name = "spanline", version, about)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Everything in one process: embedded broker and schema registry, a synthetic
+    /// multi-agent workload with faults, and the default pipeline.
+    Demo(demo::DemoArgs),
+    /// Run a pipeline against the brokers it names.
+    Run {
+        /// The pipeline file.
+        pipeline: PathBuf,
+    },
+    /// Check pipeline files without connecting anywhere; reports every error.
+    Validate {
+        /// Pipeline files.
+        #[arg(required = true)]
+        pipelines: Vec<PathBuf>,
+    },
+    /// Run a pipeline's stages over recorded OTLP JSON lines (`.gz` accepted), without
+    /// Kafka, and write each output topic to DIR/<topic>.jsonl.
+    Replay {
+        pipeline: PathBuf,
+        #[arg(long, required = true, num_args = 1..)]
+        input: Vec<PathBuf>,
+        #[arg(long)]
+        output_dir: PathBuf,
+    },
+    /// Produce the synthetic workload to a Kafka topic.
+    Generate {
+        #[arg(long)]
+        brokers: String,
+        #[arg(long, default_value = "spans")]
+        topic: String,
+        #[arg(long, default_value = "avro")]
+        format: Format,
+        /// Schema registry URL (for --format avro).
+        #[arg(long)]
+        schema_registry: Option<String>,
+        /// Traces per second.
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        /// Stop after this long (e.g. 30s); without it, run until Ctrl-C.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// Faults, e.g. `latency:llm-openai*8@60s+30s,errors:vector-store@120s+20s,outage:search-agent@200s+30s`.
+        #[arg(long, default_value = "")]
+        faults: String,
+        /// Produce in order, with no late, duplicate or malformed records.
+        #[arg(long)]
+        clean: bool,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init_logging(matches!(cli.log_format, LogFormat::Json));
+    if let Command::Validate { pipelines } = &cli.command {
+        return validate(pipelines);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Demo(args) => demo::run(args).await,
+            Command::Run { pipeline } => run(pipeline).await,
+            Command::Replay { pipeline, input, output_dir } => {
+                let config = load(&pipeline)?;
+                let s = spanline::replay::replay(&config, &input, &output_dir)?;
+                println!(
+                    "replayed {} lines: {} spans, {} traces, {} late spans, {} bad lines -> {}",
+                    s.lines, s.spans, s.traces, s.late, s.bad_lines, output_dir.display()
+                );
+                Ok(())
+            }
+            Command::Generate { brokers, topic, format, schema_registry, rate, duration, faults, clean, seed } => {
+                let faults = parse_faults(&faults).map_err(|e| format!("--faults: {e}"))?;
+                let opts = GenerateOptions { brokers, topic, format, registry: schema_registry, rate, faults, seed, disorder: !clean, batch: 100 };
+                let s = generate::generate(opts, stop_after(duration)).await?;
+                println!("produced {} traces, {} spans, {} malformed records", s.traces, s.spans, s.malformed);
+                Ok(())
+            }
+            Command::Validate { .. } => unreachable!("handled above"),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+fn validate(paths: &[PathBuf]) -> ExitCode {
+    let mut failed = false;
+    for path in paths {
+        match config::load_file(path) {
+            Ok(_) => println!("{}: ok", path.display()),
+            Err(errors) => {
+                failed = true;
+                for e in &errors.0 {
+                    println!("{}: {e}", path.display());
+                }
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn load(path: &PathBuf) -> Result<PipelineConfig, String> {
+    config::load_file(path).map_err(|errors| {
+        let lines: Vec<String> = errors.0.iter().map(|e| format!("{}: {e}", path.display())).collect();
+        format!("invalid pipeline\n{}", lines.join("\n"))
+    })
+}
+
+/// Completes on Ctrl-C, or after `duration` when given.
+pub async fn stop_after(duration: Option<Duration>) {
+    match duration {
+        Some(d) => {
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        None => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Topics the embedded broker must have for `config`.
+pub fn pipeline_topics(config: &PipelineConfig) -> Vec<String> {
+    let mut topics: Vec<String> = config.sources.iter().flat_map(|s| s.topics.iter().cloned()).collect();
+    topics.extend(config.sources.iter().filter_map(|s| s.dead_letter_topic.clone()));
+    topics.push(config.outputs.traces.topic.clone());
+    topics.extend(config.outputs.late.as_ref().map(|l| l.topic.clone()));
+    topics.sort();
+    topics.dedup();
+    topics
+}
+
+/// Embedded services a pipeline asked for, kept alive while it runs.
+pub struct Embedded {
+    pub kafka: Option<EmbeddedKafka>,
+    pub registry: Option<spanline::registry::RegistryHandle>,
+    pub endpoints: Endpoints,
+}
+
+/// Starts `embedded` broker and registry where the pipeline names them, and checks that
+/// real ones are reachable.
+pub async fn resolve(config: &PipelineConfig) -> Result<Embedded, String> {
+    let kafka = if config.kafka.brokers == "embedded" {
+        Some(EmbeddedKafka::start(config.kafka.embedded_partitions, &pipeline_topics(config))?)
+    } else {
+        None
+    };
+    let brokers = kafka.as_ref().map_or(config.kafka.brokers.clone(), |k| k.bootstrap().to_string());
+    if kafka.is_none() {
+        check_brokers(&brokers, &config.kafka.properties)?;
+    }
+    let registry = match config.schema_registry.as_ref().map(|s| s.url.as_str()) {
+        Some("embedded") => Some(
+            spanline::registry::start(SocketAddr::from(([127, 0, 0, 1], 0)))
+                .await
+                .map_err(|e| format!("cannot start the embedded schema registry: {e}"))?,
+        ),
+        _ => None,
+    };
+    let registry_url = match (&registry, &config.schema_registry) {
+        (Some(r), _) => Some(r.url().to_string()),
+        (None, Some(s)) => Some(s.url.clone()),
+        (None, None) => None,
+    };
+    Ok(Embedded { kafka, registry, endpoints: Endpoints { brokers, registry: registry_url } })
+}
+
+fn check_brokers(brokers: &str, properties: &std::collections::BTreeMap<String, String>) -> Result<(), String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let mut cfg = rdkafka::ClientConfig::new();
+    cfg.set("bootstrap.servers", brokers);
+    for (k, v) in properties {
+        cfg.set(k, v);
+    }
+    let consumer: BaseConsumer = cfg.create().map_err(|e| format!("kafka client: {e}"))?;
+    tokio::task::block_in_place(|| consumer.fetch_metadata(None, Duration::from_secs(10)))
+        .map(|_| ())
+        .map_err(|e| format!("cannot reach kafka brokers {brokers}: {e} (check kafka.brokers and kafka.properties)"))
+}
+
+async fn run(path: PathBuf) -> Result<(), String> {
+    let config = load(&path)?;
+    let embedded = resolve(&config).await?;
+    let ready = Readiness::default();
+    metrics::init();
+    let (addr, _server) = telemetry::http::serve(config.http.listen, ready.clone())
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e} (set http.listen)", config.http.listen))?;
+    println!("kafka: {}", embedded.endpoints.brokers);
+    if let Some(url) = &embedded.endpoints.registry {
+        println!("schema registry: {url}");
+    }
+    println!("metrics: http://{addr}/metrics");
+    runner::run(config, embedded.endpoints.clone(), ready, stop_after(None)).await.map_err(|e| e.to_string())
+}

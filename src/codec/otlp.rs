@@ -54,6 +54,10 @@ impl OtlpDecoder {
                 }
             }
         }
+        if out.len() == first {
+            // exporters never send empty requests: this is something else
+            return Err(DecodeError::Invalid("message holds no spans".into()));
+        }
         Ok(())
     }
 

@@ -1,4 +1,8 @@
-//! Kafka plumbing: offsets that may be committed, the consumer source, the producer sink
-//! and the embedded broker.
+//! Kafka plumbing: offsets that may be committed, the consumer source, the producer sink,
+//! the schema registry client and the embedded broker.
 
+pub mod embedded;
 pub mod offsets;
+pub mod registry_client;
+pub mod sink;
+pub mod source;

@@ -7,7 +7,7 @@ use crate::codec::avro_bin::{self, Reader};
 use crate::model::{AttrValue, Attributes, AttributesBuilder, Resource};
 
 use super::topology::{
-    Ep, Proto, Root, Svc, CONSUMER_NAME, ENDPOINTS, PRODUCER_NAME, QUEUE_TOPIC, ROOTS, LOCALS,
+    Ep, LocalDef, Proto, Root, Svc, CONSUMER_NAME, ENDPOINTS, LOCALS, PRODUCER_NAME, QUEUE_TOPIC, ROOTS,
 };
 
 /// The `service.namespace` of every service.
@@ -149,7 +149,10 @@ impl Catalog {
                 ),
                 Proto::Db { system, operation, collection } => (
                     peer.s("db.system", system).s("db.operation.name", operation).s("db.collection.name", collection),
-                    Tmpl::new().s("db.system", system).s("db.operation.name", operation).s("db.collection.name", collection),
+                    Tmpl::new()
+                        .s("db.system", system)
+                        .s("db.operation.name", operation)
+                        .s("db.collection.name", collection),
                     false,
                 ),
                 Proto::Llm { system, operation, model, route } => {
@@ -220,7 +223,7 @@ impl Catalog {
         };
         let locals = LOCALS
             .iter()
-            .map(|&(name, agent, tool)| {
+            .map(|&LocalDef { name, agent, tool }| {
                 let mut t = Tmpl::new();
                 if let Some((agent_name, agent_id)) = agent {
                     let op = if tool.is_some() { "execute_tool" } else { "invoke_agent" };

@@ -353,7 +353,8 @@ mod tests {
                 _ => assert_eq!(bytes[0], 0xff),
             }
         }
-        let clean = DeliveryConfig { malformed_fraction: 0.0, late_fraction: 0.0, duplicate_fraction: 0.0, ..messy(true) };
+        let clean =
+            DeliveryConfig { malformed_fraction: 0.0, late_fraction: 0.0, duplicate_fraction: 0.0, ..messy(true) };
         let mut d = Delivery::new(clean);
         let input = spans(50);
         let out = d.deliver(input.clone());

@@ -194,13 +194,15 @@ pub fn parse_faults(s: &str) -> Result<Vec<Fault>, FaultParseError> {
     }
     s.split(',')
         .enumerate()
-        .map(|(i, part)| {
-            if part.trim().is_empty() {
-                Err(FaultParseError::EmptyEntry { position: i + 1 })
-            } else {
-                part.parse()
-            }
-        })
+        .map(
+            |(i, part)| {
+                if part.trim().is_empty() {
+                    Err(FaultParseError::EmptyEntry { position: i + 1 })
+                } else {
+                    part.parse()
+                }
+            },
+        )
         .collect()
 }
 
@@ -293,7 +295,9 @@ mod tests {
         let f: Fault = " outage:search-agent@200s+30s ".parse().unwrap();
         assert_eq!(f.kind, FaultKind::Outage);
         assert_eq!(f.to_string().parse::<Fault>().unwrap(), f);
-        let all = parse_faults("latency:llm-openai*8@60s+30s, errors:vector-store@120s+20s,outage:search-agent@200s+30s").unwrap();
+        let all =
+            parse_faults("latency:llm-openai*8@60s+30s, errors:vector-store@120s+20s,outage:search-agent@200s+30s")
+                .unwrap();
         assert_eq!(all.len(), 3);
         assert!(parse_faults("  ").unwrap().is_empty());
         assert!(all.iter().all(|f| f.validate().is_ok()));

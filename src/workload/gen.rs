@@ -126,7 +126,12 @@ impl<'a> Gen<'a> {
     }
 
     /// An INTERNAL span around `body`.
-    pub(crate) fn local(&mut self, f: &mut Frame, which: Local, mut body: impl FnMut(&mut Self, &mut Frame) -> Step) -> Step {
+    pub(crate) fn local(
+        &mut self,
+        f: &mut Frame,
+        which: Local,
+        mut body: impl FnMut(&mut Self, &mut Frame) -> Step,
+    ) -> Step {
         let cat = self.cat;
         let id = self.rng.nonzero_u64();
         let start = f.t;
@@ -272,7 +277,12 @@ impl<'a> Gen<'a> {
     }
 
     /// The root span of a trace: a SERVER span of `f`'s service with no parent.
-    pub(crate) fn root(&mut self, f: &mut Frame, target: Target, mut body: impl FnMut(&mut Self, &mut Frame) -> Step) -> Step {
+    pub(crate) fn root(
+        &mut self,
+        f: &mut Frame,
+        target: Target,
+        mut body: impl FnMut(&mut Self, &mut Frame) -> Step,
+    ) -> Step {
         match self.serve(f, target, SpanKind::Server, &mut body) {
             Outcome::Ok => Ok(()),
             _ => Err(Failed),

@@ -97,7 +97,8 @@ impl Workload {
     /// A workload for `cfg`; faults naming an unknown service are ignored (see
     /// [`WorkloadConfig::validate`]).
     pub fn new(cfg: WorkloadConfig) -> Self {
-        let rate = if cfg.traces_per_second.is_finite() && cfg.traces_per_second > 0.0 { cfg.traces_per_second } else { 1.0 };
+        let rate =
+            if cfg.traces_per_second.is_finite() && cfg.traces_per_second > 0.0 { cfg.traces_per_second } else { 1.0 };
         let total: f64 = ROOTS.iter().map(|r| r.2).sum();
         let mut root_cdf = [0.0; 4];
         let mut acc = 0.0;

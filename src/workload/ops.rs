@@ -32,10 +32,8 @@ fn leaf(g: &mut Gen<'_>, f: &mut Frame, ep: Ep) -> Step {
 fn llm(g: &mut Gen<'_>, f: &mut Frame, ep: Ep, input_median: f64, output_median: f64, ms_per_token: f64) -> Step {
     let input = g.lognormal(input_median, 0.5).round().max(1.0) as i64;
     let output = if output_median > 0.0 { g.lognormal(output_median, 0.6).round().max(1.0) as i64 } else { 0 };
-    let extra = [
-        ("gen_ai.usage.input_tokens", AttrValue::Int(input)),
-        ("gen_ai.usage.output_tokens", AttrValue::Int(output)),
-    ];
+    let extra =
+        [("gen_ai.usage.input_tokens", AttrValue::Int(input)), ("gen_ai.usage.output_tokens", AttrValue::Int(output))];
     g.call(f, ep, &extra, |g, f| {
         g.work(f, output as f64 * ms_per_token, 0.15);
         Ok(())
@@ -56,7 +54,7 @@ fn chat(g: &mut Gen<'_>, f: &mut Frame) -> Step {
         fan_out(g, f)?;
         // draft, then critique and refine
         for _ in 0..1 + g.pick(3) {
-            llm(g, f, Ep::AnthropicChat, 2400.0, 320.0, 9.0)?;
+            llm(g, f, Ep::AnthropicChat, 2400.0, 180.0, 6.0)?;
         }
         leaf(g, f, Ep::PgInsertMessages)?;
         leaf(g, f, Ep::RedisSet)
@@ -96,7 +94,7 @@ fn fan_out(g: &mut Gen<'_>, f: &mut Frame) -> Step {
 fn plan(g: &mut Gen<'_>, f: &mut Frame) -> Step {
     g.local(f, Local::AgentPlanner, |g, f| {
         g.work(f, 0.5, 0.5);
-        llm(g, f, Ep::OpenaiChat, 1500.0, 180.0, 6.0)
+        llm(g, f, Ep::OpenaiChat, 1500.0, 120.0, 5.0)
     })
 }
 
@@ -113,13 +111,13 @@ fn search_agent(g: &mut Gen<'_>, f: &mut Frame) -> Step {
 /// Code agent: write code with an LLM, run it in the sandbox, sometimes fix it.
 fn code_agent(g: &mut Gen<'_>, f: &mut Frame) -> Step {
     g.local(f, Local::AgentCoder, |g, f| {
-        llm(g, f, Ep::AnthropicChat, 3000.0, 450.0, 9.0)?;
+        llm(g, f, Ep::AnthropicChat, 3000.0, 260.0, 6.0)?;
         g.local(f, Local::ToolSandbox, |g, f| {
             g.work(f, 180.0, 0.8);
             Ok(())
         })?;
         if g.chance(0.3) {
-            llm(g, f, Ep::AnthropicChat, 3500.0, 200.0, 9.0)?;
+            llm(g, f, Ep::AnthropicChat, 3500.0, 120.0, 6.0)?;
         }
         Ok(())
     })
@@ -148,7 +146,7 @@ fn agents_run(g: &mut Gen<'_>, f: &mut Frame) -> Step {
                 g.call(f, Ep::CodeRun, &[], code_agent)?;
             }
         }
-        llm(g, f, Ep::OpenaiChatMini, 4000.0, 250.0, 4.0)?;
+        llm(g, f, Ep::OpenaiChatMini, 4000.0, 200.0, 3.0)?;
         leaf(g, f, Ep::PgInsertRuns)
     })
 }

@@ -172,7 +172,9 @@ fn generate_until_returns_each_trace_once_in_event_time() {
     assert_eq!(root(&first).start_ns, start, "the first trace starts at start_ns");
     let roots = |s: &[Span]| s.iter().filter(|s| s.is_root()).map(|s| s.start_ns).collect::<Vec<_>>();
     let (a, b) = (roots(&first), roots(&second));
-    assert!(a.iter().all(|&t| t < start + 10 * SEC) && b.iter().all(|&t| t >= start + 10 * SEC && t < start + 20 * SEC));
+    assert!(
+        a.iter().all(|&t| t < start + 10 * SEC) && b.iter().all(|&t| t >= start + 10 * SEC && t < start + 20 * SEC)
+    );
     let n = (a.len() + b.len()) as f64;
     assert!((n - 1000.0).abs() < 150.0, "about 50 traces/s, got {n} in 20 s");
     assert_eq!(w.traces_generated() as usize, a.len() + b.len());
@@ -182,7 +184,10 @@ fn generate_until_returns_each_trace_once_in_event_time() {
 
 /// Spans of `service` of `kind`, split by whether they start inside `[from, to)`.
 fn split<'a>(spans: &'a [Span], service: &str, kind: SpanKind, from: i64, to: i64) -> (Vec<&'a Span>, Vec<&'a Span>) {
-    spans.iter().filter(|s| s.service() == service && s.kind == kind).partition(|s| s.start_ns >= from && s.start_ns < to)
+    spans
+        .iter()
+        .filter(|s| s.service() == service && s.kind == kind)
+        .partition(|s| s.start_ns >= from && s.start_ns < to)
 }
 
 fn mean_log_duration(spans: &[&Span]) -> f64 {
@@ -242,7 +247,8 @@ fn outage_fails_calls_fast_and_the_service_emits_nothing_in_its_window() {
     assert!(cin.is_empty(), "queued documents wait for the consumer");
     let mut failed_traces: FxHashSet<TraceId> = FxHashSet::default();
     let mut calls = 0;
-    for s in spans.iter().filter(|s| s.kind == SpanKind::Client && str_attr(s, "peer.service") == Some("search-agent")) {
+    for s in spans.iter().filter(|s| s.kind == SpanKind::Client && str_attr(s, "peer.service") == Some("search-agent"))
+    {
         if s.start_ns >= from && s.start_ns < to {
             calls += 1;
             assert_eq!(s.status, StatusCode::Error);
@@ -271,7 +277,12 @@ fn config_validation_reports_bad_rates_and_faults() {
     assert!(config(1, "outage:redis@1s+1s").validate().is_ok());
     let bad_rate = WorkloadConfig { traces_per_second: 0.0, ..config(1, "") };
     assert_eq!(bad_rate.validate(), Err(WorkloadError::BadRate(0.0)));
-    let fault = Fault { kind: FaultKind::Outage, service: "nope".into(), start: Duration::ZERO, duration: Duration::from_secs(1) };
+    let fault = Fault {
+        kind: FaultKind::Outage,
+        service: "nope".into(),
+        start: Duration::ZERO,
+        duration: Duration::from_secs(1),
+    };
     let bad_fault = WorkloadConfig { faults: vec![fault], ..config(1, "") };
     assert!(bad_fault.validate().unwrap_err().to_string().contains("unknown service `nope`"));
 }
@@ -292,24 +303,4 @@ fn generation_throughput() {
     let rate = spans as f64 / started.elapsed().as_secs_f64();
     println!("{rate:.0} spans/s");
     assert!(rate > 1e6, "{rate:.0} spans/s");
-}
-
-#[test]
-#[ignore]
-fn tmp_stats() {
-    let spans = Workload::new(config(11, "")).generate_traces(20000);
-    let mut per: FxHashMap<String, (usize, usize, Vec<i64>, usize)> = FxHashMap::default();
-    for t in traces(&spans) {
-        let r = root(t);
-        let e = per.entry(r.name.to_string()).or_default();
-        e.0 += 1;
-        e.1 += (r.status == StatusCode::Error) as usize;
-        e.2.push(r.end_ns - r.start_ns);
-        e.3 += t.len();
-    }
-    for (k, (n, err, mut d, sp)) in per {
-        d.sort();
-        println!("{k}: n={n} err={:.4} spans/trace={:.1} p50={}ms p99={}ms", err as f64 / n as f64, sp as f64 / n as f64, d[n / 2] / 1_000_000, d[n * 99 / 100] / 1_000_000);
-    }
-    println!("{}", serde_json::to_string_pretty(&spans[..6]).unwrap());
 }

@@ -242,7 +242,15 @@ const fn http(
     }
 }
 
-const fn llm(callee: Svc, name: &'static str, system: &'static str, operation: &'static str, model: &'static str, route: &'static str, ttft_ms: f64) -> EndpointDef {
+const fn llm(
+    callee: Svc,
+    name: &'static str,
+    system: &'static str,
+    operation: &'static str,
+    model: &'static str,
+    route: &'static str,
+    ttft_ms: f64,
+) -> EndpointDef {
     EndpointDef {
         callee,
         client_name: name,
@@ -250,7 +258,7 @@ const fn llm(callee: Svc, name: &'static str, system: &'static str, operation: &
         proto: Proto::Llm { system, operation, model, route },
         work_ms: (ttft_ms, 0.45),
         rtt_ms: 18.0,
-        natural_error: 0.004,
+        natural_error: 0.003,
         error_status: 429,
         error_type: "429",
         error_message: "rate limit exceeded",
@@ -259,7 +267,14 @@ const fn llm(callee: Svc, name: &'static str, system: &'static str, operation: &
     }
 }
 
-const fn db(callee: Svc, name: &'static str, system: &'static str, operation: &'static str, collection: &'static str, work_ms: (f64, f64)) -> EndpointDef {
+const fn db(
+    callee: Svc,
+    name: &'static str,
+    system: &'static str,
+    operation: &'static str,
+    collection: &'static str,
+    work_ms: (f64, f64),
+) -> EndpointDef {
     EndpointDef {
         callee,
         client_name: name,
@@ -280,16 +295,24 @@ const fn db(callee: Svc, name: &'static str, system: &'static str, operation: &'
 pub(crate) const ENDPOINTS: [EndpointDef; 21] = {
     use Svc::*;
     [
-        http(Orchestrator, "POST /chat", "POST", "/chat", (1.2, 0.5), 0.001),
-        http(Orchestrator, "POST /agents/run", "POST", "/agents/run", (1.5, 0.5), 0.001),
+        http(Orchestrator, "POST /chat", "POST", "/chat", (1.2, 0.5), 0.0005),
+        http(Orchestrator, "POST /agents/run", "POST", "/agents/run", (1.5, 0.5), 0.0005),
         http(Orchestrator, "GET /history", "GET", "/history", (0.6, 0.5), 0.0005),
         http(Ingest, "POST /documents", "POST", "/documents", (2.0, 0.6), 0.001),
-        http(Planner, "POST /plan", "POST", "/plan", (0.8, 0.5), 0.001),
-        http(Search, "POST /search", "POST", "/search", (0.7, 0.5), 0.001),
-        http(Code, "POST /code/run", "POST", "/code/run", (0.9, 0.5), 0.002),
+        http(Planner, "POST /plan", "POST", "/plan", (0.8, 0.5), 0.0005),
+        http(Search, "POST /search", "POST", "/search", (0.7, 0.5), 0.0005),
+        http(Code, "POST /code/run", "POST", "/code/run", (0.9, 0.5), 0.001),
         llm(Openai, "chat gpt-4o", "openai", "chat", "gpt-4o", "POST /v1/chat/completions", 380.0),
         llm(Openai, "chat gpt-4o-mini", "openai", "chat", "gpt-4o-mini", "POST /v1/chat/completions", 220.0),
-        llm(Openai, "embeddings text-embedding-3-small", "openai", "embeddings", "text-embedding-3-small", "POST /v1/embeddings", 45.0),
+        llm(
+            Openai,
+            "embeddings text-embedding-3-small",
+            "openai",
+            "embeddings",
+            "text-embedding-3-small",
+            "POST /v1/embeddings",
+            45.0,
+        ),
         llm(Anthropic, "chat claude-sonnet-4", "anthropic", "chat", "claude-sonnet-4", "POST /v1/messages", 520.0),
         db(Vector, "query documents", "qdrant", "query", "documents", (22.0, 0.6)),
         db(Vector, "upsert documents", "qdrant", "upsert", "documents", (35.0, 0.5)),
@@ -316,14 +339,29 @@ pub(crate) enum Local {
     ChunkDocument,
 }
 
-/// (span name, agent name, agent id, tool name) of the INTERNAL spans, in [`Local`] order.
-pub(crate) const LOCALS: [(&str, Option<(&str, &str)>, Option<&str>); 6] = [
-    ("invoke_agent orchestrator", Some(("orchestrator", "agt-orchestrator-v2")), None),
-    ("invoke_agent planner", Some(("planner", "agt-planner-v3")), None),
-    ("invoke_agent researcher", Some(("researcher", "agt-researcher-v1")), None),
-    ("invoke_agent coder", Some(("coder", "agt-coder-v4")), None),
-    ("execute_tool python_sandbox", Some(("coder", "agt-coder-v4")), Some("python_sandbox")),
-    ("chunk document", None, None),
+/// An INTERNAL span: its name, the agent it belongs to (name, id) and the tool it runs.
+pub(crate) struct LocalDef {
+    pub name: &'static str,
+    pub agent: Option<(&'static str, &'static str)>,
+    pub tool: Option<&'static str>,
+}
+
+const fn local(
+    name: &'static str,
+    agent: Option<(&'static str, &'static str)>,
+    tool: Option<&'static str>,
+) -> LocalDef {
+    LocalDef { name, agent, tool }
+}
+
+/// The INTERNAL spans, in [`Local`] order.
+pub(crate) const LOCALS: [LocalDef; 6] = [
+    local("invoke_agent orchestrator", Some(("orchestrator", "agt-orchestrator-v2")), None),
+    local("invoke_agent planner", Some(("planner", "agt-planner-v3")), None),
+    local("invoke_agent researcher", Some(("researcher", "agt-researcher-v1")), None),
+    local("invoke_agent coder", Some(("coder", "agt-coder-v4")), None),
+    local("execute_tool python_sandbox", Some(("coder", "agt-coder-v4")), Some("python_sandbox")),
+    local("chunk document", None, None),
 ];
 
 /// The queue between `ingest-api` and `indexer-worker`.

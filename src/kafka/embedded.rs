@@ -1,0 +1,63 @@
+//! The embedded Kafka-protocol broker: librdkafka's mock cluster on loopback ports.
+//!
+//! It supports consumer groups, idempotent producers and transactions, and keeps only a
+//! few MB per partition: it is for `demo`, `brokers: embedded` and tests, not storage.
+
+use std::sync::mpsc;
+use std::thread;
+
+use rdkafka::mocking::MockCluster;
+
+/// A running embedded broker; stops on drop.
+pub struct EmbeddedKafka {
+    bootstrap: String,
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl EmbeddedKafka {
+    /// Starts a 1-broker cluster with `topics` created, each with `partitions` partitions.
+    pub fn start(partitions: i32, topics: &[String]) -> Result<Self, String> {
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<String, String>>();
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let topics = topics.to_vec();
+        // The mock cluster is not Send: it lives and dies on its own thread.
+        let thread = thread::Builder::new()
+            .name("embedded-kafka".into())
+            .spawn(move || {
+                let cluster = match MockCluster::new(1) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("cannot start the embedded broker: {e}")));
+                        return;
+                    }
+                };
+                for t in &topics {
+                    if let Err(e) = cluster.create_topic(t, partitions, 1) {
+                        let _ = ready_tx.send(Err(format!("cannot create topic {t}: {e}")));
+                        return;
+                    }
+                }
+                let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
+                let _ = stop_rx.recv();
+                drop(cluster);
+            })
+            .map_err(|e| e.to_string())?;
+        let bootstrap = ready_rx.recv().map_err(|_| "embedded broker thread died".to_string())??;
+        Ok(Self { bootstrap, stop: Some(stop_tx), thread: Some(thread) })
+    }
+
+    /// `host:port` to give clients.
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+}
+
+impl Drop for EmbeddedKafka {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! The producer: records go out through librdkafka's idempotent producer; delivery
+//! reports come back as [`Ack`]s on a channel, carrying the input offsets to release.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+use tokio::sync::mpsc;
+
+use crate::stage::assemble::Holds;
+
+/// What a delivery report releases.
+#[derive(Debug)]
+pub struct Token {
+    /// Index of the topic in the sink's topic list (for metrics).
+    pub topic: usize,
+    /// Input offsets to release once Kafka has the record.
+    pub holds: Holds,
+}
+
+/// A delivery report.
+#[derive(Debug)]
+pub struct Ack {
+    pub token: Token,
+    /// The error, when Kafka did not take the record.
+    pub error: Option<String>,
+}
+
+struct SinkContext {
+    acks: mpsc::UnboundedSender<Ack>,
+}
+
+impl ClientContext for SinkContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "kafka producer error");
+    }
+}
+
+impl ProducerContext for SinkContext {
+    type DeliveryOpaque = Box<Token>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, token: Box<Token>) {
+        let error = result.as_ref().err().map(|(e, _)| e.to_string());
+        let _ = self.acks.send(Ack { token: *token, error });
+    }
+}
+
+/// A running producer.
+pub struct Sink {
+    producer: ThreadedProducer<SinkContext>,
+}
+
+impl Sink {
+    /// Creates an idempotent producer (acks=all); `properties` are passed through.
+    pub fn start(brokers: &str, properties: &BTreeMap<String, String>) -> KafkaResult<(Self, mpsc::UnboundedReceiver<Ack>)> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("queue.buffering.max.messages", "200000");
+        for (k, v) in properties {
+            config.set(k, v);
+        }
+        let producer = config.create_with_context(SinkContext { acks: tx })?;
+        Ok((Self { producer }, rx))
+    }
+
+    /// Queues one record; waits (asynchronously) while librdkafka's queue is full.
+    pub async fn send(
+        &self,
+        topic: &str,
+        key: &[u8],
+        value: &[u8],
+        headers: Option<OwnedHeaders>,
+        token: Token,
+    ) -> KafkaResult<()> {
+        let mut record = BaseRecord::with_opaque_to(topic, Box::new(token)).key(key).payload(value);
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    // backpressure: the delivery thread drains the queue meanwhile
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    /// Waits until every queued record is delivered or `timeout` passes.
+    pub fn flush(&self, timeout: Duration) -> KafkaResult<()> {
+        self.producer.flush(timeout)
+    }
+}
+
+/// Dead-letter headers: why the record failed and where it came from.
+pub fn dead_letter_headers(reason: &str, error: &str, topic: &str, partition: i32, offset: i64, schema_id: Option<u32>) -> OwnedHeaders {
+    let partition = partition.to_string();
+    let offset = offset.to_string();
+    let schema_id = schema_id.map(|i| i.to_string());
+    let mut h = OwnedHeaders::new()
+        .insert(Header { key: "spanline.error.reason", value: Some(reason) })
+        .insert(Header { key: "spanline.error.message", value: Some(error) })
+        .insert(Header { key: "spanline.source.topic", value: Some(topic) })
+        .insert(Header { key: "spanline.source.partition", value: Some(&partition) })
+        .insert(Header { key: "spanline.source.offset", value: Some(&offset) });
+    if let Some(id) = &schema_id {
+        h = h.insert(Header { key: "spanline.source.schema_id", value: Some(id) });
+    }
+    h
+}

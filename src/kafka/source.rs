@@ -1,0 +1,214 @@
+//! The consumer: a thread polls librdkafka and turns messages and rebalance callbacks
+//! into [`SourceEvent`]s on one channel, so the runner sees them in the order they
+//! happened.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientContext;
+use tokio::sync::mpsc;
+
+use crate::telemetry::metrics;
+
+/// One Kafka record, owned.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+}
+
+/// What the consumer thread reports.
+#[derive(Debug)]
+pub enum SourceEvent {
+    /// Records in the order they were polled.
+    Records(Vec<Record>),
+    /// Partitions were assigned.
+    Assigned(Vec<(String, i32)>),
+    /// Partitions are being taken away: their state must be dropped.
+    Revoked(Vec<(String, i32)>),
+    /// A consumer error that did not stop the consumer.
+    Error(String),
+}
+
+struct SourceContext {
+    events: mpsc::Sender<SourceEvent>,
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, stats: Statistics) {
+        for (topic, t) in &stats.topics {
+            for (p, part) in &t.partitions {
+                if *p >= 0 && part.consumer_lag >= 0 {
+                    metrics::CONSUMER_LAG.with_label_values(&[topic, &p.to_string()]).set(part.consumer_lag);
+                }
+            }
+        }
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "kafka client error");
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let _ = self.events.blocking_send(SourceEvent::Revoked(partitions(tpl)));
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let _ = self.events.blocking_send(SourceEvent::Assigned(partitions(tpl)));
+            }
+            Rebalance::Error(e) => {
+                let _ = self.events.blocking_send(SourceEvent::Error(format!("rebalance failed: {e}")));
+            }
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+/// A running consumer.
+pub struct Source {
+    consumer: Arc<BaseConsumer<SourceContext>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Source {
+    /// Subscribes to `topics` and starts polling; events arrive on the returned channel.
+    pub fn start(
+        brokers: &str,
+        group_id: &str,
+        properties: &BTreeMap<String, String>,
+        topics: &[String],
+    ) -> KafkaResult<(Self, mpsc::Receiver<SourceEvent>)> {
+        let (tx, rx) = mpsc::channel(64);
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", brokers)
+            .set("group.id", group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("statistics.interval.ms", "5000")
+            .set("partition.assignment.strategy", "range,roundrobin");
+        for (k, v) in properties {
+            config.set(k, v);
+        }
+        let consumer: BaseConsumer<SourceContext> = config.create_with_context(SourceContext { events: tx.clone() })?;
+        let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&refs)?;
+        let consumer = Arc::new(consumer);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let consumer = consumer.clone();
+            let stop = stop.clone();
+            thread::Builder::new()
+                .name("kafka-source".into())
+                .spawn(move || {
+                poll_loop(&consumer, &stop, &tx);
+                // rebalance callbacks run here, on this thread, never on the runtime's
+                consumer.unsubscribe();
+            })
+                .expect("spawn consumer thread")
+        };
+        Ok((Self { consumer, stop, thread: Some(thread) }, rx))
+    }
+
+    /// Commits offsets (the next offset to read, per partition) without waiting.
+    pub fn commit(&self, offsets: &[(String, i32, i64)]) -> KafkaResult<()> {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition, offset) in offsets {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+        }
+        self.consumer.commit(&tpl, CommitMode::Async)
+    }
+
+    /// Commits and waits for the broker's answer (shutdown).
+    pub fn commit_sync(&self, offsets: &[(String, i32, i64)]) -> KafkaResult<()> {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition, offset) in offsets {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+        }
+        self.consumer.commit(&tpl, CommitMode::Sync)
+    }
+
+    /// Stops polling and leaves the group.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+const BATCH: usize = 1024;
+
+fn poll_loop(consumer: &BaseConsumer<SourceContext>, stop: &AtomicBool, tx: &mpsc::Sender<SourceEvent>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut topic_names: Vec<Arc<str>> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        // wait for the first record, then drain what is already fetched
+        let mut timeout = Duration::from_millis(100);
+        while batch.len() < BATCH {
+            match consumer.poll(timeout) {
+                None => break,
+                Some(Ok(m)) => {
+                    let topic = match topic_names.iter().find(|t| &***t == m.topic()) {
+                        Some(t) => t.clone(),
+                        None => {
+                            let t: Arc<str> = Arc::from(m.topic());
+                            topic_names.push(t.clone());
+                            t
+                        }
+                    };
+                    batch.push(Record {
+                        topic,
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key().map(<[u8]>::to_vec),
+                        payload: m.payload().map(<[u8]>::to_vec),
+                    });
+                }
+                Some(Err(e)) => {
+                    if tx.blocking_send(SourceEvent::Error(e.to_string())).is_err() {
+                        return;
+                    }
+                }
+            }
+            timeout = Duration::ZERO;
+        }
+        if !batch.is_empty() {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            if tx.blocking_send(SourceEvent::Records(full)).is_err() {
+                return;
+            }
+        }
+    }
+}

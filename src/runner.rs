@@ -1,0 +1,421 @@
+//! The async driver: one `select!` over consumer events, delivery reports, ticks and
+//! shutdown. Stage logic stays in [`crate::stage`]; this file moves data and offsets.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use thiserror::Error;
+
+use crate::codec::{self, DecodeError, Format, SpanDecoder};
+use crate::config::{OutputFormat, PipelineConfig};
+use crate::kafka::offsets::OffsetTracker;
+use crate::kafka::registry_client::RegistryClient;
+use crate::kafka::sink::{dead_letter_headers, Ack, Sink, Token};
+use crate::kafka::source::{Record, Source, SourceEvent};
+use crate::model::CloseReason;
+use crate::output::Encoding;
+use crate::stage::assemble::{Assembler, Holds, Origin, Output, Pushed, Stats};
+use crate::telemetry::http::Readiness;
+use crate::telemetry::metrics;
+
+/// Why a pipeline stopped with an error.
+#[derive(Debug, Error)]
+pub enum RunError {
+    #[error("pipeline {pipeline}: kafka: {message}")]
+    Kafka { pipeline: String, message: String },
+    #[error("pipeline {pipeline}: {message}")]
+    Registry { pipeline: String, message: String },
+    #[error("pipeline {pipeline}: {message}")]
+    Config { pipeline: String, message: String },
+    #[error("pipeline {pipeline}: kafka did not take a record for {topic}: {message}; offsets were not committed past it, restart to re-read")]
+    Delivery { pipeline: String, topic: String, message: String },
+}
+
+/// Where the pipeline connects, after `embedded` was resolved.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub brokers: String,
+    pub registry: Option<String>,
+}
+
+/// Processing time in milliseconds since the epoch.
+pub fn wall_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+struct SourceInfo {
+    name: String,
+    dead_letter_topic: Option<String>,
+    decoder: SpanDecoder,
+}
+
+/// Output topics, indexed by [`Token::topic`].
+struct Outputs {
+    topics: Vec<String>,
+    traces: Encoding,
+    late: Option<Encoding>,
+}
+
+const TRACES: usize = 0;
+const LATE: usize = 1;
+const DEAD_LETTER: usize = 2; // and up: one per dead-letter topic
+
+/// Maps (topic, partition) to the small integer the stages use.
+#[derive(Default)]
+struct Partitions {
+    ids: HashMap<(Arc<str>, i32), u32>,
+    names: Vec<(String, i32)>,
+}
+
+impl Partitions {
+    fn id(&mut self, topic: &str, partition: i32) -> u32 {
+        if let Some(id) = self.ids.get(&(Arc::from(topic), partition)) {
+            return *id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push((topic.to_string(), partition));
+        self.ids.insert((Arc::from(topic), partition), id);
+        id
+    }
+
+    fn name(&self, id: u32) -> &(String, i32) {
+        &self.names[id as usize]
+    }
+}
+
+struct Runner {
+    pipeline: String,
+    sources: Vec<SourceInfo>,
+    topic_source: HashMap<String, usize>,
+    outputs: Outputs,
+    registry: Option<RegistryClient>,
+    assembler: Assembler,
+    tracker: OffsetTracker,
+    partitions: Partitions,
+    sink: Sink,
+    published: Stats,
+    out: Vec<Output>,
+    spans: Vec<crate::model::Span>,
+}
+
+/// Runs `config` until `shutdown` completes or an unrecoverable error happens.
+pub async fn run(
+    config: PipelineConfig,
+    endpoints: Endpoints,
+    ready: Readiness,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let pipeline = config.name.clone();
+    metrics::init();
+    let kafka_err = |e: rdkafka::error::KafkaError| RunError::Kafka { pipeline: pipeline.clone(), message: e.to_string() };
+    let assemble = config
+        .assemble()
+        .ok_or_else(|| RunError::Config { pipeline: pipeline.clone(), message: "no assemble stage".into() })?
+        .clone();
+    let registry = match &endpoints.registry {
+        Some(url) => {
+            let sr = config.schema_registry.as_ref();
+            let client = RegistryClient::new(url, sr.and_then(|s| s.username.as_deref()), sr.and_then(|s| s.password.as_deref()))
+                .map_err(|message| RunError::Registry { pipeline: pipeline.clone(), message })?;
+            Some(client)
+        }
+        None => None,
+    };
+    let register = |topic: String, key_schema: &'static str, value_schema: &'static str| {
+        let registry = registry.clone();
+        let pipeline = pipeline.clone();
+        async move {
+            let Some(r) = registry else {
+                return Err(RunError::Config { pipeline, message: "avro outputs need schema_registry".into() });
+            };
+            let key = r.register(&format!("{topic}-key"), key_schema).await;
+            let value = r.register(&format!("{topic}-value"), value_schema).await;
+            match (key, value) {
+                (Ok(k), Ok(v)) => Ok(Some((k, v))),
+                (Err(message), _) | (_, Err(message)) => Err(RunError::Registry { pipeline, message }),
+            }
+        }
+    };
+    let traces_cfg = &config.outputs.traces;
+    let trace_ids = match traces_cfg.format {
+        OutputFormat::Avro => register(traces_cfg.topic.clone(), codec::avro::TRACE_KEY_SCHEMA, codec::avro::TRACE_SCHEMA).await?,
+        OutputFormat::Json => None,
+    };
+    let late = match &config.outputs.late {
+        Some(l) => Some(Encoding::new(
+            l.format,
+            match l.format {
+                OutputFormat::Avro => register(l.topic.clone(), codec::avro::SPAN_KEY_SCHEMA, codec::avro::SPAN_SCHEMA).await?,
+                OutputFormat::Json => None,
+            },
+        )),
+        None => None,
+    };
+    let mut topics = vec![traces_cfg.topic.clone(), config.outputs.late.as_ref().map(|l| l.topic.clone()).unwrap_or_default()];
+    let mut sources = Vec::new();
+    let mut topic_source = HashMap::new();
+    for (i, s) in config.sources.iter().enumerate() {
+        for t in &s.topics {
+            topic_source.insert(t.clone(), i);
+        }
+        if let Some(d) = &s.dead_letter_topic {
+            if !topics.contains(d) {
+                topics.push(d.clone());
+            }
+        }
+        metrics::RECORDS_IN.with_label_values(&[&s.name]);
+        metrics::SPANS_IN.with_label_values(&[&s.name]);
+        sources.push(SourceInfo { name: s.name.clone(), dead_letter_topic: s.dead_letter_topic.clone(), decoder: SpanDecoder::new(s.format) });
+    }
+    for t in &topics {
+        if !t.is_empty() {
+            metrics::PRODUCED.with_label_values(&[t]);
+            metrics::PRODUCE_ERRORS.with_label_values(&[t]);
+        }
+    }
+    let (sink, mut acks) = Sink::start(&endpoints.brokers, &config.kafka.properties).map_err(kafka_err)?;
+    let all_topics: Vec<String> = config.sources.iter().flat_map(|s| s.topics.clone()).collect();
+    let (source, mut events) =
+        Source::start(&endpoints.brokers, &config.kafka.group_id, &config.kafka.properties, &all_topics).map_err(kafka_err)?;
+    metrics::OPEN_TRACES_LIMIT.set(assemble.max_open_traces as i64);
+    let mut runner = Runner {
+        pipeline: pipeline.clone(),
+        sources,
+        topic_source,
+        outputs: Outputs { topics, traces: Encoding::new(traces_cfg.format, trace_ids), late },
+        registry,
+        assembler: Assembler::new(assemble.settings(config.outputs.late.is_some())),
+        tracker: OffsetTracker::default(),
+        partitions: Partitions::default(),
+        sink,
+        published: Stats::default(),
+        out: Vec::new(),
+        spans: Vec::new(),
+    };
+    tracing::info!(pipeline = %pipeline, brokers = %endpoints.brokers, topics = ?all_topics, "pipeline started");
+
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let commit_every = config.kafka.commit_interval;
+    let mut last_commit = Instant::now();
+    tokio::pin!(shutdown);
+    let result = loop {
+        tokio::select! {
+            _ = &mut shutdown => break Ok(()),
+            event = events.recv() => match event {
+                Some(SourceEvent::Records(records)) => {
+                    if let Err(e) = runner.records(records).await { break Err(e) }
+                }
+                Some(SourceEvent::Assigned(parts)) => {
+                    let now = wall_ms();
+                    for (t, p) in &parts {
+                        let id = runner.partitions.id(t, *p);
+                        runner.tracker.assign(id);
+                        runner.assembler.assign(id, now);
+                    }
+                    ready.set(true);
+                    tracing::info!(partitions = ?parts, "partitions assigned");
+                }
+                Some(SourceEvent::Revoked(parts)) => runner.revoke(&parts),
+                Some(SourceEvent::Error(e)) => tracing::warn!(error = %e, "consumer error"),
+                None => break Err(RunError::Kafka { pipeline: pipeline.clone(), message: "consumer stopped".into() }),
+            },
+            Some(ack) = acks.recv() => {
+                if let Err(e) = runner.ack(ack) { break Err(e) }
+            }
+            _ = tick.tick() => {
+                if let Err(e) = runner.advance().await { break Err(e) }
+                runner.publish_gauges();
+                if last_commit.elapsed() >= commit_every {
+                    runner.commit(&source, false);
+                    last_commit = Instant::now();
+                }
+            }
+        }
+    };
+    ready.set(false);
+    // Shutdown: optionally flush open traces, wait for Kafka to take what was sent,
+    // commit what is safe, leave the group.
+    if result.is_ok() && assemble.flush_on_shutdown {
+        runner.assembler.flush(CloseReason::Shutdown, &mut runner.out);
+        let _ = runner.emit().await;
+    }
+    let sink_flush = runner.sink.flush(Duration::from_secs(10));
+    if let Err(e) = sink_flush {
+        tracing::warn!(error = %e, "producer flush incomplete");
+    }
+    while let Ok(ack) = acks.try_recv() {
+        let _ = runner.ack(ack);
+    }
+    runner.commit(&source, true);
+    runner.publish_gauges();
+    tokio::task::spawn_blocking(move || source.stop()).await.ok();
+    tracing::info!(pipeline = %pipeline, "pipeline stopped");
+    result
+}
+
+impl Runner {
+    async fn records(&mut self, records: Vec<Record>) -> Result<(), RunError> {
+        let now = wall_ms();
+        for rec in records {
+            let part = self.partitions.id(&rec.topic, rec.partition);
+            if !self.tracker.is_assigned(part) {
+                // assignment events precede records; a record without one is stale
+                continue;
+            }
+            self.tracker.consumed(part, rec.offset);
+            let Some(&si) = self.topic_source.get(&*rec.topic) else { continue };
+            metrics::RECORDS_IN.with_label_values(&[&self.sources[si].name]).inc();
+            let payload = rec.payload.as_deref().unwrap_or_default();
+            self.spans.clear();
+            let mut decoded = self.sources[si].decoder.decode(payload, &mut self.spans);
+            if let Err(DecodeError::UnknownSchemaId(id)) = decoded {
+                if let Some(registry) = &self.registry {
+                    match registry.schema(id).await {
+                        Ok(schema) => {
+                            if let Err(e) = self.sources[si].decoder.avro().add_schema(id, &schema) {
+                                decoded = Err(e);
+                            } else {
+                                decoded = self.sources[si].decoder.decode(payload, &mut self.spans);
+                            }
+                        }
+                        Err(message) => tracing::warn!(%message, "schema lookup failed"),
+                    }
+                }
+            }
+            if let Err(e) = decoded {
+                metrics::DECODE_ERRORS.with_label_values(&[&self.sources[si].name, e.reason()]).inc();
+                self.dead_letter(si, &rec, part, e.reason(), &e.to_string()).await?;
+                continue;
+            }
+            metrics::SPANS_IN.with_label_values(&[&self.sources[si].name]).inc_by(self.spans.len() as u64);
+            let origin = Origin { partition: part, offset: rec.offset };
+            let mut too_large = false;
+            for span in self.spans.drain(..) {
+                too_large |= self.assembler.push(span, origin, now, &mut self.tracker, &mut self.out) == Pushed::TooLarge;
+            }
+            if too_large {
+                let limit = self.assembler.settings().max_span_bytes;
+                self.dead_letter(si, &rec, part, "span_too_large", &format!("a span is larger than max_span_bytes ({limit})")).await?;
+            }
+        }
+        self.advance().await
+    }
+
+    async fn dead_letter(&mut self, si: usize, rec: &Record, part: u32, reason: &str, error: &str) -> Result<(), RunError> {
+        let payload = rec.payload.as_deref().unwrap_or_default();
+        let Some(topic) = self.sources[si].dead_letter_topic.clone() else {
+            metrics::UNDELIVERABLE.with_label_values(&[reason]).inc();
+            tracing::warn!(topic = %rec.topic, partition = rec.partition, offset = rec.offset, reason, error, "bad record skipped (no dead_letter_topic)");
+            return Ok(());
+        };
+        let format = self.sources[si].decoder.format();
+        let schema_id = if format == Format::Avro { codec::schema_id_of(payload) } else { None };
+        let headers = dead_letter_headers(reason, error, &rec.topic, rec.partition, rec.offset, schema_id);
+        let index = self.outputs.topics.iter().position(|t| *t == topic).unwrap_or(DEAD_LETTER);
+        self.tracker.hold(part, rec.offset);
+        let mut holds = Holds::new();
+        holds.push((part, rec.offset));
+        metrics::DEAD_LETTERED.with_label_values(&[reason]).inc();
+        let key = rec.key.as_deref().unwrap_or_default();
+        self.sink
+            .send(&topic, key, payload, Some(headers), Token { topic: index, holds })
+            .await
+            .map_err(|e| RunError::Kafka { pipeline: self.pipeline.clone(), message: format!("dead-letter to {topic}: {e}") })
+    }
+
+    async fn advance(&mut self) -> Result<(), RunError> {
+        self.assembler.advance(wall_ms(), &mut self.out);
+        self.emit().await
+    }
+
+    async fn emit(&mut self) -> Result<(), RunError> {
+        for output in std::mem::take(&mut self.out) {
+            let (index, (key, value), holds) = match output {
+                Output::Trace { trace, holds } => (TRACES, self.outputs.traces.trace(&trace), holds),
+                Output::Late { span, origin } => {
+                    let Some(enc) = &self.outputs.late else { continue };
+                    let mut holds = Holds::new();
+                    holds.push((origin.partition, origin.offset));
+                    (LATE, enc.span(&span), holds)
+                }
+            };
+            let topic = &self.outputs.topics[index];
+            self.sink
+                .send(topic, &key, &value, None, Token { topic: index, holds })
+                .await
+                .map_err(|e| RunError::Kafka { pipeline: self.pipeline.clone(), message: format!("produce to {topic}: {e}") })?;
+        }
+        let now = self.assembler.stats().clone();
+        metrics::publish_assembler(&self.published, &now);
+        self.published = now;
+        Ok(())
+    }
+
+    fn ack(&mut self, ack: Ack) -> Result<(), RunError> {
+        let topic = self.outputs.topics.get(ack.token.topic).cloned().unwrap_or_default();
+        if let Some(message) = ack.error {
+            metrics::PRODUCE_ERRORS.with_label_values(&[&topic]).inc();
+            return Err(RunError::Delivery { pipeline: self.pipeline.clone(), topic, message });
+        }
+        metrics::PRODUCED.with_label_values(&[&topic]).inc();
+        for (p, o) in ack.token.holds {
+            self.tracker.release(p, o);
+        }
+        Ok(())
+    }
+
+    fn revoke(&mut self, parts: &[(String, i32)]) {
+        let ids: Vec<u32> = parts.iter().map(|(t, p)| self.partitions.id(t, *p)).collect();
+        for id in &ids {
+            self.tracker.revoke(*id);
+        }
+        self.assembler.revoke(&ids);
+        tracing::info!(partitions = ?parts, "partitions revoked; their open traces were dropped");
+    }
+
+    fn commit(&mut self, source: &Source, sync: bool) {
+        let due = self.tracker.to_commit();
+        if due.is_empty() {
+            return;
+        }
+        let offsets: Vec<(String, i32, i64)> = due
+            .iter()
+            .map(|(id, off)| {
+                let (t, p) = self.partitions.name(*id);
+                (t.clone(), *p, *off)
+            })
+            .collect();
+        let result = if sync { source.commit_sync(&offsets) } else { source.commit(&offsets) };
+        match result {
+            Ok(()) => {
+                metrics::COMMITS.inc();
+                for (id, off) in due {
+                    self.tracker.committed(id, off);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "offset commit failed; will retry"),
+        }
+    }
+
+    fn publish_gauges(&self) {
+        metrics::OPEN_TRACES.set(self.assembler.open_traces() as i64);
+        metrics::BUFFERED_SPANS.set(self.assembler.buffered_spans() as i64);
+        metrics::BUFFERED_BYTES.set(self.assembler.buffered_bytes() as i64);
+        metrics::HELD_OFFSETS.set(self.tracker.held() as i64);
+        let now_s = wall_ms() as f64 / 1000.0;
+        let wm = self.assembler.watermarks().current();
+        if wm != crate::stage::watermark::NO_WATERMARK {
+            metrics::WATERMARK.set(wm as f64 / 1e9);
+        }
+        for (id, pwm) in self.assembler.watermarks().per_partition() {
+            if pwm == crate::stage::watermark::NO_WATERMARK {
+                continue;
+            }
+            let (t, p) = self.partitions.name(id);
+            metrics::WATERMARK_LAG.with_label_values(&[t, &p.to_string()]).set(now_s - pwm as f64 / 1e9);
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! spanline's own observability: internal metrics, the HTTP endpoints, logging setup.
+
+pub mod http;
+pub mod metrics;
+
+/// Installs the `tracing` subscriber: human-readable by default, JSON lines when `json`.
+/// `RUST_LOG` filters (default `info`).
+pub fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,librdkafka=warn,rdkafka=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = if json { builder.json().try_init() } else { builder.try_init() };
+    let _ = result;
+}

@@ -1,0 +1,472 @@
+//! Helpers shared by the integration tests: finding external programs (the tansu broker,
+//! the Python virtualenv with the third-party Kafka clients), running them, and running
+//! `spanline demo` as a child process.
+//!
+//! A test that needs an external program asks [`require_or_skip`] first: without the
+//! program it is skipped with a printed reason, unless `SPANLINE_REQUIRE_EXTERNAL` is set
+//! (CI sets it after installing everything), where it fails instead.
+
+// Each integration test crate uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::env;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+
+/// The repository root (where Cargo.toml is).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// True when `SPANLINE_REQUIRE_EXTERNAL` is set to anything but "" or "0".
+pub fn external_required() -> bool {
+    env::var_os("SPANLINE_REQUIRE_EXTERNAL").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Decides whether a test that needs `what` runs: true when it was found; otherwise
+/// panics under `SPANLINE_REQUIRE_EXTERNAL`, or prints why the test is skipped and
+/// returns false.
+pub fn require_or_skip(what: &str, found: bool) -> bool {
+    if found {
+        return true;
+    }
+    if external_required() {
+        panic!(
+            "{what} is not installed but SPANLINE_REQUIRE_EXTERNAL is set: \
+             run `bash .ci/run` (or install it as that script does)"
+        );
+    }
+    eprintln!("skipping: {what} not installed (run .ci/run to install)");
+    false
+}
+
+/// The Python interpreter with the packages of tests/python/requirements.txt:
+/// `$SPANLINE_PYTHON`, else `<repo>/.venv/bin/python` when it exists.
+pub fn python() -> Option<PathBuf> {
+    if let Some(p) = env::var_os("SPANLINE_PYTHON").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let venv = repo_root().join(".venv/bin/python");
+    venv.exists().then_some(venv)
+}
+
+/// The path of a test script in tests/python.
+pub fn python_script(name: &str) -> PathBuf {
+    repo_root().join("tests/python").join(name)
+}
+
+/// `name` on `PATH`, else in `$HOME/.cargo/bin` (where `cargo install` puts it).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let on_path = env::var_os("PATH")
+        .map(|paths| env::split_paths(&paths).map(|dir| dir.join(name)).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let in_cargo_home = env::var_os("HOME").map(|home| Path::new(&home).join(".cargo/bin").join(name));
+    on_path.into_iter().chain(in_cargo_home).find(|p| p.is_file())
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The last `n` lines of a log file ("" when it cannot be read).
+pub fn file_tail(path: &Path, n: usize) -> String {
+    let mut text = String::new();
+    if let Ok(mut f) = File::open(path) {
+        let mut bytes = Vec::new();
+        let _ = f.read_to_end(&mut bytes);
+        text = String::from_utf8_lossy(&bytes).into_owned();
+    }
+    tail(&text, n)
+}
+
+/// A temporary log file a child process writes to, and the handle to give it.
+fn log_file(dir: &Path, name: &str) -> (PathBuf, Stdio) {
+    let path = dir.join(name);
+    let file = File::create(&path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+    (path, Stdio::from(file))
+}
+
+/// A free loopback port: bound, then released for the child process to take.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// What a finished child process printed.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    /// stdout and stderr, labelled, for assertion messages.
+    pub fn output(&self) -> String {
+        format!("--- stdout ---\n{}\n--- stderr ---\n{}", self.stdout, self.stderr)
+    }
+}
+
+fn drain<R: Read + Send + 'static>(mut r: R) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = r.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// Runs `cmd` to completion with its output captured; kills it and panics after
+/// `timeout`.
+pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Finished {
+    let shown = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {shown}: {e}"));
+    let out = drain(child.stdout.take().expect("piped stdout"));
+    let err = drain(child.stderr.take().expect("piped stderr"));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let finished = Finished {
+                    status: ExitStatus::default(),
+                    stdout: out.join().unwrap_or_default(),
+                    stderr: err.join().unwrap_or_default(),
+                };
+                panic!("{shown} did not finish within {timeout:?}\n{}", finished.output());
+            }
+            Err(e) => panic!("waiting for {shown}: {e}"),
+        }
+    };
+    Finished { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() }
+}
+
+/// Runs a script of tests/python with [`python`] and `args`.
+pub fn run_python(python: &Path, script: &str, args: &[&OsStr], timeout: Duration) -> Finished {
+    let mut cmd = Command::new(python);
+    cmd.arg(python_script(script)).args(args).env("PYTHONUNBUFFERED", "1");
+    run_with_timeout(cmd, timeout)
+}
+
+/// How long a started broker or demo may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A real tansu broker process on a loopback port, in-memory storage; killed on Drop.
+pub struct Tansu {
+    child: Child,
+    bin: PathBuf,
+    port: u16,
+    _dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Tansu {
+    /// The tansu binary, if installed.
+    pub fn bin() -> Option<PathBuf> {
+        find_program("tansu")
+    }
+
+    /// Starts a broker when tansu is installed; `None` (test skipped) when it is not.
+    pub fn start_or_skip() -> Option<Self> {
+        let bin = Self::bin();
+        require_or_skip("the tansu broker (cargo install tansu)", bin.is_some()).then(|| Self::start(&bin.unwrap()))
+    }
+
+    /// Starts `bin` as a broker and waits until it answers metadata requests.
+    pub fn start(bin: &Path) -> Self {
+        // The port is free when chosen but could be taken before tansu binds it: retry.
+        let mut last_failure = String::new();
+        for attempt in 0..3 {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let port = free_port();
+            let url = format!("tcp://127.0.0.1:{port}");
+            let (log, stderr) = log_file(dir.path(), &format!("tansu-{attempt}.log"));
+            let mut cmd = Command::new(bin);
+            cmd.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+                .args(["--storage-engine", "memory://tansu/"])
+                // tansu reads its settings from the environment too; keep the test's own.
+                .env_remove("SCHEMA_REGISTRY")
+                .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(stderr);
+            let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+            let mut broker = Tansu { child, bin: bin.to_path_buf(), port, _dir: dir, log };
+            match broker.wait_ready() {
+                Ok(()) => return broker,
+                Err(failure) => last_failure = failure,
+            }
+        }
+        panic!("tansu did not start: {last_failure}");
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Polls metadata until the broker answers, it exits, or [`READY_TIMEOUT`] passes.
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let consumer: BaseConsumer = self.client_config().create().expect("metadata client");
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("tansu exited with {status}\n{}", self.log_tail()));
+            }
+            let last = match consumer.fetch_metadata(None, Duration::from_millis(500)) {
+                Ok(md) if !md.brokers().is_empty() => return Ok(()),
+                Ok(_) => "metadata lists no brokers".to_string(),
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "tansu on port {} gave no metadata within {READY_TIMEOUT:?} ({last})\n{}",
+                    self.port,
+                    self.log_tail()
+                ));
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A client config for this broker, reconnecting quickly.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", self.bootstrap())
+            .set("reconnect.backoff.ms", "50")
+            .set("reconnect.backoff.max.ms", "500");
+        config
+    }
+
+    /// `host:port` for `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The last lines tansu logged, for failure messages.
+    pub fn log_tail(&self) -> String {
+        format!("--- tansu log ({}) ---\n{}", self.log.display(), file_tail(&self.log, 40))
+    }
+
+    /// Creates topics with the Kafka admin API and waits until metadata shows them with
+    /// their partitions (tansu does not auto-create topics).
+    pub fn create_topics(&self, topics: &[(&str, i32)]) {
+        let admin: AdminClient<DefaultClientContext> = self.client_config().create().expect("admin client");
+        let new: Vec<NewTopic<'_>> =
+            topics.iter().map(|&(name, n)| NewTopic::new(name, n, TopicReplication::Fixed(1))).collect();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let results = futures::executor::block_on(admin.create_topics(&new, &opts))
+            .unwrap_or_else(|e| panic!("create topics {topics:?}: {e}\n{}", self.log_tail()));
+        for result in results {
+            if let Err((name, code)) = result {
+                if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
+                    panic!("create topic {name}: {code}\n{}", self.log_tail());
+                }
+            }
+        }
+        self.wait_for_topics(topics);
+    }
+
+    /// Waits until metadata lists every topic with its partition count.
+    pub fn wait_for_topics(&self, topics: &[(&str, i32)]) {
+        let consumer: BaseConsumer = self.client_config().create().expect("metadata client");
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let seen: HashMap<String, usize> = consumer
+                .fetch_metadata(None, Duration::from_secs(2))
+                .map(|md| {
+                    md.topics()
+                        .iter()
+                        .filter(|t| t.error().is_none())
+                        .map(|t| (t.name().to_string(), t.partitions().len()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let missing: Vec<_> =
+                topics.iter().filter(|(name, n)| seen.get(*name) != Some(&(*n as usize))).collect();
+            if missing.is_empty() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!("topics {missing:?} not in metadata (saw {seen:?})\n{}", self.log_tail());
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// What `spanline demo` printed about where it serves.
+#[derive(Debug, Clone, Default)]
+struct Endpoints {
+    kafka: Option<String>,
+    registry: Option<String>,
+    metrics: Option<String>,
+}
+
+impl Endpoints {
+    fn read(&mut self, line: &str) {
+        let line = line.trim();
+        let field = if let Some(v) = line.strip_prefix("kafka:") {
+            (&mut self.kafka, v)
+        } else if let Some(v) = line.strip_prefix("schema registry:") {
+            (&mut self.registry, v)
+        } else if let Some(v) = line.strip_prefix("metrics:") {
+            (&mut self.metrics, v)
+        } else {
+            return;
+        };
+        if field.0.is_none() {
+            *field.0 = Some(field.1.trim().to_string());
+        }
+    }
+
+    fn complete(&self) -> bool {
+        self.kafka.is_some() && self.registry.is_some() && self.metrics.is_some()
+    }
+}
+
+/// `spanline demo --no-workload` as a child process: embedded broker, registry and the
+/// default pipeline, no synthetic traffic. Killed on Drop.
+pub struct Demo {
+    child: Child,
+    kafka: String,
+    registry: String,
+    metrics: String,
+    stdout: Arc<Mutex<String>>,
+    stderr_log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Demo {
+    /// Starts `bin` (pass `env!("CARGO_BIN_EXE_spanline")`) and waits until it has
+    /// printed its Kafka, schema registry and metrics addresses.
+    pub fn start(bin: &Path) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (stderr_log, stderr) = log_file(dir.path(), "demo.stderr.log");
+        let mut child = Command::new(bin)
+            .args(["demo", "--no-workload", "--duration", "300s", "--http", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let (lines_tx, lines) = mpsc::channel::<String>();
+        let reader = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let buffer = Arc::clone(&stdout);
+        // Keeps reading after start-up so the demo never blocks on a full pipe.
+        thread::spawn(move || {
+            for line in reader.lines() {
+                let Ok(line) = line else { break };
+                let mut b = buffer.lock().unwrap_or_else(|e| e.into_inner());
+                b.push_str(&line);
+                b.push('\n');
+                drop(b);
+                let _ = lines_tx.send(line);
+            }
+        });
+        let mut seen = Endpoints::default();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let failure = loop {
+            if seen.complete() {
+                break None;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => seen.read(&line),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    break Some(format!("did not print its addresses within {READY_TIMEOUT:?}"))
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+                    break Some(format!("exited ({status}) before printing its addresses"));
+                }
+            }
+        };
+        if let Some(failure) = failure {
+            let _ = child.kill();
+            let _ = child.wait();
+            let out = stdout.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            panic!(
+                "spanline demo {failure} (seen: {seen:?})\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                tail(&out, 40),
+                file_tail(&stderr_log, 40)
+            );
+        }
+        Demo {
+            child,
+            kafka: seen.kafka.unwrap_or_default(),
+            registry: seen.registry.unwrap_or_default(),
+            metrics: seen.metrics.unwrap_or_default(),
+            stdout,
+            stderr_log,
+            _dir: dir,
+        }
+    }
+
+    /// The embedded broker's `host:port`, for `bootstrap.servers`.
+    pub fn kafka(&self) -> &str {
+        &self.kafka
+    }
+
+    /// The embedded schema registry's base URL.
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    /// The metrics URL.
+    pub fn metrics(&self) -> &str {
+        &self.metrics
+    }
+
+    /// Everything the demo printed on stdout so far.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The last lines of stdout and stderr, for failure messages.
+    pub fn output_tail(&self, n: usize) -> String {
+        format!(
+            "--- demo stdout ---\n{}\n--- demo stderr ---\n{}",
+            tail(&self.stdout(), n),
+            file_tail(&self.stderr_log, n)
+        )
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
