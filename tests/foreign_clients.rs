@@ -25,13 +25,19 @@ fn python_or_skip() -> Option<PathBuf> {
 
 #[test]
 fn python_avro_producer_and_consumer_roundtrip() {
-    let Some(python) = python_or_skip() else { return };
+    let Some(python) = python_or_skip() else {
+        return;
+    };
     let demo = Demo::start(env!("CARGO_BIN_EXE_spanline").as_ref());
     let schemas = support::repo_root().join("schemas");
     let run = run_python(
         &python,
         "foreign_avro_roundtrip.py",
-        &[OsStr::new(demo.kafka()), OsStr::new(demo.registry()), schemas.as_os_str()],
+        &[
+            OsStr::new(demo.kafka()),
+            OsStr::new(demo.registry()),
+            schemas.as_os_str(),
+        ],
         Duration::from_secs(180),
     );
     assert!(
@@ -52,7 +58,9 @@ fn check_attr(what: &str, expected: &Value, actual: Option<AttrValue<'_>>) -> Re
         (Some("int"), Some(AttrValue::Int(i))) => want.as_i64() == Some(i),
         (Some("double"), Some(AttrValue::Double(d))) => want.as_f64() == Some(d),
         // arrays are kept as their OTLP/JSON text
-        (Some("json"), Some(AttrValue::Str(s))) => serde_json::from_str::<Value>(s).ok().as_ref() == Some(want),
+        (Some("json"), Some(AttrValue::Str(s))) => {
+            serde_json::from_str::<Value>(s).ok().as_ref() == Some(want)
+        }
         _ => false,
     };
     if ok {
@@ -68,7 +76,11 @@ fn check_attrs(what: &str, expected: &Value, actual: &Attributes) -> Vec<String>
         .iter()
         .filter_map(|(key, want)| check_attr(&format!("{what} {key}"), want, actual.get(key)).err())
         .collect();
-    let extra: Vec<&str> = actual.iter().map(|(k, _)| k).filter(|k| !expected.contains_key(*k)).collect();
+    let extra: Vec<&str> = actual
+        .iter()
+        .map(|(k, _)| k)
+        .filter(|k| !expected.contains_key(*k))
+        .collect();
     if !extra.is_empty() {
         errors.push(format!("{what}: unexpected keys {extra:?}"));
     }
@@ -85,45 +97,116 @@ fn span_differences(want: &Value, span: &Span) -> Vec<String> {
             None
         }
     };
-    errors.extend(field("trace_id", want["trace_id"].clone(), hex_trace_id(span.trace_id).into()));
+    errors.extend(field(
+        "trace_id",
+        want["trace_id"].clone(),
+        hex_trace_id(span.trace_id).into(),
+    ));
     let parent = (!span.is_root()).then(|| hex_span_id(span.parent_span_id));
-    errors.extend(field("parent_span_id", want["parent_span_id"].clone(), parent.into()));
+    errors.extend(field(
+        "parent_span_id",
+        want["parent_span_id"].clone(),
+        parent.into(),
+    ));
     errors.extend(field("name", want["name"].clone(), (*span.name).into()));
-    errors.extend(field("kind", want["kind"].clone(), (span.kind as i32).into()));
-    errors.extend(field("service", want["service"].clone(), span.service().into()));
-    errors.extend(field("start_time_unix_nano", want["start_time_unix_nano"].clone(), span.start_ns.into()));
-    errors.extend(field("end_time_unix_nano", want["end_time_unix_nano"].clone(), span.end_ns.into()));
-    errors.extend(field("status_code", want["status_code"].clone(), (span.status as i32).into()));
-    errors.extend(field("status_message", want["status_message"].clone(), span.status_message.as_deref().into()));
+    errors.extend(field(
+        "kind",
+        want["kind"].clone(),
+        (span.kind as i32).into(),
+    ));
+    errors.extend(field(
+        "service",
+        want["service"].clone(),
+        span.service().into(),
+    ));
+    errors.extend(field(
+        "start_time_unix_nano",
+        want["start_time_unix_nano"].clone(),
+        span.start_ns.into(),
+    ));
+    errors.extend(field(
+        "end_time_unix_nano",
+        want["end_time_unix_nano"].clone(),
+        span.end_ns.into(),
+    ));
+    errors.extend(field(
+        "status_code",
+        want["status_code"].clone(),
+        (span.status as i32).into(),
+    ));
+    errors.extend(field(
+        "status_message",
+        want["status_message"].clone(),
+        span.status_message.as_deref().into(),
+    ));
     let events: Vec<_> = span.events.iter().collect();
     let want_events = want["events"].as_array().expect("events array");
-    errors.extend(field("event count", want_events.len().into(), events.len().into()));
+    errors.extend(field(
+        "event count",
+        want_events.len().into(),
+        events.len().into(),
+    ));
     for (i, (want_event, (time, name, attrs))) in want_events.iter().zip(&events).enumerate() {
-        errors.extend(field(&format!("events[{i}].time_unix_nano"), want_event["time_unix_nano"].clone(), (*time).into()));
-        errors.extend(field(&format!("events[{i}].name"), want_event["name"].clone(), (*name).into()));
-        errors.extend(check_attrs(&format!("events[{i}] attribute"), &want_event["attributes"], attrs));
+        errors.extend(field(
+            &format!("events[{i}].time_unix_nano"),
+            want_event["time_unix_nano"].clone(),
+            (*time).into(),
+        ));
+        errors.extend(field(
+            &format!("events[{i}].name"),
+            want_event["name"].clone(),
+            (*name).into(),
+        ));
+        errors.extend(check_attrs(
+            &format!("events[{i}] attribute"),
+            &want_event["attributes"],
+            attrs,
+        ));
     }
-    errors.extend(check_attrs("attribute", &want["attributes"], &span.attributes));
-    errors.extend(check_attrs("resource attribute", &want["resource_attributes"], &span.resource.attributes));
+    errors.extend(check_attrs(
+        "attribute",
+        &want["attributes"],
+        &span.attributes,
+    ));
+    errors.extend(check_attrs(
+        "resource attribute",
+        &want["resource_attributes"],
+        &span.resource.attributes,
+    ));
     errors
 }
 
 #[test]
 fn python_otlp_proto_bytes_decode() {
-    let Some(python) = python_or_skip() else { return };
+    let Some(python) = python_or_skip() else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("request.pb");
-    let run = run_python(&python, "otlp_proto_fixture.py", &[out.as_os_str()], Duration::from_secs(60));
-    assert!(run.status.success(), "otlp_proto_fixture.py failed ({})\n{}", run.status, run.output());
+    let run = run_python(
+        &python,
+        "otlp_proto_fixture.py",
+        &[out.as_os_str()],
+        Duration::from_secs(60),
+    );
+    assert!(
+        run.status.success(),
+        "otlp_proto_fixture.py failed ({})\n{}",
+        run.status,
+        run.output()
+    );
 
     let bytes = std::fs::read(&out).expect("fixture bytes");
     let expected_path = dir.path().join("request.pb.expected.json");
     let expected: Vec<Value> =
-        serde_json::from_slice(&std::fs::read(&expected_path).expect("expected spans")).expect("expected json");
+        serde_json::from_slice(&std::fs::read(&expected_path).expect("expected spans"))
+            .expect("expected json");
     assert!(!expected.is_empty(), "the fixture describes no spans");
 
     let mut spans = Vec::new();
-    OtlpDecoder::default().decode_proto(&bytes, &mut spans).expect("python's request decodes");
+    OtlpDecoder::default()
+        .decode_proto(&bytes, &mut spans)
+        .expect("python's request decodes");
     assert_eq!(spans.len(), expected.len(), "decoded span count");
 
     let by_id: HashMap<String, &Span> = spans.iter().map(|s| (hex_span_id(s.span_id), s)).collect();
@@ -133,56 +216,16 @@ fn python_otlp_proto_bytes_decode() {
         let id = want["span_id"].as_str().expect("span_id");
         match by_id.get(id) {
             None => failures.push(format!("span {id}: not decoded")),
-            Some(span) => {
-                failures.extend(span_differences(want, span).into_iter().map(|e| format!("span {id}: {e}")))
-            }
+            Some(span) => failures.extend(
+                span_differences(want, span)
+                    .into_iter()
+                    .map(|e| format!("span {id}: {e}")),
+            ),
         }
     }
-    assert!(failures.is_empty(), "decoded spans differ from the fixture:\n{}", failures.join("\n"));
-}
-
-#[test]
-fn tmp_tansu_probe() {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    use rdkafka::Message;
-    let Some(t) = support::Tansu::start_or_skip() else { return };
-    let started = std::time::Instant::now();
-    t.create_topics(&[("spans", 3), ("traces", 2)]);
-    eprintln!("topics created after {:?}", started.elapsed());
-    let p: BaseProducer = t.client_config().create().unwrap();
-    for i in 0..10 {
-        p.send(BaseRecord::to("spans").key(&format!("k{i}")).payload("hello")).unwrap();
-    }
-    p.flush(Duration::from_secs(10)).unwrap();
-    let c: BaseConsumer = t
-        .client_config()
-        .set("group.id", "probe-1")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    c.subscribe(&["spans"]).unwrap();
-    let mut n = 0;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while n < 10 && std::time::Instant::now() < deadline {
-        if let Some(m) = c.poll(Duration::from_millis(200)) {
-            let m = m.unwrap();
-            eprintln!("got {:?} p{} o{}", m.key(), m.partition(), m.offset());
-            n += 1;
-        }
-    }
-    eprintln!("consumed {n} after {:?}", started.elapsed());
-    assert_eq!(n, 10, "{}", t.log_tail());
-}
-
-#[test]
-#[ignore]
-fn tmp_env_for_probe() {
-    let t = support::Tansu::start_or_skip().unwrap();
-    t.create_topics(&[("spans", 3), ("traces", 2)]);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let reg = rt.block_on(spanline::registry::start("127.0.0.1:0".parse().unwrap())).unwrap();
-    println!("kafka: {}", t.bootstrap());
-    println!("schema registry: {}", reg.url());
-    std::thread::sleep(Duration::from_secs(400));
+    assert!(
+        failures.is_empty(),
+        "decoded spans differ from the fixture:\n{}",
+        failures.join("\n")
+    );
 }

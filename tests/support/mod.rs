@@ -72,10 +72,18 @@ pub fn python_script(name: &str) -> PathBuf {
 /// `name` on `PATH`, else in `$HOME/.cargo/bin` (where `cargo install` puts it).
 pub fn find_program(name: &str) -> Option<PathBuf> {
     let on_path = env::var_os("PATH")
-        .map(|paths| env::split_paths(&paths).map(|dir| dir.join(name)).collect::<Vec<_>>())
+        .map(|paths| {
+            env::split_paths(&paths)
+                .map(|dir| dir.join(name))
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default();
-    let in_cargo_home = env::var_os("HOME").map(|home| Path::new(&home).join(".cargo/bin").join(name));
-    on_path.into_iter().chain(in_cargo_home).find(|p| p.is_file())
+    let in_cargo_home =
+        env::var_os("HOME").map(|home| Path::new(&home).join(".cargo/bin").join(name));
+    on_path
+        .into_iter()
+        .chain(in_cargo_home)
+        .find(|p| p.is_file())
 }
 
 /// The last `n` lines of `text`.
@@ -98,7 +106,8 @@ pub fn file_tail(path: &Path, n: usize) -> String {
 /// A temporary log file a child process writes to, and the handle to give it.
 fn log_file(dir: &Path, name: &str) -> (PathBuf, Stdio) {
     let path = dir.join(name);
-    let file = File::create(&path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+    let file =
+        File::create(&path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
     (path, Stdio::from(file))
 }
 
@@ -119,7 +128,10 @@ pub struct Finished {
 impl Finished {
     /// stdout and stderr, labelled, for assertion messages.
     pub fn output(&self) -> String {
-        format!("--- stdout ---\n{}\n--- stderr ---\n{}", self.stdout, self.stderr)
+        format!(
+            "--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.stdout, self.stderr
+        )
     }
 }
 
@@ -156,18 +168,27 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Finished {
                     stdout: out.join().unwrap_or_default(),
                     stderr: err.join().unwrap_or_default(),
                 };
-                panic!("{shown} did not finish within {timeout:?}\n{}", finished.output());
+                panic!(
+                    "{shown} did not finish within {timeout:?}\n{}",
+                    finished.output()
+                );
             }
             Err(e) => panic!("waiting for {shown}: {e}"),
         }
     };
-    Finished { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() }
+    Finished {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
 }
 
 /// Runs a script of tests/python with [`python`] and `args`.
 pub fn run_python(python: &Path, script: &str, args: &[&OsStr], timeout: Duration) -> Finished {
     let mut cmd = Command::new(python);
-    cmd.arg(python_script(script)).args(args).env("PYTHONUNBUFFERED", "1");
+    cmd.arg(python_script(script))
+        .args(args)
+        .env("PYTHONUNBUFFERED", "1");
     run_with_timeout(cmd, timeout)
 }
 
@@ -177,7 +198,6 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// A real tansu broker process on a loopback port, in-memory storage; killed on Drop.
 pub struct Tansu {
     child: Child,
-    bin: PathBuf,
     port: u16,
     _dir: tempfile::TempDir,
     log: PathBuf,
@@ -192,7 +212,8 @@ impl Tansu {
     /// Starts a broker when tansu is installed; `None` (test skipped) when it is not.
     pub fn start_or_skip() -> Option<Self> {
         let bin = Self::bin();
-        require_or_skip("the tansu broker (cargo install tansu)", bin.is_some()).then(|| Self::start(&bin.unwrap()))
+        require_or_skip("the tansu broker (cargo install tansu)", bin.is_some())
+            .then(|| Self::start(&bin.unwrap()))
     }
 
     /// Starts `bin` as a broker and waits until it answers metadata requests.
@@ -205,16 +226,29 @@ impl Tansu {
             let url = format!("tcp://127.0.0.1:{port}");
             let (log, stderr) = log_file(dir.path(), &format!("tansu-{attempt}.log"));
             let mut cmd = Command::new(bin);
-            cmd.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-                .args(["--storage-engine", "memory://tansu/"])
-                // tansu reads its settings from the environment too; keep the test's own.
-                .env_remove("SCHEMA_REGISTRY")
-                .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(stderr);
-            let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-            let mut broker = Tansu { child, bin: bin.to_path_buf(), port, _dir: dir, log };
+            cmd.args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            // tansu reads its settings from the environment too; keep the test's own.
+            .env_remove("SCHEMA_REGISTRY")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+            let child = cmd
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+            let mut broker = Tansu {
+                child,
+                port,
+                _dir: dir,
+                log,
+            };
             match broker.wait_ready() {
                 Ok(()) => return broker,
                 Err(failure) => last_failure = failure,
@@ -269,15 +303,22 @@ impl Tansu {
 
     /// The last lines tansu logged, for failure messages.
     pub fn log_tail(&self) -> String {
-        format!("--- tansu log ({}) ---\n{}", self.log.display(), file_tail(&self.log, 40))
+        format!(
+            "--- tansu log ({}) ---\n{}",
+            self.log.display(),
+            file_tail(&self.log, 40)
+        )
     }
 
     /// Creates topics with the Kafka admin API and waits until metadata shows them with
     /// their partitions (tansu does not auto-create topics).
     pub fn create_topics(&self, topics: &[(&str, i32)]) {
-        let admin: AdminClient<DefaultClientContext> = self.client_config().create().expect("admin client");
-        let new: Vec<NewTopic<'_>> =
-            topics.iter().map(|&(name, n)| NewTopic::new(name, n, TopicReplication::Fixed(1))).collect();
+        let admin: AdminClient<DefaultClientContext> =
+            self.client_config().create().expect("admin client");
+        let new: Vec<NewTopic<'_>> = topics
+            .iter()
+            .map(|&(name, n)| NewTopic::new(name, n, TopicReplication::Fixed(1)))
+            .collect();
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         let results = futures::executor::block_on(admin.create_topics(&new, &opts))
             .unwrap_or_else(|e| panic!("create topics {topics:?}: {e}\n{}", self.log_tail()));
@@ -306,13 +347,18 @@ impl Tansu {
                         .collect()
                 })
                 .unwrap_or_default();
-            let missing: Vec<_> =
-                topics.iter().filter(|(name, n)| seen.get(*name) != Some(&(*n as usize))).collect();
+            let missing: Vec<_> = topics
+                .iter()
+                .filter(|(name, n)| seen.get(*name) != Some(&(*n as usize)))
+                .collect();
             if missing.is_empty() {
                 return;
             }
             if Instant::now() >= deadline {
-                panic!("topics {missing:?} not in metadata (saw {seen:?})\n{}", self.log_tail());
+                panic!(
+                    "topics {missing:?} not in metadata (saw {seen:?})\n{}",
+                    self.log_tail()
+                );
             }
             thread::sleep(Duration::from_millis(100));
         }
@@ -374,7 +420,14 @@ impl Demo {
         let dir = tempfile::tempdir().expect("temp dir");
         let (stderr_log, stderr) = log_file(dir.path(), "demo.stderr.log");
         let mut child = Command::new(bin)
-            .args(["demo", "--no-workload", "--duration", "300s", "--http", "127.0.0.1:0"])
+            .args([
+                "demo",
+                "--no-workload",
+                "--duration",
+                "300s",
+                "--http",
+                "127.0.0.1:0",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -405,7 +458,9 @@ impl Demo {
             match lines.recv_timeout(left) {
                 Ok(line) => seen.read(&line),
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    break Some(format!("did not print its addresses within {READY_TIMEOUT:?}"))
+                    break Some(format!(
+                        "did not print its addresses within {READY_TIMEOUT:?}"
+                    ))
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
@@ -451,7 +506,10 @@ impl Demo {
 
     /// Everything the demo printed on stdout so far.
     pub fn stdout(&self) -> String {
-        self.stdout.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.stdout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The last lines of stdout and stderr, for failure messages.
