@@ -121,7 +121,11 @@ const PIPELINE: &str = include_str!("../pipelines/trace-analytics.yaml");
 
 fn figure(name: &str, value: impl std::fmt::Display, unit: &str) {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "bench: {name}: {value} {unit}");
+    if unit.is_empty() {
+        let _ = writeln!(out, "bench: {name}: {value}");
+    } else {
+        let _ = writeln!(out, "bench: {name}: {value} {unit}");
+    }
     let _ = out.flush();
 }
 
@@ -418,70 +422,46 @@ fn produce(bootstrap: &str, schema_id: u32, spans: &[Span]) -> Result<(), String
 
 fn end_to_end(spans: &[Span]) -> Result<(f64, usize), String> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| e.to_string())?;
-    let topics: Vec<String> = ["spans", "traces", "spans-dlq", "spans-late"].iter().map(|t| t.to_string()).collect();
-    let kafka = EmbeddedKafka::start(E2E_PARTITIONS, &topics)?;
-    let bootstrap = kafka.bootstrap().to_string();
     let registry = rt
         .block_on(spanline::registry::start("127.0.0.1:0".parse().expect("address")))
         .map_err(|e| e.to_string())?;
     let url = registry.url().to_string();
     let client = RegistryClient::new(&url, None, None)?;
     let schema_id = rt.block_on(client.register("spans-value", avro::SPAN_SCHEMA))?;
+    let topics: Vec<String> = ["spans", "traces", "spans-dlq", "spans-late"].iter().map(|t| t.to_string()).collect();
 
-    // The broker keeps 5 MB of record batches per partition: produce the largest prefix
-    // that fits (a fresh broker per attempt, so that nothing pruned is left behind).
+    // The broker keeps 5 MB of record batches per partition: if the records do not fit,
+    // retry with fewer on a fresh broker (so that nothing pruned is left behind).
     let mut n = E2E_SPANS.min(spans.len());
-    let (kafka, bootstrap) = loop {
+    let result = loop {
+        let kafka = EmbeddedKafka::start(E2E_PARTITIONS, &topics)?;
+        let bootstrap = kafka.bootstrap().to_string();
         let started = Instant::now();
         match produce(&bootstrap, schema_id, &spans[..n]) {
             Ok(()) => {
-                note(format_args!("end_to_end: produced {n} single-span Avro records (lz4) in {:.1} s", started.elapsed().as_secs_f64()));
-                break (kafka, bootstrap);
-            }
-            Err(e) if e.contains("pruned") && n > 50_000 => {
-                note(format_args!("end_to_end: {e}; retrying with fewer spans"));
-                n = n * 3 / 4;
-                return end_to_end_with(rt, registry, url, schema_id, spans, n);
-            }
-            Err(e) => return Err(e),
-        }
-    };
-    let result = measure(&rt, &bootstrap, &url, n);
-    drop(kafka);
-    drop(registry);
-    rt.shutdown_timeout(Duration::from_secs(5));
-    result.map(|r| (r, n))
-}
-
-/// Same as [`end_to_end`] on a fresh broker with `n` spans (after pruning).
-fn end_to_end_with(
-    rt: tokio::runtime::Runtime,
-    registry: spanline::registry::RegistryHandle,
-    url: String,
-    schema_id: u32,
-    spans: &[Span],
-    mut n: usize,
-) -> Result<(f64, usize), String> {
-    let topics: Vec<String> = ["spans", "traces", "spans-dlq", "spans-late"].iter().map(|t| t.to_string()).collect();
-    loop {
-        let kafka = EmbeddedKafka::start(E2E_PARTITIONS, &topics)?;
-        let bootstrap = kafka.bootstrap().to_string();
-        match produce(&bootstrap, schema_id, &spans[..n]) {
-            Ok(()) => {
-                note(format_args!("end_to_end: measured at {n} spans, not {E2E_SPANS}: the embedded broker keeps only 5 MB per partition"));
+                note(format_args!(
+                    "end_to_end: pre-produced {n} single-span Avro records (lz4, {E2E_PARTITIONS} partitions) in {:.1} s",
+                    started.elapsed().as_secs_f64()
+                ));
+                if n < E2E_SPANS {
+                    note(format_args!(
+                        "end_to_end: measured at {n} spans, not {E2E_SPANS}: the embedded broker keeps only 5 MB per partition"
+                    ));
+                }
                 let result = measure(&rt, &bootstrap, &url, n);
                 drop(kafka);
-                drop(registry);
-                rt.shutdown_timeout(Duration::from_secs(5));
-                return result.map(|r| (r, n));
+                break result.map(|r| (r, n));
             }
             Err(e) if e.contains("pruned") && n > 50_000 => {
                 note(format_args!("end_to_end: {e}; retrying with fewer spans"));
                 n = n * 3 / 4;
             }
-            Err(e) => return Err(e),
+            Err(e) => break Err(e),
         }
-    }
+    };
+    drop(registry);
+    rt.shutdown_timeout(Duration::from_secs(5));
+    result
 }
 
 /// Runs the pipeline `RUNS` times, each with a fresh consumer group reading the topic

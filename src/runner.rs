@@ -167,6 +167,9 @@ pub async fn run(
         }
         metrics::RECORDS_IN.with_label_values(&[&s.name]);
         metrics::SPANS_IN.with_label_values(&[&s.name]);
+        for reason in DecodeError::REASONS {
+            metrics::DECODE_ERRORS.with_label_values(&[&s.name, reason]);
+        }
         sources.push(SourceInfo { name: s.name.clone(), dead_letter_topic: s.dead_letter_topic.clone(), decoder: SpanDecoder::new(s.format) });
     }
     for t in &topics {

@@ -54,8 +54,17 @@ impl ClientContext for SourceContext {
     fn stats(&self, stats: Statistics) {
         for (topic, t) in &stats.topics {
             for (p, part) in &t.partitions {
-                if *p >= 0 && part.consumer_lag >= 0 {
-                    metrics::CONSUMER_LAG.with_label_values(&[topic, &p.to_string()]).set(part.consumer_lag);
+                // librdkafka's own lag needs stored offsets, which spanline does not use;
+                // fall back to the distance from the fetch position to the high watermark
+                let lag = if part.consumer_lag >= 0 {
+                    part.consumer_lag
+                } else if part.hi_offset >= 0 && part.next_offset >= 0 {
+                    (part.hi_offset - part.next_offset).max(0)
+                } else {
+                    continue;
+                };
+                if *p >= 0 {
+                    metrics::CONSUMER_LAG.with_label_values(&[topic, &p.to_string()]).set(lag);
                 }
             }
         }
@@ -110,7 +119,7 @@ impl Source {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            .set("statistics.interval.ms", "5000")
+            .set("statistics.interval.ms", "1000")
             .set("partition.assignment.strategy", "range,roundrobin");
         for (k, v) in properties {
             config.set(k, v);

@@ -163,14 +163,10 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Finished {
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                let finished = Finished {
-                    status: ExitStatus::default(),
-                    stdout: out.join().unwrap_or_default(),
-                    stderr: err.join().unwrap_or_default(),
-                };
                 panic!(
-                    "{shown} did not finish within {timeout:?}\n{}",
-                    finished.output()
+                    "{shown} did not finish within {timeout:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                    out.join().unwrap_or_default(),
+                    err.join().unwrap_or_default()
                 );
             }
             Err(e) => panic!("waiting for {shown}: {e}"),
@@ -251,7 +247,11 @@ impl Tansu {
             };
             match broker.wait_ready() {
                 Ok(()) => return broker,
-                Err(failure) => last_failure = failure,
+                // Exited early: most likely the port was taken, so try another one.
+                Err(failure) if broker.child.try_wait().is_ok_and(|s| s.is_some()) => {
+                    last_failure = failure
+                }
+                Err(failure) => panic!("tansu did not start: {failure}"),
             }
         }
         panic!("tansu did not start: {last_failure}");
