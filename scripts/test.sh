@@ -11,4 +11,4 @@ if [[ -z "${SPANLINE_PYTHON:-}" && -x .venv/bin/python ]]; then
     export SPANLINE_PYTHON="$PWD/.venv/bin/python"
 fi
 
-cargo test --locked "$@"
+cargo test --locked --no-fail-fast "$@"

@@ -20,7 +20,11 @@ const PYTHON: &str = "python with the packages of tests/python/requirements.txt 
 
 fn python_or_skip() -> Option<PathBuf> {
     let python = python();
-    require_or_skip(PYTHON, python.is_some()).then(|| python.unwrap())
+    if require_or_skip(PYTHON, python.is_some()) {
+        python
+    } else {
+        None
+    }
 }
 
 #[test]

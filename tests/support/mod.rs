@@ -208,8 +208,10 @@ impl Tansu {
     /// Starts a broker when tansu is installed; `None` (test skipped) when it is not.
     pub fn start_or_skip() -> Option<Self> {
         let bin = Self::bin();
-        require_or_skip("the tansu broker (cargo install tansu)", bin.is_some())
-            .then(|| Self::start(&bin.unwrap()))
+        if !require_or_skip("the tansu broker (cargo install tansu)", bin.is_some()) {
+            return None;
+        }
+        bin.map(|bin| Self::start(&bin))
     }
 
     /// Starts `bin` as a broker and waits until it answers metadata requests.
