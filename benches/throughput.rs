@@ -2,7 +2,8 @@
 //!
 //! Every figure is printed as one line `bench: <name>: <value> <unit>`; context and
 //! targets are printed as `note: ...` lines. Throughput figures are the best of 3 timed
-//! runs after a warm-up run. The whole program takes about a minute on 2 cores.
+//! runs after a warm-up run. Each section runs in a child process of its own (see
+//! [`main`]). The whole program takes about a minute on 2 cores.
 //!
 //! The stages are driven the way `runner::run` drives them: records are handled in
 //! batches of up to 1024 (the consumer's poll batch), each record is marked consumed in
@@ -534,28 +535,58 @@ fn measure(rt: &tokio::runtime::Runtime, bootstrap: &str, url: &str, n: usize) -
 
 // ---------------------------------------------------------------------------------------
 
-/// Sections to run: `cargo bench --bench throughput -- core avro proto json memory e2e`
-/// (any subset; all when none is named). Flags cargo passes (`--bench`) are ignored.
-fn selected() -> impl Fn(&str) -> bool {
-    let names: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    move |section: &str| names.is_empty() || names.iter().any(|n| n == section)
-}
+/// The sections, in the order they run.
+const SECTIONS: [&str; 6] = ["core", "avro", "proto", "json", "memory", "e2e"];
 
+/// Set in the environment of the per-section child processes.
+const CHILD_ENV: &str = "SPANLINE_BENCH_SECTION_CHILD";
+
+/// Without section names, runs every section in a child process of its own, so that no
+/// figure depends on the heap the sections before it left behind (glibc malloc's free
+/// lists move the OTLP figures by 20% or more). `cargo bench --bench throughput -- avro
+/// proto` runs the named sections in this process instead. Flags cargo passes (`--bench`)
+/// are ignored.
 fn main() {
     let all = Instant::now();
-    let run = selected();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    figure("machine", cores, "cores");
-    figure("spanline_version", env!("CARGO_PKG_VERSION"), "");
+    let names: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    if let Some(bad) = names.iter().find(|n| !SECTIONS.contains(&n.as_str())) {
+        eprintln!("unknown section `{bad}`; sections: {}", SECTIONS.join(" "));
+        std::process::exit(2);
+    }
+    let child = std::env::var_os(CHILD_ENV).is_some();
+    if !child {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        figure("machine", cores, "cores");
+        figure("spanline_version", env!("CARGO_PKG_VERSION"), "");
+    }
+    if names.is_empty() {
+        let exe = std::env::current_exe().expect("own path");
+        let mut failed = Vec::new();
+        for section in SECTIONS {
+            let status = std::process::Command::new(&exe).arg(section).env(CHILD_ENV, "1").status();
+            if !status.as_ref().is_ok_and(|s| s.success()) {
+                note(format_args!("section {section} failed: {status:?}"));
+                failed.push(section);
+            }
+        }
+        note(format_args!("total {:.0} s", all.elapsed().as_secs_f64()));
+        if !failed.is_empty() {
+            std::process::exit(1);
+        }
+        return;
+    }
+    let run = |section: &str| names.iter().any(|n| n == section);
 
     let started = Instant::now();
     let spans = workload_spans(SPANS);
-    note(format_args!(
-        "workload: {} spans ({:.1} per trace) at {TRACES_PER_S} traces/s event time, ordered by span end, generated in {:.1} s",
-        spans.len(),
-        spans.len() as f64 / spans.iter().filter(|s| s.is_root()).count().max(1) as f64,
-        started.elapsed().as_secs_f64()
-    ));
+    if !child || run("core") {
+        note(format_args!(
+            "workload: {} spans ({:.1} per trace) at {TRACES_PER_S} traces/s event time, ordered by span end, generated in {:.1} s",
+            spans.len(),
+            spans.len() as f64 / spans.iter().filter(|s| s.is_root()).count().max(1) as f64,
+            started.elapsed().as_secs_f64()
+        ));
+    }
 
     // 1. assembly alone
     if run("core") {
@@ -623,5 +654,7 @@ fn main() {
             }
         }
     }
-    note(format_args!("total {:.0} s", all.elapsed().as_secs_f64()));
+    if !child {
+        note(format_args!("total {:.0} s", all.elapsed().as_secs_f64()));
+    }
 }

@@ -123,3 +123,100 @@ fn demo_prints_its_endpoints_status_and_summary_and_serves_metrics() {
     assert!(child.wait().unwrap().success());
     assert!(rest.iter().any(|l| l.starts_with("summary:") && l.contains("traces closed")), "{rest:?}");
 }
+
+/// Sends SIGINT, as Ctrl-C does.
+fn interrupt(child: &std::process::Child) {
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn run_with_embedded_services_stops_cleanly_on_ctrl_c_and_logs_json() {
+    let mut child = spanline()
+        .args(["--log-format", "json", "run", "pipelines/trace-analytics.yaml"])
+        .env("SPANLINE_HTTP", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: Vec<String> = (0..3).map(|_| lines.next().unwrap().unwrap()).collect();
+    assert!(first[0].starts_with("kafka: 127.0.0.1:"), "{first:?}");
+    let metrics_url = first[2].strip_prefix("metrics: ").unwrap().to_string();
+    let readyz = metrics_url.replace("/metrics", "/readyz");
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    // ready once the consumer group has assigned partitions (a few seconds on the embedded broker)
+    let mut ready = false;
+    for _ in 0..40 {
+        if client.get(&readyz).send().unwrap().status() == 200 {
+            ready = true;
+            break;
+        }
+        std::thread::park_timeout(Duration::from_millis(250));
+    }
+    assert!(ready, "pipeline never became ready");
+    interrupt(&child);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(child.wait().unwrap().success(), "{stderr}");
+    let logs: Vec<serde_json::Value> = stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    assert!(logs.iter().any(|l| l["fields"]["message"] == "pipeline stopped"), "{stderr}");
+}
+
+#[test]
+fn demo_without_duration_runs_until_ctrl_c() {
+    let mut child = spanline()
+        .args(["demo", "--http", "127.0.0.1:0", "--status-every", "1s", "--rate", "20"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let status = lines.by_ref().map_while(Result::ok).find(|l| l.starts_with("status:"));
+    assert!(status.is_some());
+    interrupt(&child);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(child.wait().unwrap().success());
+    assert!(rest.iter().any(|l| l.starts_with("summary:")), "{rest:?}");
+}
+
+#[test]
+fn replay_reads_gzip_and_plain_input_alike() {
+    use spanline::workload::{Workload, WorkloadConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let mut workload = Workload::new(WorkloadConfig { seed: 3, traces_per_second: 50.0, ..Default::default() });
+    let spans = workload.generate_traces(20);
+    let mut text = String::new();
+    for chunk in spans.chunks(10) {
+        text.push_str(std::str::from_utf8(&spanline::codec::otlp::encode_json(chunk)).unwrap());
+        text.push('\n');
+    }
+    text.push_str("{\"not\": \"otlp\"}\n");
+    let plain = dir.path().join("in.jsonl");
+    std::fs::write(&plain, &text).unwrap();
+    let gz = dir.path().join("in.jsonl.gz");
+    let mut enc = flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut enc, text.as_bytes()).unwrap();
+    enc.finish().unwrap();
+    let mut outputs = Vec::new();
+    for (input, out) in [(&plain, "a"), (&gz, "b")] {
+        let out = dir.path().join(out);
+        let o = spanline()
+            .args(["replay", "pipelines/trace-analytics.yaml", "--input"])
+            .arg(input)
+            .arg("--output-dir")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("20 traces, 0 late spans, 1 bad lines"), "{}", String::from_utf8_lossy(&o.stdout));
+        let traces = std::fs::read_to_string(out.join("traces.jsonl")).unwrap();
+        let dead = std::fs::read_to_string(out.join("spans-dlq.jsonl")).unwrap();
+        assert!(dead.contains("\"reason\":\"json\"") && dead.contains("\"line\":"), "{dead}");
+        outputs.push(traces);
+    }
+    assert_eq!(outputs[0], outputs[1]);
+    let first: serde_json::Value = serde_json::from_str(outputs[0].lines().next().unwrap()).unwrap();
+    assert_eq!(first["trace_id"].as_str().unwrap().len(), 32);
+    assert_eq!(first["spans"][0]["span_id"].as_str().unwrap().len(), 16);
+}
