@@ -168,7 +168,8 @@ impl Stage {
 
     #[inline]
     fn push(&mut self, span: Span, offset: i64, now_ms: i64) {
-        let pushed = self.assembler.push(span, Origin { partition: 0, offset }, now_ms, &mut self.tracker, &mut self.out);
+        let pushed =
+            self.assembler.push(span, Origin { partition: 0, offset }, now_ms, &mut self.tracker, &mut self.out);
         black_box(pushed);
     }
 
@@ -218,7 +219,8 @@ fn keep_open_settings() -> Settings {
 /// About `n` spans of the synthetic workload, in the order a span topic holds them: by
 /// end time (an exporter sends a span when it ends; `spanline generate` sorts the same way).
 fn workload_spans(n: usize) -> Vec<Span> {
-    let mut workload = Workload::new(WorkloadConfig { seed: 42, traces_per_second: TRACES_PER_S, ..Default::default() });
+    let mut workload =
+        Workload::new(WorkloadConfig { seed: 42, traces_per_second: TRACES_PER_S, ..Default::default() });
     let mut spans = Vec::with_capacity(n + 1024);
     while spans.len() < n {
         workload.generate_traces_into(100, &mut spans);
@@ -296,7 +298,12 @@ fn assemble_core(spans: &[Span]) -> f64 {
 }
 
 /// Figures 2 and 3: decode records of one format and assemble their spans.
-fn decode_assemble(records: &[Vec<u8>], spans_total: usize, spans_warmup: usize, make: impl Fn() -> SpanDecoder) -> f64 {
+fn decode_assemble(
+    records: &[Vec<u8>],
+    spans_total: usize,
+    spans_warmup: usize,
+    make: impl Fn() -> SpanDecoder,
+) -> f64 {
     let settings = pipeline_settings();
     let per_record = spans_total.div_ceil(records.len()).max(1);
     let warmup_records = spans_warmup.div_ceil(per_record).min(records.len());
@@ -327,8 +334,8 @@ fn decode_assemble(records: &[Vec<u8>], spans_total: usize, spans_warmup: usize,
     })
 }
 
-/// Figure 4: live heap per buffered span vs encoded Avro bytes per span.
-fn memory(spans: &[Span]) -> (f64, f64, usize, f64) {
+/// Figure 4: live heap per buffered span, and encoded Avro bytes per span (frame included).
+fn memory(spans: &[Span]) -> (f64, f64) {
     let records: Vec<Vec<u8>> = spans.iter().take(MEMORY_SPANS).map(|s| avro_record(s, SCHEMA_ID)).collect();
     let encoded_bytes: usize = records.iter().map(Vec::len).sum();
     let mut decoder = avro_decoder();
@@ -370,7 +377,7 @@ fn memory(spans: &[Span]) -> (f64, f64, usize, f64) {
     ));
     drop(stage);
     drop(decoder);
-    (per_span, encoded, buffered, accounted)
+    (per_span, encoded)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -411,8 +418,10 @@ fn produce(bootstrap: &str, schema_id: u32, spans: &[Span]) -> Result<Result<(),
     let mut retained = 0i64;
     let mut pruned = 0i64;
     for p in 0..E2E_PARTITIONS {
-        let (low, high) =
-            producer.client().fetch_watermarks("spans", p, Duration::from_secs(10)).map_err(|e| format!("watermarks: {e}"))?;
+        let (low, high) = producer
+            .client()
+            .fetch_watermarks("spans", p, Duration::from_secs(10))
+            .map_err(|e| format!("watermarks: {e}"))?;
         retained += high - low;
         pruned += low;
     }
@@ -423,10 +432,13 @@ fn produce(bootstrap: &str, schema_id: u32, spans: &[Span]) -> Result<Result<(),
 }
 
 fn end_to_end(spans: &[Span]) -> Result<(f64, usize), String> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| e.to_string())?;
-    let registry = rt
-        .block_on(spanline::registry::start("127.0.0.1:0".parse().expect("address")))
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
         .map_err(|e| e.to_string())?;
+    let registry =
+        rt.block_on(spanline::registry::start("127.0.0.1:0".parse().expect("address"))).map_err(|e| e.to_string())?;
     let url = registry.url().to_string();
     let client = RegistryClient::new(&url, None, None)?;
     let schema_id = rt.block_on(client.register("spans-value", avro::SPAN_SCHEMA))?;
@@ -511,12 +523,21 @@ fn measure(rt: &tokio::runtime::Runtime, bootstrap: &str, url: &str, n: usize) -
         rt.block_on(runner::run(config, endpoints, Readiness::default(), stop)).map_err(|e| e.to_string())?;
         let p = progress.lock().expect("progress");
         if !p.done {
-            return Err(format!("run {run}: only {} of {n} spans arrived within 90 s", p.samples.last().map_or(0, |s| s.1)));
+            return Err(format!(
+                "run {run}: only {} of {n} spans arrived within 90 s",
+                p.samples.last().map_or(0, |s| s.1)
+            ));
         }
         let (t0, v0) = p.samples[0];
         // The steady part: from the first sample with records to the last sample before
         // the end (the last poll overshoots the moment the last span arrived).
-        let (t1, v1) = p.samples.iter().rev().find(|s| s.1 < n as u64 && s.1 > v0).copied().unwrap_or(*p.samples.last().expect("a sample"));
+        let (t1, v1) = p
+            .samples
+            .iter()
+            .rev()
+            .find(|s| s.1 < n as u64 && s.1 > v0)
+            .copied()
+            .unwrap_or(*p.samples.last().expect("a sample"));
         let secs = (t1 - t0).as_secs_f64();
         let rate = if secs > 0.0 { (v1 - v0) as f64 / secs } else { 0.0 };
         note(format_args!(
@@ -633,7 +654,7 @@ fn main() {
 
     // 4. memory
     if run("memory") {
-        let (per_span, encoded, _, _) = memory(&spans);
+        let (per_span, encoded) = memory(&spans);
         figure("memory_bytes_per_buffered_span", format_args!("{per_span:.1}"), "bytes");
         figure("encoded_bytes_per_span", format_args!("{encoded:.1}"), "bytes");
         let ratio = per_span / encoded;

@@ -69,7 +69,7 @@ pub async fn generate(opts: GenerateOptions, stop: impl Future<Output = ()>) -> 
         key_by_trace: !opts.disorder,
         shuffle_window: if opts.disorder { 64 } else { 0 },
         late_fraction: if opts.disorder { 0.001 } else { 0.0 },
-        late_delay: 20_000,
+        late_delay: 50_000,
         duplicate_fraction: if opts.disorder { 0.002 } else { 0.0 },
         malformed_fraction: if opts.disorder { 0.0005 } else { 0.0 },
     });
