@@ -11,7 +11,10 @@
 //! the assembler advances on the wall clock; the holds of every emitted output are
 //! released at once, as if Kafka had acknowledged it immediately.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
+
+// the binary's allocator, counted
+use mimalloc::MiMalloc as System;
 use std::hint::black_box;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -17,6 +17,9 @@ use spanline::workload::parse_faults;
 
 mod demo;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Stream processor for distributed-tracing data on Kafka.
 #[derive(Parser)]
 #[command(name = "spanline", version, about)]
