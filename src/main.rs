@@ -154,7 +154,7 @@ fn validate(paths: &[PathBuf]) -> ExitCode {
     }
 }
 
-fn load(path: &PathBuf) -> Result<PipelineConfig, String> {
+fn load(path: &std::path::Path) -> Result<PipelineConfig, String> {
     config::load_file(path).map_err(|errors| {
         let lines: Vec<String> = errors.0.iter().map(|e| format!("{}: {e}", path.display())).collect();
         format!("invalid pipeline\n{}", lines.join("\n"))

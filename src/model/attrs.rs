@@ -95,7 +95,7 @@ fn first_block_positive(r: &Reader<'_>, start: usize) -> bool {
 }
 
 /// The encoded attributes of a span, a resource or an event.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
 pub struct Attributes(Box<[u8]>);
 
 /// The encoding of an empty array; empty values keep a zero-length box (no allocation).
@@ -106,12 +106,6 @@ fn canonical_box(bytes: &[u8]) -> Box<[u8]> {
         Box::default()
     } else {
         bytes.into()
-    }
-}
-
-impl Default for Attributes {
-    fn default() -> Self {
-        Self(Box::default())
     }
 }
 
@@ -206,14 +200,8 @@ fn finish_array(count: usize, body: &[u8]) -> Box<[u8]> {
 }
 
 /// The encoded events of a span (`array<Event>`).
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
 pub struct Events(Box<[u8]>);
-
-impl Default for Events {
-    fn default() -> Self {
-        Self(Box::default())
-    }
-}
 
 fn read_event<'a>(r: &mut Reader<'a>) -> Result<(i64, &'a str, Attributes), AvroReadError> {
     let time = r.long()?;
