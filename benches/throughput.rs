@@ -161,7 +161,13 @@ impl Stage {
         let mut tracker = OffsetTracker::default();
         tracker.assign(0);
         assembler.assign(0, wall_ms());
-        Self { assembler, tracker, out: Vec::new(), traces: 0, spans_out: 0 }
+        Self {
+            assembler,
+            tracker,
+            out: Vec::new(),
+            traces: 0,
+            spans_out: 0,
+        }
     }
 
     #[inline]
@@ -171,8 +177,16 @@ impl Stage {
 
     #[inline]
     fn push(&mut self, span: Span, offset: i64, now_ms: i64) {
-        let pushed =
-            self.assembler.push(span, Origin { partition: 0, offset }, now_ms, &mut self.tracker, &mut self.out);
+        let pushed = self.assembler.push(
+            span,
+            Origin {
+                partition: 0,
+                offset,
+            },
+            now_ms,
+            &mut self.tracker,
+            &mut self.out,
+        );
         black_box(pushed);
     }
 
@@ -199,8 +213,12 @@ impl Stage {
 }
 
 fn pipeline_settings() -> Settings {
-    let config = spanline::config::load_str(PIPELINE, |_| None).expect("pipelines/trace-analytics.yaml is valid");
-    config.assemble().expect("an assemble stage").settings(config.outputs.late.is_some())
+    let config = spanline::config::load_str(PIPELINE, |_| None)
+        .expect("pipelines/trace-analytics.yaml is valid");
+    config
+        .assemble()
+        .expect("an assemble stage")
+        .settings(config.outputs.late.is_some())
 }
 
 /// Settings under which nothing closes: every pushed span stays buffered.
@@ -222,8 +240,11 @@ fn keep_open_settings() -> Settings {
 /// About `n` spans of the synthetic workload, in the order a span topic holds them: by
 /// end time (an exporter sends a span when it ends; `spanline generate` sorts the same way).
 fn workload_spans(n: usize) -> Vec<Span> {
-    let mut workload =
-        Workload::new(WorkloadConfig { seed: 42, traces_per_second: TRACES_PER_S, ..Default::default() });
+    let mut workload = Workload::new(WorkloadConfig {
+        seed: 42,
+        traces_per_second: TRACES_PER_S,
+        ..Default::default()
+    });
     let mut spans = Vec::with_capacity(n + 1024);
     while spans.len() < n {
         workload.generate_traces_into(100, &mut spans);
@@ -241,7 +262,10 @@ fn avro_record(span: &Span, schema_id: u32) -> Vec<u8> {
 
 fn avro_decoder() -> SpanDecoder {
     let mut decoder = SpanDecoder::new(Format::Avro);
-    decoder.avro().add_schema(SCHEMA_ID, avro::SPAN_SCHEMA).expect("span schema");
+    decoder
+        .avro()
+        .add_schema(SCHEMA_ID, avro::SPAN_SCHEMA)
+        .expect("span schema");
     decoder
 }
 
@@ -265,7 +289,11 @@ fn assemble_core(spans: &[Span]) -> f64 {
     let settings = pipeline_settings();
     let mut last = (0, 0, 0);
     let rate = best_of(|warmup| {
-        let n = if warmup { WARMUP_SPANS.min(spans.len()) } else { spans.len() };
+        let n = if warmup {
+            WARMUP_SPANS.min(spans.len())
+        } else {
+            spans.len()
+        };
         let input: Vec<Span> = spans[..n].to_vec();
         let mut stage = Stage::new(settings.clone());
         let mut offset = 0i64;
@@ -311,7 +339,11 @@ fn decode_assemble(
     let per_record = spans_total.div_ceil(records.len()).max(1);
     let warmup_records = spans_warmup.div_ceil(per_record).min(records.len());
     best_of(|warmup| {
-        let records = if warmup { &records[..warmup_records] } else { records };
+        let records = if warmup {
+            &records[..warmup_records]
+        } else {
+            records
+        };
         let mut decoder = make();
         let mut stage = Stage::new(settings.clone());
         let mut spans: Vec<Span> = Vec::with_capacity(OTLP_BATCH);
@@ -323,7 +355,9 @@ fn decode_assemble(
                 let offset = (b * POLL_BATCH + i) as i64;
                 stage.consumed(offset);
                 spans.clear();
-                decoder.decode(black_box(record), &mut spans).expect("record decodes");
+                decoder
+                    .decode(black_box(record), &mut spans)
+                    .expect("record decodes");
                 decoded += spans.len();
                 for span in spans.drain(..) {
                     stage.push(span, offset, now);
@@ -339,7 +373,11 @@ fn decode_assemble(
 
 /// Figure 4: live heap per buffered span, and encoded Avro bytes per span (frame included).
 fn memory(spans: &[Span]) -> (f64, f64) {
-    let records: Vec<Vec<u8>> = spans.iter().take(MEMORY_SPANS).map(|s| avro_record(s, SCHEMA_ID)).collect();
+    let records: Vec<Vec<u8>> = spans
+        .iter()
+        .take(MEMORY_SPANS)
+        .map(|s| avro_record(s, SCHEMA_ID))
+        .collect();
     let encoded_bytes: usize = records.iter().map(Vec::len).sum();
     let mut decoder = avro_decoder();
     let mut stage = Stage::new(keep_open_settings());
@@ -353,7 +391,9 @@ fn memory(spans: &[Span]) -> (f64, f64) {
             let offset = (b * POLL_BATCH + i) as i64;
             stage.consumed(offset);
             scratch.clear();
-            decoder.decode(record, &mut scratch).expect("record decodes");
+            decoder
+                .decode(record, &mut scratch)
+                .expect("record decodes");
             for span in scratch.drain(..) {
                 stage.push(span, offset, now);
             }
@@ -405,7 +445,10 @@ fn produce(bootstrap: &str, schema_id: u32, spans: &[Span]) -> Result<Result<(),
         let key = hex_trace_id(span.trace_id);
         let value = avro_record(span, schema_id);
         let partition = partition_for_trace(span.trace_id, E2E_PARTITIONS as u32) as i32;
-        let mut record = BaseRecord::to("spans").partition(partition).key(key.as_bytes()).payload(&value);
+        let mut record = BaseRecord::to("spans")
+            .partition(partition)
+            .key(key.as_bytes())
+            .payload(&value);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -417,7 +460,9 @@ fn produce(bootstrap: &str, schema_id: u32, spans: &[Span]) -> Result<Result<(),
             }
         }
     }
-    producer.flush(Duration::from_secs(60)).map_err(|e| format!("flush: {e}"))?;
+    producer
+        .flush(Duration::from_secs(60))
+        .map_err(|e| format!("flush: {e}"))?;
     let mut retained = 0i64;
     let mut pruned = 0i64;
     for p in 0..E2E_PARTITIONS {
@@ -440,12 +485,18 @@ fn end_to_end(spans: &[Span]) -> Result<(f64, usize), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let registry =
-        rt.block_on(spanline::registry::start("127.0.0.1:0".parse().expect("address"))).map_err(|e| e.to_string())?;
+    let registry = rt
+        .block_on(spanline::registry::start(
+            "127.0.0.1:0".parse().expect("address"),
+        ))
+        .map_err(|e| e.to_string())?;
     let url = registry.url().to_string();
     let client = RegistryClient::new(&url, None, None)?;
     let schema_id = rt.block_on(client.register("spans-value", avro::SPAN_SCHEMA))?;
-    let topics: Vec<String> = ["spans", "traces", "spans-dlq", "spans-late"].iter().map(|t| t.to_string()).collect();
+    let topics: Vec<String> = ["spans", "traces", "spans-dlq", "spans-late"]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
 
     // The broker keeps 5 MB of record batches per partition: if the records do not fit,
     // retry with fewer on a fresh broker (so that nothing pruned is left behind).
@@ -475,7 +526,11 @@ fn end_to_end(spans: &[Span]) -> Result<(f64, usize), String> {
                 ));
                 n = n.min(kept) * 9 / 10;
             }
-            Err(kept) => break Err(format!("the embedded broker kept only {kept} of {n} records")),
+            Err(kept) => {
+                break Err(format!(
+                    "the embedded broker kept only {kept} of {n} records"
+                ))
+            }
         }
     };
     drop(registry);
@@ -485,21 +540,33 @@ fn end_to_end(spans: &[Span]) -> Result<(f64, usize), String> {
 
 /// Runs the pipeline `RUNS` times, each with a fresh consumer group reading the topic
 /// from the start; returns the best steady rate of `spanline_spans_in_total`.
-fn measure(rt: &tokio::runtime::Runtime, bootstrap: &str, url: &str, n: usize) -> Result<f64, String> {
+fn measure(
+    rt: &tokio::runtime::Runtime,
+    bootstrap: &str,
+    url: &str,
+    n: usize,
+) -> Result<f64, String> {
     metrics::init();
     let mut best = 0.0f64;
     for run in 0..RUNS {
-        let mut config = spanline::config::load_str(PIPELINE, |_| None).map_err(|e| e.to_string())?;
+        let mut config =
+            spanline::config::load_str(PIPELINE, |_| None).map_err(|e| e.to_string())?;
         config.kafka.brokers = bootstrap.to_string();
         config.kafka.group_id = format!("bench-throughput-{}-{run}", std::process::id());
         if let Some(sr) = &mut config.schema_registry {
             sr.url = url.to_string();
         }
         config.http.listen = "127.0.0.1:0".parse().expect("address");
-        let endpoints = Endpoints { brokers: bootstrap.to_string(), registry: Some(url.to_string()) };
+        let endpoints = Endpoints {
+            brokers: bootstrap.to_string(),
+            registry: Some(url.to_string()),
+        };
         let counter = metrics::SPANS_IN.with_label_values(&["spans"]);
         let base = counter.get();
-        let progress = Arc::new(Mutex::new(Progress { samples: Vec::new(), done: false }));
+        let progress = Arc::new(Mutex::new(Progress {
+            samples: Vec::new(),
+            done: false,
+        }));
         let stop = {
             let progress = progress.clone();
             let counter = counter.clone();
@@ -523,7 +590,8 @@ fn measure(rt: &tokio::runtime::Runtime, bootstrap: &str, url: &str, n: usize) -
             }
         };
         let started = Instant::now();
-        rt.block_on(runner::run(config, endpoints, Readiness::default(), stop)).map_err(|e| e.to_string())?;
+        rt.block_on(runner::run(config, endpoints, Readiness::default(), stop))
+            .map_err(|e| e.to_string())?;
         let p = progress.lock().expect("progress");
         if !p.done {
             return Err(format!(
@@ -542,7 +610,11 @@ fn measure(rt: &tokio::runtime::Runtime, bootstrap: &str, url: &str, n: usize) -
             .copied()
             .unwrap_or(*p.samples.last().expect("a sample"));
         let secs = (t1 - t0).as_secs_f64();
-        let rate = if secs > 0.0 { (v1 - v0) as f64 / secs } else { 0.0 };
+        let rate = if secs > 0.0 {
+            (v1 - v0) as f64 / secs
+        } else {
+            0.0
+        };
         note(format_args!(
             "end_to_end run {}: first record {:.2} s after start, {} spans over {:.2} s measured ({} samples), {:.0} spans/s",
             run + 1,
@@ -572,7 +644,10 @@ const CHILD_ENV: &str = "SPANLINE_BENCH_SECTION_CHILD";
 /// are ignored.
 fn main() {
     let all = Instant::now();
-    let names: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let names: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     if let Some(bad) = names.iter().find(|n| !SECTIONS.contains(&n.as_str())) {
         eprintln!("unknown section `{bad}`; sections: {}", SECTIONS.join(" "));
         std::process::exit(2);
@@ -587,7 +662,10 @@ fn main() {
         let exe = std::env::current_exe().expect("own path");
         let mut failed = Vec::new();
         for section in SECTIONS {
-            let status = std::process::Command::new(&exe).arg(section).env(CHILD_ENV, "1").status();
+            let status = std::process::Command::new(&exe)
+                .arg(section)
+                .env(CHILD_ENV, "1")
+                .status();
             if !status.as_ref().is_ok_and(|s| s.success()) {
                 note(format_args!("section {section} failed: {status:?}"));
                 failed.push(section);
@@ -615,7 +693,11 @@ fn main() {
     // 1. assembly alone
     if run("core") {
         let rate = assemble_core(&spans);
-        figure("assemble_core_spans_per_s", format_args!("{rate:.0}"), "spans/s");
+        figure(
+            "assemble_core_spans_per_s",
+            format_args!("{rate:.0}"),
+            "spans/s",
+        );
         target("assemble_core_spans_per_s", rate, 1_000_000.0);
     }
 
@@ -624,7 +706,11 @@ fn main() {
         let records: Vec<Vec<u8>> = spans.iter().map(|s| avro_record(s, SCHEMA_ID)).collect();
         let rate = decode_assemble(&records, spans.len(), WARMUP_SPANS, avro_decoder);
         drop(records);
-        figure("decode_assemble_avro_single_span_spans_per_s", format_args!("{rate:.0}"), "spans/s");
+        figure(
+            "decode_assemble_avro_single_span_spans_per_s",
+            format_args!("{rate:.0}"),
+            "spans/s",
+        );
     }
 
     // 3. OTLP batches
@@ -636,13 +722,22 @@ fn main() {
             records.len(),
             bytes as f64 / spans.len() as f64
         ));
-        let rate = decode_assemble(&records, spans.len(), WARMUP_SPANS, || SpanDecoder::new(Format::OtlpProto));
+        let rate = decode_assemble(&records, spans.len(), WARMUP_SPANS, || {
+            SpanDecoder::new(Format::OtlpProto)
+        });
         drop(records);
-        figure("decode_assemble_otlp_proto_batched_spans_per_s", format_args!("{rate:.0}"), "spans/s");
+        figure(
+            "decode_assemble_otlp_proto_batched_spans_per_s",
+            format_args!("{rate:.0}"),
+            "spans/s",
+        );
     }
     if run("json") {
         let json_spans = &spans[..JSON_SPANS.min(spans.len())];
-        let records: Vec<Vec<u8>> = json_spans.chunks(OTLP_BATCH).map(otlp::encode_json).collect();
+        let records: Vec<Vec<u8>> = json_spans
+            .chunks(OTLP_BATCH)
+            .map(otlp::encode_json)
+            .collect();
         let bytes: usize = records.iter().map(Vec::len).sum();
         note(format_args!(
             "otlp_json: {} records of {OTLP_BATCH} spans, {:.1} bytes/span (first {} spans only)",
@@ -650,27 +745,52 @@ fn main() {
             bytes as f64 / json_spans.len() as f64,
             json_spans.len()
         ));
-        let rate = decode_assemble(&records, json_spans.len(), WARMUP_SPANS / 4, || SpanDecoder::new(Format::OtlpJson));
+        let rate = decode_assemble(&records, json_spans.len(), WARMUP_SPANS / 4, || {
+            SpanDecoder::new(Format::OtlpJson)
+        });
         drop(records);
-        figure("decode_assemble_otlp_json_batched_spans_per_s", format_args!("{rate:.0}"), "spans/s");
+        figure(
+            "decode_assemble_otlp_json_batched_spans_per_s",
+            format_args!("{rate:.0}"),
+            "spans/s",
+        );
     }
 
     // 4. memory
     if run("memory") {
         let (per_span, encoded) = memory(&spans);
-        figure("memory_bytes_per_buffered_span", format_args!("{per_span:.1}"), "bytes");
-        figure("encoded_bytes_per_span", format_args!("{encoded:.1}"), "bytes");
+        figure(
+            "memory_bytes_per_buffered_span",
+            format_args!("{per_span:.1}"),
+            "bytes",
+        );
+        figure(
+            "encoded_bytes_per_span",
+            format_args!("{encoded:.1}"),
+            "bytes",
+        );
         let ratio = per_span / encoded;
         figure("memory_ratio", format_args!("{ratio:.2}"), "x");
-        note(format_args!("memory_ratio: target <= 1.50 {}", if ratio <= 1.5 { "met" } else { "NOT met" }));
+        note(format_args!(
+            "memory_ratio: target <= 1.50 {}",
+            if ratio <= 1.5 { "met" } else { "NOT met" }
+        ));
     }
 
     // 5. end to end
     if run("e2e") {
         match end_to_end(&spans) {
             Ok((rate, n)) => {
-                figure("end_to_end_embedded_spans_per_s", format_args!("{rate:.0}"), "spans/s");
-                target(&format!("end_to_end_embedded_spans_per_s ({n} spans)"), rate, 300_000.0);
+                figure(
+                    "end_to_end_embedded_spans_per_s",
+                    format_args!("{rate:.0}"),
+                    "spans/s",
+                );
+                target(
+                    &format!("end_to_end_embedded_spans_per_s ({n} spans)"),
+                    rate,
+                    300_000.0,
+                );
             }
             Err(e) => {
                 note(format_args!("end_to_end failed: {e}"));

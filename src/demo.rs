@@ -37,7 +37,10 @@ pub struct DemoArgs {
     #[arg(long)]
     pipeline: Option<PathBuf>,
     /// Faults injected by the workload, relative to its start.
-    #[arg(long, default_value = "latency:llm-openai*8@40s+20s,errors:vector-store@90s+20s,outage:search-agent@140s+20s")]
+    #[arg(
+        long,
+        default_value = "latency:llm-openai*8@40s+20s,errors:vector-store@90s+20s,outage:search-agent@140s+20s"
+    )]
     faults: String,
     /// Seconds between status lines.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
@@ -57,23 +60,42 @@ struct Totals {
 
 fn totals(sources: &[String]) -> Totals {
     Totals {
-        spans: sources.iter().map(|s| metrics::SPANS_IN.with_label_values(&[s]).get()).sum(),
-        closed: CloseReason::ALL.iter().map(|r| metrics::TRACES_CLOSED.with_label_values(&[r.as_str()]).get()).sum(),
-        late: ["amended", "late_topic", "dropped"].iter().map(|o| metrics::LATE_SPANS.with_label_values(&[o]).get()).sum(),
+        spans: sources
+            .iter()
+            .map(|s| metrics::SPANS_IN.with_label_values(&[s]).get())
+            .sum(),
+        closed: CloseReason::ALL
+            .iter()
+            .map(|r| {
+                metrics::TRACES_CLOSED
+                    .with_label_values(&[r.as_str()])
+                    .get()
+            })
+            .sum(),
+        late: ["amended", "late_topic", "dropped"]
+            .iter()
+            .map(|o| metrics::LATE_SPANS.with_label_values(&[o]).get())
+            .sum(),
         dead: spanline::codec::DecodeError::REASONS
             .iter()
             .chain(["span_too_large"].iter())
-            .map(|r| metrics::DEAD_LETTERED.with_label_values(&[r]).get() + metrics::UNDELIVERABLE.with_label_values(&[r]).get())
+            .map(|r| {
+                metrics::DEAD_LETTERED.with_label_values(&[r]).get()
+                    + metrics::UNDELIVERABLE.with_label_values(&[r]).get()
+            })
             .sum(),
     }
 }
 
 pub async fn run(args: DemoArgs) -> Result<(), String> {
     let text = match &args.pipeline {
-        Some(p) => std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?,
+        Some(p) => {
+            std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?
+        }
         None => DEFAULT_PIPELINE.to_string(),
     };
-    let mut config = config::load_str(&text, |k| std::env::var(k).ok()).map_err(|e| format!("invalid pipeline\n{e}"))?;
+    let mut config = config::load_str(&text, |k| std::env::var(k).ok())
+        .map_err(|e| format!("invalid pipeline\n{e}"))?;
     config.kafka.brokers = "embedded".into();
     if let Some(sr) = &mut config.schema_registry {
         sr.url = "embedded".into();
@@ -84,19 +106,33 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     let ready = Readiness::default();
     let (addr, _server) = telemetry::http::serve(args.http, ready.clone())
         .await
-        .map_err(|e| format!("cannot listen on {}: {e} (use --http 127.0.0.1:0 for any free port)", args.http))?;
+        .map_err(|e| {
+            format!(
+                "cannot listen on {}: {e} (use --http 127.0.0.1:0 for any free port)",
+                args.http
+            )
+        })?;
     let endpoints = embedded.endpoints.clone();
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "kafka: {}", endpoints.brokers);
-        let _ = writeln!(out, "schema registry: {}", endpoints.registry.clone().unwrap_or_default());
+        let _ = writeln!(
+            out,
+            "schema registry: {}",
+            endpoints.registry.clone().unwrap_or_default()
+        );
         let _ = writeln!(out, "metrics: http://{addr}/metrics");
         let _ = out.flush();
     }
     let sources: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
     let (stop_gen, gen_rx) = watch::channel(false);
     let (stop_run, run_rx) = watch::channel(false);
-    let pipeline = tokio::spawn(runner::run(config.clone(), endpoints.clone(), ready, wait(run_rx)));
+    let pipeline = tokio::spawn(runner::run(
+        config.clone(),
+        endpoints.clone(),
+        ready,
+        wait(run_rx),
+    ));
     let generator = (!args.no_workload).then(|| {
         let source = &config.sources[0];
         let opts = GenerateOptions {
@@ -108,7 +144,11 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
             faults,
             seed: 7,
             disorder: true,
-            batch: if source.format == Format::Avro { 1 } else { 100 },
+            batch: if source.format == Format::Avro {
+                1
+            } else {
+                100
+            },
         };
         tokio::spawn(generate::generate(opts, wait(gen_rx)))
     });
@@ -139,22 +179,40 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         None => None,
     };
     let _ = stop_run.send(true);
-    pipeline.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    pipeline
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
     let t = totals(&sources);
     let by_reason: Vec<String> = CloseReason::ALL
         .iter()
-        .map(|r| (r, metrics::TRACES_CLOSED.with_label_values(&[r.as_str()]).get()))
+        .map(|r| {
+            (
+                r,
+                metrics::TRACES_CLOSED
+                    .with_label_values(&[r.as_str()])
+                    .get(),
+            )
+        })
         .filter(|(_, n)| *n > 0)
         .map(|(r, n)| format!("{} {n}", r.as_str()))
         .collect();
     println!("summary: ran {:.0}s", started.elapsed().as_secs_f64());
-    println!("summary: {} spans in, {} traces closed ({})", t.spans, t.closed, by_reason.join(", "));
+    println!(
+        "summary: {} spans in, {} traces closed ({})",
+        t.spans,
+        t.closed,
+        by_reason.join(", ")
+    );
     println!(
         "summary: {} amendments, {} late spans, {} duplicate spans dropped, {} records dead-lettered",
         metrics::AMENDMENTS.get(), t.late, metrics::DUPLICATES.get(), t.dead
     );
     if let Some(p) = produced {
-        println!("summary: generator produced {} traces, {} spans, {} malformed records", p.traces, p.spans, p.malformed);
+        println!(
+            "summary: generator produced {} traces, {} spans, {} malformed records",
+            p.traces, p.spans, p.malformed
+        );
     }
     drop(embedded);
     Ok(())

@@ -40,29 +40,54 @@ pub struct GenerateSummary {
 }
 
 /// Produces until `stop` completes.
-pub async fn generate(opts: GenerateOptions, stop: impl Future<Output = ()>) -> Result<GenerateSummary, String> {
+pub async fn generate(
+    opts: GenerateOptions,
+    stop: impl Future<Output = ()>,
+) -> Result<GenerateSummary, String> {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", &opts.brokers)
         .set("linger.ms", "10")
         .set("queue.buffering.max.messages", "500000")
         .create()
         .map_err(|e| format!("kafka producer: {e}"))?;
-    let metadata = tokio::task::block_in_place(|| producer.client().fetch_metadata(Some(&opts.topic), Duration::from_secs(10)))
-        .map_err(|e| format!("cannot reach kafka brokers {}: {e}", opts.brokers))?;
-    let partitions = metadata.topics().first().map_or(0, |t| t.partitions().len()) as u32;
+    let metadata = tokio::task::block_in_place(|| {
+        producer
+            .client()
+            .fetch_metadata(Some(&opts.topic), Duration::from_secs(10))
+    })
+    .map_err(|e| format!("cannot reach kafka brokers {}: {e}", opts.brokers))?;
+    let partitions = metadata
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len()) as u32;
     if partitions == 0 {
-        return Err(format!("topic {} does not exist on {}", opts.topic, opts.brokers));
+        return Err(format!(
+            "topic {} does not exist on {}",
+            opts.topic, opts.brokers
+        ));
     }
     let schema_id = match opts.format {
         Format::Avro => {
-            let url = opts.registry.as_deref().ok_or("--format avro needs --schema-registry")?;
+            let url = opts
+                .registry
+                .as_deref()
+                .ok_or("--format avro needs --schema-registry")?;
             let client = RegistryClient::new(url, None, None)?;
-            Some(client.register(&format!("{}-value", opts.topic), avro::SPAN_SCHEMA).await?)
+            Some(
+                client
+                    .register(&format!("{}-value", opts.topic), avro::SPAN_SCHEMA)
+                    .await?,
+            )
         }
         _ => None,
     };
     let start_ns = wall_ms() * 1_000_000;
-    let mut workload = Workload::new(WorkloadConfig { seed: opts.seed, traces_per_second: opts.rate, start_ns, faults: opts.faults.clone() });
+    let mut workload = Workload::new(WorkloadConfig {
+        seed: opts.seed,
+        traces_per_second: opts.rate,
+        start_ns,
+        faults: opts.faults.clone(),
+    });
     let mut delivery = Delivery::new(DeliveryConfig {
         seed: opts.seed ^ 0x5eed,
         partitions,
@@ -98,19 +123,34 @@ pub async fn generate(opts: GenerateOptions, stop: impl Future<Output = ()>) -> 
     let mut rest = delivery.deliver(unfinished);
     rest.extend(delivery.drain());
     produce(&producer, &opts, schema_id, rest, &mut summary).await;
-    let flushed = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
+    let flushed =
+        tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
     if let Ok(Err(e)) = flushed {
         return Err(format!("kafka producer flush: {e}"));
     }
     Ok(summary)
 }
 
-async fn send(producer: &ThreadedProducer<DefaultProducerContext>, topic: &str, partition: u32, key: &[u8], value: &[u8]) {
-    let mut record = BaseRecord::to(topic).partition(partition as i32).key(key).payload(value);
+async fn send(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    partition: u32,
+    key: &[u8],
+    value: &[u8],
+) {
+    let mut record = BaseRecord::to(topic)
+        .partition(partition as i32)
+        .key(key)
+        .payload(value);
     loop {
         match producer.send(record) {
             Ok(()) => return,
-            Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) => {
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                back,
+            )) => {
                 record = back;
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -134,7 +174,9 @@ async fn produce(
     let mut buf = Vec::new();
     for d in delivered {
         match d {
-            Delivered::Malformed { partition, bytes, .. } => {
+            Delivered::Malformed {
+                partition, bytes, ..
+            } => {
                 summary.malformed += 1;
                 send(producer, &opts.topic, partition, b"", &bytes).await;
             }

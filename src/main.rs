@@ -96,7 +96,10 @@ fn main() -> ExitCode {
     if let Command::Validate { pipelines } = &cli.command {
         return validate(pipelines);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
@@ -104,20 +107,52 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
             Command::Run { pipeline } => run(pipeline).await,
-            Command::Replay { pipeline, input, output_dir } => {
+            Command::Replay {
+                pipeline,
+                input,
+                output_dir,
+            } => {
                 let config = load(&pipeline)?;
                 let s = spanline::replay::replay(&config, &input, &output_dir)?;
                 println!(
                     "replayed {} lines: {} spans, {} traces, {} late spans, {} bad lines -> {}",
-                    s.lines, s.spans, s.traces, s.late, s.bad_lines, output_dir.display()
+                    s.lines,
+                    s.spans,
+                    s.traces,
+                    s.late,
+                    s.bad_lines,
+                    output_dir.display()
                 );
                 Ok(())
             }
-            Command::Generate { brokers, topic, format, schema_registry, rate, duration, faults, clean, seed } => {
+            Command::Generate {
+                brokers,
+                topic,
+                format,
+                schema_registry,
+                rate,
+                duration,
+                faults,
+                clean,
+                seed,
+            } => {
                 let faults = parse_faults(&faults).map_err(|e| format!("--faults: {e}"))?;
-                let opts = GenerateOptions { brokers, topic, format, registry: schema_registry, rate, faults, seed, disorder: !clean, batch: 100 };
+                let opts = GenerateOptions {
+                    brokers,
+                    topic,
+                    format,
+                    registry: schema_registry,
+                    rate,
+                    faults,
+                    seed,
+                    disorder: !clean,
+                    batch: 100,
+                };
                 let s = generate::generate(opts, stop_after(duration)).await?;
-                println!("produced {} traces, {} spans, {} malformed records", s.traces, s.spans, s.malformed);
+                println!(
+                    "produced {} traces, {} spans, {} malformed records",
+                    s.traces, s.spans, s.malformed
+                );
                 Ok(())
             }
             Command::Validate { .. } => unreachable!("handled above"),
@@ -156,7 +191,11 @@ fn validate(paths: &[PathBuf]) -> ExitCode {
 
 fn load(path: &std::path::Path) -> Result<PipelineConfig, String> {
     config::load_file(path).map_err(|errors| {
-        let lines: Vec<String> = errors.0.iter().map(|e| format!("{}: {e}", path.display())).collect();
+        let lines: Vec<String> = errors
+            .0
+            .iter()
+            .map(|e| format!("{}: {e}", path.display()))
+            .collect();
         format!("invalid pipeline\n{}", lines.join("\n"))
     })
 }
@@ -178,8 +217,17 @@ pub async fn stop_after(duration: Option<Duration>) {
 
 /// Topics the embedded broker must have for `config`.
 pub fn pipeline_topics(config: &PipelineConfig) -> Vec<String> {
-    let mut topics: Vec<String> = config.sources.iter().flat_map(|s| s.topics.iter().cloned()).collect();
-    topics.extend(config.sources.iter().filter_map(|s| s.dead_letter_topic.clone()));
+    let mut topics: Vec<String> = config
+        .sources
+        .iter()
+        .flat_map(|s| s.topics.iter().cloned())
+        .collect();
+    topics.extend(
+        config
+            .sources
+            .iter()
+            .filter_map(|s| s.dead_letter_topic.clone()),
+    );
     topics.push(config.outputs.traces.topic.clone());
     topics.extend(config.outputs.late.as_ref().map(|l| l.topic.clone()));
     topics.sort();
@@ -198,11 +246,16 @@ pub struct Embedded {
 /// real ones are reachable.
 pub async fn resolve(config: &PipelineConfig) -> Result<Embedded, String> {
     let kafka = if config.kafka.brokers == "embedded" {
-        Some(EmbeddedKafka::start(config.kafka.embedded_partitions, &pipeline_topics(config))?)
+        Some(EmbeddedKafka::start(
+            config.kafka.embedded_partitions,
+            &pipeline_topics(config),
+        )?)
     } else {
         None
     };
-    let brokers = kafka.as_ref().map_or(config.kafka.brokers.clone(), |k| k.bootstrap().to_string());
+    let brokers = kafka
+        .as_ref()
+        .map_or(config.kafka.brokers.clone(), |k| k.bootstrap().to_string());
     if kafka.is_none() {
         check_brokers(&brokers, &config.kafka.properties)?;
     }
@@ -219,10 +272,20 @@ pub async fn resolve(config: &PipelineConfig) -> Result<Embedded, String> {
         (None, Some(s)) => Some(s.url.clone()),
         (None, None) => None,
     };
-    Ok(Embedded { kafka, registry, endpoints: Endpoints { brokers, registry: registry_url } })
+    Ok(Embedded {
+        kafka,
+        registry,
+        endpoints: Endpoints {
+            brokers,
+            registry: registry_url,
+        },
+    })
 }
 
-fn check_brokers(brokers: &str, properties: &std::collections::BTreeMap<String, String>) -> Result<(), String> {
+fn check_brokers(
+    brokers: &str,
+    properties: &std::collections::BTreeMap<String, String>,
+) -> Result<(), String> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let mut cfg = rdkafka::ClientConfig::new();
     cfg.set("bootstrap.servers", brokers);
@@ -242,11 +305,18 @@ async fn run(path: PathBuf) -> Result<(), String> {
     metrics::init();
     let (addr, _server) = telemetry::http::serve(config.http.listen, ready.clone())
         .await
-        .map_err(|e| format!("cannot listen on {}: {e} (set http.listen)", config.http.listen))?;
+        .map_err(|e| {
+            format!(
+                "cannot listen on {}: {e} (set http.listen)",
+                config.http.listen
+            )
+        })?;
     println!("kafka: {}", embedded.endpoints.brokers);
     if let Some(url) = &embedded.endpoints.registry {
         println!("schema registry: {url}");
     }
     println!("metrics: http://{addr}/metrics");
-    runner::run(config, embedded.endpoints.clone(), ready, stop_after(None)).await.map_err(|e| e.to_string())
+    runner::run(config, embedded.endpoints.clone(), ready, stop_after(None))
+        .await
+        .map_err(|e| e.to_string())
 }

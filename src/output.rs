@@ -8,7 +8,10 @@ use crate::model::{hex_trace_id, Span, Trace};
 #[derive(Debug, Clone)]
 pub enum Encoding {
     /// Confluent Avro with these registered schema ids.
-    Avro { key_schema_id: u32, value_schema_id: u32 },
+    Avro {
+        key_schema_id: u32,
+        value_schema_id: u32,
+    },
     /// JSON value, trace id hex as the key.
     Json,
 }
@@ -17,7 +20,10 @@ impl Encoding {
     /// The encoding for `format`, given the ids the registry gave (ignored for JSON).
     pub fn new(format: OutputFormat, ids: Option<(u32, u32)>) -> Self {
         match (format, ids) {
-            (OutputFormat::Avro, Some((key_schema_id, value_schema_id))) => Encoding::Avro { key_schema_id, value_schema_id },
+            (OutputFormat::Avro, Some((key_schema_id, value_schema_id))) => Encoding::Avro {
+                key_schema_id,
+                value_schema_id,
+            },
             _ => Encoding::Json,
         }
     }
@@ -37,7 +43,9 @@ impl Encoding {
         let mut key = Vec::with_capacity(40);
         self.key(trace.trace_id, &mut key);
         let value = match self {
-            Encoding::Avro { value_schema_id, .. } => {
+            Encoding::Avro {
+                value_schema_id, ..
+            } => {
                 let mut buf = Vec::with_capacity(64 + trace.spans.len() * 256);
                 avro::put_frame(&mut buf, *value_schema_id);
                 avro::write_trace(&mut buf, trace);
@@ -53,7 +61,9 @@ impl Encoding {
         let mut key = Vec::with_capacity(40);
         self.key(span.trace_id, &mut key);
         let value = match self {
-            Encoding::Avro { value_schema_id, .. } => {
+            Encoding::Avro {
+                value_schema_id, ..
+            } => {
                 let mut buf = Vec::with_capacity(256);
                 avro::put_frame(&mut buf, *value_schema_id);
                 avro::write_span(&mut buf, span);

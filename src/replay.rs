@@ -28,7 +28,9 @@ fn open(path: &Path) -> std::io::Result<Box<dyn BufRead>> {
     drop(file);
     let file = File::open(path)?;
     if n == 2 && magic == [0x1f, 0x8b] {
-        Ok(Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(file))))
+        Ok(Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(
+            file,
+        ))))
     } else {
         Ok(Box::new(BufReader::new(file)))
     }
@@ -61,16 +63,31 @@ impl Writers {
 
 /// Replays `inputs` through the pipeline's stages and writes each output topic to
 /// `<out_dir>/<topic>.jsonl`.
-pub fn replay(config: &PipelineConfig, inputs: &[PathBuf], out_dir: &Path) -> Result<ReplaySummary, String> {
-    let assemble = config.assemble().ok_or("the pipeline has no assemble stage")?;
-    std::fs::create_dir_all(out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+pub fn replay(
+    config: &PipelineConfig,
+    inputs: &[PathBuf],
+    out_dir: &Path,
+) -> Result<ReplaySummary, String> {
+    let assemble = config
+        .assemble()
+        .ok_or("the pipeline has no assemble stage")?;
+    std::fs::create_dir_all(out_dir)
+        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
     let late_topic = config.outputs.late.as_ref().map(|l| l.topic.clone());
-    let dead_letter = config.sources.first().and_then(|s| s.dead_letter_topic.clone());
+    let dead_letter = config
+        .sources
+        .first()
+        .and_then(|s| s.dead_letter_topic.clone());
     let mut asm = Assembler::new(assemble.settings(late_topic.is_some()));
     let mut tracker = OffsetTracker::default();
-    let mut writers = Writers { dir: out_dir.to_path_buf(), files: Vec::new() };
+    let mut writers = Writers {
+        dir: out_dir.to_path_buf(),
+        files: Vec::new(),
+    };
     // the traces file exists even when nothing closes
-    writers.writer(&config.outputs.traces.topic).map_err(|e| e.to_string())?;
+    writers
+        .writer(&config.outputs.traces.topic)
+        .map_err(|e| e.to_string())?;
     let mut decoder = OtlpDecoder::default();
     let mut summary = ReplaySummary::default();
     let mut spans = Vec::new();
@@ -81,7 +98,8 @@ pub fn replay(config: &PipelineConfig, inputs: &[PathBuf], out_dir: &Path) -> Re
     for input in inputs {
         let reader = open(input).map_err(|e| format!("cannot read {}: {e}", input.display()))?;
         for (lineno, line) in reader.lines().enumerate() {
-            let line = line.map_err(|e| format!("{}: line {}: {e}", input.display(), lineno + 1))?;
+            let line =
+                line.map_err(|e| format!("{}: line {}: {e}", input.display(), lineno + 1))?;
             if line.trim().is_empty() {
                 continue;
             }
@@ -96,24 +114,50 @@ pub fn replay(config: &PipelineConfig, inputs: &[PathBuf], out_dir: &Path) -> Re
                         "reason": e.reason(), "error": e.to_string(),
                         "file": input.display().to_string(), "line": lineno + 1, "record": line,
                     });
-                    writers.line(topic, record.to_string().as_bytes()).map_err(io)?;
+                    writers
+                        .line(topic, record.to_string().as_bytes())
+                        .map_err(io)?;
                 }
                 continue;
             }
             summary.spans += spans.len() as u64;
             for span in spans.drain(..) {
                 // processing time is irrelevant here: one input, never idle
-                if asm.push(span, Origin { partition: 0, offset }, 0, &mut tracker, &mut out) == Pushed::Late {
+                if asm.push(
+                    span,
+                    Origin {
+                        partition: 0,
+                        offset,
+                    },
+                    0,
+                    &mut tracker,
+                    &mut out,
+                ) == Pushed::Late
+                {
                     summary.late += 1;
                 }
             }
             asm.advance(0, &mut out);
-            write_outputs(config, late_topic.as_deref(), &mut out, &mut writers, &mut summary).map_err(io)?;
+            write_outputs(
+                config,
+                late_topic.as_deref(),
+                &mut out,
+                &mut writers,
+                &mut summary,
+            )
+            .map_err(io)?;
         }
     }
     // end of input: event time runs out, every trace closes for its own reason
     asm.advance_to(i64::MAX, &mut out);
-    write_outputs(config, late_topic.as_deref(), &mut out, &mut writers, &mut summary).map_err(io)?;
+    write_outputs(
+        config,
+        late_topic.as_deref(),
+        &mut out,
+        &mut writers,
+        &mut summary,
+    )
+    .map_err(io)?;
     for (_, w) in &mut writers.files {
         w.flush().map_err(io)?;
     }
@@ -131,7 +175,10 @@ fn write_outputs(
         match o {
             Output::Trace { trace, .. } => {
                 summary.traces += 1;
-                writers.line(&config.outputs.traces.topic, &Encoding::Json.trace(&trace).1)?;
+                writers.line(
+                    &config.outputs.traces.topic,
+                    &Encoding::Json.trace(&trace).1,
+                )?;
             }
             Output::Late { span, .. } => {
                 if let Some(t) = late_topic {

@@ -30,7 +30,11 @@ pub enum RunError {
     #[error("pipeline {pipeline}: {message}")]
     Config { pipeline: String, message: String },
     #[error("pipeline {pipeline}: kafka did not take a record for {topic}: {message}; offsets were not committed past it, restart to re-read")]
-    Delivery { pipeline: String, topic: String, message: String },
+    Delivery {
+        pipeline: String,
+        topic: String,
+        message: String,
+    },
 }
 
 /// Where the pipeline connects, after `embedded` was resolved.
@@ -42,7 +46,10 @@ pub struct Endpoints {
 
 /// Processing time in milliseconds since the epoch.
 pub fn wall_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 struct SourceInfo {
@@ -109,16 +116,29 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let pipeline = config.name.clone();
     metrics::init();
-    let kafka_err = |e: rdkafka::error::KafkaError| RunError::Kafka { pipeline: pipeline.clone(), message: e.to_string() };
+    let kafka_err = |e: rdkafka::error::KafkaError| RunError::Kafka {
+        pipeline: pipeline.clone(),
+        message: e.to_string(),
+    };
     let assemble = config
         .assemble()
-        .ok_or_else(|| RunError::Config { pipeline: pipeline.clone(), message: "no assemble stage".into() })?
+        .ok_or_else(|| RunError::Config {
+            pipeline: pipeline.clone(),
+            message: "no assemble stage".into(),
+        })?
         .clone();
     let registry = match &endpoints.registry {
         Some(url) => {
             let sr = config.schema_registry.as_ref();
-            let client = RegistryClient::new(url, sr.and_then(|s| s.username.as_deref()), sr.and_then(|s| s.password.as_deref()))
-                .map_err(|message| RunError::Registry { pipeline: pipeline.clone(), message })?;
+            let client = RegistryClient::new(
+                url,
+                sr.and_then(|s| s.username.as_deref()),
+                sr.and_then(|s| s.password.as_deref()),
+            )
+            .map_err(|message| RunError::Registry {
+                pipeline: pipeline.clone(),
+                message,
+            })?;
             Some(client)
         }
         None => None,
@@ -128,32 +148,59 @@ pub async fn run(
         let pipeline = pipeline.clone();
         async move {
             let Some(r) = registry else {
-                return Err(RunError::Config { pipeline, message: "avro outputs need schema_registry".into() });
+                return Err(RunError::Config {
+                    pipeline,
+                    message: "avro outputs need schema_registry".into(),
+                });
             };
             let key = r.register(&format!("{topic}-key"), key_schema).await;
             let value = r.register(&format!("{topic}-value"), value_schema).await;
             match (key, value) {
                 (Ok(k), Ok(v)) => Ok(Some((k, v))),
-                (Err(message), _) | (_, Err(message)) => Err(RunError::Registry { pipeline, message }),
+                (Err(message), _) | (_, Err(message)) => {
+                    Err(RunError::Registry { pipeline, message })
+                }
             }
         }
     };
     let traces_cfg = &config.outputs.traces;
     let trace_ids = match traces_cfg.format {
-        OutputFormat::Avro => register(traces_cfg.topic.clone(), codec::avro::TRACE_KEY_SCHEMA, codec::avro::TRACE_SCHEMA).await?,
+        OutputFormat::Avro => {
+            register(
+                traces_cfg.topic.clone(),
+                codec::avro::TRACE_KEY_SCHEMA,
+                codec::avro::TRACE_SCHEMA,
+            )
+            .await?
+        }
         OutputFormat::Json => None,
     };
     let late = match &config.outputs.late {
         Some(l) => Some(Encoding::new(
             l.format,
             match l.format {
-                OutputFormat::Avro => register(l.topic.clone(), codec::avro::SPAN_KEY_SCHEMA, codec::avro::SPAN_SCHEMA).await?,
+                OutputFormat::Avro => {
+                    register(
+                        l.topic.clone(),
+                        codec::avro::SPAN_KEY_SCHEMA,
+                        codec::avro::SPAN_SCHEMA,
+                    )
+                    .await?
+                }
                 OutputFormat::Json => None,
             },
         )),
         None => None,
     };
-    let mut topics = vec![traces_cfg.topic.clone(), config.outputs.late.as_ref().map(|l| l.topic.clone()).unwrap_or_default()];
+    let mut topics = vec![
+        traces_cfg.topic.clone(),
+        config
+            .outputs
+            .late
+            .as_ref()
+            .map(|l| l.topic.clone())
+            .unwrap_or_default(),
+    ];
     let mut sources = Vec::new();
     let mut topic_source = HashMap::new();
     for (i, s) in config.sources.iter().enumerate() {
@@ -170,7 +217,11 @@ pub async fn run(
         for reason in DecodeError::REASONS {
             metrics::DECODE_ERRORS.with_label_values(&[&s.name, reason]);
         }
-        sources.push(SourceInfo { name: s.name.clone(), dead_letter_topic: s.dead_letter_topic.clone(), decoder: SpanDecoder::new(s.format) });
+        sources.push(SourceInfo {
+            name: s.name.clone(),
+            dead_letter_topic: s.dead_letter_topic.clone(),
+            decoder: SpanDecoder::new(s.format),
+        });
     }
     for t in &topics {
         if !t.is_empty() {
@@ -178,16 +229,30 @@ pub async fn run(
             metrics::PRODUCE_ERRORS.with_label_values(&[t]);
         }
     }
-    let (sink, mut acks) = Sink::start(&endpoints.brokers, &config.kafka.properties).map_err(kafka_err)?;
-    let all_topics: Vec<String> = config.sources.iter().flat_map(|s| s.topics.clone()).collect();
-    let (source, mut events) =
-        Source::start(&endpoints.brokers, &config.kafka.group_id, &config.kafka.properties, &all_topics).map_err(kafka_err)?;
+    let (sink, mut acks) =
+        Sink::start(&endpoints.brokers, &config.kafka.properties).map_err(kafka_err)?;
+    let all_topics: Vec<String> = config
+        .sources
+        .iter()
+        .flat_map(|s| s.topics.clone())
+        .collect();
+    let (source, mut events) = Source::start(
+        &endpoints.brokers,
+        &config.kafka.group_id,
+        &config.kafka.properties,
+        &all_topics,
+    )
+    .map_err(kafka_err)?;
     metrics::OPEN_TRACES_LIMIT.set(assemble.max_open_traces as i64);
     let mut runner = Runner {
         pipeline: pipeline.clone(),
         sources,
         topic_source,
-        outputs: Outputs { topics, traces: Encoding::new(traces_cfg.format, trace_ids), late },
+        outputs: Outputs {
+            topics,
+            traces: Encoding::new(traces_cfg.format, trace_ids),
+            late,
+        },
         registry,
         assembler: Assembler::new(assemble.settings(config.outputs.late.is_some())),
         tracker: OffsetTracker::default(),
@@ -242,7 +307,9 @@ pub async fn run(
     // Shutdown: optionally flush open traces, wait for Kafka to take what was sent,
     // commit what is safe, leave the group.
     if result.is_ok() && assemble.flush_on_shutdown {
-        runner.assembler.flush(CloseReason::Shutdown, &mut runner.out);
+        runner
+            .assembler
+            .flush(CloseReason::Shutdown, &mut runner.out);
         let _ = runner.emit().await;
     }
     let sink_flush = runner.sink.flush(Duration::from_secs(10));
@@ -254,7 +321,9 @@ pub async fn run(
     }
     runner.commit(&source, true);
     runner.publish_gauges();
-    tokio::task::spawn_blocking(move || source.stop()).await.ok();
+    tokio::task::spawn_blocking(move || source.stop())
+        .await
+        .ok();
     tracing::info!(pipeline = %pipeline, "pipeline stopped");
     result
 }
@@ -269,8 +338,12 @@ impl Runner {
                 continue;
             }
             self.tracker.consumed(part, rec.offset);
-            let Some(&si) = self.topic_source.get(&*rec.topic) else { continue };
-            metrics::RECORDS_IN.with_label_values(&[&self.sources[si].name]).inc();
+            let Some(&si) = self.topic_source.get(&*rec.topic) else {
+                continue;
+            };
+            metrics::RECORDS_IN
+                .with_label_values(&[&self.sources[si].name])
+                .inc();
             let payload = rec.payload.as_deref().unwrap_or_default();
             self.spans.clear();
             let mut decoded = self.sources[si].decoder.decode(payload, &mut self.spans);
@@ -278,7 +351,8 @@ impl Runner {
                 if let Some(registry) = &self.registry {
                     match registry.schema(id).await {
                         Ok(schema) => {
-                            if let Err(e) = self.sources[si].decoder.avro().add_schema(id, &schema) {
+                            if let Err(e) = self.sources[si].decoder.avro().add_schema(id, &schema)
+                            {
                                 decoded = Err(e);
                             } else {
                                 decoded = self.sources[si].decoder.decode(payload, &mut self.spans);
@@ -289,25 +363,50 @@ impl Runner {
                 }
             }
             if let Err(e) = decoded {
-                metrics::DECODE_ERRORS.with_label_values(&[&self.sources[si].name, e.reason()]).inc();
-                self.dead_letter(si, &rec, part, e.reason(), &e.to_string()).await?;
+                metrics::DECODE_ERRORS
+                    .with_label_values(&[&self.sources[si].name, e.reason()])
+                    .inc();
+                self.dead_letter(si, &rec, part, e.reason(), &e.to_string())
+                    .await?;
                 continue;
             }
-            metrics::SPANS_IN.with_label_values(&[&self.sources[si].name]).inc_by(self.spans.len() as u64);
-            let origin = Origin { partition: part, offset: rec.offset };
+            metrics::SPANS_IN
+                .with_label_values(&[&self.sources[si].name])
+                .inc_by(self.spans.len() as u64);
+            let origin = Origin {
+                partition: part,
+                offset: rec.offset,
+            };
             let mut too_large = false;
             for span in self.spans.drain(..) {
-                too_large |= self.assembler.push(span, origin, now, &mut self.tracker, &mut self.out) == Pushed::TooLarge;
+                too_large |=
+                    self.assembler
+                        .push(span, origin, now, &mut self.tracker, &mut self.out)
+                        == Pushed::TooLarge;
             }
             if too_large {
                 let limit = self.assembler.settings().max_span_bytes;
-                self.dead_letter(si, &rec, part, "span_too_large", &format!("a span is larger than max_span_bytes ({limit})")).await?;
+                self.dead_letter(
+                    si,
+                    &rec,
+                    part,
+                    "span_too_large",
+                    &format!("a span is larger than max_span_bytes ({limit})"),
+                )
+                .await?;
             }
         }
         self.advance().await
     }
 
-    async fn dead_letter(&mut self, si: usize, rec: &Record, part: u32, reason: &str, error: &str) -> Result<(), RunError> {
+    async fn dead_letter(
+        &mut self,
+        si: usize,
+        rec: &Record,
+        part: u32,
+        reason: &str,
+        error: &str,
+    ) -> Result<(), RunError> {
         let payload = rec.payload.as_deref().unwrap_or_default();
         let Some(topic) = self.sources[si].dead_letter_topic.clone() else {
             metrics::UNDELIVERABLE.with_label_values(&[reason]).inc();
@@ -315,18 +414,46 @@ impl Runner {
             return Ok(());
         };
         let format = self.sources[si].decoder.format();
-        let schema_id = if format == Format::Avro { codec::schema_id_of(payload) } else { None };
-        let headers = dead_letter_headers(reason, error, &rec.topic, rec.partition, rec.offset, schema_id);
-        let index = self.outputs.topics.iter().position(|t| *t == topic).unwrap_or(DEAD_LETTER);
+        let schema_id = if format == Format::Avro {
+            codec::schema_id_of(payload)
+        } else {
+            None
+        };
+        let headers = dead_letter_headers(
+            reason,
+            error,
+            &rec.topic,
+            rec.partition,
+            rec.offset,
+            schema_id,
+        );
+        let index = self
+            .outputs
+            .topics
+            .iter()
+            .position(|t| *t == topic)
+            .unwrap_or(DEAD_LETTER);
         self.tracker.hold(part, rec.offset);
         let mut holds = Holds::new();
         holds.push((part, rec.offset));
         metrics::DEAD_LETTERED.with_label_values(&[reason]).inc();
         let key = rec.key.as_deref().unwrap_or_default();
         self.sink
-            .send(&topic, key, payload, Some(headers), Token { topic: index, holds })
+            .send(
+                &topic,
+                key,
+                payload,
+                Some(headers),
+                Token {
+                    topic: index,
+                    holds,
+                },
+            )
             .await
-            .map_err(|e| RunError::Kafka { pipeline: self.pipeline.clone(), message: format!("dead-letter to {topic}: {e}") })
+            .map_err(|e| RunError::Kafka {
+                pipeline: self.pipeline.clone(),
+                message: format!("dead-letter to {topic}: {e}"),
+            })
     }
 
     async fn advance(&mut self) -> Result<(), RunError> {
@@ -337,9 +464,13 @@ impl Runner {
     async fn emit(&mut self) -> Result<(), RunError> {
         for output in std::mem::take(&mut self.out) {
             let (index, (key, value), holds) = match output {
-                Output::Trace { trace, holds } => (TRACES, self.outputs.traces.trace(&trace), holds),
+                Output::Trace { trace, holds } => {
+                    (TRACES, self.outputs.traces.trace(&trace), holds)
+                }
                 Output::Late { span, origin } => {
-                    let Some(enc) = &self.outputs.late else { continue };
+                    let Some(enc) = &self.outputs.late else {
+                        continue;
+                    };
                     let mut holds = Holds::new();
                     holds.push((origin.partition, origin.offset));
                     (LATE, enc.span(&span), holds)
@@ -347,9 +478,21 @@ impl Runner {
             };
             let topic = &self.outputs.topics[index];
             self.sink
-                .send(topic, &key, &value, None, Token { topic: index, holds })
+                .send(
+                    topic,
+                    &key,
+                    &value,
+                    None,
+                    Token {
+                        topic: index,
+                        holds,
+                    },
+                )
                 .await
-                .map_err(|e| RunError::Kafka { pipeline: self.pipeline.clone(), message: format!("produce to {topic}: {e}") })?;
+                .map_err(|e| RunError::Kafka {
+                    pipeline: self.pipeline.clone(),
+                    message: format!("produce to {topic}: {e}"),
+                })?;
         }
         let now = self.assembler.stats().clone();
         metrics::publish_assembler(&self.published, &now);
@@ -358,10 +501,19 @@ impl Runner {
     }
 
     fn ack(&mut self, ack: Ack) -> Result<(), RunError> {
-        let topic = self.outputs.topics.get(ack.token.topic).cloned().unwrap_or_default();
+        let topic = self
+            .outputs
+            .topics
+            .get(ack.token.topic)
+            .cloned()
+            .unwrap_or_default();
         if let Some(message) = ack.error {
             metrics::PRODUCE_ERRORS.with_label_values(&[&topic]).inc();
-            return Err(RunError::Delivery { pipeline: self.pipeline.clone(), topic, message });
+            return Err(RunError::Delivery {
+                pipeline: self.pipeline.clone(),
+                topic,
+                message,
+            });
         }
         metrics::PRODUCED.with_label_values(&[&topic]).inc();
         for (p, o) in ack.token.holds {
@@ -371,7 +523,10 @@ impl Runner {
     }
 
     fn revoke(&mut self, parts: &[(String, i32)]) {
-        let ids: Vec<u32> = parts.iter().map(|(t, p)| self.partitions.id(t, *p)).collect();
+        let ids: Vec<u32> = parts
+            .iter()
+            .map(|(t, p)| self.partitions.id(t, *p))
+            .collect();
         for id in &ids {
             self.tracker.revoke(*id);
         }
@@ -391,7 +546,11 @@ impl Runner {
                 (t.clone(), *p, *off)
             })
             .collect();
-        let result = if sync { source.commit_sync(&offsets) } else { source.commit(&offsets) };
+        let result = if sync {
+            source.commit_sync(&offsets)
+        } else {
+            source.commit(&offsets)
+        };
         match result {
             Ok(()) => {
                 metrics::COMMITS.inc();
@@ -418,7 +577,9 @@ impl Runner {
                 continue;
             }
             let (t, p) = self.partitions.name(id);
-            metrics::WATERMARK_LAG.with_label_values(&[t, &p.to_string()]).set(now_s - pwm as f64 / 1e9);
+            metrics::WATERMARK_LAG
+                .with_label_values(&[t, &p.to_string()])
+                .set(now_s - pwm as f64 / 1e9);
         }
     }
 }

@@ -5,7 +5,14 @@ use std::sync::Arc;
 use crate::model::{AttrValue, AttributesBuilder, Resource, Span, SpanKind, StatusCode};
 
 /// A span with a few attributes and the given ids and times (nanoseconds).
-pub fn span(trace_id: u128, span_id: u64, parent: u64, start_ns: i64, end_ns: i64, service: &str) -> Span {
+pub fn span(
+    trace_id: u128,
+    span_id: u64,
+    parent: u64,
+    start_ns: i64,
+    end_ns: i64,
+    service: &str,
+) -> Span {
     let mut attrs = AttributesBuilder::default();
     attrs
         .push("http.request.method", AttrValue::Str("GET"))
@@ -19,10 +26,17 @@ pub fn span(trace_id: u128, span_id: u64, parent: u64, start_ns: i64, end_ns: i6
         start_ns,
         end_ns,
         name: Arc::from(format!("{service} op").as_str()),
-        kind: if parent == 0 { SpanKind::Server } else { SpanKind::Internal },
+        kind: if parent == 0 {
+            SpanKind::Server
+        } else {
+            SpanKind::Internal
+        },
         status: StatusCode::Unset,
         status_message: None,
-        resource: Arc::new(Resource { service_name: Arc::from(service), attributes: res.build() }),
+        resource: Arc::new(Resource {
+            service_name: Arc::from(service),
+            attributes: res.build(),
+        }),
         attributes: attrs.build(),
         events: Default::default(),
     }

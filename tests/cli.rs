@@ -17,64 +17,88 @@ fn validate_reports_every_error_and_exits_1() {
         .replace("idle_gap: 5s", "idle_gap: 5 sekonds")
         .replace("grace: 1m", "grace: 1m\n    windw: 3");
     std::fs::write(&bad, text).unwrap();
-    let out = spanline().args(["validate", "pipelines/trace-analytics.yaml"]).arg(&bad).output().unwrap();
+    let out = spanline()
+        .args(["validate", "pipelines/trace-analytics.yaml"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("trace-analytics.yaml: ok"), "{stdout}");
-    for expected in ["kafka.groupid: unknown key (hint: did you mean `group_id`?)", "stages[0].idle_gap: invalid duration", "stages[0].windw: unknown key"] {
-        assert!(stdout.contains(expected), "missing `{expected}` in\n{stdout}");
+    for expected in [
+        "kafka.groupid: unknown key (hint: did you mean `group_id`?)",
+        "stages[0].idle_gap: invalid duration",
+        "stages[0].windw: unknown key",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing `{expected}` in\n{stdout}"
+        );
     }
-    let ok = spanline().args(["validate", "pipelines/trace-analytics.yaml"]).output().unwrap();
+    let ok = spanline()
+        .args(["validate", "pipelines/trace-analytics.yaml"])
+        .output()
+        .unwrap();
     assert!(ok.status.success());
+}
+
+/// `spanline run` on the default pipeline with these environment variables.
+fn run_default_pipeline(env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = spanline();
+    cmd.args(["run", "pipelines/trace-analytics.yaml"])
+        .env("SPANLINE_HTTP", "127.0.0.1:0");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+/// The last stderr line of a run that must fail with exit status 1.
+fn single_error(out: &std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr.lines().last().unwrap_or_default().to_string()
 }
 
 #[test]
 fn unreachable_broker_is_one_clear_error_not_a_panic() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("p.yaml");
-    std::fs::write(&p, include_str!("../pipelines/trace-analytics.yaml")).unwrap();
-    let out = spanline()
-        .args(["run"])
-        .arg(&p)
-        .env("SPANLINE_BROKERS", "127.0.0.1:1")
-        .env("SPANLINE_HTTP", "127.0.0.1:0")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let last = stderr.lines().last().unwrap_or_default();
-    assert!(last.starts_with("error: cannot reach kafka brokers 127.0.0.1:1"), "{stderr}");
-    assert!(!stderr.contains("panicked"));
+    let last = single_error(&run_default_pipeline(&[(
+        "SPANLINE_BROKERS",
+        "127.0.0.1:1",
+    )]));
+    assert!(
+        last.starts_with("error: cannot reach kafka brokers 127.0.0.1:1"),
+        "{last}"
+    );
 }
 
 #[test]
 fn unreachable_registry_is_one_clear_error() {
-    let out = spanline()
-        .args(["demo", "--duration", "20s", "--http", "127.0.0.1:0", "--no-workload"])
-        .env("SPANLINE_SCHEMA_REGISTRY", "http://127.0.0.1:1")
-        .output()
-        .unwrap();
-    // the demo always uses its embedded registry: it must still succeed
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("p.yaml");
-    std::fs::write(&p, include_str!("../pipelines/trace-analytics.yaml")).unwrap();
-    let out = spanline()
-        .args(["run"])
-        .arg(&p)
-        .env("SPANLINE_SCHEMA_REGISTRY", "http://127.0.0.1:1")
-        .env("SPANLINE_HTTP", "127.0.0.1:0")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.lines().last().unwrap_or_default().contains("schema registry http://127.0.0.1:1"), "{stderr}");
+    let last = single_error(&run_default_pipeline(&[(
+        "SPANLINE_SCHEMA_REGISTRY",
+        "http://127.0.0.1:1",
+    )]));
+    assert!(
+        last.starts_with("error: ") && last.contains("schema registry http://127.0.0.1:1"),
+        "{last}"
+    );
 }
 
 #[test]
 fn demo_prints_its_endpoints_status_and_summary_and_serves_metrics() {
     let mut child = spanline()
-        .args(["demo", "--duration", "12s", "--http", "127.0.0.1:0", "--status-every", "2s", "--rate", "50"])
+        .args([
+            "demo",
+            "--duration",
+            "12s",
+            "--http",
+            "127.0.0.1:0",
+            "--status-every",
+            "2s",
+            "--rate",
+            "50",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -82,19 +106,49 @@ fn demo_prints_its_endpoints_status_and_summary_and_serves_metrics() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first: Vec<String> = (0..3).map(|_| lines.next().unwrap().unwrap()).collect();
     assert!(first[0].starts_with("kafka: 127.0.0.1:"), "{first:?}");
-    assert!(first[1].starts_with("schema registry: http://127.0.0.1:"), "{first:?}");
-    let metrics_url = first[2].strip_prefix("metrics: ").expect("metrics line").to_string();
+    assert!(
+        first[1].starts_with("schema registry: http://127.0.0.1:"),
+        "{first:?}"
+    );
+    let metrics_url = first[2]
+        .strip_prefix("metrics: ")
+        .expect("metrics line")
+        .to_string();
     let base = metrics_url.trim_end_matches("/metrics").to_string();
-    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
-    assert_eq!(client.get(format!("{base}/healthz")).send().unwrap().status(), 200);
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    assert_eq!(
+        client
+            .get(format!("{base}/healthz"))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
     // status lines until spans flow, by which time the consumer group has joined
-    let flowing = (0..5).map(|_| lines.next().unwrap().unwrap()).find(|status| {
-        assert!(status.starts_with("status:") && status.contains("spans/s") && status.contains("open traces"), "{status}");
-        let rate: f64 = status.split_whitespace().nth(2).unwrap().parse().unwrap();
-        rate > 0.0
-    });
+    let flowing = (0..5)
+        .map(|_| lines.next().unwrap().unwrap())
+        .find(|status| {
+            assert!(
+                status.starts_with("status:")
+                    && status.contains("spans/s")
+                    && status.contains("open traces"),
+                "{status}"
+            );
+            let rate: f64 = status.split_whitespace().nth(2).unwrap().parse().unwrap();
+            rate > 0.0
+        });
     assert!(flowing.is_some(), "no spans flowed in five status lines");
-    assert_eq!(client.get(format!("{base}/readyz")).send().unwrap().status(), 200);
+    assert_eq!(
+        client
+            .get(format!("{base}/readyz"))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
     let names = [
         "spanline_records_in_total",
         "spanline_decode_errors_total",
@@ -121,19 +175,31 @@ fn demo_prints_its_endpoints_status_and_summary_and_serves_metrics() {
     assert!(missing.is_empty(), "/metrics lacks {missing:?}");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(child.wait().unwrap().success());
-    assert!(rest.iter().any(|l| l.starts_with("summary:") && l.contains("traces closed")), "{rest:?}");
+    assert!(
+        rest.iter()
+            .any(|l| l.starts_with("summary:") && l.contains("traces closed")),
+        "{rest:?}"
+    );
 }
 
 /// Sends SIGINT, as Ctrl-C does.
 fn interrupt(child: &std::process::Child) {
-    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
 #[test]
 fn run_with_embedded_services_stops_cleanly_on_ctrl_c_and_logs_json() {
     let mut child = spanline()
-        .args(["--log-format", "json", "run", "pipelines/trace-analytics.yaml"])
+        .args([
+            "--log-format",
+            "json",
+            "run",
+            "pipelines/trace-analytics.yaml",
+        ])
         .env("SPANLINE_HTTP", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -144,7 +210,10 @@ fn run_with_embedded_services_stops_cleanly_on_ctrl_c_and_logs_json() {
     assert!(first[0].starts_with("kafka: 127.0.0.1:"), "{first:?}");
     let metrics_url = first[2].strip_prefix("metrics: ").unwrap().to_string();
     let readyz = metrics_url.replace("/metrics", "/readyz");
-    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     // ready once the consumer group has assigned partitions (a few seconds on the embedded broker)
     let mut ready = false;
     for _ in 0..40 {
@@ -159,20 +228,38 @@ fn run_with_embedded_services_stops_cleanly_on_ctrl_c_and_logs_json() {
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(child.wait().unwrap().success(), "{stderr}");
-    let logs: Vec<serde_json::Value> = stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
-    assert!(logs.iter().any(|l| l["fields"]["message"] == "pipeline stopped"), "{stderr}");
+    let logs: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        logs.iter()
+            .any(|l| l["fields"]["message"] == "pipeline stopped"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn demo_without_duration_runs_until_ctrl_c() {
     let mut child = spanline()
-        .args(["demo", "--http", "127.0.0.1:0", "--status-every", "1s", "--rate", "20"])
+        .args([
+            "demo",
+            "--http",
+            "127.0.0.1:0",
+            "--status-every",
+            "1s",
+            "--rate",
+            "20",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let status = lines.by_ref().map_while(Result::ok).find(|l| l.starts_with("status:"));
+    let status = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("status:"));
     assert!(status.is_some());
     interrupt(&child);
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
@@ -184,7 +271,11 @@ fn demo_without_duration_runs_until_ctrl_c() {
 fn replay_reads_gzip_and_plain_input_alike() {
     use spanline::workload::{Workload, WorkloadConfig};
     let dir = tempfile::tempdir().unwrap();
-    let mut workload = Workload::new(WorkloadConfig { seed: 3, traces_per_second: 50.0, ..Default::default() });
+    let mut workload = Workload::new(WorkloadConfig {
+        seed: 3,
+        traces_per_second: 50.0,
+        ..Default::default()
+    });
     let spans = workload.generate_traces(20);
     let mut text = String::new();
     for chunk in spans.chunks(10) {
@@ -195,7 +286,10 @@ fn replay_reads_gzip_and_plain_input_alike() {
     let plain = dir.path().join("in.jsonl");
     std::fs::write(&plain, &text).unwrap();
     let gz = dir.path().join("in.jsonl.gz");
-    let mut enc = flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), flate2::Compression::fast());
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz).unwrap(),
+        flate2::Compression::fast(),
+    );
     std::io::Write::write_all(&mut enc, text.as_bytes()).unwrap();
     enc.finish().unwrap();
     let mut outputs = Vec::new();
@@ -209,14 +303,22 @@ fn replay_reads_gzip_and_plain_input_alike() {
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        assert!(String::from_utf8_lossy(&o.stdout).contains("20 traces, 0 late spans, 1 bad lines"), "{}", String::from_utf8_lossy(&o.stdout));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("20 traces, 0 late spans, 1 bad lines"),
+            "{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
         let traces = std::fs::read_to_string(out.join("traces.jsonl")).unwrap();
         let dead = std::fs::read_to_string(out.join("spans-dlq.jsonl")).unwrap();
-        assert!(dead.contains("\"reason\":\"json\"") && dead.contains("\"line\":"), "{dead}");
+        assert!(
+            dead.contains("\"reason\":\"json\"") && dead.contains("\"line\":"),
+            "{dead}"
+        );
         outputs.push(traces);
     }
     assert_eq!(outputs[0], outputs[1]);
-    let first: serde_json::Value = serde_json::from_str(outputs[0].lines().next().unwrap()).unwrap();
+    let first: serde_json::Value =
+        serde_json::from_str(outputs[0].lines().next().unwrap()).unwrap();
     assert_eq!(first["trace_id"].as_str().unwrap().len(), 32);
     assert_eq!(first["spans"][0]["span_id"].as_str().unwrap().len(), 16);
 }

@@ -32,7 +32,9 @@ struct Env {
 async fn env(topics: &[&str]) -> Env {
     let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
     let kafka = EmbeddedKafka::start(PARTITIONS, &topics).unwrap();
-    let registry = spanline::registry::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let registry = spanline::registry::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     Env { kafka, registry }
 }
 
@@ -61,21 +63,44 @@ outputs:
 
 /// Runs the pipeline in the background; dropping the handle's sender stops it cleanly,
 /// aborting the task simulates a crash.
-fn start(env: &Env, config: PipelineConfig) -> (oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), runner::RunError>>) {
+fn start(
+    env: &Env,
+    config: PipelineConfig,
+) -> (
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), runner::RunError>>,
+) {
     let (tx, rx) = oneshot::channel::<()>();
-    let endpoints = Endpoints { brokers: env.kafka.bootstrap().to_string(), registry: Some(env.registry.url().to_string()) };
-    let task = tokio::spawn(runner::run(config, endpoints, Readiness::default(), async move {
-        let _ = rx.await;
-    }));
+    let endpoints = Endpoints {
+        brokers: env.kafka.bootstrap().to_string(),
+        registry: Some(env.registry.url().to_string()),
+    };
+    let task = tokio::spawn(runner::run(
+        config,
+        endpoints,
+        Readiness::default(),
+        async move {
+            let _ = rx.await;
+        },
+    ));
     (tx, task)
 }
 
 fn producer(env: &Env) -> BaseProducer {
-    ClientConfig::new().set("bootstrap.servers", env.kafka.bootstrap()).create().unwrap()
+    ClientConfig::new()
+        .set("bootstrap.servers", env.kafka.bootstrap())
+        .create()
+        .unwrap()
 }
 
 fn send(p: &BaseProducer, topic: &str, partition: i32, value: &[u8]) {
-    p.send(BaseRecord::to(topic).partition(partition).key("k").payload(value)).unwrap();
+    p.send(
+        BaseRecord::to(topic)
+            .partition(partition)
+            .key("k")
+            .payload(value),
+    )
+    .unwrap();
     p.poll(Duration::ZERO);
 }
 
@@ -97,7 +122,14 @@ fn traces(first_id: u128, n: u128, base: i64) -> Vec<Span> {
 
 /// One span per partition far ahead in event time, so every partition's watermark passes.
 fn pushers(id: u128, base: i64) -> Vec<(i32, Span)> {
-    (0..PARTITIONS).map(|p| (p, testkit::span(id + p as u128, 1, 0, base, base + 1, "clock"))).collect()
+    (0..PARTITIONS)
+        .map(|p| {
+            (
+                p,
+                testkit::span(id + p as u128, 1, 0, base, base + 1, "clock"),
+            )
+        })
+        .collect()
 }
 
 fn framed(id: u32, span: &Span) -> Vec<u8> {
@@ -114,7 +146,12 @@ struct Received {
 }
 
 /// Reads `topic` from the beginning until `done` holds or the deadline passes.
-fn read_until(env: &Env, topic: &str, deadline: Duration, mut done: impl FnMut(&[Received]) -> bool) -> Vec<Received> {
+fn read_until(
+    env: &Env,
+    topic: &str,
+    deadline: Duration,
+    mut done: impl FnMut(&[Received]) -> bool,
+) -> Vec<Received> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", env.kafka.bootstrap())
         .set("group.id", "e2e-reader")
@@ -123,7 +160,8 @@ fn read_until(env: &Env, topic: &str, deadline: Duration, mut done: impl FnMut(&
         .unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&tpl).unwrap();
     let mut got = Vec::new();
@@ -134,18 +172,31 @@ fn read_until(env: &Env, topic: &str, deadline: Duration, mut done: impl FnMut(&
                 .headers()
                 .map(|h| {
                     h.iter()
-                        .map(|x| (x.key.to_string(), String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned()))
+                        .map(|x| {
+                            (
+                                x.key.to_string(),
+                                String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
-            got.push(Received { key: m.key().unwrap_or_default().to_vec(), value: m.payload().unwrap_or_default().to_vec(), headers });
+            got.push(Received {
+                key: m.key().unwrap_or_default().to_vec(),
+                value: m.payload().unwrap_or_default().to_vec(),
+                headers,
+            });
         }
     }
     got
 }
 
 fn field<'a>(fields: &'a [(String, Value)], name: &str) -> &'a Value {
-    &fields.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no field {name}")).1
+    &fields
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no field {name}"))
+        .1
 }
 
 /// Decodes Avro trace records: trace id → (span ids, close reason, amendment).
@@ -155,24 +206,38 @@ fn decode_traces(records: &[Received]) -> Vec<(u128, BTreeSet<u64>, String, bool
         .iter()
         .map(|r| {
             let (_, datum) = avro::unframe(&r.value).unwrap();
-            let Value::Record(f) = avro::read_value(&schema, None, datum).unwrap() else { panic!() };
-            let Value::Fixed(16, id) = field(&f, "trace_id") else { panic!() };
+            let Value::Record(f) = avro::read_value(&schema, None, datum).unwrap() else {
+                panic!()
+            };
+            let Value::Fixed(16, id) = field(&f, "trace_id") else {
+                panic!()
+            };
             let id = u128::from_be_bytes(id.as_slice().try_into().unwrap());
-            let Value::Array(spans) = field(&f, "spans") else { panic!() };
+            let Value::Array(spans) = field(&f, "spans") else {
+                panic!()
+            };
             let ids = spans
                 .iter()
                 .map(|s| {
                     let Value::Record(sf) = s else { panic!() };
-                    let Value::Fixed(8, b) = field(sf, "span_id") else { panic!() };
+                    let Value::Fixed(8, b) = field(sf, "span_id") else {
+                        panic!()
+                    };
                     u64::from_be_bytes(b.as_slice().try_into().unwrap())
                 })
                 .collect();
-            let Value::Enum(_, reason) = field(&f, "close_reason") else { panic!() };
-            let Value::Boolean(amendment) = field(&f, "amendment") else { panic!() };
+            let Value::Enum(_, reason) = field(&f, "close_reason") else {
+                panic!()
+            };
+            let Value::Boolean(amendment) = field(&f, "amendment") else {
+                panic!()
+            };
             // the key is the Avro TraceKey with the same id
             let (_, key) = avro::unframe(&r.key).unwrap();
             let key_schema = Schema::parse_str(avro::TRACE_KEY_SCHEMA).unwrap();
-            let Value::Record(kf) = avro::read_value(&key_schema, None, key).unwrap() else { panic!() };
+            let Value::Record(kf) = avro::read_value(&key_schema, None, key).unwrap() else {
+                panic!()
+            };
             assert_eq!(field(&kf, "trace_id"), &Value::String(hex_trace_id(id)));
             (id, ids, reason.clone(), *amendment)
         })
@@ -193,7 +258,10 @@ fn wait_for_commit(env: &Env, group: &str, deadline: Duration) -> bool {
     let end = Instant::now() + deadline;
     while Instant::now() < end {
         if let Ok(c) = consumer.committed_offsets(tpl.clone(), Duration::from_secs(2)) {
-            if c.elements().iter().any(|e| matches!(e.offset(), Offset::Offset(o) if o > 0)) {
+            if c.elements()
+                .iter()
+                .any(|e| matches!(e.offset(), Offset::Offset(o) if o > 0))
+            {
                 return true;
             }
         }
@@ -210,7 +278,11 @@ async fn avro_spans_become_traces_and_bad_records_are_dead_lettered() {
     let env = env(&["spans", "spans-dlq", "traces", "spans-late"]).await;
     let sr = RegistryClient::new(env.registry.url(), None, None).unwrap();
     let id = sr.register("spans-value", avro::SPAN_SCHEMA).await.unwrap();
-    let config = pipeline("g-avro", "  - {name: spans, topics: [spans], format: avro, dead_letter_topic: spans-dlq}", "avro");
+    let config = pipeline(
+        "g-avro",
+        "  - {name: spans, topics: [spans], format: avro, dead_letter_topic: spans-dlq}",
+        "avro",
+    );
     let (stop, task) = start(&env, config);
 
     let base = now_ns();
@@ -230,18 +302,28 @@ async fn avro_spans_become_traces_and_bad_records_are_dead_lettered() {
 
     let got = read_until(&env, "traces", Duration::from_secs(60), |r| r.len() >= 30);
     let decoded = decode_traces(&got);
-    let by_id: HashMap<u128, &(u128, BTreeSet<u64>, String, bool)> = decoded.iter().map(|t| (t.0, t)).collect();
+    let by_id: HashMap<u128, &(u128, BTreeSet<u64>, String, bool)> =
+        decoded.iter().map(|t| (t.0, t)).collect();
     for t in 100..130u128 {
-        let (_, ids, reason, amendment) = by_id.get(&t).unwrap_or_else(|| panic!("trace {t} missing; got {}", decoded.len()));
+        let (_, ids, reason, amendment) = by_id
+            .get(&t)
+            .unwrap_or_else(|| panic!("trace {t} missing; got {}", decoded.len()));
         assert_eq!(ids, &BTreeSet::from([1, 2, 3, 4]), "trace {t}");
         assert_eq!(reason, "completed");
         assert!(!amendment);
     }
-    assert_eq!(decoded.iter().filter(|t| (100..130).contains(&t.0)).count(), 30, "one record per trace: the duplicate was dropped");
+    assert_eq!(
+        decoded.iter().filter(|t| (100..130).contains(&t.0)).count(),
+        30,
+        "one record per trace: the duplicate was dropped"
+    );
 
     let dead = read_until(&env, "spans-dlq", Duration::from_secs(30), |r| r.len() >= 2);
     assert_eq!(dead.len(), 2);
-    let garbage = dead.iter().find(|d| d.value == b"\x00\x00\x00\x00\x01garbage").expect("record kept unchanged");
+    let garbage = dead
+        .iter()
+        .find(|d| d.value == b"\x00\x00\x00\x00\x01garbage")
+        .expect("record kept unchanged");
     assert_eq!(garbage.headers["spanline.source.topic"], "spans");
     assert_eq!(garbage.headers["spanline.source.schema_id"], "1");
     assert!(garbage.headers.contains_key("spanline.source.offset"));
@@ -274,7 +356,11 @@ async fn otlp_proto_and_json_messages_with_many_spans() {
     }
     for (topic, id) in [("otlp-proto", 910), ("otlp-json", 920)] {
         for (part, s) in pushers(id, base + 30 * S) {
-            let bytes = if topic == "otlp-proto" { otlp::encode_proto([&s]) } else { otlp::encode_json([&s]) };
+            let bytes = if topic == "otlp-proto" {
+                otlp::encode_proto([&s])
+            } else {
+                otlp::encode_json([&s])
+            };
             send(&p, topic, part, &bytes);
         }
     }
@@ -283,16 +369,27 @@ async fn otlp_proto_and_json_messages_with_many_spans() {
     let mut seen = BTreeMap::new();
     for r in &got {
         let v: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
-        assert_eq!(std::str::from_utf8(&r.key).unwrap(), v["trace_id"].as_str().unwrap());
+        assert_eq!(
+            std::str::from_utf8(&r.key).unwrap(),
+            v["trace_id"].as_str().unwrap()
+        );
         seen.insert(v["trace_id"].as_str().unwrap().to_string(), v);
     }
     for t in (200..210u128).chain(300..310) {
-        let v = seen.get(&hex_trace_id(t)).unwrap_or_else(|| panic!("trace {t} missing"));
+        let v = seen
+            .get(&hex_trace_id(t))
+            .unwrap_or_else(|| panic!("trace {t} missing"));
         assert_eq!(v["span_count"], 4);
         assert_eq!(v["root_service"], "gateway");
-        assert_eq!(v["services"], serde_json::json!(["cache", "db", "gateway", "orders"]));
+        assert_eq!(
+            v["services"],
+            serde_json::json!(["cache", "db", "gateway", "orders"])
+        );
         assert_eq!(v["spans"][0]["span_id"], "0000000000000001");
-        assert_eq!(v["spans"][0]["attributes"]["http.response.status_code"], 200);
+        assert_eq!(
+            v["spans"][0]["attributes"]["http.response.status_code"],
+            200
+        );
     }
     let _ = stop.send(());
     task.await.unwrap().unwrap();
@@ -314,7 +411,8 @@ async fn crash_mid_window_then_restart_loses_no_span() {
     for (i, s) in done.iter().enumerate() {
         send(&p, "spans", (i % 3) as i32, &framed(id, s));
     }
-    let (open_roots, open_children): (Vec<Span>, Vec<Span>) = open.into_iter().partition(|s| s.is_root());
+    let (open_roots, open_children): (Vec<Span>, Vec<Span>) =
+        open.into_iter().partition(|s| s.is_root());
     for (i, s) in open_children.iter().enumerate() {
         send(&p, "spans", (i % 3) as i32, &framed(id, s));
     }
@@ -323,9 +421,15 @@ async fn crash_mid_window_then_restart_loses_no_span() {
     }
     flush(&p);
     let first = read_until(&env, "traces", Duration::from_secs(60), |r| r.len() >= 10);
-    assert!(first.len() >= 10, "the complete traces closed before the crash");
+    assert!(
+        first.len() >= 10,
+        "the complete traces closed before the crash"
+    );
     // wait until the group has committed something, then crash: no flush, no final commit
-    assert!(wait_for_commit(&env, "g-crash", Duration::from_secs(30)), "no offset was committed");
+    assert!(
+        wait_for_commit(&env, "g-crash", Duration::from_secs(30)),
+        "no offset was committed"
+    );
     task_a.abort();
     let _ = task_a.await;
 
@@ -345,11 +449,24 @@ async fn crash_mid_window_then_restart_loses_no_span() {
     let decoded = decode_traces(&all);
     // every span produced is in the traces topic, and the reopened traces are whole
     for t in (400..410u128).chain(500..510) {
-        let spans: BTreeSet<u64> = decoded.iter().filter(|x| x.0 == t).flat_map(|x| x.1.iter().copied()).collect();
-        assert_eq!(spans, BTreeSet::from([1, 2, 3, 4]), "trace {t} lost spans across the crash");
+        let spans: BTreeSet<u64> = decoded
+            .iter()
+            .filter(|x| x.0 == t)
+            .flat_map(|x| x.1.iter().copied())
+            .collect();
+        assert_eq!(
+            spans,
+            BTreeSet::from([1, 2, 3, 4]),
+            "trace {t} lost spans across the crash"
+        );
     }
     for t in 500..510u128 {
-        assert!(decoded.iter().any(|x| x.0 == t && x.1.len() == 4 && x.2 == "completed"), "trace {t} rebuilt whole after restart");
+        assert!(
+            decoded
+                .iter()
+                .any(|x| x.0 == t && x.1.len() == 4 && x.2 == "completed"),
+            "trace {t} rebuilt whole after restart"
+        );
     }
     let _ = stop_b.send(());
     task_b.await.unwrap().unwrap();
@@ -359,9 +476,18 @@ async fn crash_mid_window_then_restart_loses_no_span() {
 async fn live_and_replay_close_the_same_traces() {
     use spanline::workload::{Workload, WorkloadConfig};
     let env = env(&["otlp-json", "traces", "spans-late"]).await;
-    let config = pipeline("g-live", "  - {name: json, topics: [otlp-json], format: otlp_json}", "json");
+    let config = pipeline(
+        "g-live",
+        "  - {name: json, topics: [otlp-json], format: otlp_json}",
+        "json",
+    );
     let base = now_ns();
-    let mut workload = Workload::new(WorkloadConfig { seed: 11, traces_per_second: 20.0, start_ns: base, faults: vec![] });
+    let mut workload = Workload::new(WorkloadConfig {
+        seed: 11,
+        traces_per_second: 20.0,
+        start_ns: base,
+        faults: vec![],
+    });
     let mut spans = workload.generate_traces(100);
     spans.sort_by_key(|s| s.end_ns);
     let last_end = spans.iter().map(|s| s.end_ns).max().unwrap();
@@ -385,7 +511,9 @@ async fn live_and_replay_close_the_same_traces() {
     std::fs::write(&input, lines).unwrap();
 
     let (stop, task) = start(&env, config.clone());
-    let got = read_until(&env, "traces", Duration::from_secs(60), |r| r.len() >= trace_ids.len());
+    let got = read_until(&env, "traces", Duration::from_secs(60), |r| {
+        r.len() >= trace_ids.len()
+    });
     let _ = stop.send(());
     task.await.unwrap().unwrap();
     let live: BTreeMap<String, serde_json::Value> = got
@@ -393,18 +521,27 @@ async fn live_and_replay_close_the_same_traces() {
         .map(|r| serde_json::from_slice::<serde_json::Value>(&r.value).unwrap())
         .map(|v| (v["trace_id"].as_str().unwrap().to_string(), v))
         .collect();
-    assert_eq!(live.len(), trace_ids.len(), "every workload trace closed live");
+    assert_eq!(
+        live.len(),
+        trace_ids.len(),
+        "every workload trace closed live"
+    );
 
     let out = dir.path().join("out");
     spanline::replay::replay(&config, &[input], &out).unwrap();
-    let replayed: BTreeMap<String, serde_json::Value> = std::fs::read_to_string(out.join("traces.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .map(|v| (v["trace_id"].as_str().unwrap().to_string(), v))
-        .collect();
+    let replayed: BTreeMap<String, serde_json::Value> =
+        std::fs::read_to_string(out.join("traces.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|v| (v["trace_id"].as_str().unwrap().to_string(), v))
+            .collect();
     assert_eq!(replayed.len(), trace_ids.len());
     for (id, trace) in &live {
-        assert_eq!(Some(trace), replayed.get(id), "trace {id} differs between live and replay");
+        assert_eq!(
+            Some(trace),
+            replayed.get(id),
+            "trace {id} differs between live and replay"
+        );
     }
 }

@@ -23,9 +23,13 @@ const S: i64 = 1_000_000_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn avro_spans_to_traces_through_a_tansu_broker() {
-    let Some(broker) = support::Tansu::start_or_skip() else { return };
+    let Some(broker) = support::Tansu::start_or_skip() else {
+        return;
+    };
     broker.create_topics(&[("spans", 2), ("traces", 2), ("spans-late", 1)]);
-    let registry = spanline::registry::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let registry = spanline::registry::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let sr = RegistryClient::new(registry.url(), None, None).unwrap();
     let id = sr.register("spans-value", avro::SPAN_SCHEMA).await.unwrap();
 
@@ -45,15 +49,31 @@ async fn avro_spans_to_traces_through_a_tansu_broker() {
             let mut buf = Vec::new();
             avro::put_frame(&mut buf, id);
             avro::write_span(&mut buf, s);
-            producer.send(BaseRecord::to("spans").partition(((t as usize + i) % 2) as i32).key("k").payload(&buf)).unwrap();
+            producer
+                .send(
+                    BaseRecord::to("spans")
+                        .partition(((t as usize + i) % 2) as i32)
+                        .key("k")
+                        .payload(&buf),
+                )
+                .unwrap();
         }
     }
     for p in 0..2 {
-        let clock = testkit::span(9000 + p as u128, 1, 0, base + 60 * S, base + 60 * S + 1, "clock");
+        let clock = testkit::span(
+            9000 + p as u128,
+            1,
+            0,
+            base + 60 * S,
+            base + 60 * S + 1,
+            "clock",
+        );
         let mut buf = Vec::new();
         avro::put_frame(&mut buf, id);
         avro::write_span(&mut buf, &clock);
-        producer.send(BaseRecord::to("spans").partition(p).key("k").payload(&buf)).unwrap();
+        producer
+            .send(BaseRecord::to("spans").partition(p).key("k").payload(&buf))
+            .unwrap();
     }
     producer.flush(Duration::from_secs(30)).unwrap();
 
@@ -67,33 +87,57 @@ async fn avro_spans_to_traces_through_a_tansu_broker() {
         registry.url()
     );
     let config = load_str(&text, |_| None).unwrap_or_else(|e| panic!("{e}"));
-    let endpoints = Endpoints { brokers: broker.bootstrap(), registry: Some(registry.url().to_string()) };
+    let endpoints = Endpoints {
+        brokers: broker.bootstrap(),
+        registry: Some(registry.url().to_string()),
+    };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(runner::run(config, endpoints, Readiness::default(), async move {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(runner::run(
+        config,
+        endpoints,
+        Readiness::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
 
-    let consumer: BaseConsumer = broker.client_config().set("group.id", format!("{group}-reader")).create().unwrap();
+    let consumer: BaseConsumer = broker
+        .client_config()
+        .set("group.id", format!("{group}-reader"))
+        .create()
+        .unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..2 {
-        tpl.add_partition_offset("traces", p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset("traces", p, Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&tpl).unwrap();
     let schema = Schema::parse_str(avro::TRACE_SCHEMA).unwrap();
     let mut seen = BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline && seen != expected {
-        let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
         let (_, datum) = avro::unframe(m.payload().unwrap()).unwrap();
-        let Value::Record(fields) = avro::read_value(&schema, None, datum).unwrap() else { panic!() };
+        let Value::Record(fields) = avro::read_value(&schema, None, datum).unwrap() else {
+            panic!()
+        };
         let get = |n: &str| fields.iter().find(|(k, _)| k == n).unwrap().1.clone();
-        let Value::Fixed(16, bytes) = get("trace_id") else { panic!() };
+        let Value::Fixed(16, bytes) = get("trace_id") else {
+            panic!()
+        };
         let trace = u128::from_be_bytes(bytes.try_into().unwrap());
         assert_eq!(get("span_count"), Value::Int(3), "trace {trace}");
         assert_eq!(get("close_reason"), Value::Enum(0, "completed".into()));
         seen.insert(trace);
     }
-    assert_eq!(seen, expected, "traces through tansu\nbroker log:\n{}", broker.log_tail());
+    assert_eq!(
+        seen,
+        expected,
+        "traces through tansu\nbroker log:\n{}",
+        broker.log_tail()
+    );
     let _ = stop.send(());
     task.await.unwrap().unwrap();
 }

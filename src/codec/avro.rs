@@ -15,8 +15,7 @@ use rustc_hash::FxHashMap;
 use super::avro_bin::{self, AvroReadError, Reader};
 use super::DecodeError;
 use crate::model::{
-    hex_trace_id, Attributes, Events, Interner,
-    Resource, Span, SpanKind, StatusCode, Trace,
+    hex_trace_id, Attributes, Events, Interner, Resource, Span, SpanKind, StatusCode, Trace,
 };
 
 /// `schemas/span.avsc`.
@@ -48,7 +47,11 @@ pub fn put_frame(buf: &mut Vec<u8>, schema_id: u32) {
 }
 
 /// Reads one datum written with `writer`, resolved to `reader` when given.
-pub fn read_value(writer: &Schema, reader: Option<&Schema>, mut datum: &[u8]) -> apache_avro::AvroResult<Value> {
+pub fn read_value(
+    writer: &Schema,
+    reader: Option<&Schema>,
+    mut datum: &[u8],
+) -> apache_avro::AvroResult<Value> {
     apache_avro::reader::datum::GenericDatumReader::builder(writer)
         .maybe_reader_schema(reader)
         .build()?
@@ -57,7 +60,9 @@ pub fn read_value(writer: &Schema, reader: Option<&Schema>, mut datum: &[u8]) ->
 
 /// Writes one datum of `schema`.
 pub fn write_value(schema: &Schema, value: Value) -> apache_avro::AvroResult<Vec<u8>> {
-    apache_avro::writer::datum::GenericDatumWriter::builder(schema).build()?.write_value_to_vec(value)
+    apache_avro::writer::datum::GenericDatumWriter::builder(schema)
+        .build()?
+        .write_value_to_vec(value)
 }
 
 /// Parses spanline's span schema.
@@ -135,12 +140,18 @@ impl AvroSpanDecoder {
             }
             Some(WriterPlan::Resolve(writer)) => {
                 let writer = writer.clone();
-                let schema_err = |e: apache_avro::Error| DecodeError::Schema(format!("schema id {id}: {e}"));
-                let value = read_value(&writer, Some(&self.reader_schema), datum).map_err(schema_err)?;
+                let schema_err =
+                    |e: apache_avro::Error| DecodeError::Schema(format!("schema id {id}: {e}"));
+                let value =
+                    read_value(&writer, Some(&self.reader_schema), datum).map_err(schema_err)?;
                 // Re-encode with the reader schema and take the fast path: one
                 // conversion to maintain instead of two.
                 let bytes = write_value(&self.reader_schema, value).map_err(schema_err)?;
-                read_span(&mut Reader::new(&bytes), &mut self.interner, &mut self.resources)
+                read_span(
+                    &mut Reader::new(&bytes),
+                    &mut self.interner,
+                    &mut self.resources,
+                )
             }
         }
     }
@@ -177,13 +188,24 @@ impl ResourceCache {
             self.map.clear();
         }
         let attributes = Attributes::read(&mut Reader::new(attrs)).unwrap_or_default();
-        let resource = Arc::new(Resource { service_name: interner.intern(service), attributes });
-        self.map.insert(ResourceKey(self.scratch.as_slice().into()), resource.clone());
+        let resource = Arc::new(Resource {
+            service_name: interner.intern(service),
+            attributes,
+        });
+        self.map.insert(
+            ResourceKey(self.scratch.as_slice().into()),
+            resource.clone(),
+        );
         resource
     }
 
     /// The shared resource for an already built one.
-    pub fn share(&mut self, interner: &mut Interner, service: &str, attrs: &Attributes) -> Arc<Resource> {
+    pub fn share(
+        &mut self,
+        interner: &mut Interner,
+        service: &str,
+        attrs: &Attributes,
+    ) -> Arc<Resource> {
         self.get(interner, service, attrs.as_bytes())
     }
 }
@@ -207,8 +229,8 @@ pub fn read_span(
     };
     let name = interner.intern(r.str()?);
     let kind_index = r.long()?;
-    let kind = SpanKind::from_index(kind_index)
-        .ok_or(AvroReadError::BadEnum(kind_index, "SpanKind"))?;
+    let kind =
+        SpanKind::from_index(kind_index).ok_or(AvroReadError::BadEnum(kind_index, "SpanKind"))?;
     let start_ns = r.long()?;
     let end_ns = r.long()?;
     let status_index = r.long()?;

@@ -112,7 +112,11 @@ impl<'a> Reader<'a> {
     fn len(&mut self) -> Result<usize, AvroReadError> {
         let n = self.long()?;
         if n < 0 || n as usize > self.remaining() {
-            return Err(if n < 0 { AvroReadError::BadLength(n) } else { AvroReadError::Truncated });
+            return Err(if n < 0 {
+                AvroReadError::BadLength(n)
+            } else {
+                AvroReadError::Truncated
+            });
         }
         Ok(n as usize)
     }
@@ -165,7 +169,10 @@ impl<'a> Reader<'a> {
         let n = self.long()?;
         if n < 0 {
             self.long()?;
-            return n.checked_neg().map(|c| c as usize).ok_or(AvroReadError::BadLength(n));
+            return n
+                .checked_neg()
+                .map(|c| c as usize)
+                .ok_or(AvroReadError::BadLength(n));
         }
         Ok(n as usize)
     }
@@ -177,7 +184,19 @@ mod tests {
 
     #[test]
     fn longs_round_trip_including_extremes() {
-        for v in [0, 1, -1, 63, -64, 64, 300, -300, i64::MAX, i64::MIN, 1_700_000_000_000_000_000] {
+        for v in [
+            0,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            300,
+            -300,
+            i64::MAX,
+            i64::MIN,
+            1_700_000_000_000_000_000,
+        ] {
             let mut buf = Vec::new();
             put_long(&mut buf, v);
             let mut r = Reader::new(&buf);
@@ -193,12 +212,18 @@ mod tests {
         for v in [0i64, -1, 12345678901] {
             let mut ours = Vec::new();
             put_long(&mut ours, v);
-            assert_eq!(ours, crate::codec::avro::write_value(&schema, Value::Long(v)).unwrap());
+            assert_eq!(
+                ours,
+                crate::codec::avro::write_value(&schema, Value::Long(v)).unwrap()
+            );
         }
         let schema = Schema::parse_str(r#""string""#).unwrap();
         let mut ours = Vec::new();
         put_str(&mut ours, "héllo");
-        assert_eq!(ours, crate::codec::avro::write_value(&schema, Value::String("héllo".into())).unwrap());
+        assert_eq!(
+            ours,
+            crate::codec::avro::write_value(&schema, Value::String("héllo".into())).unwrap()
+        );
     }
 
     #[test]
@@ -209,7 +234,13 @@ mod tests {
         assert_eq!(Reader::new(&buf).bytes(), Err(AvroReadError::Truncated));
         let mut buf = Vec::new();
         put_long(&mut buf, -5);
-        assert!(matches!(Reader::new(&buf).bytes(), Err(AvroReadError::BadLength(-5))));
-        assert_eq!(Reader::new(&[0xff; 11]).long(), Err(AvroReadError::BadVarint));
+        assert!(matches!(
+            Reader::new(&buf).bytes(),
+            Err(AvroReadError::BadLength(-5))
+        ));
+        assert_eq!(
+            Reader::new(&[0xff; 11]).long(),
+            Err(AvroReadError::BadVarint)
+        );
     }
 }

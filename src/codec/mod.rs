@@ -45,7 +45,9 @@ impl std::str::FromStr for Format {
             "avro" => Ok(Format::Avro),
             "otlp_proto" => Ok(Format::OtlpProto),
             "otlp_json" => Ok(Format::OtlpJson),
-            other => Err(format!("unknown format `{other}`, expected avro, otlp_proto or otlp_json")),
+            other => Err(format!(
+                "unknown format `{other}`, expected avro, otlp_proto or otlp_json"
+            )),
         }
     }
 }
@@ -87,8 +89,16 @@ impl DecodeError {
     }
 
     /// Every reason label, for pre-registering metrics.
-    pub const REASONS: [&'static str; 8] =
-        ["empty", "bad_magic_byte", "unknown_schema_id", "avro", "schema", "protobuf", "json", "invalid_span"];
+    pub const REASONS: [&'static str; 8] = [
+        "empty",
+        "bad_magic_byte",
+        "unknown_schema_id",
+        "avro",
+        "schema",
+        "protobuf",
+        "json",
+        "invalid_span",
+    ];
 }
 
 /// Rejects spans no trace can hold.
@@ -115,7 +125,11 @@ pub struct SpanDecoder {
 impl SpanDecoder {
     /// A decoder for `format`.
     pub fn new(format: Format) -> Self {
-        Self { format, avro: Default::default(), otlp: Default::default() }
+        Self {
+            format,
+            avro: Default::default(),
+            otlp: Default::default(),
+        }
     }
 
     /// The declared format.

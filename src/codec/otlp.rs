@@ -36,7 +36,11 @@ impl OtlpDecoder {
         self.convert(req, out)
     }
 
-    fn convert(&mut self, req: ExportTraceServiceRequest, out: &mut Vec<Span>) -> Result<(), DecodeError> {
+    fn convert(
+        &mut self,
+        req: ExportTraceServiceRequest,
+        out: &mut Vec<Span>,
+    ) -> Result<(), DecodeError> {
         let first = out.len();
         for rs in req.resource_spans {
             let (service, attrs) = split_resource(rs.resource.unwrap_or_default());
@@ -61,7 +65,11 @@ impl OtlpDecoder {
         Ok(())
     }
 
-    fn convert_span(&mut self, s: otlp::Span, resource: Arc<crate::model::Resource>) -> Result<Span, DecodeError> {
+    fn convert_span(
+        &mut self,
+        s: otlp::Span,
+        resource: Arc<crate::model::Resource>,
+    ) -> Result<Span, DecodeError> {
         let trace_id: [u8; 16] = s.trace_id.as_slice().try_into().map_err(|_| {
             DecodeError::Invalid(format!("trace id has {} bytes, not 16", s.trace_id.len()))
         })?;
@@ -71,7 +79,11 @@ impl OtlpDecoder {
         let parent_span_id = match s.parent_span_id.len() {
             0 => 0,
             8 => u64::from_be_bytes(s.parent_span_id.as_slice().try_into().expect("8 bytes")),
-            n => return Err(DecodeError::Invalid(format!("parent span id has {n} bytes, not 8"))),
+            n => {
+                return Err(DecodeError::Invalid(format!(
+                    "parent span id has {n} bytes, not 8"
+                )))
+            }
         };
         let status = s.status.unwrap_or_default();
         let mut events = EventsBuilder::default();
@@ -101,9 +113,12 @@ fn split_resource(resource: OtlpResource) -> (String, Attributes) {
     let mut rest = Vec::with_capacity(resource.attributes.len());
     for kv in resource.attributes {
         match (&*kv.key, &kv.value) {
-            ("service.name", Some(AnyValue { value: Some(any_value::Value::StringValue(s)) })) => {
-                service = s.clone()
-            }
+            (
+                "service.name",
+                Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(s)),
+                }),
+            ) => service = s.clone(),
             _ => rest.push(kv),
         }
     }
@@ -114,7 +129,9 @@ fn split_resource(resource: OtlpResource) -> (String, Attributes) {
 fn attributes(kvs: &[KeyValue]) -> Attributes {
     let mut b = AttributesBuilder::default();
     for kv in kvs {
-        let Some(value) = kv.value.as_ref().and_then(|v| v.value.as_ref()) else { continue };
+        let Some(value) = kv.value.as_ref().and_then(|v| v.value.as_ref()) else {
+            continue;
+        };
         match value {
             any_value::Value::StringValue(s) => b.push(&kv.key, AttrValue::Str(s)),
             any_value::Value::BoolValue(x) => b.push(&kv.key, AttrValue::Bool(*x)),
@@ -151,7 +168,10 @@ fn key_values(attrs: &Attributes) -> Vec<KeyValue> {
 pub fn to_request<'a>(spans: impl IntoIterator<Item = &'a Span>) -> ExportTraceServiceRequest {
     let mut groups: Vec<(Arc<crate::model::Resource>, Vec<otlp::Span>)> = Vec::new();
     for span in spans {
-        let idx = match groups.iter().position(|(r, _)| Arc::ptr_eq(r, &span.resource) || **r == *span.resource) {
+        let idx = match groups
+            .iter()
+            .position(|(r, _)| Arc::ptr_eq(r, &span.resource) || **r == *span.resource)
+        {
             Some(i) => i,
             None => {
                 groups.push((span.resource.clone(), Vec::new()));
@@ -161,7 +181,11 @@ pub fn to_request<'a>(spans: impl IntoIterator<Item = &'a Span>) -> ExportTraceS
         groups[idx].1.push(otlp::Span {
             trace_id: span.trace_id.to_be_bytes().to_vec(),
             span_id: span.span_id.to_be_bytes().to_vec(),
-            parent_span_id: if span.is_root() { Vec::new() } else { span.parent_span_id.to_be_bytes().to_vec() },
+            parent_span_id: if span.is_root() {
+                Vec::new()
+            } else {
+                span.parent_span_id.to_be_bytes().to_vec()
+            },
             name: span.name.to_string(),
             kind: span.kind as i32,
             start_time_unix_nano: span.start_ns as u64,
@@ -179,7 +203,11 @@ pub fn to_request<'a>(spans: impl IntoIterator<Item = &'a Span>) -> ExportTraceS
                 .collect(),
             status: Some(otlp::Status {
                 code: span.status as i32,
-                message: span.status_message.as_deref().unwrap_or_default().to_string(),
+                message: span
+                    .status_message
+                    .as_deref()
+                    .unwrap_or_default()
+                    .to_string(),
             }),
             ..Default::default()
         });
@@ -191,13 +219,21 @@ pub fn to_request<'a>(spans: impl IntoIterator<Item = &'a Span>) -> ExportTraceS
                 let mut attrs = vec![KeyValue {
                     key: "service.name".into(),
                     value: Some(AnyValue {
-                        value: Some(any_value::Value::StringValue(resource.service_name.to_string())),
+                        value: Some(any_value::Value::StringValue(
+                            resource.service_name.to_string(),
+                        )),
                     }),
                 }];
                 attrs.extend(key_values(&resource.attributes));
                 ResourceSpans {
-                    resource: Some(OtlpResource { attributes: attrs, ..Default::default() }),
-                    scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                    resource: Some(OtlpResource {
+                        attributes: attrs,
+                        ..Default::default()
+                    }),
+                    scope_spans: vec![ScopeSpans {
+                        spans,
+                        ..Default::default()
+                    }],
                     ..Default::default()
                 }
             })

@@ -11,6 +11,8 @@ pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     humantime::parse_duration(&text).map_err(|e| {
-        serde::de::Error::custom(format!("invalid duration `{text}` ({e}); write e.g. 250ms, 10s, 5m"))
+        serde::de::Error::custom(format!(
+            "invalid duration `{text}` ({e}); write e.g. 250ms, 10s, 5m"
+        ))
     })
 }

@@ -21,7 +21,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = if self.path.is_empty() { "(file)" } else { &self.path };
+        let path = if self.path.is_empty() {
+            "(file)"
+        } else {
+            &self.path
+        };
         write!(f, "{path}: {}", self.message)?;
         if !self.hint.is_empty() {
             write!(f, " (hint: {})", self.hint)?;
@@ -36,8 +40,17 @@ pub struct ConfigErrors(pub Vec<ConfigError>);
 
 impl ConfigErrors {
     /// Records one problem.
-    pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>, hint: impl Into<String>) {
-        self.0.push(ConfigError { path: path.into(), message: message.into(), hint: hint.into() });
+    pub fn push(
+        &mut self,
+        path: impl Into<String>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
+        self.0.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+            hint: hint.into(),
+        });
     }
 
     /// True when nothing was found.
@@ -62,7 +75,11 @@ impl std::error::Error for ConfigErrors {}
 
 /// Replaces `${VAR}` and `${VAR:-default}` with environment values. A `$$` stays a
 /// literal `$`. Unset variables without a default are errors, reported by line.
-pub fn interpolate(text: &str, env: impl Fn(&str) -> Option<String>, errors: &mut ConfigErrors) -> String {
+pub fn interpolate(
+    text: &str,
+    env: impl Fn(&str) -> Option<String>,
+    errors: &mut ConfigErrors,
+) -> String {
     let mut out = String::with_capacity(text.len());
     for (lineno, line) in text.split_inclusive('\n').enumerate() {
         let mut rest = line;
@@ -74,7 +91,11 @@ pub fn interpolate(text: &str, env: impl Fn(&str) -> Option<String>, errors: &mu
                 rest = stripped;
             } else if let Some(body) = after.strip_prefix('{') {
                 let Some(end) = body.find('}') else {
-                    errors.push(format!("line {}", lineno + 1), "`${` without a closing `}`", "write ${VAR} or ${VAR:-default}");
+                    errors.push(
+                        format!("line {}", lineno + 1),
+                        "`${` without a closing `}`",
+                        "write ${VAR} or ${VAR:-default}",
+                    );
                     out.push_str(&rest[i..]);
                     rest = "";
                     break;
@@ -84,9 +105,18 @@ pub fn interpolate(text: &str, env: impl Fn(&str) -> Option<String>, errors: &mu
                     Some((n, d)) => (n, Some(d)),
                     None => (expr, None),
                 };
-                let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-                match (valid, env(name).filter(|v| !v.is_empty() || default.is_none()), default) {
-                    (false, _, _) => errors.push(format!("line {}", lineno + 1), format!("`${{{expr}}}` is not a variable reference"), "variable names are letters, digits and _"),
+                let valid =
+                    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                match (
+                    valid,
+                    env(name).filter(|v| !v.is_empty() || default.is_none()),
+                    default,
+                ) {
+                    (false, _, _) => errors.push(
+                        format!("line {}", lineno + 1),
+                        format!("`${{{expr}}}` is not a variable reference"),
+                        "variable names are letters, digits and _",
+                    ),
                     (true, Some(v), _) => out.push_str(&v),
                     (true, None, Some(d)) => out.push_str(d),
                     (true, None, None) => errors.push(
@@ -110,20 +140,31 @@ pub fn interpolate(text: &str, env: impl Fn(&str) -> Option<String>, errors: &mu
 pub fn load_file(path: &Path) -> Result<PipelineConfig, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         let mut errors = ConfigErrors::default();
-        errors.push("", format!("cannot read {}: {e}", path.display()), "check the path");
+        errors.push(
+            "",
+            format!("cannot read {}: {e}", path.display()),
+            "check the path",
+        );
         errors
     })?;
     load_str(&text, |k| std::env::var(k).ok())
 }
 
 /// Loads and validates pipeline text with the given environment.
-pub fn load_str(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<PipelineConfig, ConfigErrors> {
+pub fn load_str(
+    text: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<PipelineConfig, ConfigErrors> {
     let mut errors = ConfigErrors::default();
     let text = interpolate(text, env, &mut errors);
     let mut root: Value = match serde_yaml::from_str(&text) {
         Ok(v) => v,
         Err(e) => {
-            errors.push("", format!("not valid yaml: {e}"), "check indentation and quoting");
+            errors.push(
+                "",
+                format!("not valid yaml: {e}"),
+                "check indentation and quoting",
+            );
             return Err(errors);
         }
     };
@@ -150,12 +191,24 @@ pub fn load_str(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Pipe
     }
 }
 
-const TOP_LEVEL: &[&str] = &["name", "kafka", "schema_registry", "sources", "stages", "outputs", "http"];
+const TOP_LEVEL: &[&str] = &[
+    "name",
+    "kafka",
+    "schema_registry",
+    "sources",
+    "stages",
+    "outputs",
+    "http",
+];
 const REQUIRED: &[&str] = &["name", "kafka", "sources", "stages", "outputs"];
 
 fn check_sections(root: &mut Value, errors: &mut ConfigErrors) {
     let Value::Mapping(map) = root else {
-        errors.push("", "a pipeline file must be a mapping", "start with `name: ...`");
+        errors.push(
+            "",
+            "a pipeline file must be a mapping",
+            "start with `name: ...`",
+        );
         return;
     };
     for key in map.keys() {
@@ -175,11 +228,21 @@ fn check_sections(root: &mut Value, errors: &mut ConfigErrors) {
         }
     };
     section("name", &mut |v, p, e| check_as::<String>(v, p, e));
-    section("kafka", &mut |v, p, e| check_as::<super::KafkaConfig>(v, p, e));
-    section("schema_registry", &mut |v, p, e| check_as::<Option<super::SchemaRegistryConfig>>(v, p, e));
-    section("outputs", &mut |v, p, e| check_as::<super::OutputsConfig>(v, p, e));
-    section("http", &mut |v, p, e| check_as::<super::HttpConfig>(v, p, e));
-    section("sources", &mut |v, p, e| check_list::<super::SourceConfig>(v, p, e));
+    section("kafka", &mut |v, p, e| {
+        check_as::<super::KafkaConfig>(v, p, e)
+    });
+    section("schema_registry", &mut |v, p, e| {
+        check_as::<Option<super::SchemaRegistryConfig>>(v, p, e)
+    });
+    section("outputs", &mut |v, p, e| {
+        check_as::<super::OutputsConfig>(v, p, e)
+    });
+    section("http", &mut |v, p, e| {
+        check_as::<super::HttpConfig>(v, p, e)
+    });
+    section("sources", &mut |v, p, e| {
+        check_list::<super::SourceConfig>(v, p, e)
+    });
     section("stages", &mut |v, p, e| check_stages(v, p, e));
 }
 
@@ -190,20 +253,32 @@ fn check_list<T: DeserializeOwned>(v: &mut Value, path: &str, errors: &mut Confi
                 check_as::<T>(item, &format!("{path}[{i}]"), errors);
             }
         }
-        _ => errors.push(path, "must be a list", format!("write `{path}:` followed by `- ...` items")),
+        _ => errors.push(
+            path,
+            "must be a list",
+            format!("write `{path}:` followed by `- ...` items"),
+        ),
     }
 }
 
 fn check_stages(v: &mut Value, path: &str, errors: &mut ConfigErrors) {
     let Value::Sequence(items) = v else {
-        errors.push(path, "must be a list", "write `stages:` followed by `- type: ...` items");
+        errors.push(
+            path,
+            "must be a list",
+            "write `stages:` followed by `- type: ...` items",
+        );
         return;
     };
     for (i, item) in items.iter_mut().enumerate() {
         let p = format!("{path}[{i}]");
         let ty = item.get("type").and_then(Value::as_str).map(str::to_owned);
         match ty.as_deref() {
-            None => errors.push(format!("{p}.type"), "is missing", format!("one of: {}", StageConfig::known_types().join(", "))),
+            None => errors.push(
+                format!("{p}.type"),
+                "is missing",
+                format!("one of: {}", StageConfig::known_types().join(", ")),
+            ),
             Some("assemble") => {
                 // check the variant's own struct so that paths and hints name its fields
                 let mut body = item.clone();
@@ -233,7 +308,10 @@ fn check_as<T: DeserializeOwned>(v: &mut Value, path: &str, errors: &mut ConfigE
         if let Some((field, expected)) = parse_unknown_field(&message) {
             let known: Vec<&str> = expected.iter().map(String::as_str).collect();
             errors.push(full, "unknown key", hint_for(&field, &known));
-        } else if let Some(field) = message.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
+        } else if let Some(field) = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next())
+        {
             let missing = join_path(&full, field);
             // a key removed for a bad value shows up again as missing: said already
             if !removed.contains(&missing) {
@@ -241,7 +319,11 @@ fn check_as<T: DeserializeOwned>(v: &mut Value, path: &str, errors: &mut ConfigE
             }
             return;
         } else {
-            let hint = if message.contains("invalid duration") { "" } else { "check the value's type" };
+            let hint = if message.contains("invalid duration") {
+                ""
+            } else {
+                "check the value's type"
+            };
             errors.push(full.clone(), message, hint);
             removed.push(full);
         }
@@ -264,7 +346,12 @@ fn join_path(base: &str, inner: &str) -> String {
 fn parse_unknown_field(message: &str) -> Option<(String, Vec<String>)> {
     let rest = message.strip_prefix("unknown field `")?;
     let (field, tail) = rest.split_once('`')?;
-    let expected = tail.split('`').skip(1).step_by(2).map(str::to_owned).collect();
+    let expected = tail
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect();
     Some((field.to_owned(), expected))
 }
 
@@ -272,7 +359,9 @@ fn parse_unknown_field(message: &str) -> Option<(String, Vec<String>)> {
 fn remove_at(v: &mut Value, path: &serde_path_to_error::Path) -> bool {
     use serde_path_to_error::Segment;
     let segments: Vec<&Segment> = path.iter().collect();
-    let Some((Segment::Map { key: last }, parents)) = segments.split_last() else { return false };
+    let Some((Segment::Map { key: last }, parents)) = segments.split_last() else {
+        return false;
+    };
     let mut cur = v;
     for seg in parents {
         cur = match (seg, cur) {

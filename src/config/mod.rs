@@ -193,7 +193,8 @@ impl AssembleConfig {
             idle_gap_ns: ns(self.idle_gap),
             max_duration_ns: ns(self.max_duration),
             grace_ns: ns(self.grace),
-            idle_partition_timeout_ms: i64::try_from(self.idle_partition_timeout.as_millis()).unwrap_or(i64::MAX),
+            idle_partition_timeout_ms: i64::try_from(self.idle_partition_timeout.as_millis())
+                .unwrap_or(i64::MAX),
             max_open_traces: self.max_open_traces,
             max_spans_per_trace: self.max_spans_per_trace,
             max_span_bytes: self.max_span_bytes,
@@ -248,23 +249,32 @@ fn default_listen() -> SocketAddr {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: default_listen() }
+        Self {
+            listen: default_listen(),
+        }
     }
 }
 
 impl PipelineConfig {
     /// The assemble stage, if the pipeline has one.
     pub fn assemble(&self) -> Option<&AssembleConfig> {
-        self.stages.iter().map(|s| match s {
-            StageConfig::Assemble(a) => a,
-        }).next()
+        self.stages
+            .iter()
+            .map(|s| match s {
+                StageConfig::Assemble(a) => a,
+            })
+            .next()
     }
 
     /// True when any source or output needs the schema registry.
     pub fn needs_registry(&self) -> bool {
         self.sources.iter().any(|s| s.format == Format::Avro)
             || self.outputs.traces.format == OutputFormat::Avro
-            || self.outputs.late.as_ref().is_some_and(|l| l.format == OutputFormat::Avro)
+            || self
+                .outputs
+                .late
+                .as_ref()
+                .is_some_and(|l| l.format == OutputFormat::Avro)
     }
 
     /// Checks what the types cannot: every problem, with its path.
@@ -273,38 +283,76 @@ impl PipelineConfig {
             errors.push("name", "must not be empty", "give the pipeline a name");
         }
         if self.kafka.brokers.trim().is_empty() {
-            errors.push("kafka.brokers", "must not be empty", "write host:port[,host:port] or `embedded`");
+            errors.push(
+                "kafka.brokers",
+                "must not be empty",
+                "write host:port[,host:port] or `embedded`",
+            );
         }
         if self.kafka.group_id.trim().is_empty() {
-            errors.push("kafka.group_id", "must not be empty", "every pipeline needs a consumer group id");
+            errors.push(
+                "kafka.group_id",
+                "must not be empty",
+                "every pipeline needs a consumer group id",
+            );
         }
         if self.kafka.commit_interval.is_zero() {
             errors.push("kafka.commit_interval", "must be more than 0", "e.g. 1s");
         }
         if !(1..=1024).contains(&self.kafka.embedded_partitions) {
-            errors.push("kafka.embedded_partitions", "must be between 1 and 1024", "e.g. 3");
+            errors.push(
+                "kafka.embedded_partitions",
+                "must be between 1 and 1024",
+                "e.g. 3",
+            );
         }
         if self.needs_registry() && self.schema_registry.is_none() {
-            errors.push("schema_registry", "is required by avro sources and outputs", "add `schema_registry: {url: embedded}` or a registry url");
+            errors.push(
+                "schema_registry",
+                "is required by avro sources and outputs",
+                "add `schema_registry: {url: embedded}` or a registry url",
+            );
         }
         if let Some(sr) = &self.schema_registry {
-            if sr.url != "embedded" && !(sr.url.starts_with("http://") || sr.url.starts_with("https://")) {
-                errors.push("schema_registry.url", format!("`{}` is not an http(s) url", sr.url), "write http://host:8081 or `embedded`");
+            if sr.url != "embedded"
+                && !(sr.url.starts_with("http://") || sr.url.starts_with("https://"))
+            {
+                errors.push(
+                    "schema_registry.url",
+                    format!("`{}` is not an http(s) url", sr.url),
+                    "write http://host:8081 or `embedded`",
+                );
             }
             if sr.username.is_some() != sr.password.is_some() {
-                errors.push("schema_registry", "username and password go together", "set both or neither");
+                errors.push(
+                    "schema_registry",
+                    "username and password go together",
+                    "set both or neither",
+                );
             }
         }
         if self.sources.is_empty() {
-            errors.push("sources", "must list at least one source", "add a source with topics and format");
+            errors.push(
+                "sources",
+                "must list at least one source",
+                "add a source with topics and format",
+            );
         }
         let mut names = std::collections::HashSet::new();
         for (i, s) in self.sources.iter().enumerate() {
             if !names.insert(&s.name) {
-                errors.push(format!("sources[{i}].name"), format!("`{}` is used twice", s.name), "give each source its own name");
+                errors.push(
+                    format!("sources[{i}].name"),
+                    format!("`{}` is used twice", s.name),
+                    "give each source its own name",
+                );
             }
             if s.topics.is_empty() {
-                errors.push(format!("sources[{i}].topics"), "must list at least one topic", "e.g. topics: [spans]");
+                errors.push(
+                    format!("sources[{i}].topics"),
+                    "must list at least one topic",
+                    "e.g. topics: [spans]",
+                );
             }
             for (j, t) in s.topics.iter().enumerate() {
                 check_topic(errors, &format!("sources[{i}].topics[{j}]"), t);
@@ -312,13 +360,25 @@ impl PipelineConfig {
             if let Some(d) = &s.dead_letter_topic {
                 check_topic(errors, &format!("sources[{i}].dead_letter_topic"), d);
                 if s.topics.contains(d) {
-                    errors.push(format!("sources[{i}].dead_letter_topic"), "must differ from the source topics", "e.g. spans-dlq");
+                    errors.push(
+                        format!("sources[{i}].dead_letter_topic"),
+                        "must differ from the source topics",
+                        "e.g. spans-dlq",
+                    );
                 }
             }
         }
-        let assembles = self.stages.iter().filter(|s| matches!(s, StageConfig::Assemble(_))).count();
+        let assembles = self
+            .stages
+            .iter()
+            .filter(|s| matches!(s, StageConfig::Assemble(_)))
+            .count();
         if assembles != 1 {
-            errors.push("stages", format!("has {assembles} assemble stages, needs exactly 1"), "add `- type: assemble`");
+            errors.push(
+                "stages",
+                format!("has {assembles} assemble stages, needs exactly 1"),
+                "add `- type: assemble`",
+            );
         }
         for (i, stage) in self.stages.iter().enumerate() {
             match stage {
@@ -329,8 +389,16 @@ impl PipelineConfig {
         if let Some(late) = &self.outputs.late {
             check_topic(errors, "outputs.late.topic", &late.topic);
         }
-        if self.sources.iter().any(|s| s.topics.contains(&self.outputs.traces.topic)) {
-            errors.push("outputs.traces.topic", "is also a source topic", "write traces to their own topic");
+        if self
+            .sources
+            .iter()
+            .any(|s| s.topics.contains(&self.outputs.traces.topic))
+        {
+            errors.push(
+                "outputs.traces.topic",
+                "is also a source topic",
+                "write traces to their own topic",
+            );
         }
     }
 }
@@ -343,21 +411,40 @@ impl AssembleConfig {
         if self.idle_gap >= self.max_duration {
             errors.push(
                 format!("{path}.idle_gap"),
-                format!("must be less than max_duration ({})", humantime::format_duration(self.max_duration)),
+                format!(
+                    "must be less than max_duration ({})",
+                    humantime::format_duration(self.max_duration)
+                ),
                 "raise max_duration or lower idle_gap",
             );
         }
         if self.idle_partition_timeout.is_zero() {
-            errors.push(format!("{path}.idle_partition_timeout"), "must be more than 0", "e.g. 10s");
+            errors.push(
+                format!("{path}.idle_partition_timeout"),
+                "must be more than 0",
+                "e.g. 10s",
+            );
         }
         if self.max_open_traces == 0 {
-            errors.push(format!("{path}.max_open_traces"), "must be at least 1", "e.g. 200000");
+            errors.push(
+                format!("{path}.max_open_traces"),
+                "must be at least 1",
+                "e.g. 200000",
+            );
         }
         if self.max_spans_per_trace < 2 {
-            errors.push(format!("{path}.max_spans_per_trace"), "must be at least 2", "e.g. 10000");
+            errors.push(
+                format!("{path}.max_spans_per_trace"),
+                "must be at least 2",
+                "e.g. 10000",
+            );
         }
         if self.max_span_bytes < 256 {
-            errors.push(format!("{path}.max_span_bytes"), "must be at least 256", "e.g. 65536");
+            errors.push(
+                format!("{path}.max_span_bytes"),
+                "must be at least 256",
+                "e.g. 65536",
+            );
         }
     }
 }
@@ -367,9 +454,15 @@ fn check_topic(errors: &mut ConfigErrors, path: &str, topic: &str) {
         && topic.len() <= 249
         && topic != "."
         && topic != ".."
-        && topic.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        && topic
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if !ok {
-        errors.push(path, format!("`{topic}` is not a valid kafka topic name"), "use 1-249 of a-z A-Z 0-9 . _ -");
+        errors.push(
+            path,
+            format!("`{topic}` is not a valid kafka topic name"),
+            "use 1-249 of a-z A-Z 0-9 . _ -",
+        );
     }
 }
 

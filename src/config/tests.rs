@@ -1,7 +1,11 @@
 use super::*;
 
 fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-    move |k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+    move |k| {
+        vars.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    }
 }
 
 const DEFAULT: &str = include_str!("../../pipelines/trace-analytics.yaml");
@@ -11,7 +15,12 @@ fn default_pipeline_loads_with_embedded_defaults() {
     let p = load_str(DEFAULT, env(&[])).unwrap();
     assert_eq!(p.kafka.brokers, "embedded");
     assert_eq!(p.schema_registry.unwrap().url, "embedded");
-    let a = p.stages.iter().map(|StageConfig::Assemble(a)| a).next().unwrap();
+    let a = p
+        .stages
+        .iter()
+        .map(|StageConfig::Assemble(a)| a)
+        .next()
+        .unwrap();
     assert_eq!(a.idle_gap, Duration::from_secs(5));
     assert_eq!(a.max_duration, Duration::from_secs(300));
     assert_eq!(p.outputs.late.unwrap().topic, "spans-late");
@@ -22,7 +31,10 @@ fn environment_is_interpolated_with_defaults() {
     let p = load_str(DEFAULT, env(&[("SPANLINE_BROKERS", "k1:9092,k2:9092")])).unwrap();
     assert_eq!(p.kafka.brokers, "k1:9092,k2:9092");
     let mut errors = ConfigErrors::default();
-    assert_eq!(interpolate("a: ${X:-5s} $$ ${Y}", env(&[("Y", "y")]), &mut errors), "a: 5s $ y");
+    assert_eq!(
+        interpolate("a: ${X:-5s} $$ ${Y}", env(&[("Y", "y")]), &mut errors),
+        "a: 5s $ y"
+    );
     assert!(errors.is_empty());
     interpolate("a: ${MISSING}\nb: ${bad name}", env(&[]), &mut errors);
     assert_eq!(errors.0.len(), 2);
@@ -33,7 +45,9 @@ fn environment_is_interpolated_with_defaults() {
 
 #[test]
 fn durations_read_as_written() {
-    let text = DEFAULT.replace("idle_gap: 5s", "idle_gap: 250ms").replace("grace: 1m", "grace: 5m");
+    let text = DEFAULT
+        .replace("idle_gap: 5s", "idle_gap: 250ms")
+        .replace("grace: 1m", "grace: 5m");
     let p = load_str(&text, env(&[])).unwrap();
     let StageConfig::Assemble(a) = &p.stages[0];
     assert_eq!(a.idle_gap, Duration::from_millis(250));
@@ -45,8 +59,14 @@ fn every_error_is_reported_at_once_with_its_path_and_a_hint() {
     let text = DEFAULT
         .replace("group_id:", "groupid:")
         .replace("idle_gap: 5s", "idle_gap: 5 sekonds")
-        .replace("max_open_traces: 200000", "max_open_traces: 200000\n    max_open_trace: 5\n    windw: 1")
-        .replace("format: avro\n    dead_letter_topic", "format: parquet\n    dead_letter_topic")
+        .replace(
+            "max_open_traces: 200000",
+            "max_open_traces: 200000\n    max_open_trace: 5\n    windw: 1",
+        )
+        .replace(
+            "format: avro\n    dead_letter_topic",
+            "format: parquet\n    dead_letter_topic",
+        )
         .replace("http:", "htp:");
     let errors = load_str(&text, env(&[])).unwrap_err();
     let paths: Vec<&str> = errors.0.iter().map(|e| e.path.as_str()).collect();
@@ -59,14 +79,29 @@ fn every_error_is_reported_at_once_with_its_path_and_a_hint() {
         "stages[0].windw",
         "stages[0].idle_gap",
     ] {
-        assert!(paths.contains(&expected), "missing {expected} in {paths:?}\n{errors}");
+        assert!(
+            paths.contains(&expected),
+            "missing {expected} in {paths:?}\n{errors}"
+        );
     }
-    let typo = errors.0.iter().find(|e| e.path == "stages[0].max_open_trace").unwrap();
+    let typo = errors
+        .0
+        .iter()
+        .find(|e| e.path == "stages[0].max_open_trace")
+        .unwrap();
     assert_eq!(typo.hint, "did you mean `max_open_traces`?");
     let top = errors.0.iter().find(|e| e.path == "htp").unwrap();
     assert_eq!(top.hint, "did you mean `http`?");
-    let dur = errors.0.iter().find(|e| e.path == "stages[0].idle_gap").unwrap();
-    assert!(dur.message.contains("write e.g. 250ms, 10s, 5m"), "{}", dur.message);
+    let dur = errors
+        .0
+        .iter()
+        .find(|e| e.path == "stages[0].idle_gap")
+        .unwrap();
+    assert!(
+        dur.message.contains("write e.g. 250ms, 10s, 5m"),
+        "{}",
+        dur.message
+    );
 }
 
 #[test]
@@ -83,7 +118,10 @@ fn semantic_errors_are_all_collected() {
     assert!(paths.contains(&"sources[0].topics[1]"), "{errors}");
     assert!(paths.contains(&"outputs.traces.topic"), "{errors}");
     let msg = errors.to_string();
-    assert!(msg.contains("stages[0].idle_gap: must be less than max_duration (5m)"), "{msg}");
+    assert!(
+        msg.contains("stages[0].idle_gap: must be less than max_duration (5m)"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -92,7 +130,11 @@ fn unknown_stage_type_and_missing_sections() {
     let paths: Vec<&str> = errors.0.iter().map(|e| e.path.as_str()).collect();
     assert!(paths.contains(&"stages[0].type"));
     assert!(paths.contains(&"kafka") && paths.contains(&"sources") && paths.contains(&"outputs"));
-    let t = errors.0.iter().find(|e| e.path == "stages[0].type").unwrap();
+    let t = errors
+        .0
+        .iter()
+        .find(|e| e.path == "stages[0].type")
+        .unwrap();
     assert_eq!(t.hint, "did you mean `assemble`?");
 }
 

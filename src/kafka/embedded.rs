@@ -28,7 +28,8 @@ impl EmbeddedKafka {
                 let cluster = match MockCluster::new(1) {
                     Ok(c) => c,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(format!("cannot start the embedded broker: {e}")));
+                        let _ =
+                            ready_tx.send(Err(format!("cannot start the embedded broker: {e}")));
                         return;
                     }
                 };
@@ -43,8 +44,14 @@ impl EmbeddedKafka {
                 drop(cluster);
             })
             .map_err(|e| e.to_string())?;
-        let bootstrap = ready_rx.recv().map_err(|_| "embedded broker thread died".to_string())??;
-        Ok(Self { bootstrap, stop: Some(stop_tx), thread: Some(thread) })
+        let bootstrap = ready_rx
+            .recv()
+            .map_err(|_| "embedded broker thread died".to_string())??;
+        Ok(Self {
+            bootstrap,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
     }
 
     /// `host:port` to give clients.

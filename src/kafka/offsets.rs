@@ -78,7 +78,9 @@ impl OffsetTracker {
 
     /// The offset that may be committed for `partition` now.
     pub fn committable(&self, partition: u32) -> Option<i64> {
-        self.partitions.get(&partition).and_then(PartitionOffsets::committable)
+        self.partitions
+            .get(&partition)
+            .and_then(PartitionOffsets::committable)
     }
 
     /// Partitions whose committable offset moved past the last commit, with that offset.

@@ -2,7 +2,9 @@
 //! output schemas and fetching writer schemas by id (each id fetched once, then cached
 //! by the decoders).
 
-use schema_registry_converter::async_impl::schema_registry::{get_schema_by_id, post_schema, SrSettings};
+use schema_registry_converter::async_impl::schema_registry::{
+    get_schema_by_id, post_schema, SrSettings,
+};
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
 
 /// A registry connection.
@@ -20,8 +22,13 @@ impl RegistryClient {
         if let Some(user) = username {
             builder.set_basic_authorization(user, password);
         }
-        let settings = builder.build().map_err(|e| format!("schema registry {url}: {e}"))?;
-        Ok(Self { settings, url: url.to_string() })
+        let settings = builder
+            .build()
+            .map_err(|e| format!("schema registry {url}: {e}"))?;
+        Ok(Self {
+            settings,
+            url: url.to_string(),
+        })
     }
 
     /// Registers an Avro schema under `subject` and returns its id.
@@ -30,7 +37,12 @@ impl RegistryClient {
         post_schema(&self.settings, subject.to_string(), supplied)
             .await
             .map(|r| r.id)
-            .map_err(|e| format!("cannot register {subject} at schema registry {}: {e}", self.url))
+            .map_err(|e| {
+                format!(
+                    "cannot register {subject} at schema registry {}: {e}",
+                    self.url
+                )
+            })
     }
 
     /// The schema text registered under `id`.
@@ -38,6 +50,11 @@ impl RegistryClient {
         get_schema_by_id(id, &self.settings)
             .await
             .map(|r| r.schema)
-            .map_err(|e| format!("cannot fetch schema id {id} from schema registry {}: {e}", self.url))
+            .map_err(|e| {
+                format!(
+                    "cannot fetch schema id {id} from schema registry {}: {e}",
+                    self.url
+                )
+            })
     }
 }

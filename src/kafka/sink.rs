@@ -45,7 +45,10 @@ impl ProducerContext for SinkContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, token: Box<Token>) {
         let error = result.as_ref().err().map(|(e, _)| e.to_string());
-        let _ = self.acks.send(Ack { token: *token, error });
+        let _ = self.acks.send(Ack {
+            token: *token,
+            error,
+        });
     }
 }
 
@@ -56,7 +59,10 @@ pub struct Sink {
 
 impl Sink {
     /// Creates an idempotent producer (acks=all); `properties` are passed through.
-    pub fn start(brokers: &str, properties: &BTreeMap<String, String>) -> KafkaResult<(Self, mpsc::UnboundedReceiver<Ack>)> {
+    pub fn start(
+        brokers: &str,
+        properties: &BTreeMap<String, String>,
+    ) -> KafkaResult<(Self, mpsc::UnboundedReceiver<Ack>)> {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut config = ClientConfig::new();
         config
@@ -82,7 +88,9 @@ impl Sink {
         headers: Option<OwnedHeaders>,
         token: Token,
     ) -> KafkaResult<()> {
-        let mut record = BaseRecord::with_opaque_to(topic, Box::new(token)).key(key).payload(value);
+        let mut record = BaseRecord::with_opaque_to(topic, Box::new(token))
+            .key(key)
+            .payload(value);
         if let Some(h) = headers {
             record = record.headers(h);
         }
@@ -106,18 +114,43 @@ impl Sink {
 }
 
 /// Dead-letter headers: why the record failed and where it came from.
-pub fn dead_letter_headers(reason: &str, error: &str, topic: &str, partition: i32, offset: i64, schema_id: Option<u32>) -> OwnedHeaders {
+pub fn dead_letter_headers(
+    reason: &str,
+    error: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    schema_id: Option<u32>,
+) -> OwnedHeaders {
     let partition = partition.to_string();
     let offset = offset.to_string();
     let schema_id = schema_id.map(|i| i.to_string());
     let mut h = OwnedHeaders::new()
-        .insert(Header { key: "spanline.error.reason", value: Some(reason) })
-        .insert(Header { key: "spanline.error.message", value: Some(error) })
-        .insert(Header { key: "spanline.source.topic", value: Some(topic) })
-        .insert(Header { key: "spanline.source.partition", value: Some(&partition) })
-        .insert(Header { key: "spanline.source.offset", value: Some(&offset) });
+        .insert(Header {
+            key: "spanline.error.reason",
+            value: Some(reason),
+        })
+        .insert(Header {
+            key: "spanline.error.message",
+            value: Some(error),
+        })
+        .insert(Header {
+            key: "spanline.source.topic",
+            value: Some(topic),
+        })
+        .insert(Header {
+            key: "spanline.source.partition",
+            value: Some(&partition),
+        })
+        .insert(Header {
+            key: "spanline.source.offset",
+            value: Some(&offset),
+        });
     if let Some(id) = &schema_id {
-        h = h.insert(Header { key: "spanline.source.schema_id", value: Some(id) });
+        h = h.insert(Header {
+            key: "spanline.source.schema_id",
+            value: Some(id),
+        });
     }
     h
 }

@@ -47,7 +47,10 @@ struct SourceContext {
 }
 
 fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
-    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
 }
 
 impl ClientContext for SourceContext {
@@ -64,7 +67,9 @@ impl ClientContext for SourceContext {
                     continue;
                 };
                 if *p >= 0 {
-                    metrics::CONSUMER_LAG.with_label_values(&[topic, &p.to_string()]).set(lag);
+                    metrics::CONSUMER_LAG
+                        .with_label_values(&[topic, &p.to_string()])
+                        .set(lag);
                 }
             }
         }
@@ -78,17 +83,23 @@ impl ClientContext for SourceContext {
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            let _ = self.events.blocking_send(SourceEvent::Revoked(partitions(tpl)));
+            let _ = self
+                .events
+                .blocking_send(SourceEvent::Revoked(partitions(tpl)));
         }
     }
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
-                let _ = self.events.blocking_send(SourceEvent::Assigned(partitions(tpl)));
+                let _ = self
+                    .events
+                    .blocking_send(SourceEvent::Assigned(partitions(tpl)));
             }
             Rebalance::Error(e) => {
-                let _ = self.events.blocking_send(SourceEvent::Error(format!("rebalance failed: {e}")));
+                let _ = self
+                    .events
+                    .blocking_send(SourceEvent::Error(format!("rebalance failed: {e}")));
             }
             Rebalance::Revoke(_) => {}
         }
@@ -124,7 +135,8 @@ impl Source {
         for (k, v) in properties {
             config.set(k, v);
         }
-        let consumer: BaseConsumer<SourceContext> = config.create_with_context(SourceContext { events: tx.clone() })?;
+        let consumer: BaseConsumer<SourceContext> =
+            config.create_with_context(SourceContext { events: tx.clone() })?;
         let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&refs)?;
         let consumer = Arc::new(consumer);
@@ -135,13 +147,20 @@ impl Source {
             thread::Builder::new()
                 .name("kafka-source".into())
                 .spawn(move || {
-                poll_loop(&consumer, &stop, &tx);
-                // rebalance callbacks run here, on this thread, never on the runtime's
-                consumer.unsubscribe();
-            })
+                    poll_loop(&consumer, &stop, &tx);
+                    // rebalance callbacks run here, on this thread, never on the runtime's
+                    consumer.unsubscribe();
+                })
                 .expect("spawn consumer thread")
         };
-        Ok((Self { consumer, stop, thread: Some(thread) }, rx))
+        Ok((
+            Self {
+                consumer,
+                stop,
+                thread: Some(thread),
+            },
+            rx,
+        ))
     }
 
     /// Commits offsets (the next offset to read, per partition) without waiting.
@@ -179,7 +198,11 @@ impl Drop for Source {
 
 const BATCH: usize = 1024;
 
-fn poll_loop(consumer: &BaseConsumer<SourceContext>, stop: &AtomicBool, tx: &mpsc::Sender<SourceEvent>) {
+fn poll_loop(
+    consumer: &BaseConsumer<SourceContext>,
+    stop: &AtomicBool,
+    tx: &mpsc::Sender<SourceEvent>,
+) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut topic_names: Vec<Arc<str>> = Vec::new();
     while !stop.load(Ordering::Relaxed) {

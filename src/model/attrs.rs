@@ -117,7 +117,11 @@ impl Attributes {
 
     /// The Avro encoding (`array<Attribute>`).
     pub fn as_bytes(&self) -> &[u8] {
-        if self.0.is_empty() { EMPTY } else { &self.0 }
+        if self.0.is_empty() {
+            EMPTY
+        } else {
+            &self.0
+        }
     }
 
     /// True when there are no attributes.
@@ -218,7 +222,11 @@ impl Events {
 
     /// The Avro encoding (`array<Event>`).
     pub fn as_bytes(&self) -> &[u8] {
-        if self.0.is_empty() { EMPTY } else { &self.0 }
+        if self.0.is_empty() {
+            EMPTY
+        } else {
+            &self.0
+        }
     }
 
     /// True when there are no events.
@@ -319,7 +327,11 @@ mod tests {
         buf.push(0);
         let attrs = Attributes::read(&mut Reader::new(&buf)).unwrap();
         assert_eq!(attrs.iter().count(), 2);
-        assert_eq!(attrs.as_bytes()[0], 4, "one block of two items, zig-zag encoded");
+        assert_eq!(
+            attrs.as_bytes()[0],
+            4,
+            "one block of two items, zig-zag encoded"
+        );
     }
 
     #[test]

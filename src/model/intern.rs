@@ -22,7 +22,10 @@ impl Default for Interner {
 impl Interner {
     /// An interner that keeps at most `capacity` strings.
     pub fn with_capacity(capacity: usize) -> Self {
-        Self { set: FxHashSet::default(), capacity: capacity.max(1) }
+        Self {
+            set: FxHashSet::default(),
+            capacity: capacity.max(1),
+        }
     }
 
     /// The shared copy of `s`.

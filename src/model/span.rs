@@ -47,12 +47,21 @@ impl SpanKind {
 
     /// The kind with this OTLP / Avro index.
     pub fn from_index(i: i64) -> Option<Self> {
-        usize::try_from(i).ok().and_then(|i| Self::ALL.get(i).copied())
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| Self::ALL.get(i).copied())
     }
 
     /// The Avro symbol.
     pub fn as_str(self) -> &'static str {
-        ["UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER"][self as usize]
+        [
+            "UNSPECIFIED",
+            "INTERNAL",
+            "SERVER",
+            "CLIENT",
+            "PRODUCER",
+            "CONSUMER",
+        ][self as usize]
     }
 }
 

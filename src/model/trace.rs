@@ -45,7 +45,9 @@ impl CloseReason {
 
     /// The reason at this Avro symbol index.
     pub fn from_index(i: i64) -> Option<Self> {
-        usize::try_from(i).ok().and_then(|i| Self::ALL.get(i).copied())
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| Self::ALL.get(i).copied())
     }
 
     /// True for the reasons that cut a trace short.
@@ -90,7 +92,10 @@ impl Trace {
 
     /// Spans with status ERROR.
     pub fn error_count(&self) -> usize {
-        self.spans.iter().filter(|s| s.status == StatusCode::Error).count()
+        self.spans
+            .iter()
+            .filter(|s| s.status == StatusCode::Error)
+            .count()
     }
 
     /// Distinct service names, sorted.

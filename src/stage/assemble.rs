@@ -139,7 +139,11 @@ impl OpenTrace {
     }
 
     fn contains(&self, id: SpanId) -> bool {
-        if self.prior.as_ref().is_some_and(|p| p.binary_search(&id).is_ok()) {
+        if self
+            .prior
+            .as_ref()
+            .is_some_and(|p| p.binary_search(&id).is_ok())
+        {
             return true;
         }
         match &self.seen {
@@ -207,7 +211,10 @@ pub struct Assembler {
 impl Assembler {
     /// An assembler with no open traces.
     pub fn new(settings: Settings) -> Self {
-        let watermarks = Watermarks::new(settings.out_of_orderness_ns, settings.idle_partition_timeout_ms);
+        let watermarks = Watermarks::new(
+            settings.out_of_orderness_ns,
+            settings.idle_partition_timeout_ms,
+        );
         Self {
             settings,
             open: FxHashMap::default(),
@@ -271,7 +278,8 @@ impl Assembler {
         tracker: &mut OffsetTracker,
         out: &mut Vec<Output>,
     ) -> Pushed {
-        self.watermarks.observe(origin.partition, span.event_time(), now_ms);
+        self.watermarks
+            .observe(origin.partition, span.event_time(), now_ms);
         if span.memory_size() > self.settings.max_span_bytes {
             self.stats.too_large += 1;
             if let Some(t) = self.open.get_mut(&span.trace_id) {
@@ -334,7 +342,9 @@ impl Assembler {
 
     fn insert_open(&mut self, id: TraceId, trace: OpenTrace, out: &mut Vec<Output>) {
         while self.open.len() >= self.settings.max_open_traces {
-            let Some((_, victim)) = self.due.first_key_value().map(|(k, v)| (*k, *v)) else { break };
+            let Some((_, victim)) = self.due.first_key_value().map(|(k, v)| (*k, *v)) else {
+                break;
+            };
             self.close(victim, CloseReason::EvictedMaxOpenTraces, out);
         }
         self.open.insert(id, trace);
@@ -353,32 +363,60 @@ impl Assembler {
     }
 
     fn close(&mut self, id: TraceId, forced: CloseReason, out: &mut Vec<Output>) {
-        let Some(trace) = self.open.remove(&id) else { return };
+        let Some(trace) = self.open.remove(&id) else {
+            return;
+        };
         self.due.remove(&trace.deadline);
-        let reason = if forced.is_eviction() || forced == CloseReason::EndOfInput || forced == CloseReason::Shutdown {
+        let reason = if forced.is_eviction()
+            || forced == CloseReason::EndOfInput
+            || forced == CloseReason::Shutdown
+        {
             forced
         } else {
             trace.due(&self.settings).1
         };
         self.buffered_spans -= trace.spans.len();
         self.buffered_bytes -= trace.bytes;
-        self.stats.closed[CloseReason::ALL.iter().position(|r| *r == reason).expect("listed")] += 1;
+        self.stats.closed[CloseReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .expect("listed")] += 1;
         if trace.amendment {
             self.stats.amendments_closed += 1;
         }
-        let incomplete = trace.incomplete || reason.is_eviction() || (!trace.amendment && !trace.has_root);
+        let incomplete =
+            trace.incomplete || reason.is_eviction() || (!trace.amendment && !trace.has_root);
 
         // remember the span ids so that a later span amends instead of starting over
         let mut ids: Vec<SpanId> = trace.prior.as_deref().unwrap_or_default().to_vec();
         ids.extend(trace.spans.iter().map(|s| s.span_id));
         ids.sort_unstable();
-        let expires = self.watermarks.current().max(trace.max_end).saturating_add(self.settings.grace_ns);
-        self.closed.insert(id, Closed { span_ids: ids.into_boxed_slice(), expires });
+        let expires = self
+            .watermarks
+            .current()
+            .max(trace.max_end)
+            .saturating_add(self.settings.grace_ns);
+        self.closed.insert(
+            id,
+            Closed {
+                span_ids: ids.into_boxed_slice(),
+                expires,
+            },
+        );
         self.expiry.push_back((expires, id));
 
-        let mut closed = Trace { trace_id: id, spans: trace.spans, amendment: trace.amendment, close_reason: reason, incomplete };
+        let mut closed = Trace {
+            trace_id: id,
+            spans: trace.spans,
+            amendment: trace.amendment,
+            close_reason: reason,
+            incomplete,
+        };
         closed.sort_spans();
-        out.push(Output::Trace { trace: closed, holds: trace.holds });
+        out.push(Output::Trace {
+            trace: closed,
+            holds: trace.holds,
+        });
     }
 
     /// Recomputes the watermark at processing time `now_ms`, closes every trace it has
@@ -453,7 +491,8 @@ impl Assembler {
             t.min_start = t.spans.iter().map(|s| s.start_ns).min().unwrap_or(i64::MAX);
             t.max_end = t.spans.iter().map(|s| s.end_ns).max().unwrap_or(i64::MIN);
             t.has_root = t.spans.iter().any(Span::is_root);
-            t.seen = (t.spans.len() > LINEAR_DEDUP_LIMIT).then(|| t.spans.iter().map(|s| s.span_id).collect());
+            t.seen = (t.spans.len() > LINEAR_DEDUP_LIMIT)
+                .then(|| t.spans.iter().map(|s| s.span_id).collect());
             if t.spans.is_empty() {
                 emptied.push(*id);
             } else {

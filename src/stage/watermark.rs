@@ -35,13 +35,21 @@ impl Watermarks {
     /// `idle_timeout_ms` is processing time after which a silent partition stops holding
     /// the watermark back.
     pub fn new(out_of_orderness_ns: i64, idle_timeout_ms: i64) -> Self {
-        Self { out_of_orderness_ns, idle_timeout_ms, partitions: FxHashMap::default(), current: NO_WATERMARK }
+        Self {
+            out_of_orderness_ns,
+            idle_timeout_ms,
+            partitions: FxHashMap::default(),
+            current: NO_WATERMARK,
+        }
     }
 
     /// A partition was assigned at processing time `now_ms`; until it delivers or goes
     /// idle it holds the watermark back.
     pub fn assign(&mut self, partition: u32, now_ms: i64) {
-        self.partitions.entry(partition).or_insert(Partition { max_event_ns: NO_WATERMARK, last_seen_ms: now_ms });
+        self.partitions.entry(partition).or_insert(Partition {
+            max_event_ns: NO_WATERMARK,
+            last_seen_ms: now_ms,
+        });
     }
 
     /// A partition was revoked: it no longer counts.
@@ -52,7 +60,10 @@ impl Watermarks {
     /// A record with this event time arrived on `partition`.
     #[inline]
     pub fn observe(&mut self, partition: u32, event_ns: i64, now_ms: i64) {
-        let p = self.partitions.entry(partition).or_insert(Partition { max_event_ns: NO_WATERMARK, last_seen_ms: now_ms });
+        let p = self.partitions.entry(partition).or_insert(Partition {
+            max_event_ns: NO_WATERMARK,
+            last_seen_ms: now_ms,
+        });
         p.max_event_ns = p.max_event_ns.max(event_ns);
         p.last_seen_ms = now_ms;
     }
@@ -88,7 +99,12 @@ impl Watermarks {
 
     /// Each partition's own watermark.
     pub fn per_partition(&self) -> impl Iterator<Item = (u32, i64)> + '_ {
-        self.partitions.iter().map(|(p, s)| (*p, partition_watermark(s.max_event_ns, self.out_of_orderness_ns)))
+        self.partitions.iter().map(|(p, s)| {
+            (
+                *p,
+                partition_watermark(s.max_event_ns, self.out_of_orderness_ns),
+            )
+        })
     }
 }
 

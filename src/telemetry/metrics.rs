@@ -3,7 +3,9 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, Gauge, GaugeVec};
+use prometheus::{
+    Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 use crate::model::CloseReason;
 use crate::stage::assemble::Stats;
@@ -11,91 +13,167 @@ use crate::stage::assemble::Stats;
 /// The registry `/metrics` serves.
 pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
 
+fn register<T: prometheus::core::Collector + Clone + 'static>(metric: prometheus::Result<T>) -> T {
+    let metric = metric.expect("valid metric");
+    REGISTRY
+        .register(Box::new(metric.clone()))
+        .expect("registered once");
+    metric
+}
+
 fn counter(name: &str, help: &str) -> IntCounter {
-    let c = IntCounter::new(name, help).expect("valid metric");
-    REGISTRY.register(Box::new(c.clone())).expect("registered once");
-    c
+    register(IntCounter::new(name, help))
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    REGISTRY.register(Box::new(c.clone())).expect("registered once");
-    c
+    register(IntCounterVec::new(Opts::new(name, help), labels))
 }
 
 fn gauge(name: &str, help: &str) -> IntGauge {
-    let g = IntGauge::new(name, help).expect("valid metric");
-    REGISTRY.register(Box::new(g.clone())).expect("registered once");
-    g
+    register(IntGauge::new(name, help))
 }
 
 fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    REGISTRY.register(Box::new(g.clone())).expect("registered once");
-    g
+    register(IntGaugeVec::new(Opts::new(name, help), labels))
 }
 
 fn fgauge_vec(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
-    let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    REGISTRY.register(Box::new(g.clone())).expect("registered once");
-    g
+    register(GaugeVec::new(Opts::new(name, help), labels))
 }
 
 fn fgauge(name: &str, help: &str) -> Gauge {
-    let g = Gauge::new(name, help).expect("valid metric");
-    REGISTRY.register(Box::new(g.clone())).expect("registered once");
-    g
+    register(Gauge::new(name, help))
 }
 
-pub static RECORDS_IN: LazyLock<IntCounterVec> =
-    LazyLock::new(|| counter_vec("spanline_records_in_total", "Kafka records read, by source", &["source"]));
-pub static SPANS_IN: LazyLock<IntCounterVec> =
-    LazyLock::new(|| counter_vec("spanline_spans_in_total", "Spans decoded, by source", &["source"]));
+pub static RECORDS_IN: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "spanline_records_in_total",
+        "Kafka records read, by source",
+        &["source"],
+    )
+});
+pub static SPANS_IN: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "spanline_spans_in_total",
+        "Spans decoded, by source",
+        &["source"],
+    )
+});
 pub static DECODE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter_vec("spanline_decode_errors_total", "Records that could not be decoded, by source and reason", &["source", "reason"])
+    counter_vec(
+        "spanline_decode_errors_total",
+        "Records that could not be decoded, by source and reason",
+        &["source", "reason"],
+    )
 });
 pub static DEAD_LETTERED: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter_vec("spanline_dead_lettered_total", "Records written to a dead-letter topic, by reason", &["reason"])
+    counter_vec(
+        "spanline_dead_lettered_total",
+        "Records written to a dead-letter topic, by reason",
+        &["reason"],
+    )
 });
 pub static UNDELIVERABLE: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter_vec("spanline_bad_records_skipped_total", "Bad records skipped because the source has no dead-letter topic, by reason", &["reason"])
+    counter_vec(
+        "spanline_bad_records_skipped_total",
+        "Bad records skipped because the source has no dead-letter topic, by reason",
+        &["reason"],
+    )
 });
-pub static OPEN_TRACES: LazyLock<IntGauge> = LazyLock::new(|| gauge("spanline_open_traces", "Traces being assembled"));
-pub static BUFFERED_SPANS: LazyLock<IntGauge> = LazyLock::new(|| gauge("spanline_buffered_spans", "Spans held in open traces"));
-pub static BUFFERED_BYTES: LazyLock<IntGauge> =
-    LazyLock::new(|| gauge("spanline_buffered_span_bytes", "Bytes of spans held in open traces"));
+pub static OPEN_TRACES: LazyLock<IntGauge> =
+    LazyLock::new(|| gauge("spanline_open_traces", "Traces being assembled"));
+pub static BUFFERED_SPANS: LazyLock<IntGauge> =
+    LazyLock::new(|| gauge("spanline_buffered_spans", "Spans held in open traces"));
+pub static BUFFERED_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "spanline_buffered_span_bytes",
+        "Bytes of spans held in open traces",
+    )
+});
 pub static OPEN_TRACES_LIMIT: LazyLock<IntGauge> =
     LazyLock::new(|| gauge("spanline_open_traces_limit", "Configured max_open_traces"));
-pub static TRACES_CLOSED: LazyLock<IntCounterVec> =
-    LazyLock::new(|| counter_vec("spanline_traces_closed_total", "Traces closed, by reason", &["reason"]));
+pub static TRACES_CLOSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "spanline_traces_closed_total",
+        "Traces closed, by reason",
+        &["reason"],
+    )
+});
 pub static EVICTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter_vec("spanline_evictions_total", "Traces emitted early as incomplete because of a state bound, by reason", &["reason"])
+    counter_vec(
+        "spanline_evictions_total",
+        "Traces emitted early as incomplete because of a state bound, by reason",
+        &["reason"],
+    )
 });
-pub static AMENDMENTS: LazyLock<IntCounter> =
-    LazyLock::new(|| counter("spanline_amendments_total", "Amendment records emitted for closed traces"));
+pub static AMENDMENTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "spanline_amendments_total",
+        "Amendment records emitted for closed traces",
+    )
+});
 pub static LATE_SPANS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter_vec("spanline_late_spans_total", "Spans for closed traces, by outcome (amended, late_topic, dropped)", &["outcome"])
+    counter_vec(
+        "spanline_late_spans_total",
+        "Spans for closed traces, by outcome (amended, late_topic, dropped)",
+        &["outcome"],
+    )
 });
-pub static DUPLICATES: LazyLock<IntCounter> =
-    LazyLock::new(|| counter("spanline_duplicate_spans_total", "Spans dropped because their trace already had that span id"));
+pub static DUPLICATES: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "spanline_duplicate_spans_total",
+        "Spans dropped because their trace already had that span id",
+    )
+});
 pub static SPANS_DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter_vec("spanline_spans_dropped_total", "Spans not buffered, by reason (too_large, revoked)", &["reason"])
+    counter_vec(
+        "spanline_spans_dropped_total",
+        "Spans not buffered, by reason (too_large, revoked)",
+        &["reason"],
+    )
 });
 pub static WATERMARK_LAG: LazyLock<GaugeVec> = LazyLock::new(|| {
-    fgauge_vec("spanline_watermark_lag_seconds", "Wall clock minus the partition's event-time watermark", &["topic", "partition"])
+    fgauge_vec(
+        "spanline_watermark_lag_seconds",
+        "Wall clock minus the partition's event-time watermark",
+        &["topic", "partition"],
+    )
 });
-pub static WATERMARK: LazyLock<Gauge> =
-    LazyLock::new(|| fgauge("spanline_watermark_seconds", "Combined event-time watermark (unix seconds)"));
+pub static WATERMARK: LazyLock<Gauge> = LazyLock::new(|| {
+    fgauge(
+        "spanline_watermark_seconds",
+        "Combined event-time watermark (unix seconds)",
+    )
+});
 pub static CONSUMER_LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    gauge_vec("spanline_consumer_lag", "Records behind the partition's high watermark", &["topic", "partition"])
+    gauge_vec(
+        "spanline_consumer_lag",
+        "Records behind the partition's high watermark",
+        &["topic", "partition"],
+    )
 });
-pub static PRODUCED: LazyLock<IntCounterVec> =
-    LazyLock::new(|| counter_vec("spanline_records_out_total", "Records acknowledged by Kafka, by topic", &["topic"]));
-pub static PRODUCE_ERRORS: LazyLock<IntCounterVec> =
-    LazyLock::new(|| counter_vec("spanline_produce_errors_total", "Records Kafka failed to acknowledge, by topic", &["topic"]));
-pub static COMMITS: LazyLock<IntCounter> = LazyLock::new(|| counter("spanline_offset_commits_total", "Offset commits sent"));
-pub static HELD_OFFSETS: LazyLock<IntGauge> =
-    LazyLock::new(|| gauge("spanline_held_offsets", "Input offsets held by open traces and unacknowledged outputs"));
+pub static PRODUCED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "spanline_records_out_total",
+        "Records acknowledged by Kafka, by topic",
+        &["topic"],
+    )
+});
+pub static PRODUCE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "spanline_produce_errors_total",
+        "Records Kafka failed to acknowledge, by topic",
+        &["topic"],
+    )
+});
+pub static COMMITS: LazyLock<IntCounter> =
+    LazyLock::new(|| counter("spanline_offset_commits_total", "Offset commits sent"));
+pub static HELD_OFFSETS: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "spanline_held_offsets",
+        "Input offsets held by open traces and unacknowledged outputs",
+    )
+});
 
 /// Registers every metric with its label values at zero, so they exist before they move.
 pub fn init() {
@@ -111,7 +189,10 @@ pub fn init() {
     for r in ["too_large", "revoked"] {
         SPANS_DROPPED.with_label_values(&[r]);
     }
-    for r in crate::codec::DecodeError::REASONS.iter().chain(["span_too_large"].iter()) {
+    for r in crate::codec::DecodeError::REASONS
+        .iter()
+        .chain(["span_too_large"].iter())
+    {
         DEAD_LETTERED.with_label_values(&[r]);
     }
     LazyLock::force(&OPEN_TRACES);
@@ -145,17 +226,29 @@ pub fn publish_assembler(last: &Stats, now: &Stats) {
     }
     AMENDMENTS.inc_by(delta(last.amendments_closed, now.amendments_closed));
     DUPLICATES.inc_by(delta(last.duplicates, now.duplicates));
-    LATE_SPANS.with_label_values(&["amended"]).inc_by(delta(last.late_amended, now.late_amended));
-    LATE_SPANS.with_label_values(&["late_topic"]).inc_by(delta(last.late_routed, now.late_routed));
-    LATE_SPANS.with_label_values(&["dropped"]).inc_by(delta(last.late_dropped, now.late_dropped));
-    SPANS_DROPPED.with_label_values(&["too_large"]).inc_by(delta(last.too_large, now.too_large));
-    SPANS_DROPPED.with_label_values(&["revoked"]).inc_by(delta(last.revoked_spans, now.revoked_spans));
+    LATE_SPANS
+        .with_label_values(&["amended"])
+        .inc_by(delta(last.late_amended, now.late_amended));
+    LATE_SPANS
+        .with_label_values(&["late_topic"])
+        .inc_by(delta(last.late_routed, now.late_routed));
+    LATE_SPANS
+        .with_label_values(&["dropped"])
+        .inc_by(delta(last.late_dropped, now.late_dropped));
+    SPANS_DROPPED
+        .with_label_values(&["too_large"])
+        .inc_by(delta(last.too_large, now.too_large));
+    SPANS_DROPPED
+        .with_label_values(&["revoked"])
+        .inc_by(delta(last.revoked_spans, now.revoked_spans));
 }
 
 /// The metrics in Prometheus text format.
 pub fn render() -> String {
     use prometheus::Encoder;
     let mut buf = Vec::new();
-    prometheus::TextEncoder::new().encode(&REGISTRY.gather(), &mut buf).expect("text encoding");
+    prometheus::TextEncoder::new()
+        .encode(&REGISTRY.gather(), &mut buf)
+        .expect("text encoding");
     String::from_utf8(buf).expect("utf-8")
 }

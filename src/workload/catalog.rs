@@ -7,7 +7,8 @@ use crate::codec::avro_bin::{self, Reader};
 use crate::model::{AttrValue, Attributes, AttributesBuilder, Resource};
 
 use super::topology::{
-    Ep, LocalDef, Proto, Root, Svc, CONSUMER_NAME, ENDPOINTS, LOCALS, PRODUCER_NAME, QUEUE_TOPIC, ROOTS,
+    Ep, LocalDef, Proto, Root, Svc, CONSUMER_NAME, ENDPOINTS, LOCALS, PRODUCER_NAME, QUEUE_TOPIC,
+    ROOTS,
 };
 
 /// The `service.namespace` of every service.
@@ -47,7 +48,10 @@ fn put_item(buf: &mut Vec<u8>, key: &str, value: AttrValue<'_>) {
 
 impl Tmpl {
     fn new() -> Self {
-        Self { count: 0, items: Vec::new() }
+        Self {
+            count: 0,
+            items: Vec::new(),
+        }
     }
 
     fn s(mut self, key: &str, value: &str) -> Self {
@@ -57,7 +61,11 @@ impl Tmpl {
     }
 
     /// The template's attributes followed by `extra`, using `scratch` as buffer.
-    pub(crate) fn encode(&self, scratch: &mut Vec<u8>, extra: &[(&str, AttrValue<'_>)]) -> Attributes {
+    pub(crate) fn encode(
+        &self,
+        scratch: &mut Vec<u8>,
+        extra: &[(&str, AttrValue<'_>)],
+    ) -> Attributes {
         let count = self.count + extra.len() as i64;
         if count == 0 {
             return Attributes::default();
@@ -118,7 +126,8 @@ pub(crate) struct Catalog {
 
 fn exception(kind: &str, message: &str) -> Attributes {
     let mut b = AttributesBuilder::default();
-    b.push("exception.type", AttrValue::Str(kind)).push("exception.message", AttrValue::Str(message));
+    b.push("exception.type", AttrValue::Str(kind))
+        .push("exception.message", AttrValue::Str(message));
     b.build()
 }
 
@@ -131,12 +140,18 @@ fn resource(svc: Svc, instance: u8) -> Arc<Resource> {
         .push("deployment.environment", AttrValue::Str(ENVIRONMENT))
         .push("host.name", AttrValue::Str(&host))
         .push("module", AttrValue::Str(def.module));
-    Arc::new(Resource { service_name: Arc::from(def.name), attributes: b.build() })
+    Arc::new(Resource {
+        service_name: Arc::from(def.name),
+        attributes: b.build(),
+    })
 }
 
 impl Catalog {
     pub(crate) fn new() -> Self {
-        let resources = Svc::ALL.iter().map(|&s| (0..s.def().instances).map(|i| resource(s, i)).collect()).collect();
+        let resources = Svc::ALL
+            .iter()
+            .map(|&s| (0..s.def().instances).map(|i| resource(s, i)).collect())
+            .collect();
         let mut clients = Vec::with_capacity(ENDPOINTS.len());
         let mut servers = Vec::with_capacity(ENDPOINTS.len());
         for def in &ENDPOINTS {
@@ -144,18 +159,31 @@ impl Catalog {
             let (client, server, http) = match def.proto {
                 Proto::Http { method, route } => (
                     peer.s("http.request.method", method),
-                    Tmpl::new().s("http.request.method", method).s("http.route", route),
+                    Tmpl::new()
+                        .s("http.request.method", method)
+                        .s("http.route", route),
                     true,
                 ),
-                Proto::Db { system, operation, collection } => (
-                    peer.s("db.system", system).s("db.operation.name", operation).s("db.collection.name", collection),
+                Proto::Db {
+                    system,
+                    operation,
+                    collection,
+                } => (
+                    peer.s("db.system", system)
+                        .s("db.operation.name", operation)
+                        .s("db.collection.name", collection),
                     Tmpl::new()
                         .s("db.system", system)
                         .s("db.operation.name", operation)
                         .s("db.collection.name", collection),
                     false,
                 ),
-                Proto::Llm { system, operation, model, route } => {
+                Proto::Llm {
+                    system,
+                    operation,
+                    model,
+                    route,
+                } => {
                     let path = route.split_once(' ').map_or(route, |(_, p)| p);
                     (
                         peer.s("http.request.method", "POST")
@@ -171,7 +199,11 @@ impl Catalog {
                     )
                 }
             };
-            clients.push(Calling { name: Arc::from(def.client_name), attrs: client, http });
+            clients.push(Calling {
+                name: Arc::from(def.client_name),
+                attrs: client,
+                http,
+            });
             servers.push(Served {
                 name: Arc::from(def.server_name),
                 attrs: server,
@@ -191,7 +223,9 @@ impl Catalog {
                 let (method, route, _) = ROOTS[r as usize];
                 Served {
                     name: Arc::from(format!("{method} {route}")),
-                    attrs: Tmpl::new().s("http.request.method", method).s("http.route", route),
+                    attrs: Tmpl::new()
+                        .s("http.request.method", method)
+                        .s("http.route", route),
                     http: true,
                     work_ms: (0.8, 0.4),
                     natural_error: 0.0005,
@@ -203,10 +237,16 @@ impl Catalog {
                 }
             })
             .collect();
-        let messaging = || Tmpl::new().s("messaging.system", "kafka").s("messaging.destination.name", QUEUE_TOPIC);
+        let messaging = || {
+            Tmpl::new()
+                .s("messaging.system", "kafka")
+                .s("messaging.destination.name", QUEUE_TOPIC)
+        };
         let consumer = Served {
             name: Arc::from(CONSUMER_NAME),
-            attrs: messaging().s("messaging.operation.type", "process").s("messaging.consumer.group.name", "indexer"),
+            attrs: messaging()
+                .s("messaging.operation.type", "process")
+                .s("messaging.consumer.group.name", "indexer"),
             http: false,
             work_ms: (1.0, 0.5),
             natural_error: 0.002,
@@ -226,8 +266,15 @@ impl Catalog {
             .map(|&LocalDef { name, agent, tool }| {
                 let mut t = Tmpl::new();
                 if let Some((agent_name, agent_id)) = agent {
-                    let op = if tool.is_some() { "execute_tool" } else { "invoke_agent" };
-                    t = t.s("gen_ai.operation.name", op).s("gen_ai.agent.name", agent_name).s("agent.id", agent_id);
+                    let op = if tool.is_some() {
+                        "execute_tool"
+                    } else {
+                        "invoke_agent"
+                    };
+                    t = t
+                        .s("gen_ai.operation.name", op)
+                        .s("gen_ai.agent.name", agent_name)
+                        .s("agent.id", agent_id);
                 }
                 if let Some(tool) = tool {
                     t = t.s("gen_ai.tool.name", tool);
@@ -235,7 +282,15 @@ impl Catalog {
                 (Arc::from(name), t)
             })
             .collect();
-        Self { resources, clients, servers, roots, consumer, producer, locals }
+        Self {
+            resources,
+            clients,
+            servers,
+            roots,
+            consumer,
+            producer,
+            locals,
+        }
     }
 
     pub(crate) fn served(&self, target: Target) -> &Served {

@@ -50,21 +50,32 @@ pub enum Delivered {
     /// A span.
     Span { partition: u32, span: Span },
     /// Bytes no span decoder accepts; `kind` is one of [`MALFORMED_KINDS`].
-    Malformed { partition: u32, bytes: Vec<u8>, kind: &'static str },
+    Malformed {
+        partition: u32,
+        bytes: Vec<u8>,
+        kind: &'static str,
+    },
 }
 
 impl Delivered {
     /// The partition the record was delivered on.
     pub fn partition(&self) -> u32 {
         match self {
-            Delivered::Span { partition, .. } | Delivered::Malformed { partition, .. } => *partition,
+            Delivered::Span { partition, .. } | Delivered::Malformed { partition, .. } => {
+                *partition
+            }
         }
     }
 }
 
 /// Kinds of malformed records: random bytes, a Confluent frame (magic 0, schema id)
 /// cut short, a frame with a wrong magic byte, a JSON object that is not OTLP.
-pub const MALFORMED_KINDS: [&str; 4] = ["random_bytes", "truncated_frame", "wrong_magic", "not_otlp_json"];
+pub const MALFORMED_KINDS: [&str; 4] = [
+    "random_bytes",
+    "truncated_frame",
+    "wrong_magic",
+    "not_otlp_json",
+];
 
 /// The partition of a trace's spans when they are keyed by trace id: a stable hash of
 /// the id (the same in every process), modulo `partitions`.
@@ -180,11 +191,19 @@ impl Delivery {
 
     fn hold(&mut self, span: Span, release_at: u64) {
         self.seq += 1;
-        self.held.push(Held { release_at, seq: self.seq, span });
+        self.held.push(Held {
+            release_at,
+            seq: self.seq,
+            span,
+        });
     }
 
     fn release_due(&mut self, out: &mut Vec<Delivered>) {
-        while self.held.peek().is_some_and(|h| h.release_at <= self.position) {
+        while self
+            .held
+            .peek()
+            .is_some_and(|h| h.release_at <= self.position)
+        {
             let h = self.held.pop().expect("peeked");
             self.emit(h.span, out);
         }
@@ -198,7 +217,11 @@ impl Delivery {
         if self.rng.chance(self.malformed_odds) {
             let partition = self.rng.below(u64::from(self.partitions())) as u32;
             let (bytes, kind) = self.malformed();
-            out.push(Delivered::Malformed { partition, bytes, kind });
+            out.push(Delivered::Malformed {
+                partition,
+                bytes,
+                kind,
+            });
         }
         let partition = if self.cfg.key_by_trace {
             partition_for_trace(span.trace_id, self.partitions())
@@ -238,7 +261,9 @@ impl Delivery {
             }
             _ => {
                 let user = self.rng.below(1_000_000);
-                let json = format!(r#"{{"event":"page_view","user_id":{user},"path":"/pricing","ok":true}}"#);
+                let json = format!(
+                    r#"{{"event":"page_view","user_id":{user},"path":"/pricing","ok":true}}"#
+                );
                 bytes.extend_from_slice(json.as_bytes());
             }
         }
@@ -254,7 +279,11 @@ mod tests {
     use crate::workload::{Workload, WorkloadConfig};
 
     fn spans(n: usize) -> Vec<Span> {
-        Workload::new(WorkloadConfig { seed: 3, ..WorkloadConfig::default() }).generate_traces(n)
+        Workload::new(WorkloadConfig {
+            seed: 3,
+            ..WorkloadConfig::default()
+        })
+        .generate_traces(n)
     }
 
     fn counts<'a>(spans: impl Iterator<Item = &'a Span>) -> FxHashMap<(TraceId, u64), usize> {
@@ -302,9 +331,15 @@ mod tests {
         }
         let extra: usize = got.values().sum::<usize>() - input.len();
         let expected = input.len() as f64 * 0.02;
-        assert!((extra as f64) > expected * 0.5 && (extra as f64) < expected * 1.5, "{extra} duplicates");
+        assert!(
+            (extra as f64) > expected * 0.5 && (extra as f64) < expected * 1.5,
+            "{extra} duplicates"
+        );
         assert!(out.iter().all(|r| r.partition() < 5));
-        let moved = delivered_spans(&out).zip(input.iter()).filter(|(a, b)| a.span_id != b.span_id).count();
+        let moved = delivered_spans(&out)
+            .zip(input.iter())
+            .filter(|(a, b)| a.span_id != b.span_id)
+            .count();
         assert!(moved > input.len() / 2, "spans are reordered");
     }
 
@@ -317,7 +352,10 @@ mod tests {
         let mut by_trace: FxHashMap<TraceId, u32> = FxHashMap::default();
         for r in &out {
             if let Delivered::Span { partition, span } = r {
-                assert_eq!(*by_trace.entry(span.trace_id).or_insert(*partition), *partition);
+                assert_eq!(
+                    *by_trace.entry(span.trace_id).or_insert(*partition),
+                    *partition
+                );
                 assert_eq!(*partition, partition_for_trace(span.trace_id, 5));
             }
         }
@@ -353,8 +391,12 @@ mod tests {
                 _ => assert_eq!(bytes[0], 0xff),
             }
         }
-        let clean =
-            DeliveryConfig { malformed_fraction: 0.0, late_fraction: 0.0, duplicate_fraction: 0.0, ..messy(true) };
+        let clean = DeliveryConfig {
+            malformed_fraction: 0.0,
+            late_fraction: 0.0,
+            duplicate_fraction: 0.0,
+            ..messy(true)
+        };
         let mut d = Delivery::new(clean);
         let input = spans(50);
         let out = d.deliver(input.clone());

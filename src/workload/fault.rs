@@ -49,9 +49,18 @@ pub enum FaultParseError {
     #[error("fault `{fault}`: unknown kind `{kind}` (expected latency, errors or outage)")]
     UnknownKind { fault: String, kind: String },
     #[error("fault `{fault}`: unknown service `{service}` (known: {known})")]
-    UnknownService { fault: String, service: String, known: String },
+    UnknownService {
+        fault: String,
+        service: String,
+        known: String,
+    },
     #[error("fault `{fault}`: bad {what} `{value}`: {reason}")]
-    BadValue { fault: String, what: &'static str, value: String, reason: String },
+    BadValue {
+        fault: String,
+        what: &'static str,
+        value: String,
+        reason: String,
+    },
     #[error("fault list has an empty entry at position {position}")]
     EmptyEntry { position: usize },
 }
@@ -71,7 +80,9 @@ impl Fault {
         }
         match self.kind {
             FaultKind::LatencySpike { factor } => check_factor(&text, factor, &factor.to_string())?,
-            FaultKind::ErrorBurst { error_rate } => check_rate(&text, error_rate, &error_rate.to_string())?,
+            FaultKind::ErrorBurst { error_rate } => {
+                check_rate(&text, error_rate, &error_rate.to_string())?
+            }
             FaultKind::Outage => {}
         }
         if self.duration.is_zero() {
@@ -86,18 +97,32 @@ fn duration_ns(d: Duration) -> i64 {
 }
 
 fn bad(fault: &str, what: &'static str, value: &str, reason: impl Into<String>) -> FaultParseError {
-    FaultParseError::BadValue { fault: fault.into(), what, value: value.into(), reason: reason.into() }
+    FaultParseError::BadValue {
+        fault: fault.into(),
+        what,
+        value: value.into(),
+        reason: reason.into(),
+    }
 }
 
 fn unknown_service(fault: &str, service: &str) -> FaultParseError {
-    FaultParseError::UnknownService { fault: fault.into(), service: service.into(), known: services().join(", ") }
+    FaultParseError::UnknownService {
+        fault: fault.into(),
+        service: service.into(),
+        known: services().join(", "),
+    }
 }
 
 fn check_factor(fault: &str, factor: f64, text: &str) -> Result<(), FaultParseError> {
     if factor.is_finite() && factor > 0.0 {
         Ok(())
     } else {
-        Err(bad(fault, "latency factor", text, "must be a positive number"))
+        Err(bad(
+            fault,
+            "latency factor",
+            text,
+            "must be a positive number",
+        ))
     }
 }
 
@@ -109,8 +134,13 @@ fn check_rate(fault: &str, rate: f64, text: &str) -> Result<(), FaultParseError>
     }
 }
 
-fn parse_duration(fault: &str, what: &'static str, text: &str) -> Result<Duration, FaultParseError> {
-    humantime::parse_duration(text).map_err(|e| bad(fault, what, text, e.to_string().to_lowercase()))
+fn parse_duration(
+    fault: &str,
+    what: &'static str,
+    text: &str,
+) -> Result<Duration, FaultParseError> {
+    humantime::parse_duration(text)
+        .map_err(|e| bad(fault, what, text, e.to_string().to_lowercase()))
 }
 
 impl FromStr for Fault {
@@ -120,7 +150,9 @@ impl FromStr for Fault {
     /// `outage:SERVICE@START+DURATION`; times as humantime durations (`90s`, `1m30s`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let fault = s.trim();
-        let shape = || FaultParseError::Shape { fault: fault.into() };
+        let shape = || FaultParseError::Shape {
+            fault: fault.into(),
+        };
         let (kind, rest) = fault.split_once(':').ok_or_else(shape)?;
         let (target, window) = rest.split_once('@').ok_or_else(shape)?;
         let (start, duration) = window.split_once('+').ok_or_else(shape)?;
@@ -133,7 +165,9 @@ impl FromStr for Fault {
                 let factor = match param {
                     None => DEFAULT_LATENCY_FACTOR,
                     Some(p) => {
-                        let f = p.parse::<f64>().map_err(|_| bad(fault, "latency factor", p, "not a number"))?;
+                        let f = p
+                            .parse::<f64>()
+                            .map_err(|_| bad(fault, "latency factor", p, "not a number"))?;
                         check_factor(fault, f, p)?;
                         f
                     }
@@ -144,7 +178,9 @@ impl FromStr for Fault {
                 let error_rate = match param {
                     None => DEFAULT_ERROR_RATE,
                     Some(p) => {
-                        let r = p.parse::<f64>().map_err(|_| bad(fault, "error rate", p, "not a number"))?;
+                        let r = p
+                            .parse::<f64>()
+                            .map_err(|_| bad(fault, "error rate", p, "not a number"))?;
                         check_rate(fault, r, p)?;
                         r
                     }
@@ -153,11 +189,21 @@ impl FromStr for Fault {
             }
             "outage" => {
                 if let Some(p) = param {
-                    return Err(bad(fault, "parameter", p, "an outage takes no `*` parameter"));
+                    return Err(bad(
+                        fault,
+                        "parameter",
+                        p,
+                        "an outage takes no `*` parameter",
+                    ));
                 }
                 FaultKind::Outage
             }
-            other => return Err(FaultParseError::UnknownKind { fault: fault.into(), kind: other.into() }),
+            other => {
+                return Err(FaultParseError::UnknownKind {
+                    fault: fault.into(),
+                    kind: other.into(),
+                })
+            }
         };
         if Svc::from_name(service).is_none() {
             return Err(unknown_service(fault, service));
@@ -165,9 +211,19 @@ impl FromStr for Fault {
         let start = parse_duration(fault, "start", start.trim())?;
         let duration = parse_duration(fault, "duration", duration.trim())?;
         if duration.is_zero() {
-            return Err(bad(fault, "duration", duration_text(duration).as_str(), "must be positive"));
+            return Err(bad(
+                fault,
+                "duration",
+                duration_text(duration).as_str(),
+                "must be positive",
+            ));
         }
-        Ok(Fault { kind, service: service.into(), start, duration })
+        Ok(Fault {
+            kind,
+            service: service.into(),
+            start,
+            duration,
+        })
     }
 }
 
@@ -180,10 +236,17 @@ impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind {
             FaultKind::LatencySpike { factor } => write!(f, "latency:{}*{factor}", self.service)?,
-            FaultKind::ErrorBurst { error_rate } => write!(f, "errors:{}*{error_rate}", self.service)?,
+            FaultKind::ErrorBurst { error_rate } => {
+                write!(f, "errors:{}*{error_rate}", self.service)?
+            }
             FaultKind::Outage => write!(f, "outage:{}", self.service)?,
         }
-        write!(f, "@{}+{}", duration_text(self.start), duration_text(self.duration))
+        write!(
+            f,
+            "@{}+{}",
+            duration_text(self.start),
+            duration_text(self.duration)
+        )
     }
 }
 
@@ -194,15 +257,13 @@ pub fn parse_faults(s: &str) -> Result<Vec<Fault>, FaultParseError> {
     }
     s.split(',')
         .enumerate()
-        .map(
-            |(i, part)| {
-                if part.trim().is_empty() {
-                    Err(FaultParseError::EmptyEntry { position: i + 1 })
-                } else {
-                    part.parse()
-                }
-            },
-        )
+        .map(|(i, part)| {
+            if part.trim().is_empty() {
+                Err(FaultParseError::EmptyEntry { position: i + 1 })
+            } else {
+                part.parse()
+            }
+        })
         .collect()
 }
 
@@ -226,7 +287,11 @@ impl FaultTimeline {
         for fault in faults {
             if let Some(svc) = Svc::from_name(&fault.service) {
                 let (from, to) = fault.window_ns(start_ns);
-                t.per_service[svc as usize].push(Window { from, to, kind: fault.kind });
+                t.per_service[svc as usize].push(Window {
+                    from,
+                    to,
+                    kind: fault.kind,
+                });
             }
         }
         t
@@ -234,7 +299,9 @@ impl FaultTimeline {
 
     #[inline]
     fn active(&self, svc: Svc, t: i64) -> impl Iterator<Item = &Window> {
-        self.per_service[svc as usize].iter().filter(move |w| w.from <= t && t < w.to)
+        self.per_service[svc as usize]
+            .iter()
+            .filter(move |w| w.from <= t && t < w.to)
     }
 
     /// How many times longer the service's spans starting at `t` take.
@@ -262,7 +329,10 @@ impl FaultTimeline {
     /// When the outage of `svc` that covers `t` ends, if one does.
     #[inline]
     pub(crate) fn outage_end(&self, svc: Svc, t: i64) -> Option<i64> {
-        self.active(svc, t).filter(|w| matches!(w.kind, FaultKind::Outage)).map(|w| w.to).max()
+        self.active(svc, t)
+            .filter(|w| matches!(w.kind, FaultKind::Outage))
+            .map(|w| w.to)
+            .max()
     }
 
     /// True when `svc` is down at `t`.
@@ -283,13 +353,26 @@ mod tests {
     #[test]
     fn parses_every_kind_with_and_without_parameters() {
         let f: Fault = "latency:llm-openai@60s+30s".parse().unwrap();
-        assert_eq!(f.kind, FaultKind::LatencySpike { factor: DEFAULT_LATENCY_FACTOR });
-        assert_eq!((f.service.as_str(), f.start, f.duration), ("llm-openai", secs(60), secs(30)));
+        assert_eq!(
+            f.kind,
+            FaultKind::LatencySpike {
+                factor: DEFAULT_LATENCY_FACTOR
+            }
+        );
+        assert_eq!(
+            (f.service.as_str(), f.start, f.duration),
+            ("llm-openai", secs(60), secs(30))
+        );
         let f: Fault = "latency:llm-openai*8@1m+30s".parse().unwrap();
         assert_eq!(f.kind, FaultKind::LatencySpike { factor: 8.0 });
         assert_eq!(f.start, secs(60));
         let f: Fault = "errors:vector-store@120s+20s".parse().unwrap();
-        assert_eq!(f.kind, FaultKind::ErrorBurst { error_rate: DEFAULT_ERROR_RATE });
+        assert_eq!(
+            f.kind,
+            FaultKind::ErrorBurst {
+                error_rate: DEFAULT_ERROR_RATE
+            }
+        );
         let f: Fault = "errors:vector-store*0.5@120s+20s".parse().unwrap();
         assert_eq!(f.kind, FaultKind::ErrorBurst { error_rate: 0.5 });
         let f: Fault = " outage:search-agent@200s+30s ".parse().unwrap();
@@ -306,7 +389,11 @@ mod tests {
     #[test]
     fn errors_name_the_bad_part() {
         let err = |s: &str| s.parse::<Fault>().unwrap_err().to_string();
-        assert!(err("latency:llm-openai").contains("expected `kind:service"), "{}", err("latency:llm-openai"));
+        assert!(
+            err("latency:llm-openai").contains("expected `kind:service"),
+            "{}",
+            err("latency:llm-openai")
+        );
         assert!(err("slow:llm-openai@1s+1s").contains("unknown kind `slow`"));
         assert!(err("latency:llm-foo@1s+1s").contains("unknown service `llm-foo`"));
         assert!(err("latency:llm-foo@1s+1s").contains("llm-openai"));
@@ -319,13 +406,17 @@ mod tests {
         assert!(err("outage:redis@1s+0s").contains("must be positive"));
         let list = parse_faults("outage:redis@1s+1s,,latency:redis@1s+1s").unwrap_err();
         assert_eq!(list, FaultParseError::EmptyEntry { position: 2 });
-        let msg = parse_faults("outage:redis@1s+1s,outage:nope@1s+1s").unwrap_err().to_string();
+        let msg = parse_faults("outage:redis@1s+1s,outage:nope@1s+1s")
+            .unwrap_err()
+            .to_string();
         assert!(msg.starts_with("fault `outage:nope@1s+1s`"), "{msg}");
     }
 
     #[test]
     fn timeline_applies_only_inside_windows() {
-        let faults = parse_faults("latency:redis*4@10s+10s,errors:redis*0.5@15s+10s,outage:postgres@0s+1s").unwrap();
+        let faults =
+            parse_faults("latency:redis*4@10s+10s,errors:redis*0.5@15s+10s,outage:postgres@0s+1s")
+                .unwrap();
         let t = FaultTimeline::new(&faults, 1_000);
         let at = |s: f64| 1_000 + (s * 1e9) as i64;
         assert_eq!(t.latency_factor(Svc::Redis, at(9.9)), 1.0);

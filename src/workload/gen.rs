@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 
-use crate::model::{AttrValue, Attributes, Events, EventsBuilder, Span, SpanId, SpanKind, StatusCode, TraceId};
+use crate::model::{
+    AttrValue, Attributes, Events, EventsBuilder, Span, SpanId, SpanKind, StatusCode, TraceId,
+};
 
 use super::catalog::{Catalog, Target};
 use super::fault::FaultTimeline;
@@ -108,7 +110,14 @@ impl<'a> Gen<'a> {
         self.rng.lognormal(median, sigma)
     }
 
-    fn push(&mut self, f: &Frame, h: Head, name: &Arc<str>, attributes: Attributes, events: Events) {
+    fn push(
+        &mut self,
+        f: &Frame,
+        h: Head,
+        name: &Arc<str>,
+        attributes: Attributes,
+        events: Events,
+    ) {
         self.out.push(Span {
             trace_id: self.trace_id,
             span_id: h.id,
@@ -117,7 +126,11 @@ impl<'a> Gen<'a> {
             end_ns: h.end,
             name: name.clone(),
             kind: h.kind,
-            status: if h.error.is_some() { StatusCode::Error } else { StatusCode::Unset },
+            status: if h.error.is_some() {
+                StatusCode::Error
+            } else {
+                StatusCode::Unset
+            },
             status_message: h.error.map(Box::from),
             resource: self.cat.resources[f.svc as usize][f.inst as usize].clone(),
             attributes,
@@ -140,7 +153,14 @@ impl<'a> Gen<'a> {
         let (name, tmpl) = &cat.locals[which as usize];
         let attrs = tmpl.encode(self.scratch, &[]);
         let error = res.is_err().then_some("step failed");
-        let head = Head { id, parent: f.parent, start, end: inner.t, kind: SpanKind::Internal, error };
+        let head = Head {
+            id,
+            parent: f.parent,
+            start,
+            end: inner.t,
+            kind: SpanKind::Internal,
+            error,
+        };
         self.push(f, head, name, attrs, Events::default());
         f.t = inner.t;
         res
@@ -190,15 +210,27 @@ impl<'a> Gen<'a> {
         let (end, outcome, error) = if self.faults.is_down(def.callee, start) {
             more[n] = ("error.type", AttrValue::Str("connection_refused"));
             n += 1;
-            (start + ns(self.rng.lognormal(CONNECT_FAIL_MS, 0.4)), Outcome::Own, Some("connection refused"))
+            (
+                start + ns(self.rng.lognormal(CONNECT_FAIL_MS, 0.4)),
+                Outcome::Own,
+                Some("connection refused"),
+            )
         } else {
             let rtt = ns(self.rng.lognormal(def.rtt_ms, 0.5));
             let inst = self.instance(def.callee);
-            let mut sf = Frame { svc: def.callee, inst, parent: id, t: start + rtt / 2 };
+            let mut sf = Frame {
+                svc: def.callee,
+                inst,
+                parent: id,
+                t: start + rtt / 2,
+            };
             let outcome = self.serve(&mut sf, Target::Ep(ep), SpanKind::Server, body);
             let served = cat.served(Target::Ep(ep));
             if client.http {
-                more[n] = ("http.response.status_code", AttrValue::Int(status_code(outcome, served.error_status)));
+                more[n] = (
+                    "http.response.status_code",
+                    AttrValue::Int(status_code(outcome, served.error_status)),
+                );
                 n += 1;
             }
             let error = match outcome {
@@ -213,7 +245,14 @@ impl<'a> Gen<'a> {
             (sf.t + (rtt - rtt / 2), outcome, error)
         };
         let attrs = client.attrs.encode(self.scratch, &more[..n]);
-        let head = Head { id, parent: f.parent, start, end, kind: SpanKind::Client, error };
+        let head = Head {
+            id,
+            parent: f.parent,
+            start,
+            end,
+            kind: SpanKind::Client,
+            error,
+        };
         self.push(f, head, &client.name, attrs, Events::default());
         f.t = end;
         if outcome == Outcome::Ok {
@@ -249,11 +288,18 @@ impl<'a> Gen<'a> {
             }
         };
         let factor = self.faults.latency_factor(f.svc, start);
-        let end = if factor == 1.0 { inner.t } else { start + ((inner.t - start) as f64 * factor) as i64 };
+        let end = if factor == 1.0 {
+            inner.t
+        } else {
+            start + ((inner.t - start) as f64 * factor) as i64
+        };
         let mut more: [(&str, AttrValue<'_>); 2] = [("", AttrValue::Int(0)); 2];
         let mut n = 0;
         if def.http {
-            more[n] = ("http.response.status_code", AttrValue::Int(status_code(outcome, def.error_status)));
+            more[n] = (
+                "http.response.status_code",
+                AttrValue::Int(status_code(outcome, def.error_status)),
+            );
             n += 1;
         }
         if let Some(t) = error_type(outcome, def.error_type) {
@@ -270,7 +316,14 @@ impl<'a> Gen<'a> {
                 (Some(def.error_message), events.build())
             }
         };
-        let head = Head { id, parent: f.parent, start, end, kind, error };
+        let head = Head {
+            id,
+            parent: f.parent,
+            start,
+            end,
+            kind,
+            error,
+        };
         self.push(f, head, &def.name, attrs, events);
         f.t = end;
         outcome
@@ -303,7 +356,14 @@ impl<'a> Gen<'a> {
         let start = f.t;
         let end = start + ns(self.rng.lognormal(1.2, 0.5));
         let attrs = cat.producer.attrs.encode(self.scratch, &[]);
-        let head = Head { id, parent: f.parent, start, end, kind: SpanKind::Producer, error: None };
+        let head = Head {
+            id,
+            parent: f.parent,
+            start,
+            end,
+            kind: SpanKind::Producer,
+            error: None,
+        };
         self.push(f, head, &cat.producer.name, attrs, Events::default());
         f.t = end;
         let mut at = end + ns(self.rng.lognormal(QUEUE_LAG_MS, 0.9));
@@ -311,7 +371,12 @@ impl<'a> Gen<'a> {
             at = back + ns(self.rng.lognormal(QUEUE_LAG_MS, 0.9));
         }
         let inst = self.instance(consumer);
-        let mut cf = Frame { svc: consumer, inst, parent: id, t: at };
+        let mut cf = Frame {
+            svc: consumer,
+            inst,
+            parent: id,
+            t: at,
+        };
         self.serve(&mut cf, Target::Consumer, SpanKind::Consumer, &mut body);
         Ok(())
     }

@@ -33,7 +33,9 @@ use topology::{Root, Svc, ROOTS};
 
 pub use catalog::{ENVIRONMENT, NAMESPACE};
 pub use delivery::{partition_for_trace, Delivered, Delivery, DeliveryConfig, MALFORMED_KINDS};
-pub use fault::{parse_faults, Fault, FaultKind, FaultParseError, DEFAULT_ERROR_RATE, DEFAULT_LATENCY_FACTOR};
+pub use fault::{
+    parse_faults, Fault, FaultKind, FaultParseError, DEFAULT_ERROR_RATE, DEFAULT_LATENCY_FACTOR,
+};
 pub use topology::{root_operations, services, topology_edges};
 
 /// What to generate.
@@ -52,7 +54,12 @@ pub struct WorkloadConfig {
 
 impl Default for WorkloadConfig {
     fn default() -> Self {
-        Self { seed: 1, traces_per_second: 100.0, start_ns: 1_700_000_000_000_000_000, faults: Vec::new() }
+        Self {
+            seed: 1,
+            traces_per_second: 100.0,
+            start_ns: 1_700_000_000_000_000_000,
+            faults: Vec::new(),
+        }
     }
 }
 
@@ -97,8 +104,11 @@ impl Workload {
     /// A workload for `cfg`; faults naming an unknown service are ignored (see
     /// [`WorkloadConfig::validate`]).
     pub fn new(cfg: WorkloadConfig) -> Self {
-        let rate =
-            if cfg.traces_per_second.is_finite() && cfg.traces_per_second > 0.0 { cfg.traces_per_second } else { 1.0 };
+        let rate = if cfg.traces_per_second.is_finite() && cfg.traces_per_second > 0.0 {
+            cfg.traces_per_second
+        } else {
+            1.0
+        };
         let total: f64 = ROOTS.iter().map(|r| r.2).sum();
         let mut root_cdf = [0.0; 4];
         let mut acc = 0.0;

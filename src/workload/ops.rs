@@ -9,7 +9,12 @@ use super::topology::{Ep, Local, Root, Svc};
 /// Generates one whole trace of `root` starting at `start` at the gateway.
 pub(crate) fn run(g: &mut Gen<'_>, root: Root, start: i64) {
     let inst = g.instance(Svc::Gateway);
-    let mut f = Frame { svc: Svc::Gateway, inst, parent: 0, t: start };
+    let mut f = Frame {
+        svc: Svc::Gateway,
+        inst,
+        parent: 0,
+        t: start,
+    };
     // the root's failure is recorded on its span; nothing above it to tell
     let _ = g.root(&mut f, Target::Root(root), |g, f| {
         match root {
@@ -29,11 +34,24 @@ fn leaf(g: &mut Gen<'_>, f: &mut Frame, ep: Ep) -> Step {
 }
 
 /// A call to an LLM: time to first token, then time per output token.
-fn llm(g: &mut Gen<'_>, f: &mut Frame, ep: Ep, input_median: f64, output_median: f64, ms_per_token: f64) -> Step {
+fn llm(
+    g: &mut Gen<'_>,
+    f: &mut Frame,
+    ep: Ep,
+    input_median: f64,
+    output_median: f64,
+    ms_per_token: f64,
+) -> Step {
     let input = g.lognormal(input_median, 0.5).round().max(1.0) as i64;
-    let output = if output_median > 0.0 { g.lognormal(output_median, 0.6).round().max(1.0) as i64 } else { 0 };
-    let extra =
-        [("gen_ai.usage.input_tokens", AttrValue::Int(input)), ("gen_ai.usage.output_tokens", AttrValue::Int(output))];
+    let output = if output_median > 0.0 {
+        g.lognormal(output_median, 0.6).round().max(1.0) as i64
+    } else {
+        0
+    };
+    let extra = [
+        ("gen_ai.usage.input_tokens", AttrValue::Int(input)),
+        ("gen_ai.usage.output_tokens", AttrValue::Int(output)),
+    ];
     g.call(f, ep, &extra, |g, f| {
         g.work(f, output as f64 * ms_per_token, 0.15);
         Ok(())

@@ -22,8 +22,16 @@ impl Rng {
     /// A generator whose whole output is determined by `seed`.
     pub(crate) fn new(seed: u64) -> Self {
         let mut st = seed;
-        let s = [splitmix(&mut st), splitmix(&mut st), splitmix(&mut st), splitmix(&mut st)];
-        Self { s, spare_normal: None }
+        let s = [
+            splitmix(&mut st),
+            splitmix(&mut st),
+            splitmix(&mut st),
+            splitmix(&mut st),
+        ];
+        Self {
+            s,
+            spare_normal: None,
+        }
     }
 
     /// 64 random bits.

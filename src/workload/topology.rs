@@ -28,8 +28,18 @@ pub(crate) struct ServiceDef {
     pub instances: u8,
 }
 
-const fn svc(name: &'static str, version: &'static str, module: &'static str, instances: u8) -> ServiceDef {
-    ServiceDef { name, version, module, instances }
+const fn svc(
+    name: &'static str,
+    version: &'static str,
+    module: &'static str,
+    instances: u8,
+) -> ServiceDef {
+    ServiceDef {
+        name,
+        version,
+        module,
+        instances,
+    }
 }
 
 /// Every service, in [`Svc`] order.
@@ -143,7 +153,12 @@ impl Root {
 }
 
 /// Span names of the roots, in [`Root`] order.
-const ROOT_NAMES: [&str; 4] = ["POST /v1/chat", "GET /v1/history", "POST /v1/documents", "POST /v1/agents/run"];
+const ROOT_NAMES: [&str; 4] = [
+    "POST /v1/chat",
+    "GET /v1/history",
+    "POST /v1/documents",
+    "POST /v1/agents/run",
+];
 
 /// (method, route, share of traffic) of the roots, in [`Root`] order.
 pub(crate) const ROOTS: [(&str, &str, f64); 4] = [
@@ -155,9 +170,21 @@ pub(crate) const ROOTS: [(&str, &str, f64); 4] = [
 
 /// How a span talks to its peer, which decides its attributes.
 pub(crate) enum Proto {
-    Http { method: &'static str, route: &'static str },
-    Db { system: &'static str, operation: &'static str, collection: &'static str },
-    Llm { system: &'static str, operation: &'static str, model: &'static str, route: &'static str },
+    Http {
+        method: &'static str,
+        route: &'static str,
+    },
+    Db {
+        system: &'static str,
+        operation: &'static str,
+        collection: &'static str,
+    },
+    Llm {
+        system: &'static str,
+        operation: &'static str,
+        model: &'static str,
+        route: &'static str,
+    },
 }
 
 /// An endpoint a service serves; each call to it is a CLIENT span in the caller and a
@@ -255,7 +282,12 @@ const fn llm(
         callee,
         client_name: name,
         server_name: route,
-        proto: Proto::Llm { system, operation, model, route },
+        proto: Proto::Llm {
+            system,
+            operation,
+            model,
+            route,
+        },
         work_ms: (ttft_ms, 0.45),
         rtt_ms: 18.0,
         natural_error: 0.003,
@@ -279,7 +311,11 @@ const fn db(
         callee,
         client_name: name,
         server_name: name,
-        proto: Proto::Db { system, operation, collection },
+        proto: Proto::Db {
+            system,
+            operation,
+            collection,
+        },
         work_ms,
         rtt_ms: 0.4,
         natural_error: 0.0008,
@@ -295,15 +331,73 @@ const fn db(
 pub(crate) const ENDPOINTS: [EndpointDef; 21] = {
     use Svc::*;
     [
-        http(Orchestrator, "POST /chat", "POST", "/chat", (1.2, 0.5), 0.0005),
-        http(Orchestrator, "POST /agents/run", "POST", "/agents/run", (1.5, 0.5), 0.0005),
-        http(Orchestrator, "GET /history", "GET", "/history", (0.6, 0.5), 0.0005),
-        http(Ingest, "POST /documents", "POST", "/documents", (2.0, 0.6), 0.001),
+        http(
+            Orchestrator,
+            "POST /chat",
+            "POST",
+            "/chat",
+            (1.2, 0.5),
+            0.0005,
+        ),
+        http(
+            Orchestrator,
+            "POST /agents/run",
+            "POST",
+            "/agents/run",
+            (1.5, 0.5),
+            0.0005,
+        ),
+        http(
+            Orchestrator,
+            "GET /history",
+            "GET",
+            "/history",
+            (0.6, 0.5),
+            0.0005,
+        ),
+        http(
+            Ingest,
+            "POST /documents",
+            "POST",
+            "/documents",
+            (2.0, 0.6),
+            0.001,
+        ),
         http(Planner, "POST /plan", "POST", "/plan", (0.8, 0.5), 0.0005),
-        http(Search, "POST /search", "POST", "/search", (0.7, 0.5), 0.0005),
-        http(Code, "POST /code/run", "POST", "/code/run", (0.9, 0.5), 0.001),
-        llm(Openai, "chat gpt-4o", "openai", "chat", "gpt-4o", "POST /v1/chat/completions", 380.0),
-        llm(Openai, "chat gpt-4o-mini", "openai", "chat", "gpt-4o-mini", "POST /v1/chat/completions", 220.0),
+        http(
+            Search,
+            "POST /search",
+            "POST",
+            "/search",
+            (0.7, 0.5),
+            0.0005,
+        ),
+        http(
+            Code,
+            "POST /code/run",
+            "POST",
+            "/code/run",
+            (0.9, 0.5),
+            0.001,
+        ),
+        llm(
+            Openai,
+            "chat gpt-4o",
+            "openai",
+            "chat",
+            "gpt-4o",
+            "POST /v1/chat/completions",
+            380.0,
+        ),
+        llm(
+            Openai,
+            "chat gpt-4o-mini",
+            "openai",
+            "chat",
+            "gpt-4o-mini",
+            "POST /v1/chat/completions",
+            220.0,
+        ),
         llm(
             Openai,
             "embeddings text-embedding-3-small",
@@ -313,15 +407,79 @@ pub(crate) const ENDPOINTS: [EndpointDef; 21] = {
             "POST /v1/embeddings",
             45.0,
         ),
-        llm(Anthropic, "chat claude-sonnet-4", "anthropic", "chat", "claude-sonnet-4", "POST /v1/messages", 520.0),
-        db(Vector, "query documents", "qdrant", "query", "documents", (22.0, 0.6)),
-        db(Vector, "upsert documents", "qdrant", "upsert", "documents", (35.0, 0.5)),
-        db(Postgres, "SELECT messages", "postgresql", "SELECT", "messages", (2.5, 0.7)),
-        db(Postgres, "INSERT messages", "postgresql", "INSERT", "messages", (3.5, 0.6)),
-        db(Postgres, "SELECT agents", "postgresql", "SELECT", "agents", (1.2, 0.5)),
-        db(Postgres, "INSERT runs", "postgresql", "INSERT", "runs", (3.0, 0.6)),
-        db(Postgres, "INSERT documents", "postgresql", "INSERT", "documents", (4.0, 0.6)),
-        db(Postgres, "UPDATE documents", "postgresql", "UPDATE", "documents", (3.0, 0.6)),
+        llm(
+            Anthropic,
+            "chat claude-sonnet-4",
+            "anthropic",
+            "chat",
+            "claude-sonnet-4",
+            "POST /v1/messages",
+            520.0,
+        ),
+        db(
+            Vector,
+            "query documents",
+            "qdrant",
+            "query",
+            "documents",
+            (22.0, 0.6),
+        ),
+        db(
+            Vector,
+            "upsert documents",
+            "qdrant",
+            "upsert",
+            "documents",
+            (35.0, 0.5),
+        ),
+        db(
+            Postgres,
+            "SELECT messages",
+            "postgresql",
+            "SELECT",
+            "messages",
+            (2.5, 0.7),
+        ),
+        db(
+            Postgres,
+            "INSERT messages",
+            "postgresql",
+            "INSERT",
+            "messages",
+            (3.5, 0.6),
+        ),
+        db(
+            Postgres,
+            "SELECT agents",
+            "postgresql",
+            "SELECT",
+            "agents",
+            (1.2, 0.5),
+        ),
+        db(
+            Postgres,
+            "INSERT runs",
+            "postgresql",
+            "INSERT",
+            "runs",
+            (3.0, 0.6),
+        ),
+        db(
+            Postgres,
+            "INSERT documents",
+            "postgresql",
+            "INSERT",
+            "documents",
+            (4.0, 0.6),
+        ),
+        db(
+            Postgres,
+            "UPDATE documents",
+            "postgresql",
+            "UPDATE",
+            "documents",
+            (3.0, 0.6),
+        ),
         db(Redis, "GET", "redis", "GET", "sessions", (0.25, 0.5)),
         db(Redis, "SET", "redis", "SET", "sessions", (0.3, 0.5)),
     ]
@@ -356,11 +514,27 @@ const fn local(
 
 /// The INTERNAL spans, in [`Local`] order.
 pub(crate) const LOCALS: [LocalDef; 6] = [
-    local("invoke_agent orchestrator", Some(("orchestrator", "agt-orchestrator-v2")), None),
-    local("invoke_agent planner", Some(("planner", "agt-planner-v3")), None),
-    local("invoke_agent researcher", Some(("researcher", "agt-researcher-v1")), None),
+    local(
+        "invoke_agent orchestrator",
+        Some(("orchestrator", "agt-orchestrator-v2")),
+        None,
+    ),
+    local(
+        "invoke_agent planner",
+        Some(("planner", "agt-planner-v3")),
+        None,
+    ),
+    local(
+        "invoke_agent researcher",
+        Some(("researcher", "agt-researcher-v1")),
+        None,
+    ),
     local("invoke_agent coder", Some(("coder", "agt-coder-v4")), None),
-    local("execute_tool python_sandbox", Some(("coder", "agt-coder-v4")), Some("python_sandbox")),
+    local(
+        "execute_tool python_sandbox",
+        Some(("coder", "agt-coder-v4")),
+        Some("python_sandbox"),
+    ),
     local("chunk document", None, None),
 ];
 

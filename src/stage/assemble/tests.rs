@@ -28,14 +28,23 @@ struct Harness {
 
 impl Harness {
     fn new(s: Settings) -> Self {
-        Self { asm: Assembler::new(s), tracker: OffsetTracker::default(), out: Vec::new(), offset: 0 }
+        Self {
+            asm: Assembler::new(s),
+            tracker: OffsetTracker::default(),
+            out: Vec::new(),
+            offset: 0,
+        }
     }
 
     fn push_on(&mut self, partition: u32, span: Span) -> Pushed {
         self.offset += 1;
         self.tracker.consumed(partition, self.offset);
-        let origin = Origin { partition, offset: self.offset };
-        self.asm.push(span, origin, 0, &mut self.tracker, &mut self.out)
+        let origin = Origin {
+            partition,
+            offset: self.offset,
+        };
+        self.asm
+            .push(span, origin, 0, &mut self.tracker, &mut self.out)
     }
 
     fn push(&mut self, span: Span) -> Pushed {
@@ -70,7 +79,10 @@ fn trace_closes_after_root_ends_and_idle_gap_passes() {
     h.push(testkit::span(1, 2, 1, 10 * MS, 50 * MS, "db"));
     h.push(testkit::span(1, 1, 0, 0, 60 * MS, "gw"));
     h.advance();
-    assert!(h.traces().is_empty(), "watermark at 60ms, idle gap not passed");
+    assert!(
+        h.traces().is_empty(),
+        "watermark at 60ms, idle gap not passed"
+    );
     // another trace moves event time to 159ms: not yet 60 + 100
     h.push(testkit::span(2, 1, 0, 150 * MS, 159 * MS, "gw"));
     h.advance();
@@ -116,7 +128,10 @@ fn duplicates_are_dropped_and_counted() {
     for i in 2..40 {
         h.push(testkit::span(1, i, 1, 0, MS, "db"));
     }
-    assert_eq!(h.push(testkit::span(1, 30, 1, 0, MS, "db")), Pushed::Duplicate);
+    assert_eq!(
+        h.push(testkit::span(1, 30, 1, 0, MS, "db")),
+        Pushed::Duplicate
+    );
     assert_eq!(h.asm.stats().duplicates, 2);
     assert_eq!(h.asm.buffered_spans(), 39);
 }
@@ -129,20 +144,32 @@ fn span_within_grace_becomes_an_amendment_and_later_ones_go_late() {
     h.advance();
     assert_eq!(h.traces().len(), 1);
     // within grace: amendment
-    assert_eq!(h.push(testkit::span(1, 5, 1, 5 * MS, 8 * MS, "db")), Pushed::Amended);
+    assert_eq!(
+        h.push(testkit::span(1, 5, 1, 5 * MS, 8 * MS, "db")),
+        Pushed::Amended
+    );
     // a duplicate of a span of the closed trace is still a duplicate
-    assert_eq!(h.push(testkit::span(1, 1, 0, 0, 10 * MS, "gw")), Pushed::Duplicate);
+    assert_eq!(
+        h.push(testkit::span(1, 1, 0, 0, 10 * MS, "gw")),
+        Pushed::Duplicate
+    );
     h.push(testkit::span(3, 1, 0, 400 * MS, 400 * MS, "gw"));
     h.advance();
     let closed = h.traces();
-    let amendment = closed.iter().find(|t| t.trace_id == 1).expect("amendment emitted");
+    let amendment = closed
+        .iter()
+        .find(|t| t.trace_id == 1)
+        .expect("amendment emitted");
     assert!(amendment.amendment);
     assert_eq!(ids(amendment), vec![5]);
     // far past grace: the closed trace is forgotten, the span is late
     h.push(testkit::span(4, 1, 0, 5_000 * MS, 5_000 * MS, "gw"));
     h.advance();
     h.traces();
-    assert_eq!(h.push(testkit::span(1, 6, 1, 5 * MS, 9 * MS, "db")), Pushed::Late);
+    assert_eq!(
+        h.push(testkit::span(1, 6, 1, 5 * MS, 9 * MS, "db")),
+        Pushed::Late
+    );
     assert!(matches!(h.out.last(), Some(Output::Late { span, .. }) if span.span_id == 6));
     let stats = h.asm.stats();
     assert_eq!((stats.late_amended, stats.late_routed), (1, 1));
@@ -150,17 +177,26 @@ fn span_within_grace_becomes_an_amendment_and_later_ones_go_late() {
 
 #[test]
 fn late_spans_without_late_output_are_counted_drops() {
-    let mut h = Harness::new(Settings { late_output: false, ..settings() });
+    let mut h = Harness::new(Settings {
+        late_output: false,
+        ..settings()
+    });
     h.push(testkit::span(4, 1, 0, 5_000 * MS, 5_000 * MS, "gw"));
     h.advance();
-    assert_eq!(h.push(testkit::span(1, 6, 1, 5 * MS, 9 * MS, "db")), Pushed::DroppedLate);
+    assert_eq!(
+        h.push(testkit::span(1, 6, 1, 5 * MS, 9 * MS, "db")),
+        Pushed::DroppedLate
+    );
     assert_eq!(h.asm.stats().late_dropped, 1);
     assert!(h.out.is_empty());
 }
 
 #[test]
 fn max_open_traces_evicts_the_earliest_due_as_incomplete() {
-    let mut h = Harness::new(Settings { max_open_traces: 2, ..settings() });
+    let mut h = Harness::new(Settings {
+        max_open_traces: 2,
+        ..settings()
+    });
     h.push(testkit::span(1, 1, 0, 0, MS, "gw"));
     h.push(testkit::span(2, 1, 0, 0, 2 * MS, "gw"));
     h.push(testkit::span(3, 1, 0, 0, 3 * MS, "gw"));
@@ -174,7 +210,10 @@ fn max_open_traces_evicts_the_earliest_due_as_incomplete() {
 
 #[test]
 fn max_spans_per_trace_evicts_and_later_spans_amend() {
-    let mut h = Harness::new(Settings { max_spans_per_trace: 3, ..settings() });
+    let mut h = Harness::new(Settings {
+        max_spans_per_trace: 3,
+        ..settings()
+    });
     for i in 1..=3 {
         h.push(testkit::span(1, i, if i == 1 { 0 } else { 1 }, 0, MS, "gw"));
     }
@@ -186,7 +225,10 @@ fn max_spans_per_trace_evicts_and_later_spans_amend() {
 
 #[test]
 fn oversized_span_is_refused_and_marks_the_trace_incomplete() {
-    let mut h = Harness::new(Settings { max_span_bytes: 200, ..settings() });
+    let mut h = Harness::new(Settings {
+        max_span_bytes: 200,
+        ..settings()
+    });
     h.push(testkit::span(1, 1, 0, 0, MS, "gw"));
     let mut big = testkit::span(1, 2, 1, 0, MS, "gw");
     big.status_message = Some("x".repeat(500).into());
@@ -245,7 +287,14 @@ fn workload(traces: u64, children: u64) -> Vec<Span> {
         let base = t as i64 * 10 * MS;
         v.push(testkit::span(t as u128, 1, 0, base, base + 8 * MS, "gw"));
         for c in 0..children {
-            v.push(testkit::span(t as u128, 2 + c, 1, base + c as i64, base + MS + c as i64, "svc"));
+            v.push(testkit::span(
+                t as u128,
+                2 + c,
+                1,
+                base + c as i64,
+                base + MS + c as i64,
+                "svc",
+            ));
         }
     }
     v
