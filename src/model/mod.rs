@@ -1,11 +1,13 @@
 //! The data spanline moves: spans, the traces assembled from them, and the compact
 //! attribute encoding they share.
 
+mod analysis;
 mod attrs;
 mod intern;
 mod span;
 mod trace;
 
+pub use analysis::{Edge, EdgeKind};
 pub use attrs::{AttrValue, Attributes, AttributesBuilder, Events, EventsBuilder};
 pub use intern::Interner;
 pub use span::{hex_span_id, hex_trace_id, Resource, Span, SpanId, SpanKind, StatusCode, TraceId};

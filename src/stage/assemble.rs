@@ -5,7 +5,7 @@
 //! it. A span for a trace that closed less than `grace` ago reopens it as an amendment;
 //! a span older than that is late and goes to the late output (or is counted as dropped).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
@@ -199,6 +199,8 @@ pub struct Assembler {
     settings: Settings,
     open: FxHashMap<TraceId, OpenTrace>,
     due: BTreeMap<(i64, u64), TraceId>,
+    /// Open traces by their earliest span start: what later stages may still receive.
+    starts: BTreeSet<(i64, TraceId)>,
     closed: FxHashMap<TraceId, Closed>,
     expiry: VecDeque<(i64, TraceId)>,
     watermarks: Watermarks,
@@ -219,6 +221,7 @@ impl Assembler {
             settings,
             open: FxHashMap::default(),
             due: BTreeMap::new(),
+            starts: BTreeSet::new(),
             closed: FxHashMap::default(),
             expiry: VecDeque::new(),
             watermarks,
@@ -257,6 +260,12 @@ impl Assembler {
     /// Closed traces remembered for amendments.
     pub fn remembered_closed(&self) -> usize {
         self.closed.len()
+    }
+
+    /// The earliest span start of any open trace: spans at or after it may still reach
+    /// later stages, spans before it never will.
+    pub fn earliest_open_start(&self) -> Option<i64> {
+        self.starts.first().map(|(start, _)| *start)
     }
 
     /// The watermarks.
@@ -330,7 +339,12 @@ impl Assembler {
         let trace = self.open.get_mut(&trace_id).expect("inserted above");
         self.buffered_spans += 1;
         self.buffered_bytes += span.memory_size();
+        let start_before = trace.min_start;
         trace.add(span, origin, tracker);
+        if trace.min_start != start_before {
+            self.starts.remove(&(start_before, trace_id));
+            self.starts.insert((trace.min_start, trace_id));
+        }
         self.stats.spans_added += 1;
         if trace.spans.len() >= self.settings.max_spans_per_trace {
             self.close(trace_id, CloseReason::EvictedMaxSpans, out);
@@ -367,6 +381,7 @@ impl Assembler {
             return;
         };
         self.due.remove(&trace.deadline);
+        self.starts.remove(&(trace.min_start, id));
         let reason = if forced.is_eviction()
             || forced == CloseReason::EndOfInput
             || forced == CloseReason::Shutdown
@@ -488,7 +503,11 @@ impl Assembler {
             let bytes: usize = t.spans.iter().map(Span::memory_size).sum();
             self.buffered_bytes -= t.bytes - bytes;
             t.bytes = bytes;
+            self.starts.remove(&(t.min_start, *id));
             t.min_start = t.spans.iter().map(|s| s.start_ns).min().unwrap_or(i64::MAX);
+            if !t.spans.is_empty() {
+                self.starts.insert((t.min_start, *id));
+            }
             t.max_end = t.spans.iter().map(|s| s.end_ns).max().unwrap_or(i64::MIN);
             t.has_root = t.spans.iter().any(Span::is_root);
             t.seen = (t.spans.len() > LINEAR_DEDUP_LIMIT)

@@ -98,6 +98,19 @@ fn trace_closes_after_root_ends_and_idle_gap_passes() {
 }
 
 #[test]
+fn earliest_open_start_follows_open_traces() {
+    let mut h = Harness::new(settings());
+    assert_eq!(h.asm.earliest_open_start(), None);
+    h.push(testkit::span(1, 2, 1, 30 * MS, 40 * MS, "db"));
+    h.push(testkit::span(2, 1, 0, 20 * MS, 25 * MS, "gw"));
+    assert_eq!(h.asm.earliest_open_start(), Some(20 * MS));
+    h.push(testkit::span(1, 1, 0, 10 * MS, 50 * MS, "gw"));
+    assert_eq!(h.asm.earliest_open_start(), Some(10 * MS));
+    h.asm.flush(CloseReason::Shutdown, &mut h.out);
+    assert_eq!(h.asm.earliest_open_start(), None);
+}
+
+#[test]
 fn trace_without_root_closes_at_max_duration_as_incomplete() {
     let mut h = Harness::new(settings());
     h.push(testkit::span(1, 2, 1, 0, 10 * MS, "db"));
