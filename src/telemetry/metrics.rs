@@ -25,6 +25,21 @@ fn counter(name: &str, help: &str) -> IntCounter {
     register(IntCounter::new(name, help))
 }
 
+/// Registers a counter family (for the other telemetry modules).
+pub fn register_counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    counter_vec(name, help, labels)
+}
+
+/// Registers a histogram family.
+pub fn register_histogram_vec(opts: prometheus::HistogramOpts, labels: &[&str]) -> prometheus::HistogramVec {
+    register(prometheus::HistogramVec::new(opts, labels))
+}
+
+/// Registers a float gauge family.
+pub fn register_gauge_vec(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    fgauge_vec(name, help, labels)
+}
+
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     register(IntCounterVec::new(Opts::new(name, help), labels))
 }

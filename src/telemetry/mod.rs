@@ -2,6 +2,7 @@
 
 pub mod http;
 pub mod metrics;
+pub mod spanmetrics;
 
 /// Installs the `tracing` subscriber: human-readable by default, JSON lines when `json`.
 /// `RUST_LOG` filters (default `info`).

@@ -1,0 +1,209 @@
+//! Trace-derived metrics on `/metrics`, named as OpenTelemetry's spanmetrics and
+//! servicegraph connectors (and Grafana Tempo's metrics generator) name them, so existing
+//! dashboards work: calls and latency per service/span, requests and latency per edge.
+//!
+//! Series are capped: past `max_series` per family, new label sets go to an overflow
+//! series (every label `__overflow__`); series not seen for `idle_expiry_ns` of event
+//! time are removed. Both are counted.
+
+use std::sync::LazyLock;
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec};
+use rustc_hash::FxHashMap;
+
+use super::metrics::{register_histogram_vec, REGISTRY};
+use crate::model::{Edge, SpanKind, StatusCode, Trace};
+
+/// Latency buckets in seconds (those of Tempo's metrics generator, extended).
+pub const BUCKETS: [f64; 15] =
+    [0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096, 8.192, 16.384, 32.768];
+
+/// Label value of series over the cap.
+pub const OVERFLOW: &str = "__overflow__";
+
+const SPAN_LABELS: [&str; 4] = ["service_name", "span_name", "span_kind", "status_code"];
+const EDGE_LABELS: [&str; 3] = ["client", "server", "connection_type"];
+
+pub static CALLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    super::metrics::register_counter_vec("traces_spanmetrics_calls_total", "Spans in closed traces", &SPAN_LABELS)
+});
+pub static LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec(
+        HistogramOpts::new("traces_spanmetrics_latency", "Span duration in seconds").buckets(BUCKETS.to_vec()),
+        &SPAN_LABELS,
+    )
+});
+pub static GRAPH_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    super::metrics::register_counter_vec("traces_service_graph_request_total", "Calls between services", &EDGE_LABELS)
+});
+pub static GRAPH_FAILED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    super::metrics::register_counter_vec(
+        "traces_service_graph_request_failed_total",
+        "Failed calls between services",
+        &EDGE_LABELS,
+    )
+});
+pub static GRAPH_SERVER_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec(
+        HistogramOpts::new("traces_service_graph_request_server_seconds", "Callee-side duration of calls between services")
+            .buckets(BUCKETS.to_vec()),
+        &EDGE_LABELS,
+    )
+});
+pub static GRAPH_CLIENT_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec(
+        HistogramOpts::new("traces_service_graph_request_client_seconds", "Caller-side duration of calls between services")
+            .buckets(BUCKETS.to_vec()),
+        &EDGE_LABELS,
+    )
+});
+pub static OVERFLOWED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    super::metrics::register_counter_vec(
+        "spanline_metric_series_overflow_total",
+        "Observations put in the overflow series because a family reached max_series",
+        &["family"],
+    )
+});
+pub static EXPIRED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    super::metrics::register_counter_vec(
+        "spanline_metric_series_expired_total",
+        "Series removed from /metrics after idle_series_expiry without data",
+        &["family"],
+    )
+});
+
+/// OTLP name of a span kind, as the spanmetrics connector writes it.
+pub fn kind_label(kind: SpanKind) -> &'static str {
+    match kind {
+        SpanKind::Unspecified => "SPAN_KIND_UNSPECIFIED",
+        SpanKind::Internal => "SPAN_KIND_INTERNAL",
+        SpanKind::Server => "SPAN_KIND_SERVER",
+        SpanKind::Client => "SPAN_KIND_CLIENT",
+        SpanKind::Producer => "SPAN_KIND_PRODUCER",
+        SpanKind::Consumer => "SPAN_KIND_CONSUMER",
+    }
+}
+
+/// OTLP name of a status code.
+pub fn status_label(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::Unset => "STATUS_CODE_UNSET",
+        StatusCode::Ok => "STATUS_CODE_OK",
+        StatusCode::Error => "STATUS_CODE_ERROR",
+    }
+}
+
+/// Live label sets of one family, with the event time they were last seen.
+struct Family {
+    name: &'static str,
+    seen: FxHashMap<Vec<String>, i64>,
+}
+
+impl Family {
+    fn new(name: &'static str) -> Self {
+        Self { name, seen: FxHashMap::default() }
+    }
+
+    /// The labels to record under: `labels`, or the overflow set when the cap is reached.
+    fn admit(&mut self, labels: Vec<String>, at_ns: i64, cap: usize) -> Vec<String> {
+        if let Some(t) = self.seen.get_mut(&labels) {
+            *t = (*t).max(at_ns);
+            return labels;
+        }
+        if self.seen.len() >= cap {
+            OVERFLOWED.with_label_values(&[self.name]).inc();
+            let overflow = vec![OVERFLOW.to_string(); labels.len()];
+            self.seen.insert(overflow.clone(), at_ns);
+            return overflow;
+        }
+        self.seen.insert(labels.clone(), at_ns);
+        labels
+    }
+
+    fn expire(&mut self, before_ns: i64, remove: impl Fn(&[&str])) {
+        let name = self.name;
+        self.seen.retain(|labels, seen| {
+            if *seen >= before_ns {
+                return true;
+            }
+            let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
+            remove(&refs);
+            EXPIRED.with_label_values(&[name]).inc();
+            false
+        });
+    }
+}
+
+/// Records closed traces into the spanmetrics and servicegraph families.
+pub struct SpanMetrics {
+    max_series: usize,
+    idle_expiry_ns: i64,
+    spans: Family,
+    edges: Family,
+}
+
+impl SpanMetrics {
+    /// `max_series` per family; series idle for `idle_expiry_ns` of event time are removed.
+    pub fn new(max_series: usize, idle_expiry_ns: i64) -> Self {
+        for family in ["spanmetrics", "service_graph"] {
+            OVERFLOWED.with_label_values(&[family]);
+            EXPIRED.with_label_values(&[family]);
+        }
+        Self { max_series, idle_expiry_ns, spans: Family::new("spanmetrics"), edges: Family::new("service_graph") }
+    }
+
+    /// Counts every span of the trace and every edge found in it.
+    pub fn observe(&mut self, trace: &Trace, edges: &[Edge]) {
+        for span in &trace.spans {
+            let labels = vec![
+                span.service().to_string(),
+                span.name.to_string(),
+                kind_label(span.kind).to_string(),
+                status_label(span.status).to_string(),
+            ];
+            let labels = self.spans.admit(labels, span.end_ns, self.max_series);
+            let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
+            CALLS.with_label_values(&refs).inc();
+            LATENCY.with_label_values(&refs).observe((span.end_ns - span.start_ns).max(0) as f64 / 1e9);
+        }
+        for edge in edges {
+            let labels = vec![edge.client.to_string(), edge.server.to_string(), edge.kind.as_str().to_string()];
+            let labels = self.edges.admit(labels, edge.end_ns, self.max_series);
+            let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
+            GRAPH_REQUESTS.with_label_values(&refs).inc();
+            if edge.error {
+                GRAPH_FAILED.with_label_values(&refs).inc();
+            }
+            GRAPH_SERVER_SECONDS.with_label_values(&refs).observe(edge.server_latency_ns.max(0) as f64 / 1e9);
+            GRAPH_CLIENT_SECONDS.with_label_values(&refs).observe(edge.client_latency_ns.max(0) as f64 / 1e9);
+        }
+    }
+
+    /// Removes series not seen since `watermark_ns - idle_expiry`.
+    pub fn expire(&mut self, watermark_ns: i64) {
+        let before = watermark_ns.saturating_sub(self.idle_expiry_ns);
+        self.spans.expire(before, |l| {
+            let _ = CALLS.remove_label_values(l);
+            let _ = LATENCY.remove_label_values(l);
+        });
+        self.edges.expire(before, |l| {
+            let _ = GRAPH_REQUESTS.remove_label_values(l);
+            let _ = GRAPH_FAILED.remove_label_values(l);
+            let _ = GRAPH_SERVER_SECONDS.remove_label_values(l);
+            let _ = GRAPH_CLIENT_SECONDS.remove_label_values(l);
+        });
+    }
+}
+
+/// Forces registration so every family shows in `/metrics` from the start.
+pub fn init() {
+    LazyLock::force(&CALLS);
+    LazyLock::force(&LATENCY);
+    LazyLock::force(&GRAPH_REQUESTS);
+    LazyLock::force(&GRAPH_FAILED);
+    LazyLock::force(&GRAPH_SERVER_SECONDS);
+    LazyLock::force(&GRAPH_CLIENT_SECONDS);
+    LazyLock::force(&OVERFLOWED);
+    LazyLock::force(&EXPIRED);
+    let _ = &REGISTRY;
+}
