@@ -9,7 +9,8 @@ use crate::codec::otlp::OtlpDecoder;
 use crate::config::PipelineConfig;
 use crate::kafka::offsets::OffsetTracker;
 use crate::output::Encoding;
-use crate::stage::assemble::{Assembler, Origin, Output, Pushed};
+use crate::stage::assemble::{Origin, Output, Pushed};
+use crate::stage::pipeline::{Emit, Stages};
 
 /// What a replay did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -68,17 +69,13 @@ pub fn replay(
     inputs: &[PathBuf],
     out_dir: &Path,
 ) -> Result<ReplaySummary, String> {
-    let assemble = config
-        .assemble()
-        .ok_or("the pipeline has no assemble stage")?;
-    std::fs::create_dir_all(out_dir)
-        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    if config.assemble().is_none() {
+        return Err("the pipeline has no assemble stage".into());
+    }
+    std::fs::create_dir_all(out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
     let late_topic = config.outputs.late.as_ref().map(|l| l.topic.clone());
-    let dead_letter = config
-        .sources
-        .first()
-        .and_then(|s| s.dead_letter_topic.clone());
-    let mut asm = Assembler::new(assemble.settings(late_topic.is_some()));
+    let dead_letter = config.sources.first().and_then(|s| s.dead_letter_topic.clone());
+    let mut stages = Stages::new(config);
     let mut tracker = OffsetTracker::default();
     let mut writers = Writers {
         dir: out_dir.to_path_buf(),
@@ -94,7 +91,7 @@ pub fn replay(
     let mut out = Vec::new();
     let io = |e: std::io::Error| format!("writing replay output: {e}");
     tracker.assign(0);
-    asm.assign(0, 0);
+    stages.assembler.assign(0, 0);
     for input in inputs {
         let reader = open(input).map_err(|e| format!("cannot read {}: {e}", input.display()))?;
         for (lineno, line) in reader.lines().enumerate() {
@@ -123,7 +120,7 @@ pub fn replay(
             summary.spans += spans.len() as u64;
             for span in spans.drain(..) {
                 // processing time is irrelevant here: one input, never idle
-                if asm.push(
+                if stages.assembler.push(
                     span,
                     Origin {
                         partition: 0,
@@ -137,8 +134,9 @@ pub fn replay(
                     summary.late += 1;
                 }
             }
-            asm.advance(0, &mut out);
+            stages.assembler.advance(0, &mut out);
             write_outputs(
+                &mut stages,
                 config,
                 late_topic.as_deref(),
                 &mut out,
@@ -149,8 +147,9 @@ pub fn replay(
         }
     }
     // end of input: event time runs out, every trace closes for its own reason
-    asm.advance_to(i64::MAX, &mut out);
+    stages.assembler.advance_to(i64::MAX, &mut out);
     write_outputs(
+        &mut stages,
         config,
         late_topic.as_deref(),
         &mut out,
@@ -165,22 +164,25 @@ pub fn replay(
 }
 
 fn write_outputs(
+    stages: &mut Stages,
     config: &PipelineConfig,
     late_topic: Option<&str>,
     out: &mut Vec<Output>,
     writers: &mut Writers,
     summary: &mut ReplaySummary,
 ) -> std::io::Result<()> {
-    for o in out.drain(..) {
-        match o {
-            Output::Trace { trace, .. } => {
+    let mut emits = Vec::new();
+    stages.process(out, &mut emits);
+    for emit in emits {
+        match emit {
+            Emit::Trace {
+                trace, analysis, ..
+            } => {
                 summary.traces += 1;
-                writers.line(
-                    &config.outputs.traces.topic,
-                    &Encoding::Json.trace(&trace).1,
-                )?;
+                let (_, value) = Encoding::Json.trace(&trace, analysis.as_deref());
+                writers.line(&config.outputs.traces.topic, &value)?;
             }
-            Output::Late { span, .. } => {
+            Emit::Late { span, .. } => {
                 if let Some(t) = late_topic {
                     writers.line(t, &Encoding::Json.span(&span).1)?;
                 }

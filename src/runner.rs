@@ -16,7 +16,8 @@ use crate::kafka::sink::{dead_letter_headers, Ack, Sink, Token};
 use crate::kafka::source::{Record, Source, SourceEvent};
 use crate::model::CloseReason;
 use crate::output::Encoding;
-use crate::stage::assemble::{Assembler, Holds, Origin, Output, Pushed, Stats};
+use crate::stage::assemble::{Holds, Origin, Output, Pushed, Stats};
+use crate::stage::pipeline::{Emit, StageStats, Stages};
 use crate::telemetry::http::Readiness;
 use crate::telemetry::metrics;
 
@@ -98,12 +99,14 @@ struct Runner {
     topic_source: HashMap<String, usize>,
     outputs: Outputs,
     registry: Option<RegistryClient>,
-    assembler: Assembler,
+    stages: Stages,
     tracker: OffsetTracker,
     partitions: Partitions,
     sink: Sink,
     published: Stats,
+    published_stages: StageStats,
     out: Vec<Output>,
+    emits: Vec<Emit>,
     spans: Vec<crate::model::Span>,
 }
 
@@ -254,12 +257,14 @@ pub async fn run(
             late,
         },
         registry,
-        assembler: Assembler::new(assemble.settings(config.outputs.late.is_some())),
+        stages: Stages::new(&config),
         tracker: OffsetTracker::default(),
         partitions: Partitions::default(),
         sink,
         published: Stats::default(),
+        published_stages: StageStats::default(),
         out: Vec::new(),
+        emits: Vec::new(),
         spans: Vec::new(),
     };
     tracing::info!(pipeline = %pipeline, brokers = %endpoints.brokers, topics = ?all_topics, "pipeline started");
@@ -281,7 +286,7 @@ pub async fn run(
                     for (t, p) in &parts {
                         let id = runner.partitions.id(t, *p);
                         runner.tracker.assign(id);
-                        runner.assembler.assign(id, now);
+                        runner.stages.assembler.assign(id, now);
                     }
                     ready.set(true);
                     tracing::info!(partitions = ?parts, "partitions assigned");
@@ -308,6 +313,7 @@ pub async fn run(
     // commit what is safe, leave the group.
     if result.is_ok() && assemble.flush_on_shutdown {
         runner
+            .stages
             .assembler
             .flush(CloseReason::Shutdown, &mut runner.out);
         let _ = runner.emit().await;
@@ -380,12 +386,13 @@ impl Runner {
             let mut too_large = false;
             for span in self.spans.drain(..) {
                 too_large |=
-                    self.assembler
+                    self.stages
+                        .assembler
                         .push(span, origin, now, &mut self.tracker, &mut self.out)
                         == Pushed::TooLarge;
             }
             if too_large {
-                let limit = self.assembler.settings().max_span_bytes;
+                let limit = self.stages.assembler.settings().max_span_bytes;
                 self.dead_letter(
                     si,
                     &rec,
@@ -457,17 +464,24 @@ impl Runner {
     }
 
     async fn advance(&mut self) -> Result<(), RunError> {
-        self.assembler.advance(wall_ms(), &mut self.out);
+        self.stages.assembler.advance(wall_ms(), &mut self.out);
         self.emit().await
     }
 
     async fn emit(&mut self) -> Result<(), RunError> {
-        for output in std::mem::take(&mut self.out) {
-            let (index, (key, value), holds) = match output {
-                Output::Trace { trace, holds } => {
-                    (TRACES, self.outputs.traces.trace(&trace), holds)
-                }
-                Output::Late { span, origin } => {
+        self.stages.process(&mut self.out, &mut self.emits);
+        for emit in std::mem::take(&mut self.emits) {
+            let (index, (key, value), holds) = match emit {
+                Emit::Trace {
+                    trace,
+                    analysis,
+                    holds,
+                } => (
+                    TRACES,
+                    self.outputs.traces.trace(&trace, analysis.as_deref()),
+                    holds,
+                ),
+                Emit::Late { span, origin } => {
                     let Some(enc) = &self.outputs.late else {
                         continue;
                     };
@@ -494,9 +508,12 @@ impl Runner {
                     message: format!("produce to {topic}: {e}"),
                 })?;
         }
-        let now = self.assembler.stats().clone();
+        let now = self.stages.assembler.stats().clone();
         metrics::publish_assembler(&self.published, &now);
         self.published = now;
+        let stages = self.stages.stats().clone();
+        metrics::publish_stages(&self.published_stages, &stages);
+        self.published_stages = stages;
         Ok(())
     }
 
@@ -530,7 +547,7 @@ impl Runner {
         for id in &ids {
             self.tracker.revoke(*id);
         }
-        self.assembler.revoke(&ids);
+        self.stages.assembler.revoke(&ids);
         tracing::info!(partitions = ?parts, "partitions revoked; their open traces were dropped");
     }
 
@@ -563,16 +580,16 @@ impl Runner {
     }
 
     fn publish_gauges(&self) {
-        metrics::OPEN_TRACES.set(self.assembler.open_traces() as i64);
-        metrics::BUFFERED_SPANS.set(self.assembler.buffered_spans() as i64);
-        metrics::BUFFERED_BYTES.set(self.assembler.buffered_bytes() as i64);
+        metrics::OPEN_TRACES.set(self.stages.assembler.open_traces() as i64);
+        metrics::BUFFERED_SPANS.set(self.stages.assembler.buffered_spans() as i64);
+        metrics::BUFFERED_BYTES.set(self.stages.assembler.buffered_bytes() as i64);
         metrics::HELD_OFFSETS.set(self.tracker.held() as i64);
         let now_s = wall_ms() as f64 / 1000.0;
-        let wm = self.assembler.watermarks().current();
+        let wm = self.stages.assembler.watermarks().current();
         if wm != crate::stage::watermark::NO_WATERMARK {
             metrics::WATERMARK.set(wm as f64 / 1e9);
         }
-        for (id, pwm) in self.assembler.watermarks().per_partition() {
+        for (id, pwm) in self.stages.assembler.watermarks().per_partition() {
             if pwm == crate::stage::watermark::NO_WATERMARK {
                 continue;
             }

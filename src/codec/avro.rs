@@ -17,6 +17,7 @@ use super::DecodeError;
 use crate::model::{
     hex_trace_id, Attributes, Events, Interner, Resource, Span, SpanKind, StatusCode, Trace,
 };
+use crate::stage::analyze::Analysis;
 
 /// `schemas/span.avsc`.
 pub const SPAN_SCHEMA: &str = include_str!("../../schemas/span.avsc");
@@ -294,8 +295,9 @@ pub fn write_span(buf: &mut Vec<u8>, span: &Span) {
     buf.extend_from_slice(span.events.as_bytes());
 }
 
-/// Appends the trace datum (`schemas/trace.avsc`).
-pub fn write_trace(buf: &mut Vec<u8>, trace: &Trace) {
+/// Appends the trace datum (`schemas/trace.avsc`); the analysis fields keep their
+/// defaults when there is no analysis.
+pub fn write_trace(buf: &mut Vec<u8>, trace: &Trace, analysis: Option<&Analysis>) {
     buf.extend_from_slice(&trace.trace_id.to_be_bytes());
     avro_bin::put_bool(buf, trace.amendment);
     let reason = crate::model::CloseReason::ALL
@@ -329,6 +331,7 @@ pub fn write_trace(buf: &mut Vec<u8>, trace: &Trace) {
         }
     }
     avro_bin::put_long(buf, 0);
+    write_analysis(buf, analysis);
     if !trace.spans.is_empty() {
         avro_bin::put_long(buf, trace.spans.len() as i64);
         for span in &trace.spans {
@@ -336,6 +339,68 @@ pub fn write_trace(buf: &mut Vec<u8>, trace: &Trace) {
         }
     }
     avro_bin::put_long(buf, 0);
+}
+
+fn put_array<T>(buf: &mut Vec<u8>, items: &[T], mut item: impl FnMut(&mut Vec<u8>, &T)) {
+    if !items.is_empty() {
+        avro_bin::put_long(buf, items.len() as i64);
+        for i in items {
+            item(buf, i);
+        }
+    }
+    avro_bin::put_long(buf, 0);
+}
+
+fn write_analysis(buf: &mut Vec<u8>, analysis: Option<&Analysis>) {
+    let Some(a) = analysis else {
+        // depth 0, no path, no bottleneck, no service, share 0, no findings, no oddities
+        buf.extend_from_slice(&[0, 0, 0, 0]);
+        avro_bin::put_double(buf, 0.0);
+        buf.extend_from_slice(&[0, 0]);
+        return;
+    };
+    avro_bin::put_long(buf, a.depth as i64);
+    put_array(buf, &a.critical_path, |buf, seg| {
+        buf.extend_from_slice(&seg.span_id.to_be_bytes());
+        avro_bin::put_str(buf, &seg.service);
+        avro_bin::put_str(buf, &seg.name);
+        avro_bin::put_long(buf, seg.self_time_ns);
+    });
+    match &a.bottleneck {
+        None => avro_bin::put_long(buf, 0),
+        Some(b) => {
+            avro_bin::put_long(buf, 1);
+            buf.extend_from_slice(&b.span_id.to_be_bytes());
+            avro_bin::put_str(buf, &b.service);
+            avro_bin::put_str(buf, &b.name);
+            avro_bin::put_long(buf, b.self_time_ns);
+            avro_bin::put_double(buf, b.share);
+        }
+    }
+    match &a.bottleneck_service {
+        None => {
+            avro_bin::put_long(buf, 0);
+            avro_bin::put_double(buf, 0.0);
+        }
+        Some((service, share)) => {
+            avro_bin::put_long(buf, 1);
+            avro_bin::put_str(buf, service);
+            avro_bin::put_double(buf, *share);
+        }
+    }
+    put_array(buf, &a.findings, |buf, f| {
+        avro_bin::put_str(buf, f.kind.as_str());
+        avro_bin::put_str(buf, &f.service);
+        put_array(buf, &f.span_ids, |buf, id| {
+            buf.extend_from_slice(&id.to_be_bytes())
+        });
+        avro_bin::put_str(buf, &f.message);
+    });
+    let odd: Vec<(&str, u32)> = a.oddities.labels().filter(|(_, n)| *n > 0).collect();
+    put_array(buf, &odd, |buf, (k, n)| {
+        avro_bin::put_str(buf, k);
+        avro_bin::put_long(buf, i64::from(*n));
+    });
 }
 
 /// Appends a key datum (`schemas/trace-key.avsc`, `schemas/span-key.avsc`: one string).

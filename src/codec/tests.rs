@@ -90,7 +90,7 @@ fn trace_bytes_are_avro_of_the_trace_schema() {
         incomplete: true,
     };
     let mut buf = Vec::new();
-    write_trace(&mut buf, &trace);
+    write_trace(&mut buf, &trace, None);
     let Value::Record(fields) = avro::read_value(&schema, None, &buf).unwrap() else {
         panic!()
     };

@@ -279,13 +279,12 @@ fn check_stages(v: &mut Value, path: &str, errors: &mut ConfigErrors) {
                 "is missing",
                 format!("one of: {}", StageConfig::known_types().join(", ")),
             ),
+            // check the variant's own struct so that paths and hints name its fields
             Some("assemble") => {
-                // check the variant's own struct so that paths and hints name its fields
-                let mut body = item.clone();
-                if let Value::Mapping(m) = &mut body {
-                    m.remove("type");
-                }
-                check_as::<super::AssembleConfig>(&mut body, &p, errors);
+                check_as::<super::AssembleConfig>(&mut without_type(item), &p, errors)
+            }
+            Some("analyze") => {
+                check_as::<super::AnalyzeConfig>(&mut without_type(item), &p, errors)
             }
             Some(other) => errors.push(
                 format!("{p}.type"),
@@ -294,6 +293,14 @@ fn check_stages(v: &mut Value, path: &str, errors: &mut ConfigErrors) {
             ),
         }
     }
+}
+
+fn without_type(item: &Value) -> Value {
+    let mut body = item.clone();
+    if let Value::Mapping(m) = &mut body {
+        m.remove("type");
+    }
+    body
 }
 
 /// Deserialises `v` as `T`, recording every unknown key and every bad value (each is

@@ -104,6 +104,9 @@ pub struct SourceConfig {
 pub enum StageConfig {
     /// Groups spans into traces by trace id in event time.
     Assemble(AssembleConfig),
+    /// Explains each closed trace: summary, critical path, bottleneck, service-graph
+    /// edges, findings.
+    Analyze(AnalyzeConfig),
 }
 
 impl StageConfig {
@@ -111,12 +114,13 @@ impl StageConfig {
     pub fn type_name(&self) -> &'static str {
         match self {
             StageConfig::Assemble(_) => "assemble",
+            StageConfig::Analyze(_) => "analyze",
         }
     }
 
     /// Field names of a stage type, or None for an unknown type.
     pub fn known_types() -> &'static [&'static str] {
-        &["assemble"]
+        &["assemble", "analyze"]
     }
 }
 
@@ -203,6 +207,82 @@ impl AssembleConfig {
     }
 }
 
+/// Settings of the `analyze` stage: thresholds of the finding rules.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyzeConfig {
+    /// Sequential sibling calls to one operation that make an N+1 finding.
+    #[serde(default = "d_n_plus_one")]
+    pub n_plus_one_min_calls: usize,
+    /// Critical-path share above which a downstream service is a dominant dependency.
+    #[serde(default = "d_dominant")]
+    pub dominant_dependency_share: f64,
+    /// Sequential sibling calls to different services that make a parallelizable finding.
+    #[serde(default = "d_parallel_siblings")]
+    pub parallelizable_min_siblings: usize,
+    /// Report parallelizable calls only when running them concurrently would save at
+    /// least this share of the trace's duration.
+    #[serde(default = "d_parallel_saving")]
+    pub parallelizable_min_saving_share: f64,
+}
+
+fn d_n_plus_one() -> usize {
+    3
+}
+fn d_dominant() -> f64 {
+    0.5
+}
+fn d_parallel_siblings() -> usize {
+    2
+}
+fn d_parallel_saving() -> f64 {
+    0.1
+}
+
+impl AnalyzeConfig {
+    /// The analyzer's settings.
+    pub fn settings(&self) -> crate::stage::analyze::AnalyzeSettings {
+        crate::stage::analyze::AnalyzeSettings {
+            n_plus_one_min_calls: self.n_plus_one_min_calls,
+            dominant_dependency_share: self.dominant_dependency_share,
+            parallelizable_min_siblings: self.parallelizable_min_siblings,
+            parallelizable_min_saving_share: self.parallelizable_min_saving_share,
+        }
+    }
+
+    fn validate(&self, path: &str, errors: &mut ConfigErrors) {
+        if self.n_plus_one_min_calls < 2 {
+            errors.push(
+                format!("{path}.n_plus_one_min_calls"),
+                "must be at least 2",
+                "e.g. 3",
+            );
+        }
+        if self.parallelizable_min_siblings < 2 {
+            errors.push(
+                format!("{path}.parallelizable_min_siblings"),
+                "must be at least 2",
+                "e.g. 2",
+            );
+        }
+        for (key, v) in [
+            ("dominant_dependency_share", self.dominant_dependency_share),
+            (
+                "parallelizable_min_saving_share",
+                self.parallelizable_min_saving_share,
+            ),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                errors.push(
+                    format!("{path}.{key}"),
+                    "must be between 0 and 1",
+                    "a share, e.g. 0.5",
+                );
+            }
+        }
+    }
+}
+
 /// Output topics.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -258,12 +338,18 @@ impl Default for HttpConfig {
 impl PipelineConfig {
     /// The assemble stage, if the pipeline has one.
     pub fn assemble(&self) -> Option<&AssembleConfig> {
-        self.stages
-            .iter()
-            .map(|s| match s {
-                StageConfig::Assemble(a) => a,
-            })
-            .next()
+        self.stages.iter().find_map(|s| match s {
+            StageConfig::Assemble(a) => Some(a),
+            _ => None,
+        })
+    }
+
+    /// The analyze stage, if the pipeline has one.
+    pub fn analyze(&self) -> Option<&AnalyzeConfig> {
+        self.stages.iter().find_map(|s| match s {
+            StageConfig::Analyze(a) => Some(a),
+            _ => None,
+        })
     }
 
     /// True when any source or output needs the schema registry.
@@ -380,9 +466,26 @@ impl PipelineConfig {
                 "add `- type: assemble`",
             );
         }
+        let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
         for (i, stage) in self.stages.iter().enumerate() {
+            let path = format!("stages[{i}]");
+            if !seen.insert(stage.type_name()) {
+                errors.push(
+                    format!("{path}.type"),
+                    format!("a second `{}` stage", stage.type_name()),
+                    "each stage type appears once",
+                );
+            }
+            if i > 0 && matches!(stage, StageConfig::Assemble(_)) {
+                errors.push(
+                    format!("{path}.type"),
+                    "assemble must be the first stage",
+                    "move it to the top of stages",
+                );
+            }
             match stage {
-                StageConfig::Assemble(a) => a.validate(&format!("stages[{i}]"), errors),
+                StageConfig::Assemble(a) => a.validate(&path, errors),
+                StageConfig::Analyze(a) => a.validate(&path, errors),
             }
         }
         check_topic(errors, "outputs.traces.topic", &self.outputs.traces.topic);

@@ -14,13 +14,9 @@ const DEFAULT: &str = include_str!("../../pipelines/trace-analytics.yaml");
 fn default_pipeline_loads_with_embedded_defaults() {
     let p = load_str(DEFAULT, env(&[])).unwrap();
     assert_eq!(p.kafka.brokers, "embedded");
-    assert_eq!(p.schema_registry.unwrap().url, "embedded");
-    let a = p
-        .stages
-        .iter()
-        .map(|StageConfig::Assemble(a)| a)
-        .next()
-        .unwrap();
+    assert_eq!(p.schema_registry.as_ref().unwrap().url, "embedded");
+    let a = p.assemble().unwrap();
+    assert_eq!(p.analyze().unwrap().n_plus_one_min_calls, 3);
     assert_eq!(a.idle_gap, Duration::from_secs(5));
     assert_eq!(a.max_duration, Duration::from_secs(300));
     assert_eq!(p.outputs.late.unwrap().topic, "spans-late");
@@ -49,7 +45,7 @@ fn durations_read_as_written() {
         .replace("idle_gap: 5s", "idle_gap: 250ms")
         .replace("grace: 1m", "grace: 5m");
     let p = load_str(&text, env(&[])).unwrap();
-    let StageConfig::Assemble(a) = &p.stages[0];
+    let a = p.assemble().unwrap();
     assert_eq!(a.idle_gap, Duration::from_millis(250));
     assert_eq!(a.grace, Duration::from_secs(300));
 }

@@ -31,7 +31,10 @@ pub fn register_counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCount
 }
 
 /// Registers a histogram family.
-pub fn register_histogram_vec(opts: prometheus::HistogramOpts, labels: &[&str]) -> prometheus::HistogramVec {
+pub fn register_histogram_vec(
+    opts: prometheus::HistogramOpts,
+    labels: &[&str],
+) -> prometheus::HistogramVec {
     register(prometheus::HistogramVec::new(opts, labels))
 }
 
@@ -190,6 +193,46 @@ pub static HELD_OFFSETS: LazyLock<IntGauge> = LazyLock::new(|| {
     )
 });
 
+pub static TRACES_ANALYZED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "spanline_traces_analyzed_total",
+        "Closed traces the analyze stage explained",
+    )
+});
+pub static ODDITIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "spanline_trace_oddities_total",
+        "Broken-trace problems found by analysis, by kind (clock_skew, orphans, cycles, extra_roots, negative_durations, zero_durations, synthetic_root)",
+        &["kind"],
+    )
+});
+pub static FINDINGS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "spanline_findings_total",
+        "Findings of the analyze stage, by kind",
+        &["kind"],
+    )
+});
+
+/// Moves the counters of the stages after assembly forward.
+pub fn publish_stages(
+    last: &crate::stage::pipeline::StageStats,
+    now: &crate::stage::pipeline::StageStats,
+) {
+    use crate::stage::analyze::{FindingKind, Oddities};
+    TRACES_ANALYZED.inc_by(now.analyzed.saturating_sub(last.analyzed));
+    for (i, kind) in Oddities::REASONS.iter().enumerate() {
+        ODDITIES
+            .with_label_values(&[kind])
+            .inc_by(now.oddities[i].saturating_sub(last.oddities[i]));
+    }
+    for (i, kind) in FindingKind::ALL.iter().enumerate() {
+        FINDINGS
+            .with_label_values(&[kind.as_str()])
+            .inc_by(now.findings[i].saturating_sub(last.findings[i]));
+    }
+}
+
 /// Registers every metric with its label values at zero, so they exist before they move.
 pub fn init() {
     for r in CloseReason::ALL {
@@ -210,6 +253,14 @@ pub fn init() {
     {
         DEAD_LETTERED.with_label_values(&[r]);
     }
+    for kind in crate::stage::analyze::Oddities::REASONS {
+        ODDITIES.with_label_values(&[kind]);
+    }
+    for kind in crate::stage::analyze::FindingKind::ALL {
+        FINDINGS.with_label_values(&[kind.as_str()]);
+    }
+    LazyLock::force(&TRACES_ANALYZED);
+    crate::telemetry::spanmetrics::init();
     LazyLock::force(&OPEN_TRACES);
     LazyLock::force(&BUFFERED_SPANS);
     LazyLock::force(&BUFFERED_BYTES);

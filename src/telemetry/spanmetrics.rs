@@ -15,8 +15,10 @@ use super::metrics::{register_histogram_vec, REGISTRY};
 use crate::model::{Edge, SpanKind, StatusCode, Trace};
 
 /// Latency buckets in seconds (those of Tempo's metrics generator, extended).
-pub const BUCKETS: [f64; 15] =
-    [0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096, 8.192, 16.384, 32.768];
+pub const BUCKETS: [f64; 15] = [
+    0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096, 8.192,
+    16.384, 32.768,
+];
 
 /// Label value of series over the cap.
 pub const OVERFLOW: &str = "__overflow__";
@@ -25,16 +27,25 @@ const SPAN_LABELS: [&str; 4] = ["service_name", "span_name", "span_kind", "statu
 const EDGE_LABELS: [&str; 3] = ["client", "server", "connection_type"];
 
 pub static CALLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    super::metrics::register_counter_vec("traces_spanmetrics_calls_total", "Spans in closed traces", &SPAN_LABELS)
+    super::metrics::register_counter_vec(
+        "traces_spanmetrics_calls_total",
+        "Spans in closed traces",
+        &SPAN_LABELS,
+    )
 });
 pub static LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
     register_histogram_vec(
-        HistogramOpts::new("traces_spanmetrics_latency", "Span duration in seconds").buckets(BUCKETS.to_vec()),
+        HistogramOpts::new("traces_spanmetrics_latency", "Span duration in seconds")
+            .buckets(BUCKETS.to_vec()),
         &SPAN_LABELS,
     )
 });
 pub static GRAPH_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    super::metrics::register_counter_vec("traces_service_graph_request_total", "Calls between services", &EDGE_LABELS)
+    super::metrics::register_counter_vec(
+        "traces_service_graph_request_total",
+        "Calls between services",
+        &EDGE_LABELS,
+    )
 });
 pub static GRAPH_FAILED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     super::metrics::register_counter_vec(
@@ -45,15 +56,21 @@ pub static GRAPH_FAILED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 pub static GRAPH_SERVER_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
     register_histogram_vec(
-        HistogramOpts::new("traces_service_graph_request_server_seconds", "Callee-side duration of calls between services")
-            .buckets(BUCKETS.to_vec()),
+        HistogramOpts::new(
+            "traces_service_graph_request_server_seconds",
+            "Callee-side duration of calls between services",
+        )
+        .buckets(BUCKETS.to_vec()),
         &EDGE_LABELS,
     )
 });
 pub static GRAPH_CLIENT_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
     register_histogram_vec(
-        HistogramOpts::new("traces_service_graph_request_client_seconds", "Caller-side duration of calls between services")
-            .buckets(BUCKETS.to_vec()),
+        HistogramOpts::new(
+            "traces_service_graph_request_client_seconds",
+            "Caller-side duration of calls between services",
+        )
+        .buckets(BUCKETS.to_vec()),
         &EDGE_LABELS,
     )
 });
@@ -101,7 +118,10 @@ struct Family {
 
 impl Family {
     fn new(name: &'static str) -> Self {
-        Self { name, seen: FxHashMap::default() }
+        Self {
+            name,
+            seen: FxHashMap::default(),
+        }
     }
 
     /// The labels to record under: `labels`, or the overflow set when the cap is reached.
@@ -149,7 +169,12 @@ impl SpanMetrics {
             OVERFLOWED.with_label_values(&[family]);
             EXPIRED.with_label_values(&[family]);
         }
-        Self { max_series, idle_expiry_ns, spans: Family::new("spanmetrics"), edges: Family::new("service_graph") }
+        Self {
+            max_series,
+            idle_expiry_ns,
+            spans: Family::new("spanmetrics"),
+            edges: Family::new("service_graph"),
+        }
     }
 
     /// Counts every span of the trace and every edge found in it.
@@ -164,18 +189,28 @@ impl SpanMetrics {
             let labels = self.spans.admit(labels, span.end_ns, self.max_series);
             let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
             CALLS.with_label_values(&refs).inc();
-            LATENCY.with_label_values(&refs).observe((span.end_ns - span.start_ns).max(0) as f64 / 1e9);
+            LATENCY
+                .with_label_values(&refs)
+                .observe((span.end_ns - span.start_ns).max(0) as f64 / 1e9);
         }
         for edge in edges {
-            let labels = vec![edge.client.to_string(), edge.server.to_string(), edge.kind.as_str().to_string()];
+            let labels = vec![
+                edge.client.to_string(),
+                edge.server.to_string(),
+                edge.kind.as_str().to_string(),
+            ];
             let labels = self.edges.admit(labels, edge.end_ns, self.max_series);
             let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
             GRAPH_REQUESTS.with_label_values(&refs).inc();
             if edge.error {
                 GRAPH_FAILED.with_label_values(&refs).inc();
             }
-            GRAPH_SERVER_SECONDS.with_label_values(&refs).observe(edge.server_latency_ns.max(0) as f64 / 1e9);
-            GRAPH_CLIENT_SECONDS.with_label_values(&refs).observe(edge.client_latency_ns.max(0) as f64 / 1e9);
+            GRAPH_SERVER_SECONDS
+                .with_label_values(&refs)
+                .observe(edge.server_latency_ns.max(0) as f64 / 1e9);
+            GRAPH_CLIENT_SECONDS
+                .with_label_values(&refs)
+                .observe(edge.client_latency_ns.max(0) as f64 / 1e9);
         }
     }
 

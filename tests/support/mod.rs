@@ -545,7 +545,8 @@ impl Prometheus {
     /// installed; `None` (test skipped) when it is not.
     pub fn start_or_skip(target: &str) -> Option<Self> {
         let bin = find_program("prometheus");
-        require_or_skip("prometheus (apt-get install prometheus)", bin.is_some()).then(|| Self::start(&bin.unwrap(), target))
+        require_or_skip("prometheus (apt-get install prometheus)", bin.is_some())
+            .then(|| Self::start(&bin.unwrap(), target))
     }
 
     fn start(bin: &Path, target: &str) -> Self {
@@ -560,22 +561,35 @@ impl Prometheus {
         let (log, stderr) = log_file(dir.path(), "prometheus.log");
         let child = Command::new(bin)
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let prom = Prometheus { child, port, _dir: dir, log };
+        let prom = Prometheus {
+            child,
+            port,
+            _dir: dir,
+            log,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if reqwest::blocking::get(format!("{}/-/ready", prom.url())).is_ok_and(|r| r.status().is_success()) {
+            if reqwest::blocking::get(format!("{}/-/ready", prom.url()))
+                .is_ok_and(|r| r.status().is_success())
+            {
                 return prom;
             }
             thread::sleep(Duration::from_millis(100));
         }
-        panic!("prometheus did not become ready\n{}", file_tail(&prom.log, 30));
+        panic!(
+            "prometheus did not become ready\n{}",
+            file_tail(&prom.log, 30)
+        );
     }
 
     /// Base URL.
@@ -596,7 +610,12 @@ impl Prometheus {
             .as_array()
             .unwrap()
             .iter()
-            .map(|s| (s["metric"].clone(), s["value"][1].as_str().unwrap().parse().unwrap()))
+            .map(|s| {
+                (
+                    s["metric"].clone(),
+                    s["value"][1].as_str().unwrap().parse().unwrap(),
+                )
+            })
             .collect()
     }
 

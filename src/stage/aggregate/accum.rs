@@ -1,0 +1,189 @@
+//! The running state of one series in one open window.
+
+use std::fmt;
+use std::sync::Arc;
+
+use sketches_ddsketch::{Config, DDSketch};
+
+use super::output::{ServerLatency, WindowAggregate};
+use super::window::{profile_slot, window_end, PROFILE_SLOTS};
+
+/// Relative accuracy of the latency sketches: a quantile is within 0.5 % of the exact
+/// value at its rank (the crate's default is 1 %).
+pub const SKETCH_RELATIVE_ACCURACY: f64 = 0.005;
+
+/// Bins per sketch: at 0.5 % accuracy, 4096 logarithmic bins span 1 ns to about 19
+/// years before the lowest bins collapse. A sketch allocates only the bins between its
+/// smallest and largest value (in chunks of 128, 8 bytes each).
+pub const SKETCH_MAX_BINS: u32 = 4096;
+
+/// The configuration of every sketch the stage builds; latencies are in nanoseconds and
+/// a zero latency falls in the sketch's zero bucket.
+pub fn sketch_config() -> Config {
+    Config::new(SKETCH_RELATIVE_ACCURACY, SKETCH_MAX_BINS, 0.5)
+}
+
+/// One call: a span, or an edge between two services.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Call {
+    pub latency_ns: i64,
+    pub error: bool,
+    /// The busy interval `[start, end)` (end is the event time).
+    pub start_ns: i64,
+    pub end_ns: i64,
+    /// The callee-side latency, for edges.
+    pub server_latency_ns: Option<i64>,
+}
+
+/// Where a call falls in one window: its in-window busy time and profile slots.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Placement {
+    busy_ns: i64,
+    first: usize,
+    /// One past the last slot.
+    last: usize,
+}
+
+impl Placement {
+    /// The placement of `call` in the window `[start, start + size)` holding its end.
+    pub(super) fn new(call: &Call, window_start_ns: i64, size_ns: i64) -> Self {
+        let from = call.start_ns.max(window_start_ns);
+        // both offsets are in [0, size): exact in wrapping arithmetic
+        let from_off = from.wrapping_sub(window_start_ns) as u64;
+        let to_off = call.end_ns.wrapping_sub(window_start_ns) as u64;
+        let size = size_ns as u64;
+        let first = profile_slot(from_off, size);
+        // the slot holding the end instant, inclusive: a call is active in every slot it
+        // overlaps, and a zero-length call in the slot of its instant
+        let last = profile_slot(to_off, size) + 1;
+        Self {
+            busy_ns: (to_off - from_off) as i64,
+            first,
+            last,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Side {
+    min_ns: i64,
+    max_ns: i64,
+    sum_ns: i64,
+    sketch: DDSketch,
+}
+
+/// Aggregates of one series in one window.
+#[derive(Clone)]
+pub(super) struct Accum {
+    count: u64,
+    errors: u64,
+    min_ns: i64,
+    max_ns: i64,
+    sum_ns: i64,
+    slo_good: u64,
+    busy_ns: i64,
+    /// Difference array of calls active per profile slot.
+    diff: Box<[i32; PROFILE_SLOTS + 1]>,
+    sketch: DDSketch,
+    server: Option<Box<Side>>,
+}
+
+impl Accum {
+    pub(super) fn new(config: Config, with_server: bool) -> Self {
+        Self {
+            count: 0,
+            errors: 0,
+            min_ns: i64::MAX,
+            max_ns: i64::MIN,
+            sum_ns: 0,
+            slo_good: 0,
+            busy_ns: 0,
+            diff: Box::new([0; PROFILE_SLOTS + 1]),
+            sketch: DDSketch::new(config),
+            server: with_server.then(|| {
+                Box::new(Side {
+                    min_ns: i64::MAX,
+                    max_ns: i64::MIN,
+                    sum_ns: 0,
+                    sketch: DDSketch::new(config),
+                })
+            }),
+        }
+    }
+
+    #[inline]
+    pub(super) fn add(&mut self, call: &Call, at: &Placement, slo_ns: i64) {
+        let latency = call.latency_ns;
+        self.count += 1;
+        self.errors += u64::from(call.error);
+        self.min_ns = self.min_ns.min(latency);
+        self.max_ns = self.max_ns.max(latency);
+        self.sum_ns = self.sum_ns.saturating_add(latency);
+        self.slo_good += u64::from(latency <= slo_ns);
+        self.busy_ns = self.busy_ns.saturating_add(at.busy_ns);
+        self.diff[at.first] += 1;
+        self.diff[at.last] -= 1;
+        self.sketch.add(latency as f64);
+        if let (Some(side), Some(server)) = (&mut self.server, call.server_latency_ns) {
+            side.min_ns = side.min_ns.min(server);
+            side.max_ns = side.max_ns.max(server);
+            side.sum_ns = side.sum_ns.saturating_add(server);
+            side.sketch.add(server as f64);
+        }
+    }
+
+    /// The closed aggregate of this series in the window `[start, start + size)`.
+    pub(super) fn finish(
+        self,
+        window_start_ns: i64,
+        window_size_ns: i64,
+        scope: Arc<str>,
+        key: Vec<(Arc<str>, Arc<str>)>,
+        slo_latency_ns: i64,
+    ) -> WindowAggregate {
+        let mut active = 0i64;
+        let mut profile = Vec::with_capacity(PROFILE_SLOTS);
+        for d in &self.diff[..PROFILE_SLOTS] {
+            active += i64::from(*d);
+            profile.push(active.max(0) as u32);
+        }
+        let mut agg = WindowAggregate {
+            window_size_ns,
+            window_start_ns,
+            window_end_ns: window_end(window_start_ns, window_size_ns),
+            scope,
+            key,
+            count: self.count,
+            error_count: self.errors,
+            min_ns: self.min_ns,
+            max_ns: self.max_ns,
+            sum_ns: self.sum_ns,
+            sketch: self.sketch,
+            slo_latency_ns,
+            slo_good: self.slo_good,
+            busy_ns: self.busy_ns,
+            concurrency_mean: 0.0,
+            concurrency_max: 0.0,
+            concurrency_profile: profile,
+            server: self.server.map(|side| ServerLatency {
+                min_ns: side.min_ns,
+                max_ns: side.max_ns,
+                sum_ns: side.sum_ns,
+                sketch: side.sketch,
+            }),
+        };
+        agg.refresh_concurrency();
+        agg
+    }
+}
+
+impl fmt::Debug for Accum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Accum")
+            .field("count", &self.count)
+            .field("errors", &self.errors)
+            .field("min_ns", &self.min_ns)
+            .field("max_ns", &self.max_ns)
+            .finish_non_exhaustive()
+    }
+}

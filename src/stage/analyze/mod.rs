@@ -1,0 +1,355 @@
+//! Analysis of one closed trace: summary, critical path, bottleneck, service-graph
+//! edges, findings (recommendations), and what was wrong with the trace's structure.
+//!
+//! Pure and synchronous; linear or n·log n in the number of spans, with explicit stacks
+//! (no recursion), so traces of any shape and size are safe.
+//!
+//! Semantics worth knowing:
+//!
+//! - **Repaired tree.** A span whose parent is not in the trace (an orphan), a span whose
+//!   parent links form a cycle (the member that starts first is cut from its parent), and
+//!   every root when there is not exactly one, hang under a *synthetic root* covering the
+//!   whole trace (`Oddities::synthetic_root`). It is not a span: on the critical path it
+//!   is the segment with span id 0 and service [`SYNTHETIC_SERVICE`], and it is never the
+//!   bottleneck. A span that ends before it starts is treated as lasting 0.
+//! - **Critical path** (as in Jaeger's critical-path view): from the top span's end,
+//!   repeatedly take the child that finished last before the cursor, charge the gap to
+//!   the parent, descend into that child, then continue in the parent from the child's
+//!   start; children ending after the cursor (they overlap what is already covered) are
+//!   skipped. Every child is first clamped to its parent's (clamped) interval, so the
+//!   end-to-end latency is the top span's own interval: async work that outlives its
+//!   parent (a CONSUMER after its PRODUCER ended) counts only while the parent runs, and
+//!   not at all when it starts after the parent ended. Children that clamp to nothing
+//!   are ignored. The segments' self times sum to the top span's duration; segments are
+//!   listed by clamped start (the parent before a child starting with it), root first.
+//! - **Shares** (bottleneck, services, dominant dependency) are of the top span's
+//!   duration, the length of the critical path; the parallelizable saving is compared
+//!   with the whole trace's `duration_ns`.
+//! - **Edges**: see [`edges`](self) in the source: CLIENT→SERVER child, PRODUCER→CONSUMER
+//!   descendant, cross-service parent/child without client/producer kinds, and CLIENT
+//!   spans without a SERVER child to the peer named by `peer.service`, `server.address`
+//!   or `db.system` (such an edge's callee side is the CLIENT span itself).
+
+mod edges;
+mod findings;
+mod path;
+mod tree;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_broken;
+#[cfg(test)]
+mod tests_findings;
+#[cfg(test)]
+mod tests_workload;
+
+use std::sync::{Arc, LazyLock};
+
+use serde::Serialize;
+
+use crate::model::{Edge, Span, SpanId, Trace};
+
+use tree::Tree;
+
+/// Service of the synthetic root's critical-path segment.
+pub const SYNTHETIC_SERVICE: &str = "(synthetic)";
+/// Name of the synthetic root's critical-path segment.
+pub const SYNTHETIC_NAME: &str = "(synthetic root)";
+
+static SYNTHETIC_SERVICE_ARC: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(SYNTHETIC_SERVICE));
+static SYNTHETIC_NAME_ARC: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(SYNTHETIC_NAME));
+
+/// Thresholds of the finding rules.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AnalyzeSettings {
+    /// Consecutive sequential sibling calls to one operation that make an N+1 finding
+    /// (at least 2).
+    pub n_plus_one_min_calls: usize,
+    /// Share of the critical path above which a service other than the root's is a
+    /// dominant dependency.
+    pub dominant_dependency_share: f64,
+    /// Sequential sibling CLIENT calls to different services that make a parallelizable
+    /// finding (at least 2).
+    pub parallelizable_min_siblings: usize,
+    /// Report parallelizable calls only when running them concurrently would save at
+    /// least this share of the trace's duration.
+    pub parallelizable_min_saving_share: f64,
+}
+
+impl Default for AnalyzeSettings {
+    fn default() -> Self {
+        Self {
+            n_plus_one_min_calls: 3,
+            dominant_dependency_share: 0.5,
+            parallelizable_min_siblings: 2,
+            parallelizable_min_saving_share: 0.1,
+        }
+    }
+}
+
+/// What [`analyze`] found in one trace.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Analysis {
+    /// Latest span end minus earliest span start, never negative.
+    pub duration_ns: i64,
+    pub span_count: usize,
+    /// Spans on the longest root-to-leaf chain (a lone root is 1; the synthetic root
+    /// does not count).
+    pub depth: usize,
+    /// Spans with status ERROR.
+    pub error_count: usize,
+    /// Distinct service names, sorted.
+    pub services: Vec<Arc<str>>,
+    /// Service and name of the root span (the earliest when there are several).
+    pub root_service: Option<Arc<str>>,
+    pub root_name: Option<Arc<str>>,
+    /// The spans that determine the end-to-end latency, root first.
+    pub critical_path: Vec<PathSegment>,
+    /// The critical-path span with the largest self time (none when all are 0).
+    pub bottleneck: Option<Bottleneck>,
+    /// The service with the largest summed critical-path self time, and its share of
+    /// the critical path.
+    pub bottleneck_service: Option<(Arc<str>, f64)>,
+    /// Calls between services.
+    pub edges: Vec<Edge>,
+    /// Recommendations, by kind, then in span order.
+    pub findings: Vec<Finding>,
+    /// What was wrong with the trace's structure or times.
+    pub oddities: Oddities,
+}
+
+/// One span on the critical path.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PathSegment {
+    /// 0 for the synthetic root.
+    pub span_id: SpanId,
+    pub service: Arc<str>,
+    pub name: Arc<str>,
+    /// Time on the critical path spent in this span and not in its children.
+    pub self_time_ns: i64,
+}
+
+/// The critical-path span with the largest self time.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Bottleneck {
+    pub span_id: SpanId,
+    pub service: Arc<str>,
+    pub name: Arc<str>,
+    pub self_time_ns: i64,
+    /// `self_time_ns` over the critical path's length.
+    pub share: f64,
+}
+
+/// What a finding is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    /// Consecutive sequential calls to one operation under one parent.
+    NPlusOne,
+    /// Sequential calls to different services that could run concurrently.
+    Parallelizable,
+    /// A service other than the root's dominates the critical path.
+    DominantDependency,
+    /// A failed span followed by a sibling doing the same operation.
+    RetryAfterError,
+    /// The deepest failed span.
+    ErrorOrigin,
+}
+
+impl FindingKind {
+    /// All kinds, in the order findings are listed.
+    pub const ALL: [FindingKind; 5] = [
+        FindingKind::NPlusOne,
+        FindingKind::Parallelizable,
+        FindingKind::DominantDependency,
+        FindingKind::RetryAfterError,
+        FindingKind::ErrorOrigin,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingKind::NPlusOne => "n_plus_one",
+            FindingKind::Parallelizable => "parallelizable",
+            FindingKind::DominantDependency => "dominant_dependency",
+            FindingKind::RetryAfterError => "retry_after_error",
+            FindingKind::ErrorOrigin => "error_origin",
+        }
+    }
+}
+
+/// A recommendation about some spans of a trace.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    pub kind: FindingKind,
+    /// The spans it is about, in time order.
+    pub span_ids: Vec<SpanId>,
+    /// The service that should act on it.
+    pub service: Arc<str>,
+    /// One line, lowercase, no trailing period.
+    pub message: String,
+}
+
+/// Structural problems of a trace, counted (spans, or cycles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Oddities {
+    /// Children starting before their parent starts or ending after it ends, by more
+    /// than [`CLOCK_SKEW_TOLERANCE_NS`] (children of PRODUCER spans and CONSUMER spans
+    /// are asynchronous and not counted).
+    pub clock_skew: u32,
+    /// Spans whose parent is not in the trace.
+    pub orphans: u32,
+    /// Cycles in parent links (each cut once).
+    pub cycles: u32,
+    /// Roots beyond the first.
+    pub extra_roots: u32,
+    /// Spans ending before they start (treated as lasting 0).
+    pub negative_durations: u32,
+    /// Spans ending exactly when they start.
+    pub zero_durations: u32,
+    /// Orphans, cycles, extra roots or a missing root made the analysis add a root.
+    pub synthetic_root: bool,
+}
+
+/// Clock skew below this is ignored.
+pub const CLOCK_SKEW_TOLERANCE_NS: i64 = 1_000_000;
+
+impl Oddities {
+    /// The metric label values of [`Oddities::labels`], in its order.
+    pub const REASONS: [&'static str; 7] = [
+        "clock_skew",
+        "orphans",
+        "cycles",
+        "extra_roots",
+        "negative_durations",
+        "zero_durations",
+        "synthetic_root",
+    ];
+
+    /// True when anything was odd.
+    pub fn any(&self) -> bool {
+        self.labels().any(|(_, n)| n > 0)
+    }
+
+    /// Every reason with its count (`synthetic_root` is 0 or 1), zeros included.
+    pub fn labels(&self) -> impl Iterator<Item = (&'static str, u32)> {
+        let counts = [
+            self.clock_skew,
+            self.orphans,
+            self.cycles,
+            self.extra_roots,
+            self.negative_durations,
+            self.zero_durations,
+            u32::from(self.synthetic_root),
+        ];
+        Self::REASONS.into_iter().zip(counts)
+    }
+}
+
+/// Analyses one closed trace. Never panics, whatever the parent links and times.
+pub fn analyze(trace: &Trace, settings: &AnalyzeSettings) -> Analysis {
+    let spans = &trace.spans;
+    if spans.is_empty() {
+        return Analysis::default();
+    }
+    let tree = Tree::build(spans);
+    let services = services(spans);
+    let root = tree.primary_root.map(|r| &spans[r]);
+    let root_service = root.map(|r| r.resource.service_name.clone());
+
+    let path = path::critical_path(&tree);
+    let path_ns = tree.len_ns(tree.top);
+    let share = |ns: i64| {
+        if path_ns > 0 {
+            ns as f64 / path_ns as f64
+        } else {
+            0.0
+        }
+    };
+    let by_service = path::self_time_by_service(&tree, &path);
+    let bottleneck = path::bottleneck(&tree, &path).map(|(node, self_ns)| {
+        let s = &spans[node];
+        Bottleneck {
+            span_id: s.span_id,
+            service: s.resource.service_name.clone(),
+            name: s.name.clone(),
+            self_time_ns: self_ns,
+            share: share(self_ns),
+        }
+    });
+    let bottleneck_service = by_service
+        .iter()
+        .filter(|t| t.1 > 0)
+        .fold(None::<&(Arc<str>, i64)>, |best, t| match best {
+            Some(b) if b.1 >= t.1 => Some(b),
+            _ => Some(t),
+        })
+        .map(|(svc, ns)| (svc.clone(), share(*ns)));
+
+    let (edges, callees) = edges::edges(&tree, &services);
+    let duration_ns = tree.duration_ns();
+    let ctx = findings::Context {
+        tree: &tree,
+        callees: &callees,
+        settings,
+        duration_ns,
+    };
+    let dominant: Vec<(Arc<str>, f64)> = by_service
+        .iter()
+        .filter(|(svc, _)| root_service.as_deref() != Some(&**svc))
+        .map(|(svc, ns)| (svc.clone(), share(*ns)))
+        .collect();
+    let findings = findings::find(&ctx, &path, &dominant);
+
+    Analysis {
+        duration_ns,
+        span_count: spans.len(),
+        depth: tree.max_depth(),
+        error_count: trace.error_count(),
+        services,
+        root_service,
+        root_name: root.map(|r| r.name.clone()),
+        critical_path: path
+            .iter()
+            .map(|&(node, self_ns)| segment(&tree, node, self_ns))
+            .collect(),
+        bottleneck,
+        bottleneck_service,
+        edges,
+        findings,
+        oddities: tree.oddities,
+    }
+}
+
+fn segment(tree: &Tree<'_>, node: usize, self_time_ns: i64) -> PathSegment {
+    match tree.span(node) {
+        Some(s) => PathSegment {
+            span_id: s.span_id,
+            service: s.resource.service_name.clone(),
+            name: s.name.clone(),
+            self_time_ns,
+        },
+        None => PathSegment {
+            span_id: 0,
+            service: SYNTHETIC_SERVICE_ARC.clone(),
+            name: SYNTHETIC_NAME_ARC.clone(),
+            self_time_ns,
+        },
+    }
+}
+
+/// Distinct service names, sorted (shared, not copied).
+fn services(spans: &[Span]) -> Vec<Arc<str>> {
+    let mut all: Vec<&Arc<str>> = Vec::with_capacity(16);
+    for s in spans {
+        let svc = &s.resource.service_name;
+        // spans of one resource share one Arc: skip the common run cheaply
+        if all.last().is_none_or(|last| !Arc::ptr_eq(last, svc)) {
+            all.push(svc);
+        }
+    }
+    all.sort_unstable_by(|a, b| a.cmp(b));
+    all.dedup_by(|a, b| a == b);
+    all.into_iter().cloned().collect()
+}
