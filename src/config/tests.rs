@@ -17,6 +17,7 @@ fn default_pipeline_loads_with_embedded_defaults() {
     assert_eq!(p.schema_registry.as_ref().unwrap().url, "embedded");
     let a = p.assemble().unwrap();
     assert_eq!(p.analyze().unwrap().n_plus_one_min_calls, 3);
+    assert_eq!(p.analyze().unwrap().dominant_dependency_share, 0.8);
     assert_eq!(a.idle_gap, Duration::from_secs(5));
     assert_eq!(a.max_duration, Duration::from_secs(300));
     assert_eq!(p.outputs.late.unwrap().topic, "spans-late");

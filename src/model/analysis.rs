@@ -37,12 +37,13 @@ pub struct Edge {
     pub kind: EdgeKind,
     /// The caller-side duration (CLIENT or PRODUCER span, or the parent for parent/child).
     pub client_latency_ns: i64,
-    /// The callee-side duration (SERVER or CONSUMER span, or the child).
+    /// The callee-side duration (SERVER or CONSUMER span, or the child; for a CLIENT
+    /// span to an uninstrumented peer, the CLIENT span itself).
     pub server_latency_ns: i64,
     /// Either side failed.
     pub error: bool,
-    /// Event time of the call: the end of the callee-side span.
+    /// Event time of the call: the end of the callee-side span (as above).
     pub end_ns: i64,
-    /// The callee-side span.
+    /// The callee-side span (as above).
     pub server_span_id: SpanId,
 }

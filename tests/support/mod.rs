@@ -631,3 +631,98 @@ impl Drop for Prometheus {
         let _ = self.child.wait();
     }
 }
+
+impl Demo {
+    /// Starts `bin demo` with `args` (which should include `--http 127.0.0.1:0` and, for
+    /// [`Demo::status_lines`], `--status-every`), for instance with its workload running,
+    /// and waits until it has printed its Kafka, schema registry and metrics addresses.
+    pub fn start_with_args(bin: &Path, args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (stderr_log, stderr) = log_file(dir.path(), "demo.stderr.log");
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let (lines_tx, lines) = mpsc::channel::<String>();
+        let reader = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let buffer = Arc::clone(&stdout);
+        thread::spawn(move || {
+            for line in reader.lines() {
+                let Ok(line) = line else { break };
+                let mut b = buffer.lock().unwrap_or_else(|e| e.into_inner());
+                b.push_str(&line);
+                b.push('\n');
+                drop(b);
+                let _ = lines_tx.send(line);
+            }
+        });
+        let mut seen = Endpoints::default();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !seen.complete() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let failure = match lines.recv_timeout(left) {
+                Ok(line) => {
+                    seen.read(&line);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    format!("did not print its addresses within {READY_TIMEOUT:?}")
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+                    format!("exited ({status}) before printing its addresses")
+                }
+            };
+            let _ = child.kill();
+            let _ = child.wait();
+            let out = stdout.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            panic!(
+                "spanline {args:?} {failure} (seen: {seen:?})\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                tail(&out, 40),
+                file_tail(&stderr_log, 40)
+            );
+        }
+        Demo {
+            child,
+            kafka: seen.kafka.unwrap_or_default(),
+            registry: seen.registry.unwrap_or_default(),
+            metrics: seen.metrics.unwrap_or_default(),
+            stdout,
+            stderr_log,
+            _dir: dir,
+        }
+    }
+
+    /// How many `status:` lines the demo has printed so far.
+    pub fn status_lines(&self) -> usize {
+        self.stdout()
+            .lines()
+            .filter(|l| l.starts_with("status:"))
+            .count()
+    }
+
+    /// True once the demo process has exited.
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().is_ok_and(|s| s.is_some())
+    }
+
+    /// Waits until the demo has printed more than `seen` status lines: `Some(count)`, or
+    /// `None` when it exited or `timeout` passed first.
+    pub fn wait_status_line(&mut self, seen: usize, timeout: Duration) -> Option<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let n = self.status_lines();
+            if n > seen {
+                return Some(n);
+            }
+            if self.exited() || Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

@@ -53,9 +53,9 @@ impl Placement {
         let to_off = call.end_ns.wrapping_sub(window_start_ns) as u64;
         let size = size_ns as u64;
         let first = profile_slot(from_off, size);
-        // the slot holding the end instant, inclusive: a call is active in every slot it
-        // overlaps, and a zero-length call in the slot of its instant
-        let last = profile_slot(to_off, size) + 1;
+        // a call is active in every slot that `[from, to)` overlaps; a zero-length call
+        // in the slot of its instant
+        let last = profile_slot(to_off.saturating_sub(1), size).max(first) + 1;
         Self {
             busy_ns: (to_off - from_off) as i64,
             first,

@@ -159,14 +159,14 @@ impl Reader {
         }
     }
 
-    /// The distinct dimensions, in the order [`Reader::read`] fills values.
-    pub(super) fn dims(&self) -> &[Dimension] {
-        &self.dims
-    }
-
     /// Appends the text of every dimension of `span` to `out`, formatting non-string
     /// attribute values into `scratch` (which the caller clears per span).
-    pub(super) fn read<'a>(&self, span: &'a Span, scratch: &mut String, out: &mut SmallVec<[Text<'a>; 8]>) {
+    pub(super) fn read<'a>(
+        &self,
+        span: &'a Span,
+        scratch: &mut String,
+        out: &mut SmallVec<[Text<'a>; 8]>,
+    ) {
         let mut found: Found<'a> = SmallVec::from_elem(None, self.span_keys.len());
         if !self.span_keys.is_empty() {
             let mut missing = self.span_keys.len();
@@ -185,8 +185,8 @@ impl Reader {
         }
         for (d, &slot) in self.dims.iter().zip(&self.slot) {
             let text = match d {
-                Dimension::Service => Text::Borrowed(&*span.resource.service_name),
-                Dimension::Operation => Text::Borrowed(&*span.name),
+                Dimension::Service => Text::Borrowed(&span.resource.service_name),
+                Dimension::Operation => Text::Borrowed(&span.name),
                 Dimension::SpanKind => Text::Borrowed(span.kind.as_str()),
                 Dimension::StatusCode => Text::Borrowed(span.status.as_str()),
                 Dimension::Agent => {
@@ -198,11 +198,13 @@ impl Reader {
                         .find(|t| !t.get(scratch).is_empty())
                         .unwrap_or(Text::Borrowed(""))
                 }
-                Dimension::Attribute(_) => found[slot].map_or(Text::Borrowed(""), |v| text_of(v, scratch)),
+                Dimension::Attribute(_) => {
+                    found[slot].map_or(Text::Borrowed(""), |v| text_of(v, scratch))
+                }
                 Dimension::Resource(key) => {
                     debug_assert!(self.uses_resource);
                     if key == "service.name" {
-                        Text::Borrowed(&*span.resource.service_name)
+                        Text::Borrowed(&span.resource.service_name)
                     } else {
                         span.resource
                             .attributes
@@ -251,7 +253,10 @@ mod tests {
             let d: Dimension = s.parse().unwrap();
             assert_eq!(d.to_string(), s);
         }
-        assert_eq!("attr.db.system".parse::<Dimension>(), Ok(Dimension::Attribute("db.system".into())));
+        assert_eq!(
+            "attr.db.system".parse::<Dimension>(),
+            Ok(Dimension::Attribute("db.system".into()))
+        );
     }
 
     #[test]
@@ -259,14 +264,21 @@ mod tests {
         for bad in ["services", "attr.", "resource.", "", "Service"] {
             let err = bad.parse::<Dimension>().unwrap_err().to_string();
             assert!(err.contains(&format!("{bad:?}")), "{err}");
-            assert!(err.contains("attr.<key>") && err.contains("status_code"), "{err}");
+            assert!(
+                err.contains("attr.<key>") && err.contains("status_code"),
+                "{err}"
+            );
         }
     }
 
     #[test]
     fn deserializes_from_strings() {
-        let dims: Vec<Dimension> = serde_json::from_str(r#"["service", "resource.module"]"#).unwrap();
-        assert_eq!(dims, vec![Dimension::Service, Dimension::Resource("module".into())]);
+        let dims: Vec<Dimension> =
+            serde_json::from_str(r#"["service", "resource.module"]"#).unwrap();
+        assert_eq!(
+            dims,
+            vec![Dimension::Service, Dimension::Resource("module".into())]
+        );
         let err = serde_json::from_str::<Vec<Dimension>>(r#"["nope"]"#).unwrap_err();
         assert!(err.to_string().contains("unknown dimension \"nope\""));
     }
@@ -309,7 +321,20 @@ mod tests {
         );
         assert_eq!(
             values,
-            ["checkout", "checkout op", "SERVER", "UNSET", "planner", "3", "0.5", "true", "", "test", "checkout", ""]
+            [
+                "checkout",
+                "checkout op",
+                "SERVER",
+                "UNSET",
+                "planner",
+                "3",
+                "0.5",
+                "true",
+                "",
+                "test",
+                "checkout",
+                ""
+            ]
         );
     }
 

@@ -25,6 +25,8 @@ mod window;
 mod tests;
 #[cfg(test)]
 mod tests_prop;
+#[cfg(test)]
+mod tests_workload;
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -42,7 +44,9 @@ use registry::{Registry, Values, OVERFLOW};
 pub use accum::{sketch_config, SKETCH_MAX_BINS, SKETCH_RELATIVE_ACCURACY};
 pub use dimension::{Dimension, DimensionParseError};
 pub use output::{ServerLatency, WindowAggregate, OVERFLOW_VALUE};
-pub use settings::{AggregateSettings, DimensionSet, SettingsError, WindowSpec, SERVICE_GRAPH_SCOPE};
+pub use settings::{
+    AggregateSettings, DimensionSet, SettingsError, WindowSpec, SERVICE_GRAPH_SCOPE,
+};
 pub use window::{window_end, window_start, window_starts, WindowStarts, PROFILE_SLOTS};
 
 /// Counters and gauges of the aggregator, read by the metrics exporter.
@@ -86,7 +90,10 @@ impl Scope {
     fn new(name: &str, dim_names: Vec<String>, values: Vec<usize>, graph: bool) -> Self {
         let dim_names: Vec<Arc<str>> = dim_names.iter().map(|n| Arc::from(n.as_str())).collect();
         let overflow: Arc<str> = Arc::from(OVERFLOW_VALUE);
-        let overflow_key = dim_names.iter().map(|n| (n.clone(), overflow.clone())).collect();
+        let overflow_key = dim_names
+            .iter()
+            .map(|n| (n.clone(), overflow.clone()))
+            .collect();
         Self {
             name: Arc::from(name),
             dim_names,
@@ -181,7 +188,9 @@ impl Aggregator {
             .collect();
         let span_scopes = scopes.len();
         if settings.service_graph {
-            let names = ["client", "server", "connection_type"].map(String::from).to_vec();
+            let names = ["client", "server", "connection_type"]
+                .map(String::from)
+                .to_vec();
             scopes.push(Scope::new(SERVICE_GRAPH_SCOPE, names, vec![0, 1, 2], true));
         }
         let sizes = settings
@@ -192,7 +201,12 @@ impl Aggregator {
                 hop_ns: w.hop(),
                 windows: VecDeque::new(),
                 registries: (0..scopes.len())
-                    .map(|_| Registry::new(settings.max_series, settings.idle_series_expiry_ns.max(w.size_ns)))
+                    .map(|_| {
+                        Registry::new(
+                            settings.max_series,
+                            settings.idle_series_expiry_ns.max(w.size_ns),
+                        )
+                    })
                     .collect(),
             })
             .collect();
@@ -259,8 +273,8 @@ impl Aggregator {
         for edge in edges {
             self.stats.edges += 1;
             let texts = [
-                Text::Borrowed(&*edge.client),
-                Text::Borrowed(&*edge.server),
+                Text::Borrowed(&edge.client),
+                Text::Borrowed(&edge.server),
                 Text::Borrowed(edge.kind.as_str()),
             ];
             let server_ns = edge.server_latency_ns.max(0);
@@ -280,12 +294,22 @@ impl Aggregator {
     }
 
     /// Adds one call to every open window holding its end, in every scope of `scopes`.
-    fn add_call(&mut self, call: &Call, scopes: Range<usize>, texts: &[Text<'_>], ids: &mut ValueIds) -> Placed {
+    fn add_call(
+        &mut self,
+        call: &Call,
+        scopes: Range<usize>,
+        texts: &[Text<'_>],
+        ids: &mut ValueIds,
+    ) -> Placed {
         if scopes.is_empty() {
             return Placed::Added;
         }
         ids.clear();
-        ids.extend(texts.iter().map(|t| self.values.lookup(t.get(&self.scratch))));
+        ids.extend(
+            texts
+                .iter()
+                .map(|t| self.values.lookup(t.get(&self.scratch))),
+        );
         let t = call.end_ns;
         let (mut late, mut placed) = (false, false);
         let mut series: SmallVec<[u32; 8]> = SmallVec::new();
@@ -318,15 +342,19 @@ impl Aggregator {
                 series.push(id);
             }
             for &start in &starts {
-                let window = open_window(&mut size.windows, start, self.scopes.len(), &mut self.stats);
+                let window =
+                    open_window(&mut size.windows, start, self.scopes.len(), &mut self.stats);
                 let at = Placement::new(call, start, size.size_ns);
                 for (s, &id) in scopes.clone().zip(&series) {
                     let ws = &mut window.scopes[s];
                     let i = *ws.index.entry(id).or_insert_with(|| {
-                        ws.accums.push((id, Accum::new(self.sketch_config, self.scopes[s].graph)));
+                        ws.accums
+                            .push((id, Accum::new(self.sketch_config, self.scopes[s].graph)));
                         (ws.accums.len() - 1) as u32
                     });
-                    ws.accums[i as usize].1.add(call, &at, self.settings.slo_latency_ns);
+                    ws.accums[i as usize]
+                        .1
+                        .add(call, &at, self.settings.slo_latency_ns);
                 }
             }
         }
@@ -350,7 +378,9 @@ impl Aggregator {
                 .front()
                 .is_some_and(|w| window_end(w.start_ns, size.size_ns) <= self.closed_through_ns)
             {
-                let Some(window) = size.windows.pop_front() else { break };
+                let Some(window) = size.windows.pop_front() else {
+                    break;
+                };
                 self.stats.open_windows -= 1;
                 for (s, ws) in window.scopes.into_iter().enumerate() {
                     let scope = &self.scopes[s];
@@ -359,10 +389,17 @@ impl Aggregator {
                         let key = if id == OVERFLOW {
                             scope.overflow_key.clone()
                         } else {
-                            let values = registry.key(id).iter().map(|&v| self.values.get(v).clone());
+                            let values =
+                                registry.key(id).iter().map(|&v| self.values.get(v).clone());
                             scope.dim_names.iter().cloned().zip(values).collect()
                         };
-                        out.push(acc.finish(window.start_ns, size.size_ns, scope.name.clone(), key, slo));
+                        out.push(acc.finish(
+                            window.start_ns,
+                            size.size_ns,
+                            scope.name.clone(),
+                            key,
+                            slo,
+                        ));
                     }
                 }
             }

@@ -19,7 +19,9 @@ use super::window::PROFILE_SLOTS;
 /// Equality compares sketches by their canonical encoding (bins, count, min, max, sum).
 #[derive(Clone)]
 pub struct WindowAggregate {
+    /// The window size (a hopping window is as long as its size).
     pub window_size_ns: i64,
+    /// Inclusive, a multiple of the hop (of the size for tumbling windows).
     pub window_start_ns: i64,
     /// Exclusive; saturates at `i64::MAX`.
     pub window_end_ns: i64,
@@ -28,10 +30,15 @@ pub struct WindowAggregate {
     /// (dimension name, value) in the set's order; every value is
     /// [`OVERFLOW_VALUE`] for the series that collects keys over `max_series`.
     pub key: Vec<(Arc<str>, Arc<str>)>,
+    /// Calls that ended in the window.
     pub count: u64,
+    /// Calls with status ERROR (edges: either side failed).
     pub error_count: u64,
+    /// Exact smallest latency.
     pub min_ns: i64,
+    /// Exact largest latency.
     pub max_ns: i64,
+    /// Exact summed latency (saturating).
     pub sum_ns: i64,
     /// Latency in nanoseconds (see [`super::SKETCH_RELATIVE_ACCURACY`]); mergeable.
     pub sketch: DDSketch,
@@ -60,8 +67,11 @@ pub const OVERFLOW_VALUE: &str = "__overflow__";
 /// The callee-side latency of the edges of a `service_graph` window.
 #[derive(Clone)]
 pub struct ServerLatency {
+    /// Exact smallest callee-side latency.
     pub min_ns: i64,
+    /// Exact largest callee-side latency.
     pub max_ns: i64,
+    /// Exact summed callee-side latency (saturating).
     pub sum_ns: i64,
     /// Nanoseconds.
     pub sketch: DDSketch,
@@ -155,8 +165,18 @@ impl WindowAggregate {
     /// `concurrency_mean` is the summed busy time over the window.
     pub fn merge(&mut self, other: &WindowAggregate) {
         debug_assert_eq!(
-            (self.window_start_ns, self.window_size_ns, &self.scope, &self.key),
-            (other.window_start_ns, other.window_size_ns, &other.scope, &other.key),
+            (
+                self.window_start_ns,
+                self.window_size_ns,
+                &self.scope,
+                &self.key
+            ),
+            (
+                other.window_start_ns,
+                other.window_size_ns,
+                &other.scope,
+                &other.key
+            ),
             "merging aggregates of different series"
         );
         self.count += other.count;
@@ -168,7 +188,11 @@ impl WindowAggregate {
         self.slo_good += other.slo_good;
         self.busy_ns = self.busy_ns.saturating_add(other.busy_ns);
         self.concurrency_profile.resize(PROFILE_SLOTS, 0);
-        for (a, b) in self.concurrency_profile.iter_mut().zip(&other.concurrency_profile) {
+        for (a, b) in self
+            .concurrency_profile
+            .iter_mut()
+            .zip(&other.concurrency_profile)
+        {
             *a = a.saturating_add(*b);
         }
         match (&mut self.server, &other.server) {
@@ -182,7 +206,8 @@ impl WindowAggregate {
     /// Recomputes `concurrency_mean` and `concurrency_max` from `busy_ns` and the profile.
     pub(super) fn refresh_concurrency(&mut self) {
         self.concurrency_mean = self.busy_ns as f64 / self.window_size_ns as f64;
-        self.concurrency_max = f64::from(self.concurrency_profile.iter().copied().max().unwrap_or(0));
+        self.concurrency_max =
+            f64::from(self.concurrency_profile.iter().copied().max().unwrap_or(0));
     }
 
     /// A stable identity of the series window, e.g. for the Kafka record key:
@@ -274,10 +299,21 @@ impl PartialEq for ServerLatency {
 
 impl PartialEq for WindowAggregate {
     fn eq(&self, o: &Self) -> bool {
-        (self.window_size_ns, self.window_start_ns, self.window_end_ns) == (o.window_size_ns, o.window_start_ns, o.window_end_ns)
+        (
+            self.window_size_ns,
+            self.window_start_ns,
+            self.window_end_ns,
+        ) == (o.window_size_ns, o.window_start_ns, o.window_end_ns)
             && (&self.scope, &self.key) == (&o.scope, &o.key)
-            && (self.count, self.error_count, self.min_ns, self.max_ns, self.sum_ns) == (o.count, o.error_count, o.min_ns, o.max_ns, o.sum_ns)
-            && (self.slo_latency_ns, self.slo_good, self.busy_ns) == (o.slo_latency_ns, o.slo_good, o.busy_ns)
+            && (
+                self.count,
+                self.error_count,
+                self.min_ns,
+                self.max_ns,
+                self.sum_ns,
+            ) == (o.count, o.error_count, o.min_ns, o.max_ns, o.sum_ns)
+            && (self.slo_latency_ns, self.slo_good, self.busy_ns)
+                == (o.slo_latency_ns, o.slo_good, o.busy_ns)
             && self.concurrency_mean.to_bits() == o.concurrency_mean.to_bits()
             && self.concurrency_max.to_bits() == o.concurrency_max.to_bits()
             && self.concurrency_profile == o.concurrency_profile

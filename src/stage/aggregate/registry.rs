@@ -96,23 +96,6 @@ pub(super) struct Registry {
     next_expiry_ns: i64,
 }
 
-/// What looking a key up did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Lookup {
-    Live(u32),
-    Added(u32),
-    Overflow,
-}
-
-impl Lookup {
-    pub(super) fn id(self) -> u32 {
-        match self {
-            Lookup::Live(id) | Lookup::Added(id) => id,
-            Lookup::Overflow => OVERFLOW,
-        }
-    }
-}
-
 impl Registry {
     /// A registry of at most `max_series` live keys, each forgotten after `expiry_ns` of
     /// event time without a call.
@@ -129,6 +112,7 @@ impl Registry {
     }
 
     /// Live series (the overflow key not counted).
+    #[cfg(test)]
     pub(super) fn live(&self) -> usize {
         self.live
     }
@@ -213,6 +197,23 @@ impl Registry {
 mod tests {
     use super::*;
 
+    /// What looking a key up did.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Lookup {
+        Live(u32),
+        Added(u32),
+        Overflow,
+    }
+
+    impl Lookup {
+        fn id(self) -> u32 {
+            match self {
+                Lookup::Live(id) | Lookup::Added(id) => id,
+                Lookup::Overflow => OVERFLOW,
+            }
+        }
+    }
+
     fn add(reg: &mut Registry, values: &mut Values, key: &[&str], t: i64) -> Lookup {
         let known: Option<Vec<u32>> = key.iter().map(|s| values.lookup(s)).collect();
         if let Some(ids) = &known {
@@ -233,15 +234,28 @@ mod tests {
         let mut reg = Registry::new(2, 100);
         let a = add(&mut reg, &mut values, &["a", "x"], 0);
         assert!(matches!(a, Lookup::Added(_)));
-        assert!(matches!(add(&mut reg, &mut values, &["b", "x"], 50), Lookup::Added(_)));
-        assert_eq!(add(&mut reg, &mut values, &["a", "x"], 60), Lookup::Live(a.id()));
-        assert_eq!(add(&mut reg, &mut values, &["c", "x"], 60), Lookup::Overflow);
+        assert!(matches!(
+            add(&mut reg, &mut values, &["b", "x"], 50),
+            Lookup::Added(_)
+        ));
+        assert_eq!(
+            add(&mut reg, &mut values, &["a", "x"], 60),
+            Lookup::Live(a.id())
+        );
+        assert_eq!(
+            add(&mut reg, &mut values, &["c", "x"], 60),
+            Lookup::Overflow
+        );
         assert_eq!(values.len(), 3, "a, b, x; c never interned");
         assert_eq!(reg.expire(149, &mut values), 0);
         assert_eq!(reg.expire(150, &mut values), 1, "b last seen at 50");
         assert_eq!(reg.live(), 1);
         assert_eq!(values.len(), 2, "b released");
-        assert_eq!(add(&mut reg, &mut values, &["c", "x"], 160), Lookup::Added(1), "slot reused");
+        assert_eq!(
+            add(&mut reg, &mut values, &["c", "x"], 160),
+            Lookup::Added(1),
+            "slot reused"
+        );
         assert_eq!(reg.expire(300, &mut values), 2);
         assert_eq!(values.len(), 0);
         assert_eq!(reg.expire(i64::MAX, &mut values), 0);

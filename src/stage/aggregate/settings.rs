@@ -30,6 +30,7 @@ pub struct AggregateSettings {
 /// One window size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowSpec {
+    /// Window length, positive.
     pub size_ns: i64,
     /// Hopping windows start every `hop_ns` (at most `size_ns`); `None` is tumbling.
     pub hop_ns: Option<i64>,
@@ -85,14 +86,22 @@ pub enum SettingsError {
     #[error("windows[{index}].size: must be positive, got {size_ns} ns")]
     WindowSize { index: usize, size_ns: i64 },
     #[error("windows[{index}].hop: must be positive and at most the size ({size_ns} ns), got {hop_ns} ns")]
-    Hop { index: usize, size_ns: i64, hop_ns: i64 },
-    #[error("windows[{index}].size: {size_ns} ns is already used by another window (sizes must differ)")]
+    Hop {
+        index: usize,
+        size_ns: i64,
+        hop_ns: i64,
+    },
+    #[error(
+        "windows[{index}].size: {size_ns} ns is already used by another window (sizes must differ)"
+    )]
     DuplicateSize { index: usize, size_ns: i64 },
     #[error("dimension_sets[{index}].name: must not be empty")]
     EmptyName { index: usize },
     #[error("dimension_sets[{index}].name: {name:?} is used twice")]
     DuplicateName { index: usize, name: String },
-    #[error("dimension_sets[{index}].name: {SERVICE_GRAPH_SCOPE:?} is reserved for service-graph edges")]
+    #[error(
+        "dimension_sets[{index}].name: {SERVICE_GRAPH_SCOPE:?} is reserved for service-graph edges"
+    )]
     ReservedName { index: usize },
     #[error("dimension_sets[{index}].dimensions: {dimension} appears twice")]
     DuplicateDimension { index: usize, dimension: String },
@@ -134,7 +143,10 @@ impl AggregateSettings {
                 errors.push(SettingsError::EmptyName { index });
             } else if set.name == SERVICE_GRAPH_SCOPE {
                 errors.push(SettingsError::ReservedName { index });
-            } else if self.dimension_sets[..index].iter().any(|o| o.name == set.name) {
+            } else if self.dimension_sets[..index]
+                .iter()
+                .any(|o| o.name == set.name)
+            {
                 errors.push(SettingsError::DuplicateName {
                     index,
                     name: set.name.clone(),

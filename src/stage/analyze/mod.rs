@@ -11,24 +11,28 @@
 //!   every root when there is not exactly one, hang under a *synthetic root* covering the
 //!   whole trace (`Oddities::synthetic_root`). It is not a span: on the critical path it
 //!   is the segment with span id 0 and service [`SYNTHETIC_SERVICE`], and it is never the
-//!   bottleneck. A span that ends before it starts is treated as lasting 0.
+//!   bottleneck. A span that ends before it starts is treated as lasting 0. Of spans
+//!   sharing a span id, the first (in span order) is the parent of their children.
 //! - **Critical path** (as in Jaeger's critical-path view): from the top span's end,
-//!   repeatedly take the child that finished last before the cursor, charge the gap to
-//!   the parent, descend into that child, then continue in the parent from the child's
-//!   start; children ending after the cursor (they overlap what is already covered) are
-//!   skipped. Every child is first clamped to its parent's (clamped) interval, so the
-//!   end-to-end latency is the top span's own interval: async work that outlives its
-//!   parent (a CONSUMER after its PRODUCER ended) counts only while the parent runs, and
-//!   not at all when it starts after the parent ended. Children that clamp to nothing
-//!   are ignored. The segments' self times sum to the top span's duration; segments are
-//!   listed by clamped start (the parent before a child starting with it), root first.
+//!   repeatedly take the child that finished last at or before the cursor (ties: the
+//!   one that started first), charge the gap to the parent, descend into that child,
+//!   then continue in the parent from the child's start; children ending after the
+//!   cursor (they overlap what is already covered) are skipped. Every child is first
+//!   clamped to its parent's (clamped) interval, so the end-to-end latency is the top
+//!   span's own interval: async work that outlives its parent (a CONSUMER after its
+//!   PRODUCER ended) counts only while the parent runs, and not at all when it starts
+//!   after the parent ended. Children that clamp to an empty or zero-length interval
+//!   are off the path. The segments' self times sum to the top span's duration;
+//!   segments are listed by clamped start (the parent before a child starting with
+//!   it), root first.
 //! - **Shares** (bottleneck, services, dominant dependency) are of the top span's
 //!   duration, the length of the critical path; the parallelizable saving is compared
 //!   with the whole trace's `duration_ns`.
-//! - **Edges**: see [`edges`](self) in the source: CLIENT→SERVER child, PRODUCER→CONSUMER
-//!   descendant, cross-service parent/child without client/producer kinds, and CLIENT
-//!   spans without a SERVER child to the peer named by `peer.service`, `server.address`
-//!   or `db.system` (such an edge's callee side is the CLIENT span itself).
+//! - **Edges**: CLIENT→SERVER child, PRODUCER→CONSUMER descendant, and cross-service
+//!   parent/child links without client/producer kinds; a CLIENT span without a SERVER
+//!   child points at the peer named by `peer.service`, `server.address` or `db.system`
+//!   (that edge's callee side is the CLIENT span itself). Details in `edges.rs`; the
+//!   finding rules are described in `findings.rs`.
 
 mod edges;
 mod findings;
@@ -101,7 +105,8 @@ pub struct Analysis {
     pub error_count: usize,
     /// Distinct service names, sorted.
     pub services: Vec<Arc<str>>,
-    /// Service and name of the root span (the earliest when there are several).
+    /// Service and name of the root span (as [`Trace::root`]: the first in span order,
+    /// the earliest in a closed trace).
     pub root_service: Option<Arc<str>>,
     pub root_name: Option<Arc<str>>,
     /// The spans that determine the end-to-end latency, root first.
@@ -349,7 +354,7 @@ fn services(spans: &[Span]) -> Vec<Arc<str>> {
             all.push(svc);
         }
     }
-    all.sort_unstable_by(|a, b| a.cmp(b));
+    all.sort_unstable();
     all.dedup_by(|a, b| a == b);
     all.into_iter().cloned().collect()
 }

@@ -140,10 +140,7 @@ fn nested_children_and_equal_starts_list_parents_first() {
         sp(6, 1, 0, 5, "f"),
     ]);
     // root: 90..100 and 5..10; b: 85..90 and 10..30; c is hidden by d
-    assert_eq!(
-        path(&a, 100),
-        [(1, 15), (6, 5), (2, 25), (4, 50), (5, 5)]
-    );
+    assert_eq!(path(&a, 100), [(1, 15), (6, 5), (2, 25), (4, 50), (5, 5)]);
     let b = a.bottleneck.unwrap();
     assert_eq!((b.span_id, b.self_time_ns, b.share), (4, 50 * MS, 0.5));
     assert_eq!(&*b.service, "d");
@@ -238,10 +235,7 @@ fn the_root_service_is_never_a_dominant_dependency() {
 
 #[test]
 fn serialises_kinds_as_snake_case() {
-    let a = run(vec![
-        sp(1, 0, 0, 100, "a"),
-        failed(sp(2, 1, 10, 80, "b")),
-    ]);
+    let a = run(vec![sp(1, 0, 0, 100, "a"), failed(sp(2, 1, 10, 80, "b"))]);
     let json = serde_json::to_value(&a).unwrap();
     let kinds: Vec<&str> = json["findings"]
         .as_array()

@@ -197,7 +197,15 @@ proptest! {
             1..40,
         ),
         sorted in any::<bool>(),
+        well_formed in any::<bool>(),
     ) {
+        let mut gen = gen;
+        if well_formed {
+            // span i+1 hangs under an earlier span: one root, no orphan, no cycle
+            for (i, g) in gen.iter_mut().enumerate() {
+                g.0 = if i == 0 { 0 } else { 1 + g.0 % i as u64 };
+            }
+        }
         let mut t = build(&gen);
         if !sorted {
             t.spans.reverse();
@@ -221,6 +229,10 @@ proptest! {
         prop_assert!(a.duration_ns >= 0);
         prop_assert!(a.findings.iter().all(|f| !f.span_ids.is_empty()));
         prop_assert!(a.edges.iter().all(|e| e.client != e.server));
+        if well_formed {
+            prop_assert!(!a.oddities.synthetic_root);
+            prop_assert_eq!(a.oddities.cycles + a.oddities.orphans, 0);
+        }
         let roots = t.spans.iter().filter(|s| s.is_root()).count() as u32;
         prop_assert_eq!(a.oddities.extra_roots, roots.saturating_sub(1));
         if let Some(b) = &a.bottleneck {

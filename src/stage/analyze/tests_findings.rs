@@ -75,7 +75,10 @@ fn producer_to_consumer_descendant_is_a_messaging_edge() {
         "server 5 under a producer is no pair either"
     );
     let e = &a.edges[0];
-    assert_eq!((e.client_latency_ns, e.server_latency_ns), (10 * MS, 150 * MS));
+    assert_eq!(
+        (e.client_latency_ns, e.server_latency_ns),
+        (10 * MS, 150 * MS)
+    );
     assert_eq!(e.end_ns, 300 * MS);
 }
 
@@ -106,10 +109,22 @@ fn cross_service_links_without_client_kinds_are_parent_child_edges() {
 fn clients_without_server_child_point_at_their_peer() {
     let a = run(vec![
         server(1, 0, 0, 100, "app"),
-        with_attrs(client(2, 1, 10, 20, "app"), &[("peer.service", "pg"), ("db.system", "postgresql")]),
-        with_attrs(client(3, 1, 20, 30, "app"), &[("db.system", "redis"), ("server.address", "cache.local")]),
-        failed(with_attrs(client(4, 1, 30, 40, "app"), &[("db.system", "postgresql")])),
-        with_attrs(client(5, 1, 40, 50, "app"), &[("http.request.method", "GET")]),
+        with_attrs(
+            client(2, 1, 10, 20, "app"),
+            &[("peer.service", "pg"), ("db.system", "postgresql")],
+        ),
+        with_attrs(
+            client(3, 1, 20, 30, "app"),
+            &[("db.system", "redis"), ("server.address", "cache.local")],
+        ),
+        failed(with_attrs(
+            client(4, 1, 30, 40, "app"),
+            &[("db.system", "postgresql")],
+        )),
+        with_attrs(
+            client(5, 1, 40, 50, "app"),
+            &[("http.request.method", "GET")],
+        ),
         with_attrs(client(6, 1, 50, 60, "app"), &[("peer.service", "app")]),
     ]);
     assert_eq!(
@@ -121,7 +136,10 @@ fn clients_without_server_child_point_at_their_peer() {
         ]
     );
     let e = &a.edges[2];
-    assert_eq!((e.client_latency_ns, e.server_latency_ns, e.error, e.end_ns), (10 * MS, 10 * MS, true, 40 * MS));
+    assert_eq!(
+        (e.client_latency_ns, e.server_latency_ns, e.error, e.end_ns),
+        (10 * MS, 10 * MS, true, 40 * MS)
+    );
 }
 
 #[test]
@@ -157,7 +175,10 @@ fn sequential_calls_to_different_services_are_parallelizable() {
         named(client(4, 1, 30, 60, "gateway"), "get cart"),
         server(5, 4, 31, 59, "carts"),
         sp(6, 1, 60, 61, "gateway"),
-        with_attrs(named(client(7, 1, 61, 91, "gateway"), "get prices"), &[("peer.service", "prices")]),
+        with_attrs(
+            named(client(7, 1, 61, 91, "gateway"), "get prices"),
+            &[("peer.service", "prices")],
+        ),
     ];
     let a = run(spans.clone());
     let found = of_kind(&a, FindingKind::Parallelizable);
@@ -193,7 +214,11 @@ fn overlapping_or_repeated_callees_split_parallelizable_runs() {
         named(client(9, 1, 95, 99, "gateway"), "e"),
         server(10, 9, 96, 98, "carts"),
     ]);
-    assert!(of_kind(&a, FindingKind::Parallelizable).is_empty(), "{:?}", a.findings);
+    assert!(
+        of_kind(&a, FindingKind::Parallelizable).is_empty(),
+        "{:?}",
+        a.findings
+    );
 }
 
 #[test]
@@ -227,7 +252,10 @@ fn the_deepest_failed_span_is_the_error_origin() {
     let found = of_kind(&a, FindingKind::ErrorOrigin);
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].span_ids, [5], "ties go to the earliest");
-    assert_eq!(found[0].message, "api validate is the likely origin of the error");
+    assert_eq!(
+        found[0].message,
+        "api validate is the likely origin of the error"
+    );
     assert_eq!(a.error_count, 5);
     assert!(of_kind(&run(vec![sp(1, 0, 0, 10, "a")]), FindingKind::ErrorOrigin).is_empty());
 }

@@ -27,7 +27,7 @@ pub(super) struct Tree<'a> {
     pub depth: Vec<u32>,
     /// The node the critical path starts from: the synthetic root or the one root.
     pub top: usize,
-    /// The earliest root span, if any.
+    /// The first root span in span order, if any.
     pub primary_root: Option<usize>,
     pub min_start: i64,
     pub max_end: i64,
@@ -77,10 +77,8 @@ impl<'a> Tree<'a> {
         }
         odd.cycles = break_cycles(&mut parent, &start, &mut detached);
 
-        let primary_root = roots
-            .iter()
-            .copied()
-            .min_by_key(|&r| (start[r], std::cmp::Reverse(end[r]), r));
+        // as `Trace::root`: the first in span order (the earliest in a closed trace)
+        let primary_root = roots.first().copied();
         odd.extra_roots = saturating_u32(roots.len().saturating_sub(1));
         odd.synthetic_root = roots.len() != 1 || !detached.is_empty();
         let top = if odd.synthetic_root {
@@ -150,11 +148,6 @@ impl<'a> Tree<'a> {
     /// Spans on the longest root-to-leaf chain.
     pub(super) fn max_depth(&self) -> usize {
         self.depth.iter().copied().max().unwrap_or(0) as usize
-    }
-
-    /// True when the node is a span of this kind.
-    pub(super) fn is_kind(&self, node: usize, kind: SpanKind) -> bool {
-        self.span(node).is_some_and(|s| s.kind == kind)
     }
 
     /// Fills `order` and `depth` from the top with an explicit stack.

@@ -1,0 +1,694 @@
+//! The deployment files: docker-compose.yml (checked by docker-compose itself),
+//! deploy/prometheus.yml (by promtool), the Grafana provisioning, and the dashboard
+//! deploy/grafana/dashboards/spanline.json, whose queries must be valid PromQL and read
+//! only metrics a running spanline exposes.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{find_program, repo_root, require_or_skip, run_with_timeout, Demo};
+
+const DASHBOARD: &str = "deploy/grafana/dashboards/spanline.json";
+const DATASOURCES: &str = "deploy/grafana/provisioning/datasources/prometheus.yml";
+const DASHBOARD_PROVIDERS: &str = "deploy/grafana/provisioning/dashboards/spanline.yml";
+
+fn read(path: &str) -> String {
+    let full = repo_root().join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("read {}: {e}", full.display()))
+}
+
+fn yaml(path: &str) -> serde_yaml::Value {
+    serde_yaml::from_str(&read(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn dashboard() -> Value {
+    serde_json::from_str(&read(DASHBOARD)).unwrap_or_else(|e| panic!("{DASHBOARD}: {e}"))
+}
+
+/// The datasource every panel and query of the dashboard names.
+fn prometheus_datasource() -> Value {
+    serde_json::json!({"type": "prometheus", "uid": "prometheus"})
+}
+
+// ---------------------------------------------------------------------------------------
+// Queries of the dashboard
+
+/// Every panel, including those nested in collapsed rows.
+fn panels(dashboard: &Value) -> Vec<&Value> {
+    fn walk<'a>(list: &'a Value, out: &mut Vec<&'a Value>) {
+        for panel in list.as_array().into_iter().flatten() {
+            out.push(panel);
+            walk(&panel["panels"], out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&dashboard["panels"], &mut out);
+    out
+}
+
+/// `(where, query)` for every panel target's `expr` and every query variable's query.
+fn queries(dashboard: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for panel in panels(dashboard) {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            if let Some(expr) = target["expr"].as_str() {
+                let place = format!(
+                    "panel {:?} query {}",
+                    panel["title"].as_str().unwrap_or_default(),
+                    target["refId"].as_str().unwrap_or_default()
+                );
+                out.push((place, expr.to_string()));
+            }
+        }
+    }
+    for var in dashboard["templating"]["list"].as_array().into_iter().flatten() {
+        if var["type"] != "query" {
+            continue;
+        }
+        // Grafana keeps a variable's query as a string or as {"query": "..."}.
+        let query = var["query"]["query"].as_str().or(var["query"].as_str());
+        if let Some(query) = query {
+            let place = format!("variable {}", var["name"].as_str().unwrap_or_default());
+            out.push((place, query.to_string()));
+        }
+    }
+    out
+}
+
+/// Only the panel targets' expressions (PromQL after variable substitution; the
+/// variables' `label_values()` queries are Grafana's, not PromQL).
+fn panel_exprs(dashboard: &Value) -> Vec<(String, String)> {
+    queries(dashboard)
+        .into_iter()
+        .filter(|(place, _)| place.starts_with("panel "))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Metric names in a PromQL expression
+
+/// PromQL keywords and operators spelled as words (case-insensitive in PromQL).
+const KEYWORDS: &[&str] = &[
+    "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset", "and",
+    "or", "unless", "atan2", "inf", "nan",
+];
+
+/// Aggregation operators: written `sum by (l) (…)` as well as `sum(…)`.
+const AGGREGATIONS: &[&str] = &[
+    "sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values",
+    "bottomk", "topk", "quantile", "limitk", "limit_ratio",
+];
+
+/// Keywords followed by a parenthesised list of label names.
+const LABEL_LISTS: &[&str] = &["by", "without", "on", "ignoring", "group_left", "group_right"];
+
+fn is_ident_start(c: u8) -> bool {
+    c.is_ascii_alphabetic() || c == b'_' || c == b':'
+}
+
+fn is_ident(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b':'
+}
+
+/// The index just past the string literal starting at `i` (quote at `b[i]`).
+fn skip_string(b: &[u8], i: usize) -> usize {
+    let quote = b[i];
+    let mut j = i + 1;
+    while j < b.len() {
+        match b[j] {
+            b'\\' if quote != b'`' => j += 2,
+            c if c == quote => return j + 1,
+            _ => j += 1,
+        }
+    }
+    b.len()
+}
+
+/// The index just past the bracket group opened at `i`, skipping string literals
+/// (so a `}` in a label value does not close a selector).
+fn skip_group(b: &[u8], i: usize) -> usize {
+    let (open, close) = (b[i], matching(b[i]));
+    let mut depth = 0;
+    let mut j = i;
+    while j < b.len() {
+        match b[j] {
+            b'"' | b'\'' | b'`' => {
+                j = skip_string(b, j);
+                continue;
+            }
+            c if c == open => depth += 1,
+            c if c == close => {
+                depth -= 1;
+                if depth == 0 {
+                    return j + 1;
+                }
+            }
+            _ => {}
+        }
+        j += 1;
+    }
+    b.len()
+}
+
+fn matching(open: u8) -> u8 {
+    match open {
+        b'(' => b')',
+        b'[' => b']',
+        b'{' => b'}',
+        other => panic!("not a bracket: {}", other as char),
+    }
+}
+
+fn skip_spaces(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && b[i].is_ascii_whitespace() {
+        i += 1;
+    }
+    i
+}
+
+/// Splits the inside of a call's parentheses at its top-level commas.
+fn call_args(inside: &str) -> Vec<&str> {
+    let b = inside.as_bytes();
+    let mut args = Vec::new();
+    let (mut start, mut i) = (0, 0);
+    while i < b.len() {
+        match b[i] {
+            b'"' | b'\'' | b'`' => {
+                i = skip_string(b, i);
+                continue;
+            }
+            b'(' | b'[' | b'{' => {
+                i = skip_group(b, i);
+                continue;
+            }
+            b',' => {
+                args.push(inside[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if !inside[start..].trim().is_empty() {
+        args.push(inside[start..].trim());
+    }
+    args
+}
+
+/// The metric names a query reads: PromQL, with Grafana's `$variables`, `${variables}`
+/// and the templating functions `label_values(metric, label)`, `query_result(expr)` and
+/// `metrics(regex)`. Function and aggregation names, keywords, label names (in selectors
+/// and in `by (…)`-style lists), strings, numbers, durations and variables are not
+/// metric names.
+fn metric_names(query: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    collect_metric_names(query, &mut out);
+    out
+}
+
+fn collect_metric_names(query: &str, out: &mut BTreeSet<String>) {
+    let b = query.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'"' | b'\'' | b'`' => i = skip_string(b, i),
+            // label matchers and range/subquery durations
+            b'{' | b'[' => i = skip_group(b, i),
+            b'#' => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'$' => {
+                i += 1;
+                if i < b.len() && b[i] == b'{' {
+                    i = skip_group(b, i);
+                } else {
+                    while i < b.len() && is_ident(b[i]) {
+                        i += 1;
+                    }
+                }
+            }
+            c if c.is_ascii_digit() || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) => {
+                // numbers (0.99, 1e-3, 0x1f) and durations (5m, 1h30m)
+                let hex = b[i..].starts_with(b"0x") || b[i..].starts_with(b"0X");
+                while i < b.len() {
+                    let d = b[i];
+                    let exponent_sign =
+                        !hex && (d == b'-' || d == b'+') && matches!(b[i - 1], b'e' | b'E');
+                    if d.is_ascii_alphanumeric() || d == b'.' || d == b'_' || exponent_sign {
+                        i += 1;
+                    } else {
+                        break;
+                    }
+                }
+            }
+            c if is_ident_start(c) => {
+                let start = i;
+                while i < b.len() && is_ident(b[i]) {
+                    i += 1;
+                }
+                let word = &query[start..i];
+                let lower = word.to_ascii_lowercase();
+                let next = skip_spaces(b, i);
+                let called = b.get(next) == Some(&b'(');
+                if called && LABEL_LISTS.contains(&lower.as_str()) {
+                    i = skip_group(b, next);
+                } else if called && word == "label_values" {
+                    let end = skip_group(b, next);
+                    let inside = &query[next + 1..end.saturating_sub(1).max(next + 1)];
+                    // label_values(label) names no metric; label_values(metric, label) does.
+                    let args = call_args(inside);
+                    if args.len() == 2 {
+                        collect_metric_names(args[0], out);
+                    }
+                    i = end;
+                } else if called && word == "metrics" {
+                    i = skip_group(b, next);
+                } else if called
+                    || KEYWORDS.contains(&lower.as_str())
+                    || AGGREGATIONS.contains(&lower.as_str())
+                {
+                    // a function name, a keyword, or an aggregation followed by `by`
+                } else {
+                    out.insert(word.to_string());
+                }
+            }
+            _ => i += 1,
+        }
+    }
+}
+
+fn names(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn metric_names_of_selectors_and_aggregations() {
+    assert_eq!(
+        metric_names(r#"sum by (service_name) (rate(traces_spanmetrics_calls_total{service_name=~"$service"}[1m]))"#),
+        names(&["traces_spanmetrics_calls_total"])
+    );
+    assert_eq!(
+        metric_names("histogram_quantile(0.99, sum by (le, service_name) (rate(traces_spanmetrics_latency_bucket[1m])))"),
+        names(&["traces_spanmetrics_latency_bucket"])
+    );
+    assert_eq!(metric_names("spanline_open_traces"), names(&["spanline_open_traces"]));
+    assert_eq!(
+        metric_names("sum(spanline_open_traces) / sum(spanline_open_traces_limit)"),
+        names(&["spanline_open_traces", "spanline_open_traces_limit"])
+    );
+    assert_eq!(
+        metric_names("sum(rate(a_total[5m])) without (pod) > bool 0.5 and on (job) group_left (team) b"),
+        names(&["a_total", "b"])
+    );
+    assert_eq!(
+        metric_names("avg(x offset 5m) + count_values(\"v\", y) - topk(3, z @ start()) * 1e-3"),
+        names(&["x", "y", "z"])
+    );
+    assert_eq!(metric_names("vector(1) + Inf - NaN + time()"), names(&[]));
+    assert_eq!(
+        metric_names("job:request_rate:5m unless ignoring(le) c[10m:1m]"),
+        names(&["job:request_rate:5m", "c"])
+    );
+}
+
+#[test]
+fn metric_names_skip_strings_labels_and_variables() {
+    // label names and values, even ones that look like metrics or hold braces
+    assert_eq!(
+        metric_names(r#"m{status_code="STATUS_CODE_ERROR", a='x}y', le!~"rate(b)", span_name=`c`}"#),
+        names(&["m"])
+    );
+    // Grafana variables in matchers, ranges and bare
+    assert_eq!(
+        metric_names(r#"rate(m{s=~"${service:regex}"}[$__rate_interval]) * $scale + ${factor}"#),
+        names(&["m"])
+    );
+    // label_replace / label_join arguments are strings
+    assert_eq!(
+        metric_names(r#"label_replace(label_join(sum by (client, server) (m), "id", "->", "client", "server"), "source", "$1", "client", "(.*)")"#),
+        names(&["m"])
+    );
+    assert_eq!(
+        metric_names("sum by (reason) (rate(dead_total[1m])) # a comment naming not_a_metric"),
+        names(&["dead_total"])
+    );
+    assert_eq!(
+        metric_names("0x1F + 1.5e+3 + .5 + 1h30m"),
+        names(&[])
+    );
+}
+
+#[test]
+fn metric_names_of_grafana_template_queries() {
+    assert_eq!(
+        metric_names("label_values(traces_spanmetrics_calls_total, service_name)"),
+        names(&["traces_spanmetrics_calls_total"])
+    );
+    assert_eq!(
+        metric_names(r#"label_values(up{job="spanline"}, instance)"#),
+        names(&["up"])
+    );
+    assert_eq!(metric_names("label_values(service_name)"), names(&[]));
+    assert_eq!(metric_names("metrics(spanline_.*)"), names(&[]));
+    assert_eq!(
+        metric_names("query_result(topk(5, sum by (span_name) (rate(calls_total[5m]))))"),
+        names(&["calls_total"])
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The Prometheus text exposition
+
+/// Families (with their `# TYPE`) and sample names of a `/metrics` exposition.
+#[derive(Debug, Default)]
+struct Exposition {
+    families: BTreeMap<String, String>,
+    samples: BTreeSet<String>,
+}
+
+impl Exposition {
+    fn parse(text: &str) -> Self {
+        let mut exposition = Exposition::default();
+        for line in text.lines().map(str::trim) {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let mut words = rest.split_whitespace();
+                if let (Some(name), Some(kind)) = (words.next(), words.next()) {
+                    exposition.families.insert(name.to_string(), kind.to_string());
+                }
+            } else if !line.is_empty() && !line.starts_with('#') {
+                let end = line
+                    .find(|c: char| c == '{' || c.is_whitespace())
+                    .unwrap_or(line.len());
+                exposition.samples.insert(line[..end].to_string());
+            }
+        }
+        exposition
+    }
+
+    /// True when a query naming `name` finds it: a family with a `# TYPE` line, a sample,
+    /// or a histogram's `_bucket`/`_sum`/`_count` (a summary's `_sum`/`_count`).
+    fn exposes(&self, name: &str) -> bool {
+        if self.families.contains_key(name) || self.samples.contains(name) {
+            return true;
+        }
+        [("_bucket", &["histogram"][..]), ("_sum", &["histogram", "summary"]), ("_count", &["histogram", "summary"])]
+            .iter()
+            .any(|(suffix, kinds)| {
+                name.strip_suffix(suffix)
+                    .and_then(|family| self.families.get(family))
+                    .is_some_and(|kind| kinds.contains(&kind.as_str()))
+            })
+    }
+}
+
+#[test]
+fn exposition_families_and_histogram_suffixes() {
+    let text = "\
+# HELP lat Latency
+# TYPE lat histogram
+lat_bucket{le=\"0.1\"} 1
+lat_bucket{le=\"+Inf\"} 2
+lat_sum 0.3
+lat_count 2
+# TYPE q summary
+q{quantile=\"0.5\"} 1
+q_sum 1
+q_count 1
+# TYPE calls_total counter
+calls_total{service_name=\"a\"} 3
+# TYPE empty_gauge gauge
+untyped_metric 1
+";
+    let e = Exposition::parse(text);
+    for present in [
+        "lat", "lat_bucket", "lat_sum", "lat_count", "q", "q_sum", "q_count", "calls_total",
+        "empty_gauge", "untyped_metric",
+    ] {
+        assert!(e.exposes(present), "{present}");
+    }
+    for absent in ["q_bucket", "calls", "calls_total_bucket", "empty_gauge_sum", "other", "lat_max"] {
+        assert!(!e.exposes(absent), "{absent}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The files
+
+#[test]
+fn dashboard_is_well_formed() {
+    let d = dashboard();
+    assert_eq!(d["schemaVersion"], 39);
+    assert!(d["uid"].as_str().is_some_and(|u| !u.is_empty()));
+    let mut ids = BTreeSet::new();
+    let mut kinds = BTreeSet::new();
+    for panel in panels(&d) {
+        let title = panel["title"].as_str().unwrap_or_default();
+        assert!(ids.insert(panel["id"].as_i64().expect("panel id")), "duplicate id: {title}");
+        let kind = panel["type"].as_str().expect("panel type");
+        assert!(
+            ["row", "timeseries", "stat", "table", "nodegraph"].contains(&kind),
+            "{title}: panel type {kind}"
+        );
+        kinds.insert(kind);
+        assert_eq!(panel["datasource"], prometheus_datasource(), "{title}");
+        for key in ["h", "w", "x", "y"] {
+            assert!(panel["gridPos"][key].is_u64(), "{title}: gridPos.{key}");
+        }
+        assert!(panel["gridPos"]["x"].as_u64().unwrap() + panel["gridPos"]["w"].as_u64().unwrap() <= 24, "{title}");
+        if kind == "row" {
+            continue;
+        }
+        let targets = panel["targets"].as_array().unwrap_or_else(|| panic!("{title}: no targets"));
+        assert!(!targets.is_empty(), "{title}: no targets");
+        let mut refs = BTreeSet::new();
+        for target in targets {
+            assert_eq!(target["datasource"], prometheus_datasource(), "{title}");
+            assert!(target["expr"].as_str().is_some_and(|e| !e.trim().is_empty()), "{title}");
+            assert!(refs.insert(target["refId"].as_str().expect("refId")), "{title}: duplicate refId");
+        }
+    }
+    for kind in ["timeseries", "stat", "table"] {
+        assert!(kinds.contains(kind), "no {kind} panel");
+    }
+    let vars = d["templating"]["list"].as_array().expect("templating.list");
+    let service = vars.iter().find(|v| v["name"] == "service").expect("variable service");
+    assert_eq!(service["datasource"], prometheus_datasource());
+    assert_eq!(
+        service["query"]["query"],
+        "label_values(traces_spanmetrics_calls_total, service_name)"
+    );
+    for (place, query) in queries(&d) {
+        assert!(!metric_names(&query).is_empty(), "{place} reads no metric: {query}");
+    }
+}
+
+#[test]
+fn grafana_provisioning_matches_compose_and_dashboard() {
+    let compose = yaml("docker-compose.yml");
+    let grafana = &compose["services"]["grafana"];
+    assert_eq!(grafana["image"].as_str(), Some("grafana/grafana:11.3.0"));
+    let volumes: Vec<&str> = grafana["volumes"]
+        .as_sequence()
+        .expect("grafana volumes")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    // host path -> container path, and every host path exists
+    let mounts: BTreeMap<&str, &str> = volumes
+        .iter()
+        .map(|v| {
+            let mut parts = v.split(':');
+            let (host, container) = (parts.next().unwrap(), parts.next().expect("container path"));
+            assert!(repo_root().join(host).exists(), "{host} does not exist");
+            (host, container)
+        })
+        .collect();
+
+    let datasources = yaml(DATASOURCES);
+    let prometheus = &datasources["datasources"][0];
+    assert_eq!(prometheus["type"].as_str(), Some("prometheus"));
+    assert_eq!(prometheus["uid"].as_str(), Some("prometheus"));
+    assert_eq!(prometheus["url"].as_str(), Some("http://prometheus:9090"));
+    assert_eq!(prometheus["isDefault"].as_bool(), Some(true));
+    assert!(compose["services"]["prometheus"].is_mapping());
+
+    let providers = yaml(DASHBOARD_PROVIDERS);
+    let provider = &providers["providers"][0];
+    assert_eq!(provider["type"].as_str(), Some("file"));
+    let path = provider["options"]["path"].as_str().expect("provider path");
+    assert_eq!(mounts.get("./deploy/grafana/dashboards"), Some(&path));
+    assert_eq!(
+        mounts.get("./deploy/grafana/provisioning/datasources"),
+        Some(&"/etc/grafana/provisioning/datasources")
+    );
+    assert_eq!(
+        mounts.get("./deploy/grafana/provisioning/dashboards"),
+        Some(&"/etc/grafana/provisioning/dashboards")
+    );
+    let home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"].as_str();
+    assert_eq!(home, Some(format!("{path}/spanline.json").as_str()));
+    assert!(Path::new(&repo_root().join(DASHBOARD)).is_file());
+}
+
+#[test]
+fn compose_file_is_valid() {
+    let found = find_program("docker-compose");
+    if !require_or_skip("docker-compose (apt-get install docker-compose)", found.is_some()) {
+        return;
+    }
+    let mut cmd = Command::new(found.unwrap());
+    cmd.current_dir(repo_root())
+        .args(["-f", "docker-compose.yml", "config", "-q"]);
+    let out = run_with_timeout(cmd, Duration::from_secs(60));
+    assert!(out.status.success(), "docker-compose config: {}\n{}", out.status, out.output());
+}
+
+#[test]
+fn prometheus_config_is_valid() {
+    let found = find_program("promtool");
+    if !require_or_skip("promtool (apt-get install prometheus)", found.is_some()) {
+        return;
+    }
+    let mut cmd = Command::new(found.unwrap());
+    cmd.current_dir(repo_root())
+        .args(["check", "config", "deploy/prometheus.yml"]);
+    let out = run_with_timeout(cmd, Duration::from_secs(60));
+    assert!(out.status.success(), "promtool check config: {}\n{}", out.status, out.output());
+}
+
+/// A panel query with Grafana's variables replaced by values PromQL accepts.
+fn substitute_variables(expr: &str) -> String {
+    let mut s = expr.to_string();
+    for (var, value) in [
+        ("${service}", ".*"),
+        ("$service", ".*"),
+        ("${window}", ".*"),
+        ("$window", ".*"),
+        ("$__rate_interval", "1m"),
+        ("$__interval", "15s"),
+        ("$__range", "1h"),
+    ] {
+        s = s.replace(var, value);
+    }
+    s
+}
+
+#[test]
+fn dashboard_queries_are_valid_promql() {
+    let found = find_program("promtool");
+    if !require_or_skip("promtool (apt-get install prometheus)", found.is_some()) {
+        return;
+    }
+    let exprs = panel_exprs(&dashboard());
+    let rules: Vec<Value> = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, (_, expr))| {
+            let expr = substitute_variables(expr);
+            assert!(!expr.contains('$') || expr.contains("\"$1\""), "unsubstituted variable: {expr}");
+            serde_json::json!({"record": format!("dashboard:query_{i}"), "expr": expr})
+        })
+        .collect();
+    let file = serde_json::json!({"groups": [{"name": "dashboard", "rules": rules}]});
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path: PathBuf = dir.path().join("dashboard-rules.yml");
+    std::fs::write(&path, serde_yaml::to_string(&file).unwrap()).unwrap();
+    let mut cmd = Command::new(found.unwrap());
+    cmd.arg("check").arg("rules").arg(&path);
+    let out = run_with_timeout(cmd, Duration::from_secs(60));
+    let listing: Vec<String> = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, (place, expr))| format!("dashboard:query_{i}: {place}: {expr}"))
+        .collect();
+    assert!(
+        out.status.success(),
+        "promtool check rules: {}\n{}\n{}",
+        out.status,
+        out.output(),
+        listing.join("\n")
+    );
+}
+
+/// Metric names the dashboard reads, each with the places that read it.
+fn dashboard_metrics() -> BTreeMap<String, Vec<String>> {
+    let mut wanted: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (place, query) in queries(&dashboard()) {
+        for name in metric_names(&query) {
+            wanted.entry(name).or_default().push(place.clone());
+        }
+    }
+    wanted
+}
+
+#[test]
+fn dashboard_queries_use_metrics_spanline_exposes() {
+    let wanted = dashboard_metrics();
+    assert!(wanted.len() > 10, "too few metric names found: {wanted:?}");
+    let mut demo = Demo::start_with_args(
+        Path::new(env!("CARGO_BIN_EXE_spanline")),
+        &[
+            "demo",
+            "--duration",
+            "60s",
+            "--http",
+            "127.0.0.1:0",
+            "--status-every",
+            "1s",
+            "--rate",
+            "100",
+        ],
+    );
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut missing: Vec<&String> = wanted.keys().collect();
+    let mut exposition = Exposition::default();
+    let mut status_lines = 0;
+    // Families show once they have a series: poll at each status line, up to 40 of them.
+    for _ in 0..40 {
+        match demo.wait_status_line(status_lines, Duration::from_secs(30)) {
+            Some(n) => status_lines = n,
+            None => break,
+        }
+        let text = client
+            .get(demo.metrics())
+            .send()
+            .and_then(|r| r.error_for_status())
+            .and_then(|r| r.text())
+            .unwrap_or_else(|e| panic!("GET {}: {e}\n{}", demo.metrics(), demo.output_tail(20)));
+        exposition = Exposition::parse(&text);
+        missing = wanted.keys().filter(|name| !exposition.exposes(name)).collect();
+        if missing.is_empty() {
+            break;
+        }
+    }
+    if !missing.is_empty() {
+        let detail: Vec<String> = missing
+            .iter()
+            .map(|name| format!("  {name} (used by {})", wanted[*name].join("; ")))
+            .collect();
+        panic!(
+            "{} of {} metric names the dashboard uses are not exposed by spanline after {status_lines} status lines:\n{}\n\
+             exposed families: {:?}\n{}",
+            missing.len(),
+            wanted.len(),
+            detail.join("\n"),
+            exposition.families.keys().collect::<Vec<_>>(),
+            demo.output_tail(10)
+        );
+    }
+    eprintln!(
+        "all {} metric names of {DASHBOARD} exposed after {status_lines} status lines",
+        wanted.len()
+    );
+}
