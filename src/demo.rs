@@ -87,6 +87,40 @@ fn totals(sources: &[String]) -> Totals {
     }
 }
 
+/// The `n` highest values of a window gauge for `scope=service` (smallest window only),
+/// as `service value` pairs.
+fn top_services(family: &str, extra: Option<(&str, &str)>, n: usize) -> Vec<(String, f64)> {
+    let mut rows: Vec<(String, String, f64)> = Vec::new();
+    for f in metrics::REGISTRY.gather().iter().filter(|f| f.name() == family) {
+        for m in f.get_metric() {
+            let label = |name: &str| m.get_label().iter().find(|l| l.name() == name).map(|l| l.value().to_string());
+            if label("scope").as_deref() != Some("service") {
+                continue;
+            }
+            if let Some((k, v)) = extra {
+                if label(k).as_deref() != Some(v) {
+                    continue;
+                }
+            }
+            let series = label("series").unwrap_or_default();
+            let service = series.strip_prefix("service=").unwrap_or(&series).to_string();
+            let window = label("window").unwrap_or_default();
+            rows.push((window, service, m.get_gauge().get_value()));
+        }
+    }
+    // the smallest window size reacts fastest
+    let smallest = rows.iter().filter_map(|(w, _, _)| humantime::parse_duration(w).ok()).min();
+    let mut top: Vec<(String, f64)> = rows
+        .into_iter()
+        .filter(|(w, _, _)| humantime::parse_duration(w).ok() == smallest)
+        .map(|(_, s, v)| (s, v))
+        .filter(|(_, v)| v.is_finite())
+        .collect();
+    top.sort_by(|a, b| b.1.total_cmp(&a.1));
+    top.truncate(n);
+    top
+}
+
 pub async fn run(args: DemoArgs) -> Result<(), String> {
     let text = match &args.pipeline {
         Some(p) => {
@@ -170,6 +204,13 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
                     "status: {:>5.0}s  {rate:>8.0} spans/s  open traces {:>6}  traces closed {:>8}  late spans {:>5}  dead-lettered {:>4}",
                     started.elapsed().as_secs_f64(), metrics::OPEN_TRACES.get(), t.closed, t.late, t.dead,
                 );
+                let p99 = top_services("spanline_window_latency_seconds", Some(("quantile", "0.99")), 3);
+                let errors = top_services("spanline_window_error_rate", None, 3);
+                if !p99.is_empty() {
+                    let p99: Vec<String> = p99.iter().map(|(s, v)| format!("{s} {:.0}ms", v * 1e3)).collect();
+                    let errors: Vec<String> = errors.iter().map(|(s, v)| format!("{s} {:.1}%", v * 100.0)).collect();
+                    println!("status:         top p99: {}  |  top error rate: {}", p99.join(", "), errors.join(", "));
+                }
             }
         }
     }
@@ -179,10 +220,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         None => None,
     };
     let _ = stop_run.send(true);
-    pipeline
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+    let run = pipeline.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
     let t = totals(&sources);
     let by_reason: Vec<String> = CloseReason::ALL
         .iter()
@@ -213,6 +251,21 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
             "summary: generator produced {} traces, {} spans, {} malformed records",
             p.traces, p.spans, p.malformed
         );
+    }
+    if !run.slowest.is_empty() {
+        println!("summary: slowest traces:");
+    }
+    for t in &run.slowest {
+        println!(
+            "summary:   {} {} {:.0}ms  bottleneck: {}",
+            spanline::model::hex_trace_id(t.trace_id),
+            t.root,
+            t.duration_ns as f64 / 1e6,
+            t.bottleneck.as_deref().unwrap_or("none")
+        );
+        for f in &t.findings {
+            println!("summary:     - {f}");
+        }
     }
     drop(embedded);
     Ok(())

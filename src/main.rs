@@ -230,6 +230,7 @@ pub fn pipeline_topics(config: &PipelineConfig) -> Vec<String> {
     );
     topics.push(config.outputs.traces.topic.clone());
     topics.extend(config.outputs.late.as_ref().map(|l| l.topic.clone()));
+    topics.extend(config.outputs.aggregates.as_ref().map(|l| l.topic.clone()));
     topics.sort();
     topics.dedup();
     topics
@@ -318,5 +319,6 @@ async fn run(path: PathBuf) -> Result<(), String> {
     println!("metrics: http://{addr}/metrics");
     runner::run(config, embedded.endpoints.clone(), ready, stop_after(None))
         .await
+        .map(|_| ())
         .map_err(|e| e.to_string())
 }

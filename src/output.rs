@@ -3,6 +3,7 @@
 use crate::codec::avro;
 use crate::config::OutputFormat;
 use crate::model::{hex_span_id, hex_trace_id, Span, Trace};
+use crate::stage::aggregate::WindowAggregate;
 use crate::stage::analyze::Analysis;
 
 /// How one output topic is encoded.
@@ -55,6 +56,30 @@ impl Encoding {
             Encoding::Json => trace_json(trace, analysis),
         };
         (key, value)
+    }
+
+    /// Key and value of an aggregate record (`schemas/aggregate.avsc`).
+    pub fn aggregate(&self, w: &WindowAggregate) -> (Vec<u8>, Vec<u8>) {
+        let fields = aggregate_fields(w);
+        match self {
+            Encoding::Avro { key_schema_id, value_schema_id } => {
+                let mut key = Vec::new();
+                avro::put_frame(&mut key, *key_schema_id);
+                crate::codec::avro_bin::put_str(&mut key, &w.key_string());
+                let mut value = Vec::new();
+                avro::put_frame(&mut value, *value_schema_id);
+                let record = apache_avro::types::Value::Record(
+                    fields.into_iter().map(|(name, v)| (name.to_string(), v.into_avro())).collect(),
+                );
+                value.extend(avro::write_value(&AGGREGATE, record).expect("aggregate matches its schema"));
+                (key, value)
+            }
+            Encoding::Json => {
+                let map: serde_json::Map<String, serde_json::Value> =
+                    fields.into_iter().map(|(name, v)| (name.to_string(), v.into_json())).collect();
+                (w.key_string().into_bytes(), serde_json::to_vec(&map).expect("aggregate serialises"))
+            }
+        }
     }
 
     /// Key and value of a single-span record (late spans).
@@ -128,4 +153,70 @@ fn trace_json(trace: &Trace, analysis: Option<&Analysis>) -> Vec<u8> {
         map.insert("oddities".into(), odd.into());
     }
     serde_json::to_vec(&value).expect("trace serialises")
+}
+
+static AGGREGATE: std::sync::LazyLock<apache_avro::Schema> = std::sync::LazyLock::new(|| {
+    apache_avro::Schema::parse_str(avro::AGGREGATE_SCHEMA).expect("schemas/aggregate.avsc is valid")
+});
+
+/// A field value of an aggregate record, for both encodings.
+enum Field {
+    Long(i64),
+    Double(f64),
+    Str(String),
+    Dimensions(Vec<(String, String)>),
+}
+
+impl Field {
+    fn into_avro(self) -> apache_avro::types::Value {
+        use apache_avro::types::Value;
+        match self {
+            Field::Long(v) => Value::Long(v),
+            Field::Double(v) => Value::Double(v),
+            Field::Str(v) => Value::String(v),
+            Field::Dimensions(dims) => Value::Array(
+                dims.into_iter()
+                    .map(|(n, v)| Value::Record(vec![("name".into(), Value::String(n)), ("value".into(), Value::String(v))]))
+                    .collect(),
+            ),
+        }
+    }
+
+    fn into_json(self) -> serde_json::Value {
+        match self {
+            Field::Long(v) => v.into(),
+            // JSON has no NaN: an undefined quantile is null
+            Field::Double(v) => serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into),
+            Field::Str(v) => v.into(),
+            Field::Dimensions(dims) => {
+                dims.into_iter().map(|(n, v)| serde_json::json!({"name": n, "value": v})).collect::<Vec<_>>().into()
+            }
+        }
+    }
+}
+
+/// The fields of `schemas/aggregate.avsc`, in order.
+fn aggregate_fields(w: &WindowAggregate) -> Vec<(&'static str, Field)> {
+    vec![
+        ("window_start_unix_nano", Field::Long(w.window_start_ns)),
+        ("window_end_unix_nano", Field::Long(w.window_end_ns)),
+        ("window_size_ns", Field::Long(w.window_size_ns)),
+        ("scope", Field::Str(w.scope.to_string())),
+        ("dimensions", Field::Dimensions(w.key.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect())),
+        ("count", Field::Long(w.count as i64)),
+        ("error_count", Field::Long(w.error_count as i64)),
+        ("error_rate", Field::Double(w.error_rate())),
+        ("throughput_per_s", Field::Double(w.throughput_per_s())),
+        ("latency_min_ns", Field::Long(w.min_ns)),
+        ("latency_max_ns", Field::Long(w.max_ns)),
+        ("latency_sum_ns", Field::Long(w.sum_ns)),
+        ("latency_p50_ns", Field::Double(w.quantile(0.5))),
+        ("latency_p90_ns", Field::Double(w.quantile(0.9))),
+        ("latency_p95_ns", Field::Double(w.quantile(0.95))),
+        ("latency_p99_ns", Field::Double(w.quantile(0.99))),
+        ("concurrency_mean", Field::Double(w.concurrency_mean)),
+        ("concurrency_max", Field::Double(w.concurrency_max)),
+        ("slo_latency_ns", Field::Long(w.slo_latency_ns)),
+        ("slo_compliance", Field::Double(w.slo_compliance())),
+    ]
 }

@@ -19,6 +19,7 @@ pub struct ReplaySummary {
     pub spans: u64,
     pub traces: u64,
     pub late: u64,
+    pub aggregates: u64,
     pub bad_lines: u64,
 }
 
@@ -185,6 +186,12 @@ fn write_outputs(
             Emit::Late { span, .. } => {
                 if let Some(t) = late_topic {
                     writers.line(t, &Encoding::Json.span(&span).1)?;
+                }
+            }
+            Emit::Aggregate(w) => {
+                summary.aggregates += 1;
+                if let Some(out) = &config.outputs.aggregates {
+                    writers.line(&out.topic, &Encoding::Json.aggregate(&w).1)?;
                 }
             }
         }

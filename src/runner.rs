@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
 use crate::codec::{self, DecodeError, Format, SpanDecoder};
-use crate::config::{OutputFormat, PipelineConfig};
+use crate::config::{OutputFormat, PipelineConfig, TopicOutput};
 use crate::kafka::offsets::OffsetTracker;
 use crate::kafka::registry_client::RegistryClient;
 use crate::kafka::sink::{dead_letter_headers, Ack, Sink, Token};
@@ -17,9 +17,10 @@ use crate::kafka::source::{Record, Source, SourceEvent};
 use crate::model::CloseReason;
 use crate::output::Encoding;
 use crate::stage::assemble::{Holds, Origin, Output, Pushed, Stats};
-use crate::stage::pipeline::{Emit, StageStats, Stages};
+use crate::stage::pipeline::{Emit, StageStats, Stages, TraceDigest};
 use crate::telemetry::http::Readiness;
 use crate::telemetry::metrics;
+use crate::telemetry::spanmetrics::SpanMetrics;
 
 /// Why a pipeline stopped with an error.
 #[derive(Debug, Error)]
@@ -45,6 +46,13 @@ pub struct Endpoints {
     pub registry: Option<String>,
 }
 
+/// What a pipeline run reports when it stops.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    /// The slowest analysed traces, slowest first.
+    pub slowest: Vec<TraceDigest>,
+}
+
 /// Processing time in milliseconds since the epoch.
 pub fn wall_ms() -> i64 {
     SystemTime::now()
@@ -64,11 +72,13 @@ struct Outputs {
     topics: Vec<String>,
     traces: Encoding,
     late: Option<Encoding>,
+    aggregates: Option<Encoding>,
 }
 
 const TRACES: usize = 0;
 const LATE: usize = 1;
-const DEAD_LETTER: usize = 2; // and up: one per dead-letter topic
+const AGGREGATES: usize = 2;
+const DEAD_LETTER: usize = 3; // and up: one per dead-letter topic
 
 /// Maps (topic, partition) to the small integer the stages use.
 #[derive(Default)]
@@ -100,6 +110,7 @@ struct Runner {
     outputs: Outputs,
     registry: Option<RegistryClient>,
     stages: Stages,
+    spanmetrics: SpanMetrics,
     tracker: OffsetTracker,
     partitions: Partitions,
     sink: Sink,
@@ -116,7 +127,7 @@ pub async fn run(
     endpoints: Endpoints,
     ready: Readiness,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), RunError> {
+) -> Result<RunSummary, RunError> {
     let pipeline = config.name.clone();
     metrics::init();
     let kafka_err = |e: rdkafka::error::KafkaError| RunError::Kafka {
@@ -166,44 +177,27 @@ pub async fn run(
             }
         }
     };
-    let traces_cfg = &config.outputs.traces;
-    let trace_ids = match traces_cfg.format {
-        OutputFormat::Avro => {
-            register(
-                traces_cfg.topic.clone(),
-                codec::avro::TRACE_KEY_SCHEMA,
-                codec::avro::TRACE_SCHEMA,
-            )
-            .await?
-        }
-        OutputFormat::Json => None,
-    };
-    let late = match &config.outputs.late {
-        Some(l) => Some(Encoding::new(
-            l.format,
-            match l.format {
-                OutputFormat::Avro => {
-                    register(
-                        l.topic.clone(),
-                        codec::avro::SPAN_KEY_SCHEMA,
-                        codec::avro::SPAN_SCHEMA,
-                    )
-                    .await?
-                }
+    // each output topic's encoding; Avro schemas are registered under <topic>-key/-value
+    let encoding = |output: Option<TopicOutput>, key_schema: &'static str, value_schema: &'static str| {
+        let register = &register;
+        async move {
+            let Some(o) = output else { return Ok(None) };
+            let ids = match o.format {
+                OutputFormat::Avro => register(o.topic.clone(), key_schema, value_schema).await?,
                 OutputFormat::Json => None,
-            },
-        )),
-        None => None,
+            };
+            Ok::<_, RunError>(Some(Encoding::new(o.format, ids)))
+        }
     };
-    let mut topics = vec![
-        traces_cfg.topic.clone(),
-        config
-            .outputs
-            .late
-            .as_ref()
-            .map(|l| l.topic.clone())
-            .unwrap_or_default(),
-    ];
+    let outs = &config.outputs;
+    let traces = encoding(Some(outs.traces.clone()), codec::avro::TRACE_KEY_SCHEMA, codec::avro::TRACE_SCHEMA)
+        .await?
+        .expect("traces output is required");
+    let late = encoding(outs.late.clone(), codec::avro::SPAN_KEY_SCHEMA, codec::avro::SPAN_SCHEMA).await?;
+    let aggregates =
+        encoding(outs.aggregates.clone(), codec::avro::AGGREGATE_KEY_SCHEMA, codec::avro::AGGREGATE_SCHEMA).await?;
+    let topic_of = |o: &Option<TopicOutput>| o.as_ref().map(|o| o.topic.clone()).unwrap_or_default();
+    let mut topics = vec![outs.traces.topic.clone(), topic_of(&outs.late), topic_of(&outs.aggregates)];
     let mut sources = Vec::new();
     let mut topic_source = HashMap::new();
     for (i, s) in config.sources.iter().enumerate() {
@@ -251,13 +245,13 @@ pub async fn run(
         pipeline: pipeline.clone(),
         sources,
         topic_source,
-        outputs: Outputs {
-            topics,
-            traces: Encoding::new(traces_cfg.format, trace_ids),
-            late,
-        },
+        outputs: Outputs { topics, traces, late, aggregates },
         registry,
         stages: Stages::new(&config),
+        spanmetrics: SpanMetrics::new(
+            config.aggregate().map_or(10_000, |a| a.max_series),
+            config.aggregate().map_or(600_000_000_000, |a| i64::try_from(a.idle_series_expiry.as_nanos()).unwrap_or(i64::MAX)),
+        ),
         tracker: OffsetTracker::default(),
         partitions: Partitions::default(),
         sink,
@@ -301,6 +295,7 @@ pub async fn run(
             _ = tick.tick() => {
                 if let Err(e) = runner.advance().await { break Err(e) }
                 runner.publish_gauges();
+                runner.spanmetrics.expire(runner.stages.assembler.watermarks().current());
                 if last_commit.elapsed() >= commit_every {
                     runner.commit(&source, false);
                     last_commit = Instant::now();
@@ -331,7 +326,7 @@ pub async fn run(
         .await
         .ok();
     tracing::info!(pipeline = %pipeline, "pipeline stopped");
-    result
+    result.map(|()| RunSummary { slowest: runner.stages.slowest().to_vec() })
 }
 
 impl Runner {
@@ -472,15 +467,19 @@ impl Runner {
         self.stages.process(&mut self.out, &mut self.emits);
         for emit in std::mem::take(&mut self.emits) {
             let (index, (key, value), holds) = match emit {
-                Emit::Trace {
-                    trace,
-                    analysis,
-                    holds,
-                } => (
-                    TRACES,
-                    self.outputs.traces.trace(&trace, analysis.as_deref()),
-                    holds,
-                ),
+                Emit::Trace { trace, analysis, holds } => {
+                    let edges = analysis.as_ref().map_or(&[][..], |a| &a.edges[..]);
+                    self.spanmetrics.observe(&trace, edges);
+                    (TRACES, self.outputs.traces.trace(&trace, analysis.as_deref()), holds)
+                }
+                Emit::Aggregate(window) => {
+                    self.spanmetrics.observe_window(&window);
+                    let Some(enc) = &self.outputs.aggregates else {
+                        continue;
+                    };
+                    // windows hold no input offsets: the traces they came from did
+                    (AGGREGATES, enc.aggregate(&window), Holds::new())
+                }
                 Emit::Late { span, origin } => {
                     let Some(enc) = &self.outputs.late else {
                         continue;

@@ -66,7 +66,11 @@ fn queries(dashboard: &Value) -> Vec<(String, String)> {
             }
         }
     }
-    for var in dashboard["templating"]["list"].as_array().into_iter().flatten() {
+    for var in dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         if var["type"] != "query" {
             continue;
         }
@@ -94,18 +98,49 @@ fn panel_exprs(dashboard: &Value) -> Vec<(String, String)> {
 
 /// PromQL keywords and operators spelled as words (case-insensitive in PromQL).
 const KEYWORDS: &[&str] = &[
-    "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset", "and",
-    "or", "unless", "atan2", "inf", "nan",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "offset",
+    "and",
+    "or",
+    "unless",
+    "atan2",
+    "inf",
+    "nan",
 ];
 
 /// Aggregation operators: written `sum by (l) (…)` as well as `sum(…)`.
 const AGGREGATIONS: &[&str] = &[
-    "sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values",
-    "bottomk", "topk", "quantile", "limitk", "limit_ratio",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group",
+    "stddev",
+    "stdvar",
+    "count",
+    "count_values",
+    "bottomk",
+    "topk",
+    "quantile",
+    "limitk",
+    "limit_ratio",
 ];
 
 /// Keywords followed by a parenthesised list of label names.
-const LABEL_LISTS: &[&str] = &["by", "without", "on", "ignoring", "group_left", "group_right"];
+const LABEL_LISTS: &[&str] = &[
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+];
 
 fn is_ident_start(c: u8) -> bool {
     c.is_ascii_alphabetic() || c == b'_' || c == b':'
@@ -235,7 +270,9 @@ fn collect_metric_names(query: &str, out: &mut BTreeSet<String>) {
                     }
                 }
             }
-            c if c.is_ascii_digit() || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) => {
+            c if c.is_ascii_digit()
+                || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) =>
+            {
                 // numbers (0.99, 1e-3, 0x1f) and durations (5m, 1h30m)
                 let hex = b[i..].starts_with(b"0x") || b[i..].starts_with(b"0X");
                 while i < b.len() {
@@ -292,20 +329,27 @@ fn names(list: &[&str]) -> BTreeSet<String> {
 #[test]
 fn metric_names_of_selectors_and_aggregations() {
     assert_eq!(
-        metric_names(r#"sum by (service_name) (rate(traces_spanmetrics_calls_total{service_name=~"$service"}[1m]))"#),
+        metric_names(
+            r#"sum by (service_name) (rate(traces_spanmetrics_calls_total{service_name=~"$service"}[1m]))"#
+        ),
         names(&["traces_spanmetrics_calls_total"])
     );
     assert_eq!(
         metric_names("histogram_quantile(0.99, sum by (le, service_name) (rate(traces_spanmetrics_latency_bucket[1m])))"),
         names(&["traces_spanmetrics_latency_bucket"])
     );
-    assert_eq!(metric_names("spanline_open_traces"), names(&["spanline_open_traces"]));
+    assert_eq!(
+        metric_names("spanline_open_traces"),
+        names(&["spanline_open_traces"])
+    );
     assert_eq!(
         metric_names("sum(spanline_open_traces) / sum(spanline_open_traces_limit)"),
         names(&["spanline_open_traces", "spanline_open_traces_limit"])
     );
     assert_eq!(
-        metric_names("sum(rate(a_total[5m])) without (pod) > bool 0.5 and on (job) group_left (team) b"),
+        metric_names(
+            "sum(rate(a_total[5m])) without (pod) > bool 0.5 and on (job) group_left (team) b"
+        ),
         names(&["a_total", "b"])
     );
     assert_eq!(
@@ -323,7 +367,9 @@ fn metric_names_of_selectors_and_aggregations() {
 fn metric_names_skip_strings_labels_and_variables() {
     // label names and values, even ones that look like metrics or hold braces
     assert_eq!(
-        metric_names(r#"m{status_code="STATUS_CODE_ERROR", a='x}y', le!~"rate(b)", span_name=`c`}"#),
+        metric_names(
+            r#"m{status_code="STATUS_CODE_ERROR", a='x}y', le!~"rate(b)", span_name=`c`}"#
+        ),
         names(&["m"])
     );
     // Grafana variables in matchers, ranges and bare
@@ -333,17 +379,16 @@ fn metric_names_skip_strings_labels_and_variables() {
     );
     // label_replace / label_join arguments are strings
     assert_eq!(
-        metric_names(r#"label_replace(label_join(sum by (client, server) (m), "id", "->", "client", "server"), "source", "$1", "client", "(.*)")"#),
+        metric_names(
+            r#"label_replace(label_join(sum by (client, server) (m), "id", "->", "client", "server"), "source", "$1", "client", "(.*)")"#
+        ),
         names(&["m"])
     );
     assert_eq!(
         metric_names("sum by (reason) (rate(dead_total[1m])) # a comment naming not_a_metric"),
         names(&["dead_total"])
     );
-    assert_eq!(
-        metric_names("0x1F + 1.5e+3 + .5 + 1h30m"),
-        names(&[])
-    );
+    assert_eq!(metric_names("0x1F + 1.5e+3 + .5 + 1h30m"), names(&[]));
 }
 
 #[test]
@@ -381,7 +426,9 @@ impl Exposition {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
                 let mut words = rest.split_whitespace();
                 if let (Some(name), Some(kind)) = (words.next(), words.next()) {
-                    exposition.families.insert(name.to_string(), kind.to_string());
+                    exposition
+                        .families
+                        .insert(name.to_string(), kind.to_string());
                 }
             } else if !line.is_empty() && !line.starts_with('#') {
                 let end = line
@@ -399,13 +446,17 @@ impl Exposition {
         if self.families.contains_key(name) || self.samples.contains(name) {
             return true;
         }
-        [("_bucket", &["histogram"][..]), ("_sum", &["histogram", "summary"]), ("_count", &["histogram", "summary"])]
-            .iter()
-            .any(|(suffix, kinds)| {
-                name.strip_suffix(suffix)
-                    .and_then(|family| self.families.get(family))
-                    .is_some_and(|kind| kinds.contains(&kind.as_str()))
-            })
+        [
+            ("_bucket", &["histogram"][..]),
+            ("_sum", &["histogram", "summary"]),
+            ("_count", &["histogram", "summary"]),
+        ]
+        .iter()
+        .any(|(suffix, kinds)| {
+            name.strip_suffix(suffix)
+                .and_then(|family| self.families.get(family))
+                .is_some_and(|kind| kinds.contains(&kind.as_str()))
+        })
     }
 }
 
@@ -429,12 +480,27 @@ untyped_metric 1
 ";
     let e = Exposition::parse(text);
     for present in [
-        "lat", "lat_bucket", "lat_sum", "lat_count", "q", "q_sum", "q_count", "calls_total",
-        "empty_gauge", "untyped_metric",
+        "lat",
+        "lat_bucket",
+        "lat_sum",
+        "lat_count",
+        "q",
+        "q_sum",
+        "q_count",
+        "calls_total",
+        "empty_gauge",
+        "untyped_metric",
     ] {
         assert!(e.exposes(present), "{present}");
     }
-    for absent in ["q_bucket", "calls", "calls_total_bucket", "empty_gauge_sum", "other", "lat_max"] {
+    for absent in [
+        "q_bucket",
+        "calls",
+        "calls_total_bucket",
+        "empty_gauge_sum",
+        "other",
+        "lat_max",
+    ] {
         assert!(!e.exposes(absent), "{absent}");
     }
 }
@@ -451,7 +517,10 @@ fn dashboard_is_well_formed() {
     let mut kinds = BTreeSet::new();
     for panel in panels(&d) {
         let title = panel["title"].as_str().unwrap_or_default();
-        assert!(ids.insert(panel["id"].as_i64().expect("panel id")), "duplicate id: {title}");
+        assert!(
+            ids.insert(panel["id"].as_i64().expect("panel id")),
+            "duplicate id: {title}"
+        );
         let kind = panel["type"].as_str().expect("panel type");
         assert!(
             ["row", "timeseries", "stat", "table", "nodegraph"].contains(&kind),
@@ -462,31 +531,50 @@ fn dashboard_is_well_formed() {
         for key in ["h", "w", "x", "y"] {
             assert!(panel["gridPos"][key].is_u64(), "{title}: gridPos.{key}");
         }
-        assert!(panel["gridPos"]["x"].as_u64().unwrap() + panel["gridPos"]["w"].as_u64().unwrap() <= 24, "{title}");
+        assert!(
+            panel["gridPos"]["x"].as_u64().unwrap() + panel["gridPos"]["w"].as_u64().unwrap() <= 24,
+            "{title}"
+        );
         if kind == "row" {
             continue;
         }
-        let targets = panel["targets"].as_array().unwrap_or_else(|| panic!("{title}: no targets"));
+        let targets = panel["targets"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{title}: no targets"));
         assert!(!targets.is_empty(), "{title}: no targets");
         let mut refs = BTreeSet::new();
         for target in targets {
             assert_eq!(target["datasource"], prometheus_datasource(), "{title}");
-            assert!(target["expr"].as_str().is_some_and(|e| !e.trim().is_empty()), "{title}");
-            assert!(refs.insert(target["refId"].as_str().expect("refId")), "{title}: duplicate refId");
+            assert!(
+                target["expr"]
+                    .as_str()
+                    .is_some_and(|e| !e.trim().is_empty()),
+                "{title}"
+            );
+            assert!(
+                refs.insert(target["refId"].as_str().expect("refId")),
+                "{title}: duplicate refId"
+            );
         }
     }
     for kind in ["timeseries", "stat", "table"] {
         assert!(kinds.contains(kind), "no {kind} panel");
     }
     let vars = d["templating"]["list"].as_array().expect("templating.list");
-    let service = vars.iter().find(|v| v["name"] == "service").expect("variable service");
+    let service = vars
+        .iter()
+        .find(|v| v["name"] == "service")
+        .expect("variable service");
     assert_eq!(service["datasource"], prometheus_datasource());
     assert_eq!(
         service["query"]["query"],
         "label_values(traces_spanmetrics_calls_total, service_name)"
     );
     for (place, query) in queries(&d) {
-        assert!(!metric_names(&query).is_empty(), "{place} reads no metric: {query}");
+        assert!(
+            !metric_names(&query).is_empty(),
+            "{place} reads no metric: {query}"
+        );
     }
 }
 
@@ -541,14 +629,22 @@ fn grafana_provisioning_matches_compose_and_dashboard() {
 #[test]
 fn compose_file_is_valid() {
     let found = find_program("docker-compose");
-    if !require_or_skip("docker-compose (apt-get install docker-compose)", found.is_some()) {
+    if !require_or_skip(
+        "docker-compose (apt-get install docker-compose)",
+        found.is_some(),
+    ) {
         return;
     }
     let mut cmd = Command::new(found.unwrap());
     cmd.current_dir(repo_root())
         .args(["-f", "docker-compose.yml", "config", "-q"]);
     let out = run_with_timeout(cmd, Duration::from_secs(60));
-    assert!(out.status.success(), "docker-compose config: {}\n{}", out.status, out.output());
+    assert!(
+        out.status.success(),
+        "docker-compose config: {}\n{}",
+        out.status,
+        out.output()
+    );
 }
 
 #[test]
@@ -561,7 +657,12 @@ fn prometheus_config_is_valid() {
     cmd.current_dir(repo_root())
         .args(["check", "config", "deploy/prometheus.yml"]);
     let out = run_with_timeout(cmd, Duration::from_secs(60));
-    assert!(out.status.success(), "promtool check config: {}\n{}", out.status, out.output());
+    assert!(
+        out.status.success(),
+        "promtool check config: {}\n{}",
+        out.status,
+        out.output()
+    );
 }
 
 /// A panel query with Grafana's variables replaced by values PromQL accepts.
@@ -593,7 +694,10 @@ fn dashboard_queries_are_valid_promql() {
         .enumerate()
         .map(|(i, (_, expr))| {
             let expr = substitute_variables(expr);
-            assert!(!expr.contains('$') || expr.contains("\"$1\""), "unsubstituted variable: {expr}");
+            assert!(
+                !expr.contains('$') || expr.contains("\"$1\""),
+                "unsubstituted variable: {expr}"
+            );
             serde_json::json!({"record": format!("dashboard:query_{i}"), "expr": expr})
         })
         .collect();
@@ -667,7 +771,10 @@ fn dashboard_queries_use_metrics_spanline_exposes() {
             .and_then(|r| r.text())
             .unwrap_or_else(|e| panic!("GET {}: {e}\n{}", demo.metrics(), demo.output_tail(20)));
         exposition = Exposition::parse(&text);
-        missing = wanted.keys().filter(|name| !exposition.exposes(name)).collect();
+        missing = wanted
+            .keys()
+            .filter(|name| !exposition.exposes(name))
+            .collect();
         if missing.is_empty() {
             break;
         }

@@ -25,6 +25,10 @@ pub const SPAN_SCHEMA: &str = include_str!("../../schemas/span.avsc");
 pub const TRACE_SCHEMA: &str = include_str!("../../schemas/trace.avsc");
 /// `schemas/trace-key.avsc`.
 pub const TRACE_KEY_SCHEMA: &str = include_str!("../../schemas/trace-key.avsc");
+/// `schemas/aggregate.avsc`.
+pub const AGGREGATE_SCHEMA: &str = include_str!("../../schemas/aggregate.avsc");
+/// `schemas/aggregate-key.avsc`.
+pub const AGGREGATE_KEY_SCHEMA: &str = include_str!("../../schemas/aggregate-key.avsc");
 /// `schemas/span-key.avsc`.
 pub const SPAN_KEY_SCHEMA: &str = include_str!("../../schemas/span-key.avsc");
 

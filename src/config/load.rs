@@ -286,6 +286,9 @@ fn check_stages(v: &mut Value, path: &str, errors: &mut ConfigErrors) {
             Some("analyze") => {
                 check_as::<super::AnalyzeConfig>(&mut without_type(item), &p, errors)
             }
+            Some("aggregate") => {
+                check_as::<super::AggregateConfig>(&mut without_type(item), &p, errors)
+            }
             Some(other) => errors.push(
                 format!("{p}.type"),
                 format!("unknown stage type `{other}`"),

@@ -8,11 +8,12 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec};
+use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec};
 use rustc_hash::FxHashMap;
 
 use super::metrics::{register_histogram_vec, REGISTRY};
 use crate::model::{Edge, SpanKind, StatusCode, Trace};
+use crate::stage::aggregate::WindowAggregate;
 
 /// Latency buckets in seconds (those of Tempo's metrics generator, extended).
 pub const BUCKETS: [f64; 15] = [
@@ -74,6 +75,40 @@ pub static GRAPH_CLIENT_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
         &EDGE_LABELS,
     )
 });
+const WINDOW_LABELS: [&str; 3] = ["window", "scope", "series"];
+
+pub static WINDOW_LATENCY: LazyLock<GaugeVec> = LazyLock::new(|| {
+    super::metrics::register_gauge_vec(
+        "spanline_window_latency_seconds",
+        "Latency quantile of the last closed window, per window size, scope and series",
+        &["window", "scope", "series", "quantile"],
+    )
+});
+pub static WINDOW_ERROR_RATE: LazyLock<GaugeVec> = LazyLock::new(|| {
+    super::metrics::register_gauge_vec(
+        "spanline_window_error_rate",
+        "Share of failed calls in the last closed window",
+        &WINDOW_LABELS,
+    )
+});
+pub static WINDOW_THROUGHPUT: LazyLock<GaugeVec> = LazyLock::new(|| {
+    super::metrics::register_gauge_vec(
+        "spanline_window_throughput_per_second",
+        "Calls per second in the last closed window",
+        &WINDOW_LABELS,
+    )
+});
+pub static WINDOW_SLO: LazyLock<GaugeVec> = LazyLock::new(|| {
+    super::metrics::register_gauge_vec(
+        "spanline_window_slo_compliance",
+        "Share of calls under the SLO latency in the last closed window",
+        &WINDOW_LABELS,
+    )
+});
+
+/// Quantiles published per window series.
+pub const WINDOW_QUANTILES: [(f64, &str); 4] = [(0.5, "0.5"), (0.9, "0.9"), (0.95, "0.95"), (0.99, "0.99")];
+
 pub static OVERFLOWED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     super::metrics::register_counter_vec(
         "spanline_metric_series_overflow_total",
@@ -160,12 +195,13 @@ pub struct SpanMetrics {
     idle_expiry_ns: i64,
     spans: Family,
     edges: Family,
+    windows: Family,
 }
 
 impl SpanMetrics {
     /// `max_series` per family; series idle for `idle_expiry_ns` of event time are removed.
     pub fn new(max_series: usize, idle_expiry_ns: i64) -> Self {
-        for family in ["spanmetrics", "service_graph"] {
+        for family in ["spanmetrics", "service_graph", "window"] {
             OVERFLOWED.with_label_values(&[family]);
             EXPIRED.with_label_values(&[family]);
         }
@@ -174,6 +210,7 @@ impl SpanMetrics {
             idle_expiry_ns,
             spans: Family::new("spanmetrics"),
             edges: Family::new("service_graph"),
+            windows: Family::new("window"),
         }
     }
 
@@ -214,6 +251,27 @@ impl SpanMetrics {
         }
     }
 
+    /// Publishes a closed window's figures (the gauges hold the last closed window).
+    pub fn observe_window(&mut self, w: &WindowAggregate) {
+        let series: Vec<String> = w.key.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let labels = vec![
+            humantime::format_duration(std::time::Duration::from_nanos(w.window_size_ns.max(0) as u64)).to_string(),
+            w.scope.to_string(),
+            series.join(","),
+        ];
+        let labels = self.windows.admit(labels, w.window_end_ns, self.max_series);
+        let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
+        for (q, name) in WINDOW_QUANTILES {
+            let v = w.quantile(q);
+            if v.is_finite() {
+                WINDOW_LATENCY.with_label_values(&[refs[0], refs[1], refs[2], name]).set(v / 1e9);
+            }
+        }
+        WINDOW_ERROR_RATE.with_label_values(&refs).set(w.error_rate());
+        WINDOW_THROUGHPUT.with_label_values(&refs).set(w.throughput_per_s());
+        WINDOW_SLO.with_label_values(&refs).set(w.slo_compliance());
+    }
+
     /// Removes series not seen since `watermark_ns - idle_expiry`.
     pub fn expire(&mut self, watermark_ns: i64) {
         let before = watermark_ns.saturating_sub(self.idle_expiry_ns);
@@ -227,6 +285,14 @@ impl SpanMetrics {
             let _ = GRAPH_SERVER_SECONDS.remove_label_values(l);
             let _ = GRAPH_CLIENT_SECONDS.remove_label_values(l);
         });
+        self.windows.expire(before, |l| {
+            for (_, q) in WINDOW_QUANTILES {
+                let _ = WINDOW_LATENCY.remove_label_values(&[l[0], l[1], l[2], q]);
+            }
+            let _ = WINDOW_ERROR_RATE.remove_label_values(l);
+            let _ = WINDOW_THROUGHPUT.remove_label_values(l);
+            let _ = WINDOW_SLO.remove_label_values(l);
+        });
     }
 }
 
@@ -238,6 +304,10 @@ pub fn init() {
     LazyLock::force(&GRAPH_FAILED);
     LazyLock::force(&GRAPH_SERVER_SECONDS);
     LazyLock::force(&GRAPH_CLIENT_SECONDS);
+    LazyLock::force(&WINDOW_LATENCY);
+    LazyLock::force(&WINDOW_ERROR_RATE);
+    LazyLock::force(&WINDOW_THROUGHPUT);
+    LazyLock::force(&WINDOW_SLO);
     LazyLock::force(&OVERFLOWED);
     LazyLock::force(&EXPIRED);
     let _ = &REGISTRY;

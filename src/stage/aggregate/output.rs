@@ -92,8 +92,14 @@ impl ServerLatency {
 }
 
 fn sketch_quantile(sketch: &DDSketch, q: f64) -> f64 {
-    let q = if q.is_nan() { 0.5 } else { q.clamp(0.0, 1.0) };
-    sketch.quantile(q).ok().flatten().unwrap_or(f64::NAN)
+    if q.is_nan() {
+        return f64::NAN;
+    }
+    sketch
+        .quantile(q.clamp(0.0, 1.0))
+        .ok()
+        .flatten()
+        .unwrap_or(f64::NAN)
 }
 
 fn merge_sketch(into: &mut DDSketch, other: &DDSketch) {
@@ -152,7 +158,7 @@ impl WindowAggregate {
         ratio(self.slo_good, self.count, 1.0)
     }
 
-    /// Latency at quantile `q` (clamped to [0, 1]) in nanoseconds, within the sketch's
+    /// Latency at quantile `q` (clamped to [0, 1]; NaN gives NaN) in nanoseconds, within the sketch's
     /// relative accuracy of the exact value at rank `floor(q * (count - 1))`; 0 and 1
     /// give the exact minimum and maximum; NaN without calls.
     pub fn quantile(&self, q: f64) -> f64 {

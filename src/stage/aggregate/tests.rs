@@ -444,3 +444,31 @@ fn key_string_is_stable_and_unambiguous() {
     );
     assert_eq!(op.key_string(), op.clone().key_string());
 }
+
+#[test]
+fn calls_at_the_edges_of_time_are_windowed_or_counted() {
+    let mut agg = Aggregator::new(settings());
+    agg.add_trace(
+        &trace(vec![
+            span("a", "get", i64::MAX - 10 * MS, i64::MAX - 1),
+            // its window would start before i64::MIN
+            span("a", "get", i64::MIN, i64::MIN + 5),
+        ]),
+        &[],
+    );
+    assert_eq!(agg.stats().out_of_range_calls, 1);
+    let mut out = Vec::new();
+    agg.advance(i64::MAX - 1, &mut out);
+    assert!(out.is_empty(), "the last window ends at i64::MAX");
+    agg.flush(&mut out);
+    let a = find(&out, "service", &[("service", "a")]);
+    assert_eq!(
+        (a.window_end_ns, a.count, a.max_ns),
+        (i64::MAX, 1, 10 * MS - 1)
+    );
+    assert_eq!(
+        a.window_start_ns,
+        window_start(i64::MAX - 1, 10 * S).unwrap()
+    );
+    assert_eq!(a.busy_ns, 10 * MS - 1);
+}
