@@ -204,7 +204,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
                     "status: {:>5.0}s  {rate:>8.0} spans/s  open traces {:>6}  traces closed {:>8}  late spans {:>5}  dead-lettered {:>4}",
                     started.elapsed().as_secs_f64(), metrics::OPEN_TRACES.get(), t.closed, t.late, t.dead,
                 );
-                let p99 = top_services("spanline_window_latency_seconds", Some(("quantile", "0.99")), 3);
+                let p99 = top_services("spanline_window_latency_seconds", Some(("percentile", "p99")), 3);
                 let errors = top_services("spanline_window_error_rate", None, 3);
                 if !p99.is_empty() {
                     let p99: Vec<String> = p99.iter().map(|(s, v)| format!("{s} {:.0}ms", v * 1e3)).collect();

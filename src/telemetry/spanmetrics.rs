@@ -81,7 +81,7 @@ pub static WINDOW_LATENCY: LazyLock<GaugeVec> = LazyLock::new(|| {
     super::metrics::register_gauge_vec(
         "spanline_window_latency_seconds",
         "Latency quantile of the last closed window, per window size, scope and series",
-        &["window", "scope", "series", "quantile"],
+        &["window", "scope", "series", "percentile"],
     )
 });
 pub static WINDOW_ERROR_RATE: LazyLock<GaugeVec> = LazyLock::new(|| {
@@ -106,8 +106,9 @@ pub static WINDOW_SLO: LazyLock<GaugeVec> = LazyLock::new(|| {
     )
 });
 
-/// Quantiles published per window series.
-pub const WINDOW_QUANTILES: [(f64, &str); 4] = [(0.5, "0.5"), (0.9, "0.9"), (0.95, "0.95"), (0.99, "0.99")];
+/// Quantiles published per window series, as the `percentile` label (promtool reserves
+/// `quantile` for summaries).
+pub const WINDOW_QUANTILES: [(f64, &str); 4] = [(0.5, "p50"), (0.9, "p90"), (0.95, "p95"), (0.99, "p99")];
 
 pub static OVERFLOWED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     super::metrics::register_counter_vec(
