@@ -39,6 +39,13 @@ async fn env(topics: &[&str]) -> Env {
 }
 
 fn pipeline(group: &str, sources: &str, traces_format: &str) -> PipelineConfig {
+    pipeline_with(group, sources, traces_format, "")
+}
+
+/// The test pipeline with `extra` appended to its stages (and an aggregates output when
+/// it aggregates).
+fn pipeline_with(group: &str, sources: &str, traces_format: &str, extra: &str) -> PipelineConfig {
+    let aggregates = if extra.contains("aggregate") { "  aggregates: {topic: aggregates, format: json}\n" } else { "" };
     let text = format!(
         r#"
 name: e2e
@@ -53,10 +60,11 @@ stages:
     max_duration: 60s
     grace: 30s
     idle_partition_timeout: 60s
+{extra}
 outputs:
   traces: {{topic: traces, format: {traces_format}}}
   late: {{topic: spans-late, format: avro}}
-"#
+{aggregates}"#
     );
     load_str(&text, |_| None).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -68,7 +76,7 @@ fn start(
     config: PipelineConfig,
 ) -> (
     oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), runner::RunError>>,
+    tokio::task::JoinHandle<Result<runner::RunSummary, runner::RunError>>,
 ) {
     let (tx, rx) = oneshot::channel::<()>();
     let endpoints = Endpoints {

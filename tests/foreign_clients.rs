@@ -45,7 +45,7 @@ fn python_avro_producer_and_consumer_roundtrip() {
         Duration::from_secs(180),
     );
     assert!(
-        run.status.success() && run.stdout.contains("ok: 20 traces"),
+        run.status.success() && run.stdout.contains("ok: 20 traces, aggregates match"),
         "foreign_avro_roundtrip.py failed ({})\n{}\n{}",
         run.status,
         run.output(),

@@ -22,6 +22,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 TRACE_COUNT = 20
 SPANS_TOPIC = "spans"
 TRACES_TOPIC = "traces"
+AGGREGATES_TOPIC = "aggregates"
 CONSUME_DEADLINE_S = 90
 # Event-time distance of the last trace: far past idle_gap (5s) + out_of_orderness (2s).
 PUSH_AHEAD_NS = 120 * 1_000_000_000
@@ -252,12 +253,55 @@ def main():
     if missing:
         errors.append(f"{len(missing)} of {TRACE_COUNT} traces not on {TRACES_TOPIC} within "
                       f"{CONSUME_DEADLINE_S}s: {', '.join(missing)}")
+    errors.extend(check_aggregates(bootstrap, deserialize, traces))
     if errors:
         print(f"FAILED: {len(errors)} differences")
         print("\n".join(errors))
         return 1
-    print(f"ok: {len(seen)} traces")
+    print(f"ok: {len(seen)} traces, aggregates match")
     return 0
+
+
+def check_aggregates(bootstrap, deserialize, traces):
+    """Reads `aggregates` with the AvroDeserializer: the 10 s windows of scope `service`
+    must count exactly the spans produced per service."""
+    want = {}
+    for spans in traces.values():
+        for span in spans:
+            want[span["service_name"]] = want.get(span["service_name"], 0) + 1
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": f"foreign-avro-aggregates-{uuid.uuid4()}",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    })
+    consumer.subscribe([AGGREGATES_TOPIC])
+    got = {}
+    records = 0
+    deadline = time.monotonic() + CONSUME_DEADLINE_S
+    try:
+        while got != want and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            key = deserialize(msg.key(), SerializationContext(msg.topic(), MessageField.KEY))
+            agg = deserialize(msg.value(), SerializationContext(msg.topic(), MessageField.VALUE))
+            records += 1
+            if not key["key"].startswith(agg["scope"]):
+                return [f"aggregate key {key['key']!r} does not name scope {agg['scope']!r}"]
+            if agg["scope"] != "service" or agg["window_size_ns"] != 10 * 1_000_000_000:
+                continue
+            service = {d["name"]: d["value"] for d in agg["dimensions"]}["service"]
+            if service in want:
+                got[service] = got.get(service, 0) + agg["count"]
+                if not agg["latency_min_ns"] <= agg["latency_p50_ns"] <= agg["latency_max_ns"] * 1.01:
+                    return [f"{service}: p50 {agg['latency_p50_ns']} outside [min, max]"]
+    finally:
+        consumer.close()
+    log(f"read {records} aggregate records")
+    if got != want:
+        return [f"span counts per service on {AGGREGATES_TOPIC}: want {want}, got {got}"]
+    return []
 
 
 if __name__ == "__main__":

@@ -160,9 +160,14 @@ impl WindowAggregate {
 
     /// Latency at quantile `q` (clamped to [0, 1]; NaN gives NaN) in nanoseconds, within the sketch's
     /// relative accuracy of the exact value at rank `floor(q * (count - 1))`; 0 and 1
-    /// give the exact minimum and maximum; NaN without calls.
+    /// give the exact minimum and maximum; NaN without calls. Estimates are clamped to
+    /// the exact [min, max], so a constant latency comes out exact.
     pub fn quantile(&self, q: f64) -> f64 {
-        sketch_quantile(&self.sketch, q)
+        let v = sketch_quantile(&self.sketch, q);
+        if v.is_nan() || self.count == 0 {
+            return v;
+        }
+        v.clamp(self.min_ns as f64, self.max_ns as f64)
     }
 
     /// Adds another partial aggregate of the same window, scope and key (for instance
