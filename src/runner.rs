@@ -17,6 +17,7 @@ use crate::kafka::source::{Record, Source, SourceEvent};
 use crate::model::CloseReason;
 use crate::output::Encoding;
 use crate::stage::assemble::{Holds, Origin, Output, Pushed, Stats};
+use crate::stage::aggregate::AggregateStats;
 use crate::stage::pipeline::{Emit, StageStats, Stages, TraceDigest};
 use crate::telemetry::http::Readiness;
 use crate::telemetry::metrics;
@@ -116,6 +117,7 @@ struct Runner {
     sink: Sink,
     published: Stats,
     published_stages: StageStats,
+    published_aggregates: AggregateStats,
     out: Vec<Output>,
     emits: Vec<Emit>,
     spans: Vec<crate::model::Span>,
@@ -257,6 +259,7 @@ pub async fn run(
         sink,
         published: Stats::default(),
         published_stages: StageStats::default(),
+        published_aggregates: AggregateStats::default(),
         out: Vec::new(),
         emits: Vec::new(),
         spans: Vec::new(),
@@ -513,6 +516,11 @@ impl Runner {
         let stages = self.stages.stats().clone();
         metrics::publish_stages(&self.published_stages, &stages);
         self.published_stages = stages;
+        if let Some(agg) = self.stages.aggregator() {
+            let now = agg.stats().clone();
+            metrics::publish_aggregates(&self.published_aggregates, &now);
+            self.published_aggregates = now;
+        }
         Ok(())
     }
 

@@ -214,6 +214,42 @@ pub static FINDINGS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+pub static AGGREGATE_CALLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "spanline_aggregate_calls_total",
+        "Calls seen by the aggregate stage, by outcome (span, edge, late_span, late_edge, out_of_range, overflow)",
+        &["outcome"],
+    )
+});
+pub static AGGREGATE_EXPIRED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter("spanline_aggregate_expired_series_total", "Aggregate keys forgotten after idle_series_expiry")
+});
+pub static AGGREGATE_WINDOWS: LazyLock<IntCounter> =
+    LazyLock::new(|| counter("spanline_aggregate_windows_total", "Aggregate windows closed and emitted"));
+pub static AGGREGATE_OPEN_WINDOWS: LazyLock<IntGauge> =
+    LazyLock::new(|| gauge("spanline_aggregate_open_windows", "Aggregate windows open now"));
+pub static AGGREGATE_LIVE_SERIES: LazyLock<IntGauge> =
+    LazyLock::new(|| gauge("spanline_aggregate_live_series", "Aggregate keys live now over all window sizes and scopes"));
+
+/// Moves the aggregate stage's counters forward and sets its gauges.
+pub fn publish_aggregates(last: &crate::stage::aggregate::AggregateStats, now: &crate::stage::aggregate::AggregateStats) {
+    let d = |a: u64, b: u64| b.saturating_sub(a);
+    for (outcome, a, b) in [
+        ("span", last.spans, now.spans),
+        ("edge", last.edges, now.edges),
+        ("late_span", last.late_spans, now.late_spans),
+        ("late_edge", last.late_edges, now.late_edges),
+        ("out_of_range", last.out_of_range_calls, now.out_of_range_calls),
+        ("overflow", last.overflowed_calls, now.overflowed_calls),
+    ] {
+        AGGREGATE_CALLS.with_label_values(&[outcome]).inc_by(d(a, b));
+    }
+    AGGREGATE_EXPIRED.inc_by(d(last.expired_series, now.expired_series));
+    AGGREGATE_WINDOWS.inc_by(d(last.aggregates_emitted, now.aggregates_emitted));
+    AGGREGATE_OPEN_WINDOWS.set(now.open_windows as i64);
+    AGGREGATE_LIVE_SERIES.set(now.live_series as i64);
+}
+
 /// Moves the counters of the stages after assembly forward.
 pub fn publish_stages(
     last: &crate::stage::pipeline::StageStats,
@@ -260,6 +296,13 @@ pub fn init() {
         FINDINGS.with_label_values(&[kind.as_str()]);
     }
     LazyLock::force(&TRACES_ANALYZED);
+    for outcome in ["span", "edge", "late_span", "late_edge", "out_of_range", "overflow"] {
+        AGGREGATE_CALLS.with_label_values(&[outcome]);
+    }
+    LazyLock::force(&AGGREGATE_EXPIRED);
+    LazyLock::force(&AGGREGATE_WINDOWS);
+    LazyLock::force(&AGGREGATE_OPEN_WINDOWS);
+    LazyLock::force(&AGGREGATE_LIVE_SERIES);
     crate::telemetry::spanmetrics::init();
     LazyLock::force(&OPEN_TRACES);
     LazyLock::force(&BUFFERED_SPANS);
