@@ -151,3 +151,42 @@ fn every_pipeline_file_in_the_repo_is_valid() {
         }
     }
 }
+
+#[test]
+fn aggregate_stage_reads_windows_hop_and_dimensions() {
+    let p = load_str(DEFAULT, env(&[])).unwrap();
+    let a = p.aggregate().unwrap();
+    assert_eq!(a.windows, vec![Duration::from_secs(10), Duration::from_secs(60)]);
+    assert_eq!(a.dimensions["operation"], vec!["service", "operation", "span_kind"]);
+    let settings = a.settings();
+    assert_eq!(settings.windows[0].size_ns, 10_000_000_000);
+    assert_eq!(settings.dimension_sets.len(), 4);
+    assert_eq!(p.outputs.aggregates.as_ref().unwrap().topic, "aggregates");
+
+    let hopping = DEFAULT.replace("windows: [10s, 1m]", "windows: [1m]\n    hop: 10s");
+    let p = load_str(&hopping, env(&[])).unwrap();
+    assert_eq!(p.aggregate().unwrap().settings().windows[0].hop_ns, Some(10_000_000_000));
+}
+
+#[test]
+fn aggregate_errors_name_the_bad_dimension_and_window() {
+    let text = DEFAULT
+        .replace("agent: [agent]", "agent: [agnet]")
+        .replace("windows: [10s, 1m]", "windows: [10s, 1m]\n    hop: 7s")
+        .replace("max_series: 10000", "max_series: 0");
+    let errors = load_str(&text, env(&[])).unwrap_err();
+    let paths: Vec<&str> = errors.0.iter().map(|e| e.path.as_str()).collect();
+    assert!(paths.contains(&"stages[2].dimensions.agent[0]"), "{errors}");
+    assert!(paths.contains(&"stages[2].hop"), "{errors}");
+    assert!(paths.contains(&"stages[2].max_series"), "{errors}");
+    // service graph edges come from analysis
+    let no_analyze = DEFAULT.replace("  - type: analyze\n", "  - type: analyze_removed\n");
+    let errors = load_str(&no_analyze, env(&[])).unwrap_err();
+    assert!(errors.0.iter().any(|e| e.path == "stages[1].type"), "{errors}");
+    let text = DEFAULT.replace(
+        "  - type: analyze\n    n_plus_one_min_calls: 3\n    dominant_dependency_share: 0.8\n    parallelizable_min_siblings: 2\n    parallelizable_min_saving_share: 0.25\n\n",
+        "",
+    );
+    let errors = load_str(&text, env(&[])).unwrap_err();
+    assert!(errors.0.iter().any(|e| e.path == "stages[1].service_graph"), "{errors}");
+}
