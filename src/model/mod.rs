@@ -1,12 +1,14 @@
 //! The data spanline moves: spans, the traces assembled from them, and the compact
 //! attribute encoding they share.
 
+mod alert;
 mod analysis;
 mod attrs;
 mod intern;
 mod span;
 mod trace;
 
+pub use alert::{Alert, AlertStatus, AnomalyScore, Explanation, Subject};
 pub use analysis::{Edge, EdgeKind};
 pub use attrs::{AttrValue, Attributes, AttributesBuilder, Events, EventsBuilder};
 pub use intern::Interner;

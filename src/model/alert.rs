@@ -1,0 +1,97 @@
+//! Anomaly scores (the detect stage's output) and alerts (the alert stage's output).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::span::TraceId;
+
+/// What a score is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Subject {
+    /// One aggregate series: a window size, scope and key.
+    Series {
+        window_size_ns: i64,
+        scope: Arc<str>,
+        key: Vec<(Arc<str>, Arc<str>)>,
+    },
+    /// One closed trace, scored against its root operation's baseline.
+    Trace {
+        root_service: Arc<str>,
+        root_operation: Arc<str>,
+        trace_id: TraceId,
+    },
+}
+
+/// Why a score is high: one feature against its baseline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Explanation {
+    /// Feature name, e.g. `latency_p99_ns`, `error_rate`, `duration_ns`, `share.orders`.
+    pub feature: String,
+    pub value: f64,
+    pub baseline: f64,
+    /// Robust deviations from the baseline (signed; e.g. (value − median) / (1.4826·MAD)).
+    pub deviations: f64,
+}
+
+/// One anomaly score.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AnomalyScore {
+    pub subject: Subject,
+    /// Event time the score is for (window end, or trace end), unix nanos.
+    pub at_ns: i64,
+    /// In [0, 1]; never NaN. 0 during warm-up.
+    pub score: f64,
+    /// False until the model has `min_samples` of history: no alert may use it.
+    pub warm: bool,
+    /// The model(s) that produced the score, e.g. `mad+kmeans+gmm`.
+    pub model: &'static str,
+    /// Features by how far they are from baseline, largest first (at least one when warm).
+    pub explanations: Vec<Explanation>,
+}
+
+/// Alert status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertStatus {
+    Firing,
+    Resolved,
+}
+
+impl AlertStatus {
+    /// The record's `status` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Firing => "firing",
+            AlertStatus::Resolved => "resolved",
+        }
+    }
+}
+
+/// An alert event: a firing alert (also re-sent on `repeat_interval` and on escalation)
+/// or its resolution.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    /// Stable identity: hex of a hash of the rule name and the sorted labels.
+    pub fingerprint: String,
+    pub status: AlertStatus,
+    pub rule: String,
+    pub severity: String,
+    /// Event time the alert started firing, unix milliseconds.
+    pub starts_at_ms: i64,
+    /// Event time it resolved, unix milliseconds; `None` while firing.
+    pub ends_at_ms: Option<i64>,
+    /// Identifying labels (`alertname`, `service`, ... ); the fingerprint covers them.
+    pub labels: BTreeMap<String, String>,
+    /// Descriptive annotations (`summary`, `description`, ...).
+    pub annotations: BTreeMap<String, String>,
+    pub summary: String,
+    /// The service whose own self time or errors explain the condition.
+    pub suspected_service: Option<String>,
+    /// The score or value that triggered the rule.
+    pub score: f64,
+    /// Up to five trace ids that show the condition, 32 lowercase hex characters each.
+    pub exemplar_trace_ids: Vec<String>,
+}
