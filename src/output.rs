@@ -2,7 +2,7 @@
 
 use crate::codec::avro;
 use crate::config::OutputFormat;
-use crate::model::{hex_span_id, hex_trace_id, Span, Trace};
+use crate::model::{hex_span_id, hex_trace_id, Alert, Span, Trace};
 use crate::stage::aggregate::WindowAggregate;
 use crate::stage::analyze::Analysis;
 
@@ -79,6 +79,51 @@ impl Encoding {
                     fields.into_iter().map(|(name, v)| (name.to_string(), v.into_json())).collect();
                 (w.key_string().into_bytes(), serde_json::to_vec(&map).expect("aggregate serialises"))
             }
+        }
+    }
+
+    /// Key and value of an alert record (`schemas/alert.avsc`), keyed by fingerprint.
+    pub fn alert(&self, alert: &Alert) -> (Vec<u8>, Vec<u8>) {
+        use apache_avro::types::Value;
+        match self {
+            Encoding::Avro { key_schema_id, value_schema_id } => {
+                let mut key = Vec::new();
+                avro::put_frame(&mut key, *key_schema_id);
+                crate::codec::avro_bin::put_str(&mut key, &alert.fingerprint);
+                let map = |m: &std::collections::BTreeMap<String, String>| {
+                    Value::Map(m.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
+                };
+                let opt = |v: Option<Value>| match v {
+                    None => Value::Union(0, Box::new(Value::Null)),
+                    Some(v) => Value::Union(1, Box::new(v)),
+                };
+                let status = match alert.status {
+                    crate::model::AlertStatus::Firing => Value::Enum(0, "firing".into()),
+                    crate::model::AlertStatus::Resolved => Value::Enum(1, "resolved".into()),
+                };
+                let record = Value::Record(vec![
+                    ("fingerprint".into(), Value::String(alert.fingerprint.clone())),
+                    ("status".into(), status),
+                    ("rule".into(), Value::String(alert.rule.clone())),
+                    ("severity".into(), Value::String(alert.severity.clone())),
+                    ("starts_at".into(), Value::Long(alert.starts_at_ms)),
+                    ("ends_at".into(), opt(alert.ends_at_ms.map(Value::Long))),
+                    ("labels".into(), map(&alert.labels)),
+                    ("annotations".into(), map(&alert.annotations)),
+                    ("summary".into(), Value::String(alert.summary.clone())),
+                    ("suspected_service".into(), opt(alert.suspected_service.clone().map(Value::String))),
+                    ("score".into(), Value::Double(alert.score)),
+                    (
+                        "exemplar_trace_ids".into(),
+                        Value::Array(alert.exemplar_trace_ids.iter().cloned().map(Value::String).collect()),
+                    ),
+                ]);
+                let mut value = Vec::new();
+                avro::put_frame(&mut value, *value_schema_id);
+                value.extend(avro::write_value(&ALERT, record).expect("alert matches its schema"));
+                (key, value)
+            }
+            Encoding::Json => (alert.fingerprint.clone().into_bytes(), alert_json(alert)),
         }
     }
 
@@ -219,4 +264,72 @@ fn aggregate_fields(w: &WindowAggregate) -> Vec<(&'static str, Field)> {
         ("slo_latency_ns", Field::Long(w.slo_latency_ns)),
         ("slo_compliance", Field::Double(w.slo_compliance())),
     ]
+}
+
+static ALERT: std::sync::LazyLock<apache_avro::Schema> =
+    std::sync::LazyLock::new(|| apache_avro::Schema::parse_str(avro::ALERT_SCHEMA).expect("schemas/alert.avsc is valid"));
+
+/// The JSON alert record: the fields of `schemas/alert.avsc`.
+fn alert_json(a: &Alert) -> Vec<u8> {
+    let score = serde_json::Number::from_f64(a.score).map_or(serde_json::Value::Null, Into::into);
+    serde_json::to_vec(&serde_json::json!({
+        "fingerprint": a.fingerprint,
+        "status": a.status.as_str(),
+        "rule": a.rule,
+        "severity": a.severity,
+        "starts_at": a.starts_at_ms,
+        "ends_at": a.ends_at_ms,
+        "labels": a.labels,
+        "annotations": a.annotations,
+        "summary": a.summary,
+        "suspected_service": a.suspected_service,
+        "score": score,
+        "exemplar_trace_ids": a.exemplar_trace_ids,
+    }))
+    .expect("alert serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use apache_avro::types::Value;
+
+    use super::*;
+    use crate::model::AlertStatus;
+
+    fn field(v: &Value, name: &str) -> Value {
+        let Value::Record(fields) = v else { panic!("not a record") };
+        fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap()
+    }
+
+    #[test]
+    fn alert_records_are_avro_of_the_alert_schema_and_json() {
+        let alert = Alert {
+            fingerprint: "00ff".into(),
+            status: AlertStatus::Resolved,
+            rule: "latency".into(),
+            severity: "critical".into(),
+            starts_at_ms: 1_000,
+            ends_at_ms: Some(2_000),
+            labels: [("service".to_string(), "orders".to_string())].into(),
+            annotations: Default::default(),
+            summary: "p99 above 1s".into(),
+            suspected_service: Some("db".into()),
+            score: 0.9,
+            exemplar_trace_ids: vec!["0".repeat(32)],
+        };
+        let enc = Encoding::Avro { key_schema_id: 1, value_schema_id: 2 };
+        let (key, value) = enc.alert(&alert);
+        let (id, datum) = avro::unframe(&value).unwrap();
+        assert_eq!(id, 2);
+        let v = avro::read_value(&ALERT, None, datum).unwrap();
+        assert_eq!(field(&v, "status"), Value::Enum(1, "resolved".into()));
+        assert_eq!(field(&v, "ends_at"), Value::Union(1, Box::new(Value::Long(2_000))));
+        assert_eq!(field(&v, "suspected_service"), Value::Union(1, Box::new(Value::String("db".into()))));
+        let (_, key_datum) = avro::unframe(&key).unwrap();
+        let key_schema = apache_avro::Schema::parse_str(avro::ALERT_KEY_SCHEMA).unwrap();
+        assert_eq!(field(&avro::read_value(&key_schema, None, key_datum).unwrap(), "fingerprint"), Value::String("00ff".into()));
+        let json: serde_json::Value = serde_json::from_slice(&Encoding::Json.alert(&alert).1).unwrap();
+        assert_eq!(json["status"], "resolved");
+        assert_eq!(json["labels"]["service"], "orders");
+    }
 }

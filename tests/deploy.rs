@@ -241,12 +241,31 @@ fn call_args(inside: &str) -> Vec<&str> {
 /// and in `by (…)`-style lists), strings, numbers, durations and variables are not
 /// metric names.
 fn metric_names(query: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    collect_metric_names(query, &mut out);
+    selectors(query).into_keys().collect()
+}
+
+/// The metric names a query reads (as [`metric_names`]), each with the label names its
+/// selectors match on (`m{a="x", b=~"y"}` gives `a` and `b`) or, in
+/// `label_values(m, l)`, ask for (`l`).
+fn selectors(query: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out = BTreeMap::new();
+    collect_selectors(query, &mut out);
     out
 }
 
-fn collect_metric_names(query: &str, out: &mut BTreeSet<String>) {
+/// The label names of the matchers inside a selector's braces.
+fn matcher_labels(inside: &str) -> impl Iterator<Item = String> + '_ {
+    call_args(inside).into_iter().filter_map(|matcher| {
+        let end = matcher
+            .bytes()
+            .position(|c| !is_ident(c))
+            .unwrap_or(matcher.len());
+        let name = &matcher[..end];
+        (!name.is_empty() && !name.starts_with("__")).then(|| name.to_string())
+    })
+}
+
+fn collect_selectors(query: &str, out: &mut BTreeMap<String, BTreeSet<String>>) {
     let b = query.as_bytes();
     let mut i = 0;
     while i < b.len() {
@@ -302,8 +321,13 @@ fn collect_metric_names(query: &str, out: &mut BTreeSet<String>) {
                     let inside = &query[next + 1..end.saturating_sub(1).max(next + 1)];
                     // label_values(label) names no metric; label_values(metric, label) does.
                     let args = call_args(inside);
-                    if args.len() == 2 {
-                        collect_metric_names(args[0], out);
+                    if let [metric, label] = args[..] {
+                        let mut inner = BTreeMap::new();
+                        collect_selectors(metric, &mut inner);
+                        for (name, mut labels) in inner {
+                            labels.insert(label.to_string());
+                            out.entry(name).or_default().extend(labels);
+                        }
                     }
                     i = end;
                 } else if called && word == "metrics" {
@@ -314,7 +338,14 @@ fn collect_metric_names(query: &str, out: &mut BTreeSet<String>) {
                 {
                     // a function name, a keyword, or an aggregation followed by `by`
                 } else {
-                    out.insert(word.to_string());
+                    let labels = out.entry(word.to_string()).or_default();
+                    if b.get(next) == Some(&b'{') {
+                        let end = skip_group(b, next);
+                        labels.extend(matcher_labels(
+                            &query[next + 1..end.saturating_sub(1).max(next + 1)],
+                        ));
+                        i = end;
+                    }
                 }
             }
             _ => i += 1,
@@ -409,14 +440,69 @@ fn metric_names_of_grafana_template_queries() {
     );
 }
 
+#[test]
+fn selector_label_names() {
+    let got = selectors(
+        r#"sum(rate(calls_total{service_name=~"$service", status_code="STATUS_CODE_ERROR"}[1m])) / sum(rate(calls_total[1m])) + other{ a = "}", b!~'x,y' , } + lat_bucket{le="1"} + {__name__="m"}"#,
+    );
+    let want: BTreeMap<String, BTreeSet<String>> = [
+        ("calls_total", names(&["service_name", "status_code"])),
+        ("other", names(&["a", "b"])),
+        ("lat_bucket", names(&["le"])),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(got, want);
+    let got = selectors(r#"label_values(spanline_window_error_rate{scope="service"}, window)"#);
+    assert_eq!(
+        got["spanline_window_error_rate"],
+        names(&["scope", "window"])
+    );
+    assert_eq!(selectors("label_values(window)"), BTreeMap::new());
+}
+
 // ---------------------------------------------------------------------------------------
 // The Prometheus text exposition
 
-/// Families (with their `# TYPE`) and sample names of a `/metrics` exposition.
+/// Families (with their `# TYPE`) and sample names (with the label names their samples
+/// carry) of a `/metrics` exposition.
 #[derive(Debug, Default)]
 struct Exposition {
     families: BTreeMap<String, String>,
-    samples: BTreeSet<String>,
+    samples: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// The label names of a sample line's `{name="value",…}` (`rest` starts after the `{`).
+fn sample_labels(rest: &str) -> BTreeSet<String> {
+    let b = rest.as_bytes();
+    let mut labels = BTreeSet::new();
+    let mut i = 0;
+    loop {
+        i = skip_spaces(b, i);
+        let start = i;
+        while i < b.len() && is_ident(b[i]) {
+            i += 1;
+        }
+        if start == i {
+            break;
+        }
+        labels.insert(rest[start..i].to_string());
+        i = skip_spaces(b, i);
+        if b.get(i) != Some(&b'=') {
+            break;
+        }
+        i = skip_spaces(b, i + 1);
+        if b.get(i) != Some(&b'"') {
+            break;
+        }
+        i = skip_spaces(b, skip_string(b, i));
+        if b.get(i) != Some(&b',') {
+            break;
+        }
+        i += 1;
+    }
+    labels
 }
 
 impl Exposition {
@@ -434,7 +520,13 @@ impl Exposition {
                 let end = line
                     .find(|c: char| c == '{' || c.is_whitespace())
                     .unwrap_or(line.len());
-                exposition.samples.insert(line[..end].to_string());
+                let labels = exposition
+                    .samples
+                    .entry(line[..end].to_string())
+                    .or_default();
+                if let Some(rest) = line[end..].strip_prefix('{') {
+                    labels.extend(sample_labels(rest));
+                }
             }
         }
         exposition
@@ -443,7 +535,7 @@ impl Exposition {
     /// True when a query naming `name` finds it: a family with a `# TYPE` line, a sample,
     /// or a histogram's `_bucket`/`_sum`/`_count` (a summary's `_sum`/`_count`).
     fn exposes(&self, name: &str) -> bool {
-        if self.families.contains_key(name) || self.samples.contains(name) {
+        if self.families.contains_key(name) || self.samples.contains_key(name) {
             return true;
         }
         [
@@ -457,6 +549,19 @@ impl Exposition {
                 .and_then(|family| self.families.get(family))
                 .is_some_and(|kind| kinds.contains(&kind.as_str()))
         })
+    }
+
+    /// Of the `labels` a query matches `name` on, those no sample named `name` carries
+    /// (none when there is no such sample: [`Exposition::exposes`] reports that).
+    fn missing_labels<'a>(&self, name: &str, labels: &'a BTreeSet<String>) -> Vec<&'a str> {
+        let Some(have) = self.samples.get(name) else {
+            return Vec::new();
+        };
+        labels
+            .iter()
+            .filter(|l| !have.contains(*l))
+            .map(String::as_str)
+            .collect()
     }
 }
 
@@ -503,6 +608,26 @@ untyped_metric 1
     ] {
         assert!(!e.exposes(absent), "{absent}");
     }
+}
+
+#[test]
+fn exposition_label_names() {
+    let text = r#"
+# TYPE w gauge
+w{window="10s",scope="service",series="a, \"b\"}",percentile="p99"} 0.5
+w{ window = "1m" , extra="x",} 0.7
+plain 1
+"#;
+    let e = Exposition::parse(text);
+    assert_eq!(
+        e.samples["w"],
+        names(&["window", "scope", "series", "percentile", "extra"])
+    );
+    assert_eq!(e.samples["plain"], names(&[]));
+    let wanted = names(&["window", "quantile", "percentile"]);
+    assert_eq!(e.missing_labels("w", &wanted), vec!["quantile"]);
+    assert_eq!(e.missing_labels("plain", &names(&["le"])), vec!["le"]);
+    assert!(e.missing_labels("absent", &wanted).is_empty());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -665,19 +790,18 @@ fn prometheus_config_is_valid() {
     );
 }
 
-/// A panel query with Grafana's variables replaced by values PromQL accepts.
-fn substitute_variables(expr: &str) -> String {
-    let mut s = expr.to_string();
-    for (var, value) in [
-        ("${service}", ".*"),
-        ("$service", ".*"),
-        ("${window}", ".*"),
-        ("$window", ".*"),
-        ("$__rate_interval", "1m"),
-        ("$__interval", "15s"),
-        ("$__range", "1h"),
-    ] {
-        s = s.replace(var, value);
+/// A panel query with Grafana's variables replaced by values PromQL accepts: the
+/// dashboard's own (`variables`, all used in regex matchers) by `.*`, the built-in
+/// intervals by durations.
+fn substitute_variables(expr: &str, variables: &[&str]) -> String {
+    let mut s = expr
+        .replace("$__rate_interval", "1m")
+        .replace("$__interval", "15s")
+        .replace("$__range", "1h");
+    for var in variables {
+        s = s
+            .replace(&format!("${{{var}}}"), ".*")
+            .replace(&format!("${var}"), ".*");
     }
     s
 }
@@ -688,12 +812,19 @@ fn dashboard_queries_are_valid_promql() {
     if !require_or_skip("promtool (apt-get install prometheus)", found.is_some()) {
         return;
     }
-    let exprs = panel_exprs(&dashboard());
+    let dashboard = dashboard();
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    let exprs = panel_exprs(&dashboard);
     let rules: Vec<Value> = exprs
         .iter()
         .enumerate()
         .map(|(i, (_, expr))| {
-            let expr = substitute_variables(expr);
+            let expr = substitute_variables(expr, &variables);
             assert!(
                 !expr.contains('$') || expr.contains("\"$1\""),
                 "unsubstituted variable: {expr}"
@@ -722,16 +853,48 @@ fn dashboard_queries_are_valid_promql() {
     );
 }
 
-/// Metric names the dashboard reads, each with the places that read it.
-fn dashboard_metrics() -> BTreeMap<String, Vec<String>> {
-    let mut wanted: BTreeMap<String, Vec<String>> = BTreeMap::new();
+/// What the dashboard reads of one metric name: the label names its queries match on
+/// (or ask `label_values` for) and the places that read it.
+#[derive(Debug, Default)]
+struct Use {
+    labels: BTreeSet<String>,
+    places: Vec<String>,
+}
+
+fn dashboard_metrics() -> BTreeMap<String, Use> {
+    let mut wanted: BTreeMap<String, Use> = BTreeMap::new();
     for (place, query) in queries(&dashboard()) {
-        for name in metric_names(&query) {
-            wanted.entry(name).or_default().push(place.clone());
+        for (name, labels) in selectors(&query) {
+            let used = wanted.entry(name).or_default();
+            used.labels.extend(labels);
+            used.places.push(place.clone());
         }
     }
     wanted
 }
+
+/// The metric names (and label names of theirs) the dashboard reads that `exposition`
+/// lacks, one line each.
+fn missing_from(exposition: &Exposition, wanted: &BTreeMap<String, Use>) -> Vec<String> {
+    let mut missing = Vec::new();
+    for (name, used) in wanted {
+        let places = used.places.join("; ");
+        if !exposition.exposes(name) {
+            missing.push(format!("{name} (used by {places})"));
+            continue;
+        }
+        let labels = exposition.missing_labels(name, &used.labels);
+        if !labels.is_empty() {
+            missing.push(format!("{name}: no label {labels:?} (used by {places})"));
+        }
+    }
+    missing
+}
+
+/// Status lines to wait for at most. The windowed families show only once the first
+/// 10 s event-time window has closed, which waits for the workload's longest traces
+/// (about 38 s into the demo when measured): leave room beyond that.
+const MAX_STATUS_LINES: usize = 55;
 
 #[test]
 fn dashboard_queries_use_metrics_spanline_exposes() {
@@ -755,11 +918,11 @@ fn dashboard_queries_use_metrics_spanline_exposes() {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let mut missing: Vec<&String> = wanted.keys().collect();
     let mut exposition = Exposition::default();
+    let mut missing = missing_from(&exposition, &wanted);
     let mut status_lines = 0;
-    // Families show once they have a series: poll at each status line, up to 40 of them.
-    for _ in 0..40 {
+    // A family shows once it has a series: poll at each status line until all are there.
+    while status_lines < MAX_STATUS_LINES {
         match demo.wait_status_line(status_lines, Duration::from_secs(30)) {
             Some(n) => status_lines = n,
             None => break,
@@ -771,31 +934,23 @@ fn dashboard_queries_use_metrics_spanline_exposes() {
             .and_then(|r| r.text())
             .unwrap_or_else(|e| panic!("GET {}: {e}\n{}", demo.metrics(), demo.output_tail(20)));
         exposition = Exposition::parse(&text);
-        missing = wanted
-            .keys()
-            .filter(|name| !exposition.exposes(name))
-            .collect();
+        missing = missing_from(&exposition, &wanted);
         if missing.is_empty() {
             break;
         }
     }
-    if !missing.is_empty() {
-        let detail: Vec<String> = missing
-            .iter()
-            .map(|name| format!("  {name} (used by {})", wanted[*name].join("; ")))
-            .collect();
-        panic!(
-            "{} of {} metric names the dashboard uses are not exposed by spanline after {status_lines} status lines:\n{}\n\
-             exposed families: {:?}\n{}",
-            missing.len(),
-            wanted.len(),
-            detail.join("\n"),
-            exposition.families.keys().collect::<Vec<_>>(),
-            demo.output_tail(10)
-        );
-    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} metrics the dashboard reads are not (fully) exposed by spanline after \
+         {status_lines} status lines:\n  {}\nexposed families: {:?}\n{}",
+        missing.len(),
+        wanted.len(),
+        missing.join("\n  "),
+        exposition.families.keys().collect::<Vec<_>>(),
+        demo.output_tail(10)
+    );
     eprintln!(
-        "all {} metric names of {DASHBOARD} exposed after {status_lines} status lines",
+        "all {} metric names of {DASHBOARD}, with their labels, exposed after {status_lines} status lines",
         wanted.len()
     );
 }

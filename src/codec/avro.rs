@@ -29,6 +29,10 @@ pub const TRACE_KEY_SCHEMA: &str = include_str!("../../schemas/trace-key.avsc");
 pub const AGGREGATE_SCHEMA: &str = include_str!("../../schemas/aggregate.avsc");
 /// `schemas/aggregate-key.avsc`.
 pub const AGGREGATE_KEY_SCHEMA: &str = include_str!("../../schemas/aggregate-key.avsc");
+/// `schemas/alert.avsc`.
+pub const ALERT_SCHEMA: &str = include_str!("../../schemas/alert.avsc");
+/// `schemas/alert-key.avsc`.
+pub const ALERT_KEY_SCHEMA: &str = include_str!("../../schemas/alert-key.avsc");
 /// `schemas/span-key.avsc`.
 pub const SPAN_KEY_SCHEMA: &str = include_str!("../../schemas/span-key.avsc");
 

@@ -3,7 +3,7 @@
 //!
 //! The doc comment of every field is the user documentation of that key.
 
-mod duration;
+pub(crate) mod duration;
 mod load;
 
 use std::collections::BTreeMap;

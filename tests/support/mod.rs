@@ -697,11 +697,13 @@ impl Demo {
         }
     }
 
-    /// How many `status:` lines the demo has printed so far.
+    /// How many periodic status lines (`status:  <seconds>s …`, one per
+    /// `--status-every`) the demo has printed so far.
     pub fn status_lines(&self) -> usize {
         self.stdout()
             .lines()
-            .filter(|l| l.starts_with("status:"))
+            .filter_map(|l| l.strip_prefix("status:"))
+            .filter(|rest| rest.trim_start().starts_with(|c: char| c.is_ascii_digit()))
             .count()
     }
 
