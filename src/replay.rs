@@ -9,6 +9,7 @@ use crate::codec::otlp::OtlpDecoder;
 use crate::config::PipelineConfig;
 use crate::kafka::offsets::OffsetTracker;
 use crate::output::Encoding;
+use crate::model::Span;
 use crate::stage::assemble::{Origin, Output, Pushed};
 use crate::stage::pipeline::{Emit, Stages};
 
@@ -63,47 +64,97 @@ impl Writers {
     }
 }
 
+/// The stages of a pipeline driven by recorded spans in event time, without Kafka: one
+/// input partition, never idle, holds released at once. `replay` feeds it from files;
+/// tests feed it generated spans.
+pub struct Replayer {
+    stages: Stages,
+    tracker: OffsetTracker,
+    out: Vec<Output>,
+    offset: i64,
+    late: u64,
+}
+
+impl Replayer {
+    /// The stages `config` declares.
+    pub fn new(config: &PipelineConfig) -> Result<Self, String> {
+        if config.assemble().is_none() {
+            return Err("the pipeline has no assemble stage".into());
+        }
+        let mut stages = Stages::new(config);
+        let mut tracker = OffsetTracker::default();
+        tracker.assign(0);
+        stages.assembler.assign(0, 0);
+        Ok(Self { stages, tracker, out: Vec::new(), offset: 0, late: 0 })
+    }
+
+    /// Feeds the spans of one input record; what the stages emit goes to `emits`.
+    pub fn push(&mut self, spans: impl IntoIterator<Item = Span>, emits: &mut Vec<Emit>) {
+        self.offset += 1;
+        self.tracker.consumed(0, self.offset);
+        let origin = Origin { partition: 0, offset: self.offset };
+        for span in spans {
+            // processing time is irrelevant here: one input, never idle
+            if self.stages.assembler.push(span, origin, 0, &mut self.tracker, &mut self.out) == Pushed::Late {
+                self.late += 1;
+            }
+        }
+        self.stages.assembler.advance(0, &mut self.out);
+        self.process(emits);
+    }
+
+    /// End of input: event time runs out and every trace and window closes.
+    pub fn finish(&mut self, emits: &mut Vec<Emit>) {
+        self.stages.assembler.advance_to(i64::MAX, &mut self.out);
+        self.process(emits);
+    }
+
+    /// Spans later than grace so far.
+    pub fn late_spans(&self) -> u64 {
+        self.late
+    }
+
+    /// The stages, for their statistics.
+    pub fn stages(&self) -> &Stages {
+        &self.stages
+    }
+
+    fn process(&mut self, emits: &mut Vec<Emit>) {
+        let first = emits.len();
+        self.stages.process(&mut self.out, emits);
+        // nothing waits for Kafka here: every output is acknowledged at once
+        for e in &emits[first..] {
+            if let Emit::Trace { holds, .. } = e {
+                for (p, o) in holds {
+                    self.tracker.release(*p, *o);
+                }
+            }
+        }
+    }
+}
+
 /// Replays `inputs` through the pipeline's stages and writes each output topic to
 /// `<out_dir>/<topic>.jsonl`.
-pub fn replay(
-    config: &PipelineConfig,
-    inputs: &[PathBuf],
-    out_dir: &Path,
-) -> Result<ReplaySummary, String> {
-    if config.assemble().is_none() {
-        return Err("the pipeline has no assemble stage".into());
-    }
+pub fn replay(config: &PipelineConfig, inputs: &[PathBuf], out_dir: &Path) -> Result<ReplaySummary, String> {
+    let mut replayer = Replayer::new(config)?;
     std::fs::create_dir_all(out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
-    let late_topic = config.outputs.late.as_ref().map(|l| l.topic.clone());
     let dead_letter = config.sources.first().and_then(|s| s.dead_letter_topic.clone());
-    let mut stages = Stages::new(config);
-    let mut tracker = OffsetTracker::default();
-    let mut writers = Writers {
-        dir: out_dir.to_path_buf(),
-        files: Vec::new(),
-    };
+    let mut writers = Writers { dir: out_dir.to_path_buf(), files: Vec::new() };
     // the traces file exists even when nothing closes
-    writers
-        .writer(&config.outputs.traces.topic)
-        .map_err(|e| e.to_string())?;
+    writers.writer(&config.outputs.traces.topic).map_err(|e| e.to_string())?;
     let mut decoder = OtlpDecoder::default();
     let mut summary = ReplaySummary::default();
     let mut spans = Vec::new();
-    let mut out = Vec::new();
+    let mut emits = Vec::new();
     let io = |e: std::io::Error| format!("writing replay output: {e}");
-    tracker.assign(0);
-    stages.assembler.assign(0, 0);
     for input in inputs {
         let reader = open(input).map_err(|e| format!("cannot read {}: {e}", input.display()))?;
         for (lineno, line) in reader.lines().enumerate() {
-            let line =
-                line.map_err(|e| format!("{}: line {}: {e}", input.display(), lineno + 1))?;
+            let line = line.map_err(|e| format!("{}: line {}: {e}", input.display(), lineno + 1))?;
             if line.trim().is_empty() {
                 continue;
             }
             summary.lines += 1;
-            let offset = summary.lines as i64;
-            tracker.consumed(0, offset);
             spans.clear();
             if let Err(e) = decoder.decode_json(line.as_bytes(), &mut spans) {
                 summary.bad_lines += 1;
@@ -112,80 +163,40 @@ pub fn replay(
                         "reason": e.reason(), "error": e.to_string(),
                         "file": input.display().to_string(), "line": lineno + 1, "record": line,
                     });
-                    writers
-                        .line(topic, record.to_string().as_bytes())
-                        .map_err(io)?;
+                    writers.line(topic, record.to_string().as_bytes()).map_err(io)?;
                 }
                 continue;
             }
             summary.spans += spans.len() as u64;
-            for span in spans.drain(..) {
-                // processing time is irrelevant here: one input, never idle
-                if stages.assembler.push(
-                    span,
-                    Origin {
-                        partition: 0,
-                        offset,
-                    },
-                    0,
-                    &mut tracker,
-                    &mut out,
-                ) == Pushed::Late
-                {
-                    summary.late += 1;
-                }
-            }
-            stages.assembler.advance(0, &mut out);
-            write_outputs(
-                &mut stages,
-                config,
-                late_topic.as_deref(),
-                &mut out,
-                &mut writers,
-                &mut summary,
-            )
-            .map_err(io)?;
+            replayer.push(spans.drain(..), &mut emits);
+            write_emits(config, &mut emits, &mut writers, &mut summary).map_err(io)?;
         }
     }
-    // end of input: event time runs out, every trace closes for its own reason
-    stages.assembler.advance_to(i64::MAX, &mut out);
-    write_outputs(
-        &mut stages,
-        config,
-        late_topic.as_deref(),
-        &mut out,
-        &mut writers,
-        &mut summary,
-    )
-    .map_err(io)?;
+    replayer.finish(&mut emits);
+    write_emits(config, &mut emits, &mut writers, &mut summary).map_err(io)?;
+    summary.late = replayer.late_spans();
     for (_, w) in &mut writers.files {
         w.flush().map_err(io)?;
     }
     Ok(summary)
 }
 
-fn write_outputs(
-    stages: &mut Stages,
+fn write_emits(
     config: &PipelineConfig,
-    late_topic: Option<&str>,
-    out: &mut Vec<Output>,
+    emits: &mut Vec<Emit>,
     writers: &mut Writers,
     summary: &mut ReplaySummary,
 ) -> std::io::Result<()> {
-    let mut emits = Vec::new();
-    stages.process(out, &mut emits);
-    for emit in emits {
+    for emit in emits.drain(..) {
         match emit {
-            Emit::Trace {
-                trace, analysis, ..
-            } => {
+            Emit::Trace { trace, analysis, .. } => {
                 summary.traces += 1;
                 let (_, value) = Encoding::Json.trace(&trace, analysis.as_deref());
                 writers.line(&config.outputs.traces.topic, &value)?;
             }
             Emit::Late { span, .. } => {
-                if let Some(t) = late_topic {
-                    writers.line(t, &Encoding::Json.span(&span).1)?;
+                if let Some(late) = &config.outputs.late {
+                    writers.line(&late.topic, &Encoding::Json.span(&span).1)?;
                 }
             }
             Emit::Aggregate(w) => {
