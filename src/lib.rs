@@ -13,6 +13,7 @@ pub mod output;
 pub mod registry;
 pub mod replay;
 pub mod runner;
+pub mod sinks;
 pub mod stage;
 pub mod telemetry;
 #[doc(hidden)]

@@ -1,0 +1,171 @@
+//! What both payloads share: an alert's labels and annotations as Alertmanager sees
+//! them, and RFC 3339 times.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::model::Alert;
+
+/// The latest instant RFC 3339 (four-digit years) can show: 9999-12-31T23:59:59.999Z.
+const MAX_RFC3339_MS: i64 = 253_402_300_799_999;
+
+/// Unix milliseconds as RFC 3339 in UTC with milliseconds (`2024-05-01T12:00:00.250Z`);
+/// clamped to years 1970..=9999.
+pub fn rfc3339_ms(ms: i64) -> String {
+    let ms = ms.clamp(0, MAX_RFC3339_MS) as u64;
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// Wall-clock now, unix milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// `name` as a valid Alertmanager label or annotation name (`[a-zA-Z_][a-zA-Z0-9_]*`):
+/// other characters become `_`, as Prometheus does with OpenTelemetry attribute names.
+/// Alertmanager refuses a whole request over one invalid name.
+pub fn label_name(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+fn sanitized(map: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    map.iter()
+        .map(|(k, v)| (label_name(k), v.clone()))
+        .collect()
+}
+
+/// The alert's labels (names made valid) plus `alertname` (the rule) and `severity`,
+/// which win over labels of the same name.
+pub fn labels(alert: &Alert) -> BTreeMap<String, String> {
+    let mut labels = sanitized(&alert.labels);
+    labels.insert("alertname".to_owned(), alert.rule.clone());
+    labels.insert("severity".to_owned(), alert.severity.clone());
+    labels
+}
+
+/// The alert's annotations (names made valid) plus `summary`, `suspected_service` (when
+/// known), `score` and `exemplar_trace_ids` (comma-joined, when any), which win over
+/// annotations of the same name.
+pub fn annotations(alert: &Alert) -> BTreeMap<String, String> {
+    let mut annotations = sanitized(&alert.annotations);
+    annotations.insert("summary".to_owned(), alert.summary.clone());
+    if let Some(service) = &alert.suspected_service {
+        annotations.insert("suspected_service".to_owned(), service.clone());
+    }
+    annotations.insert("score".to_owned(), alert.score.to_string());
+    if !alert.exemplar_trace_ids.is_empty() {
+        annotations.insert(
+            "exemplar_trace_ids".to_owned(),
+            alert.exemplar_trace_ids.join(","),
+        );
+    }
+    annotations
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::model::AlertStatus;
+
+    /// A firing alert for tests.
+    pub(crate) fn alert(rule: &str, service: &str) -> Alert {
+        let mut labels = BTreeMap::new();
+        labels.insert("alertname".to_owned(), rule.to_owned());
+        labels.insert("service".to_owned(), service.to_owned());
+        let mut annotations = BTreeMap::new();
+        annotations.insert(
+            "description".to_owned(),
+            "p99 latency over baseline".to_owned(),
+        );
+        Alert {
+            fingerprint: format!(
+                "{:016x}",
+                super::super::retry::seed(&format!("{rule}{service}"))
+            ),
+            status: AlertStatus::Firing,
+            rule: rule.to_owned(),
+            severity: "warning".to_owned(),
+            starts_at_ms: 1_714_564_800_250,
+            ends_at_ms: None,
+            labels,
+            annotations,
+            summary: format!("{service} is slow"),
+            suspected_service: Some("llm-openai".to_owned()),
+            score: 0.93,
+            exemplar_trace_ids: vec![
+                "0af7651916cd43dd8448eb211c80319c".to_owned(),
+                "4bf92f3577b34da6a3ce929d0e0e4736".to_owned(),
+            ],
+        }
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc_with_millis() {
+        assert_eq!(rfc3339_ms(1_714_564_800_250), "2024-05-01T12:00:00.250Z");
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(-5), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(i64::MAX), "9999-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn labels_carry_rule_and_severity() {
+        let mut a = alert("LatencyHigh", "checkout");
+        a.labels.insert("severity".to_owned(), "stale".to_owned());
+        let l = labels(&a);
+        assert_eq!(l["alertname"], "LatencyHigh");
+        assert_eq!(l["severity"], "warning");
+        assert_eq!(l["service"], "checkout");
+        assert_eq!(l.len(), 3);
+    }
+
+    #[test]
+    fn names_are_made_valid() {
+        assert_eq!(label_name("service.name"), "service_name");
+        assert_eq!(label_name("gen_ai.system"), "gen_ai_system");
+        assert_eq!(label_name("2xx"), "_2xx");
+        assert_eq!(label_name(""), "_");
+        assert_eq!(label_name("ok_Name9"), "ok_Name9");
+        let mut a = alert("LatencyHigh", "checkout");
+        a.labels.insert("k8s.pod-name".to_owned(), "p-1".to_owned());
+        a.annotations
+            .insert("runbook url".to_owned(), "http://x".to_owned());
+        assert_eq!(labels(&a)["k8s_pod_name"], "p-1");
+        assert_eq!(annotations(&a)["runbook_url"], "http://x");
+    }
+
+    #[test]
+    fn annotations_carry_the_explanation() {
+        let a = alert("LatencyHigh", "checkout");
+        let n = annotations(&a);
+        assert_eq!(n["summary"], "checkout is slow");
+        assert_eq!(n["suspected_service"], "llm-openai");
+        assert_eq!(n["score"], "0.93");
+        assert_eq!(
+            n["exemplar_trace_ids"],
+            "0af7651916cd43dd8448eb211c80319c,4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(n["description"], "p99 latency over baseline");
+
+        let mut bare = a.clone();
+        bare.suspected_service = None;
+        bare.exemplar_trace_ids.clear();
+        let n = annotations(&bare);
+        assert!(!n.contains_key("suspected_service") && !n.contains_key("exemplar_trace_ids"));
+    }
+}

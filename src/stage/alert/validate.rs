@@ -1,0 +1,433 @@
+//! Checks of an alert configuration that the types cannot express, without I/O. Every
+//! problem is recorded with its path and a hint.
+
+use std::collections::HashSet;
+
+use super::config::{AlertConfig, Bound, RuleConfig, SeriesSelector};
+use super::settings::{bound_value, nanos, Field};
+use super::template::{is_label_name, Template};
+use crate::config::{AggregateConfig, ConfigErrors};
+use crate::stage::aggregate::SERVICE_GRAPH_SCOPE;
+
+/// Labels the engine sets itself; rules cannot set them.
+pub const RESERVED_LABELS: [&str; 3] = ["alertname", "scope", "window"];
+/// Annotation the engine sets itself (`new`, `repeat`, `escalation`, `resolved`).
+pub const NOTIFICATION_ANNOTATION: &str = "notification";
+/// Variables annotations may use besides the labels.
+pub const VALUE_VARS: [&str; 3] = ["value", "threshold", "eta"];
+
+const KINDS: &str = "threshold, dynamic, anomaly, trend or slo_burn";
+const EDGE_DIMENSIONS: [&str; 3] = ["client", "server", "connection_type"];
+
+impl AlertConfig {
+    /// Checks the stage's settings; every problem goes to `errors` under `path`
+    /// (e.g. `stages[3]`).
+    pub fn validate(&self, path: &str, errors: &mut ConfigErrors) {
+        if self.rules.is_empty() {
+            errors.push(
+                format!("{path}.rules"),
+                "must list at least one rule",
+                "e.g. - {name: high_error_rate, series: {scope: service}, threshold: {field: error_rate, above: 0.05}}",
+            );
+        }
+        let mut names = HashSet::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            let p = format!("{path}.rules[{i}]");
+            if !rule.name.trim().is_empty() && !names.insert(rule.name.as_str()) {
+                errors.push(
+                    format!("{p}.name"),
+                    format!("`{}` is used twice", rule.name),
+                    "give each rule its own name",
+                );
+            }
+            self.validate_rule(rule, &p, errors);
+        }
+        for (i, label) in self.group_by.iter().enumerate() {
+            if !is_label_name(label) {
+                errors.push(
+                    format!("{path}.group_by[{i}]"),
+                    format!("`{label}` is not a label name"),
+                    "letters, digits and _, e.g. service",
+                );
+            }
+        }
+        if self.severities.is_empty() {
+            errors.push(
+                format!("{path}.severities"),
+                "must list at least one severity",
+                "e.g. [info, warning, critical]",
+            );
+        }
+        let mut seen = HashSet::new();
+        for (i, s) in self.severities.iter().enumerate() {
+            if s.trim().is_empty() || !seen.insert(s) {
+                errors.push(
+                    format!("{path}.severities[{i}]"),
+                    format!("`{s}` is empty or listed twice"),
+                    "list distinct severities from lowest to highest",
+                );
+            }
+        }
+        for (key, d) in [
+            ("repeat_interval", self.repeat_interval),
+            ("resolve_timeout", self.resolve_timeout),
+            ("series_expiry", self.series_expiry),
+            ("correlation.window", self.correlation.window),
+            ("correlation.service_graph_ttl", self.correlation.service_graph_ttl),
+        ] {
+            if d.is_zero() {
+                errors.push(format!("{path}.{key}"), "must be more than 0", "e.g. 5m");
+            }
+        }
+        if let Some(e) = self.escalate_after {
+            if e.is_zero() {
+                errors.push(
+                    format!("{path}.escalate_after"),
+                    "must be more than 0",
+                    "e.g. 15m, or leave it out to never escalate",
+                );
+            }
+            if self.severities.len() < 2 {
+                errors.push(
+                    format!("{path}.escalate_after"),
+                    "needs at least two severities to escalate between",
+                    "e.g. severities: [warning, critical]",
+                );
+            }
+        }
+        if self.max_series_per_rule == 0 {
+            errors.push(format!("{path}.max_series_per_rule"), "must be at least 1", "e.g. 10000");
+        }
+        let c = &self.correlation;
+        if c.max_traces == 0 {
+            errors.push(format!("{path}.correlation.max_traces"), "must be at least 1", "e.g. 10000");
+        }
+        if !(0.0..=1.0).contains(&c.evidence_score) {
+            errors.push(
+                format!("{path}.correlation.evidence_score"),
+                "must be between 0 and 1",
+                "a score, e.g. 0.8",
+            );
+        }
+        if c.baseline_samples < 8 {
+            errors.push(
+                format!("{path}.correlation.baseline_samples"),
+                "must be at least 8",
+                "e.g. 256",
+            );
+        }
+    }
+
+    /// Checks the rules' series selectors against the aggregate stage that feeds them:
+    /// the scope exists, `match` names its dimensions, `window` is one of its sizes.
+    pub fn validate_with_aggregate(
+        &self,
+        path: &str,
+        aggregate: &AggregateConfig,
+        errors: &mut ConfigErrors,
+    ) {
+        for (i, rule) in self.rules.iter().enumerate() {
+            let Some(s) = &rule.series else { continue };
+            let p = format!("{path}.rules[{i}].series");
+            let dims: Vec<&str> = if s.scope == SERVICE_GRAPH_SCOPE && aggregate.service_graph {
+                EDGE_DIMENSIONS.to_vec()
+            } else if let Some(d) = aggregate.dimensions.get(&s.scope) {
+                d.iter().map(String::as_str).collect()
+            } else {
+                let mut known: Vec<&str> = aggregate.dimensions.keys().map(String::as_str).collect();
+                if aggregate.service_graph {
+                    known.push(SERVICE_GRAPH_SCOPE);
+                }
+                errors.push(
+                    format!("{p}.scope"),
+                    format!("`{}` is not a scope of the aggregate stage", s.scope),
+                    hint_for(&s.scope, &known),
+                );
+                continue;
+            };
+            for key in s.match_.keys() {
+                if !dims.contains(&key.as_str()) {
+                    errors.push(
+                        format!("{p}.match.{key}"),
+                        format!("`{key}` is not a dimension of scope `{}`", s.scope),
+                        hint_for(key, &dims),
+                    );
+                }
+            }
+            if let Some(w) = s.window {
+                if !aggregate.windows.contains(&w) {
+                    let sizes: Vec<String> = aggregate
+                        .windows
+                        .iter()
+                        .map(|d| humantime::format_duration(*d).to_string())
+                        .collect();
+                    errors.push(
+                        format!("{p}.window"),
+                        format!("{} is not a window size of the aggregate stage", humantime::format_duration(w)),
+                        format!("one of: {}", sizes.join(", ")),
+                    );
+                }
+            }
+        }
+    }
+
+    fn validate_rule(&self, rule: &RuleConfig, p: &str, errors: &mut ConfigErrors) {
+        if rule.name.trim().is_empty() {
+            errors.push(format!("{p}.name"), "must not be empty", "e.g. high_error_rate");
+        }
+        if !self.severities.contains(&rule.severity) {
+            errors.push(
+                format!("{p}.severity"),
+                format!("`{}` is not one of severities", rule.severity),
+                hint_for(&rule.severity, &self.severities.iter().map(String::as_str).collect::<Vec<_>>()),
+            );
+        }
+        for (name, value) in &rule.labels {
+            let lp = format!("{p}.labels.{name}");
+            if !is_label_name(name) {
+                errors.push(lp.clone(), "is not a label name", "letters, digits and _");
+            } else if RESERVED_LABELS.contains(&name.as_str()) {
+                errors.push(lp.clone(), "is set by the alert stage", "choose another label name");
+            }
+            match Template::parse(value) {
+                Err(e) => errors.push(lp, e, "write {{label}}, e.g. {{service}}"),
+                Ok(t) => {
+                    if let Some(v) = t.vars().find(|v| VALUE_VARS.contains(v)) {
+                        errors.push(
+                            lp,
+                            format!("`{{{{{v}}}}}` changes with every window and would change the fingerprint"),
+                            "use it in annotations, not labels",
+                        );
+                    }
+                }
+            }
+        }
+        for (name, value) in &rule.annotations {
+            let ap = format!("{p}.annotations.{name}");
+            if name.trim().is_empty() {
+                errors.push(ap.clone(), "annotation name must not be empty", "e.g. summary");
+            } else if name == NOTIFICATION_ANNOTATION {
+                errors.push(ap.clone(), "is set by the alert stage", "choose another annotation name");
+            }
+            if let Err(e) = Template::parse(value) {
+                errors.push(ap, e, "write {{label}} or {{value}}");
+            }
+        }
+        let kinds = rule.conditions();
+        if kinds.len() != 1 {
+            let message = if kinds.is_empty() {
+                "needs a condition".to_string()
+            } else {
+                format!("has {} conditions ({})", kinds.len(), kinds.join(", "))
+            };
+            errors.push(p.to_string(), message, format!("give exactly one of {KINDS}"));
+        }
+        let anomaly = rule.anomaly.is_some();
+        match (&rule.series, &rule.traces) {
+            (Some(_), Some(_)) => errors.push(
+                format!("{p}.traces"),
+                "a rule watches series or traces, not both",
+                "remove one of series and traces",
+            ),
+            (None, None) => errors.push(
+                format!("{p}.series"),
+                "is missing",
+                if anomaly {
+                    "add `series: {scope: service}` or `traces: {}`"
+                } else {
+                    "add e.g. `series: {scope: service, window: 1m}`"
+                },
+            ),
+            (None, Some(_)) if !anomaly && !kinds.is_empty() => errors.push(
+                format!("{p}.traces"),
+                "only anomaly rules watch traces",
+                "use `series:` for aggregate conditions",
+            ),
+            _ => {}
+        }
+        if let Some(s) = &rule.series {
+            validate_series(s, &format!("{p}.series"), errors);
+        }
+        self.validate_condition(rule, p, errors);
+    }
+
+    fn validate_condition(&self, rule: &RuleConfig, p: &str, errors: &mut ConfigErrors) {
+        if let Some(t) = &rule.threshold {
+            let cp = format!("{p}.threshold");
+            if let Some(field) = check_field(&t.field, &cp, errors) {
+                let above = check_bound(&t.above, field, &format!("{cp}.above"), errors);
+                let below = check_bound(&t.below, field, &format!("{cp}.below"), errors);
+                if t.above.is_none() && t.below.is_none() {
+                    errors.push(cp.clone(), "needs `above` or `below`", "e.g. above: 0.05");
+                }
+                if let (Some(a), Some(b)) = (above, below) {
+                    if b >= a {
+                        errors.push(
+                            format!("{cp}.below"),
+                            "must be less than above (the rule fires outside [below, above])",
+                            "swap the bounds, or keep one",
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(d) = &rule.dynamic {
+            let cp = format!("{p}.dynamic");
+            let field = check_field(&d.field, &cp, errors);
+            if !(d.k.is_finite() && d.k > 0.0) {
+                errors.push(format!("{cp}.k"), "must be more than 0", "e.g. 3");
+            }
+            if d.min_samples < 3 {
+                errors.push(format!("{cp}.min_samples"), "must be at least 3", "e.g. 10");
+            }
+            if d.samples < d.min_samples {
+                errors.push(
+                    format!("{cp}.samples"),
+                    format!("must be at least min_samples ({})", d.min_samples),
+                    "e.g. 60",
+                );
+            }
+            if let (Some(field), Some(b)) = (field, &d.min_delta) {
+                match bound_value(b, field.is_nanos()) {
+                    Ok(v) if v < 0.0 => {
+                        errors.push(format!("{cp}.min_delta"), "must not be negative", "e.g. 0")
+                    }
+                    Ok(_) => {}
+                    Err(e) => errors.push(format!("{cp}.min_delta"), e, bound_hint(field)),
+                }
+            }
+        }
+        if let Some(a) = &rule.anomaly {
+            let cp = format!("{p}.anomaly");
+            if !(a.score > 0.0 && a.score < 1.0) {
+                errors.push(format!("{cp}.score"), "must be between 0 and 1 (exclusive)", "e.g. 0.8");
+            }
+            if a.windows == 0 {
+                errors.push(format!("{cp}.windows"), "must be at least 1", "e.g. 3");
+            }
+        }
+        if let Some(t) = &rule.trend {
+            let cp = format!("{p}.trend");
+            if let Some(field) = check_field(&t.field, &cp, errors) {
+                check_bound(&t.above, field, &format!("{cp}.above"), errors);
+                check_bound(&t.below, field, &format!("{cp}.below"), errors);
+            }
+            if t.above.is_some() == t.below.is_some() {
+                errors.push(cp.clone(), "needs exactly one of `above` and `below`", "e.g. above: 2s");
+            }
+            if t.windows < 3 {
+                errors.push(format!("{cp}.windows"), "must be at least 3", "e.g. 10");
+            }
+            if t.horizon.is_zero() {
+                errors.push(format!("{cp}.horizon"), "must be more than 0", "e.g. 30m");
+            }
+        }
+        if let Some(s) = &rule.slo_burn {
+            let cp = format!("{p}.slo_burn");
+            if !(s.objective > 0.0 && s.objective < 1.0) {
+                errors.push(
+                    format!("{cp}.objective"),
+                    "must be between 0 and 1 (exclusive)",
+                    "a share of good calls, e.g. 0.999",
+                );
+            } else if s.factor.is_finite() && s.factor * (1.0 - s.objective) > 1.0 {
+                errors.push(
+                    format!("{cp}.factor"),
+                    "can never fire: factor × (1 − objective) is more than 1",
+                    "lower the factor, e.g. 14.4 with objective 0.999",
+                );
+            }
+            if !(s.factor.is_finite() && s.factor > 0.0) {
+                errors.push(format!("{cp}.factor"), "must be more than 0", "e.g. 14.4");
+            }
+            if s.short.is_zero() || s.short >= s.long {
+                errors.push(
+                    format!("{cp}.short"),
+                    format!("must be more than 0 and less than long ({})", humantime::format_duration(s.long)),
+                    "e.g. long: 1h with short: 5m",
+                );
+            }
+            if let Some(w) = rule.series.as_ref().and_then(|s| s.window) {
+                if nanos(w) > nanos(s.short) {
+                    errors.push(
+                        format!("{cp}.short"),
+                        format!("is shorter than the series window ({})", humantime::format_duration(w)),
+                        "burn windows must hold whole aggregate windows",
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn validate_series(s: &SeriesSelector, p: &str, errors: &mut ConfigErrors) {
+    if s.scope.trim().is_empty() {
+        errors.push(format!("{p}.scope"), "must not be empty", "e.g. service");
+    }
+    if s.window.is_some_and(|w| w.is_zero()) {
+        errors.push(format!("{p}.window"), "must be more than 0", "e.g. 1m");
+    }
+    for (k, v) in &s.match_ {
+        if k.trim().is_empty() || v.is_empty() {
+            errors.push(
+                format!("{p}.match"),
+                "dimension names and values must not be empty",
+                "e.g. {service: checkout}",
+            );
+        }
+    }
+}
+
+fn check_field(name: &str, cp: &str, errors: &mut ConfigErrors) -> Option<Field> {
+    let field = Field::parse(name);
+    if field.is_none() {
+        let known: Vec<&str> = Field::ALL.iter().map(|(n, _)| *n).collect();
+        errors.push(
+            format!("{cp}.field"),
+            format!("unknown field `{name}`"),
+            hint_for(name, &known),
+        );
+    }
+    field
+}
+
+fn check_bound(b: &Option<Bound>, field: Field, bp: &str, errors: &mut ConfigErrors) -> Option<f64> {
+    let v = match bound_value(b.as_ref()?, field.is_nanos()) {
+        Ok(v) => v,
+        Err(e) => {
+            errors.push(bp, e, bound_hint(field));
+            return None;
+        }
+    };
+    if field.is_ratio() && !(0.0..=1.0).contains(&v) {
+        errors.push(bp, format!("{} is a share: the bound must be between 0 and 1", field.name()), "e.g. 0.05");
+        return None;
+    }
+    if v < 0.0 {
+        errors.push(bp, format!("{} is never negative", field.name()), bound_hint(field));
+        return None;
+    }
+    Some(v)
+}
+
+fn bound_hint(field: Field) -> &'static str {
+    if field.is_nanos() {
+        "a duration (e.g. 750ms) or nanoseconds"
+    } else if field.is_ratio() {
+        "a share, e.g. 0.05"
+    } else {
+        "a number, e.g. 100"
+    }
+}
+
+fn hint_for(got: &str, known: &[&str]) -> String {
+    let best = known
+        .iter()
+        .map(|k| (strsim::jaro_winkler(got, k), *k))
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match best {
+        Some((score, k)) if score > 0.8 => format!("did you mean `{k}`?"),
+        _ if known.is_empty() => String::new(),
+        _ => format!("one of: {}", known.join(", ")),
+    }
+}

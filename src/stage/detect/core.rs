@@ -1,0 +1,509 @@
+//! The streaming state of one subject (a series or a root operation): per-feature robust
+//! baselines and calibrators, the training history, the quarantine of flagged samples,
+//! the installed model and the training schedule. Series and traces differ only in the
+//! features they feed in.
+
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::model::Explanation;
+
+use super::model::ModelSet;
+use super::robust::{ln_gauss_two_sided, Baseline, Calibrator, Ewm, Seasonal, Window};
+use super::DetectSettings;
+
+/// How a feature's raw value is transformed before baselines and models see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum Scale {
+    Linear,
+    /// `ln(1 + max(v, 0))`: latencies, counts, rates of calls.
+    Log1p,
+}
+
+impl Scale {
+    fn apply(self, v: f64) -> f64 {
+        match self {
+            Scale::Linear => v,
+            Scale::Log1p => v.max(0.0).ln_1p(),
+        }
+    }
+
+    fn invert(self, t: f64) -> f64 {
+        match self {
+            Scale::Linear => t,
+            Scale::Log1p => t.exp_m1(),
+        }
+    }
+}
+
+/// Name, transform and smallest spread (transformed units, absolute and relative to the
+/// median) of a feature.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct FeatureSpec {
+    pub name: String,
+    pub scale: Scale,
+    pub floor: f64,
+    pub floor_rel: f64,
+}
+
+/// Rate of the exponentially weighted residuals that choose between the rolling and the
+/// seasonal baseline.
+const RESIDUAL_ALPHA: f64 = 0.02;
+/// Event time of history before the seasonal profile may be used.
+const SEASONAL_AFTER_NS: i64 = 2 * 86_400_000_000_000;
+/// Values a rolling baseline needs before it is used.
+const MIN_BASELINE_VALUES: usize = 5;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct FeatureState {
+    name: String,
+    scale: Scale,
+    floor: f64,
+    floor_rel: f64,
+    roll: Window,
+    seasonal: Seasonal,
+    resid_roll: Ewm,
+    resid_seas: Ewm,
+    calib: Calibrator,
+}
+
+impl FeatureState {
+    fn new(spec: &FeatureSpec, cap: usize) -> Self {
+        Self {
+            name: spec.name.clone(),
+            scale: spec.scale,
+            floor: spec.floor,
+            floor_rel: spec.floor_rel,
+            roll: Window::new(cap),
+            seasonal: Seasonal::new(),
+            resid_roll: Ewm::default(),
+            resid_seas: Ewm::default(),
+            calib: Calibrator::new(cap),
+        }
+    }
+
+    fn floor_at(&self, center: f64) -> f64 {
+        self.floor.max(self.floor_rel * center.abs())
+    }
+
+    fn rolling(&self) -> Option<Baseline> {
+        if self.roll.len() < MIN_BASELINE_VALUES {
+            return None;
+        }
+        let center = self.roll.median();
+        Baseline::of(&self.roll, self.floor_at(center))
+    }
+
+    /// The baseline a value is judged against: the hour-of-day profile once there are
+    /// two days of history and it has tracked the series better than the rolling one.
+    fn baseline(&self, at_ns: i64, seasonal_ok: bool) -> Option<Baseline> {
+        let rolling = self.rolling()?;
+        if seasonal_ok && self.resid_seas.n > 0 && self.resid_seas.mean < self.resid_roll.mean {
+            if let Some(s) = self.seasonal.baseline(at_ns, self.floor_at(rolling.center)) {
+                return Some(s);
+            }
+        }
+        Some(rolling)
+    }
+
+    fn accept(&mut self, at_ns: i64, interval_ns: i64, x: f64, z: Option<f64>) {
+        if let Some(r) = self.rolling() {
+            self.resid_roll.push((x - r.center).abs(), RESIDUAL_ALPHA);
+        }
+        if let Some(s) = self.seasonal.baseline(at_ns, self.floor) {
+            self.resid_seas.push((x - s.center).abs(), RESIDUAL_ALPHA);
+        }
+        if let Some(z) = z {
+            self.calib.push(z);
+        }
+        self.roll.push(x);
+        self.seasonal.push(at_ns, interval_ns, x);
+    }
+
+    fn restart(&mut self) {
+        self.roll.clear();
+        self.seasonal.clear();
+        self.resid_roll = Ewm::default();
+        self.resid_seas = Ewm::default();
+    }
+}
+
+/// Counts of a categorical feature (the trace structure signature) over the accepted
+/// samples of the baseline window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Categories {
+    recent: VecDeque<u64>,
+    counts: FxHashMap<u64, u32>,
+    cap: usize,
+}
+
+impl Categories {
+    fn push(&mut self, tag: u64) {
+        if self.recent.len() == self.cap {
+            if let Some(old) = self.recent.pop_front() {
+                if let Some(c) = self.counts.get_mut(&old) {
+                    *c -= 1;
+                    if *c == 0 {
+                        self.counts.remove(&old);
+                    }
+                }
+            }
+        }
+        self.recent.push_back(tag);
+        *self.counts.entry(tag).or_insert(0) += 1;
+    }
+
+    /// ln of the probability of a tag at most as frequent as this one: the baseline share
+    /// of such tags, and for a tag never seen the Good–Turing estimate of the unseen mass
+    /// (tags seen once, over n), both with add-one smoothing. Also this tag's and the
+    /// most common tag's share.
+    fn ln_p(&self, tag: u64) -> (f64, f64, f64) {
+        let n = self.recent.len() as f64;
+        let count = self.counts.get(&tag).copied().unwrap_or(0);
+        let top = self.counts.values().copied().max().unwrap_or(0);
+        let mass = if count == 0 {
+            self.counts.values().filter(|c| **c == 1).count() as f64
+        } else {
+            self.counts.values().filter(|c| **c <= count).map(|c| f64::from(*c)).sum()
+        };
+        (((1.0 + mass) / (n + 1.0)).ln().min(0.0), f64::from(count) / n.max(1.0), f64::from(top) / n.max(1.0))
+    }
+}
+
+/// A flagged sample held back from training, adopted if the change persists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Held {
+    at_ns: i64,
+    x: Vec<f64>,
+    row: Vec<f64>,
+    tag: Option<u64>,
+    /// `seen` when it arrived.
+    seq: u64,
+}
+
+/// What one observation produced.
+pub(super) struct Outcome {
+    pub score: f64,
+    pub warm: bool,
+    pub model: &'static str,
+    pub explanations: Vec<Explanation>,
+    /// Features skipped because they were not finite.
+    pub skipped: usize,
+    pub flagged: bool,
+    /// A changed regime was adopted as the new baseline.
+    pub adopted: bool,
+    /// Training data to fit a model on, with the generation it will carry.
+    pub job: Option<(u64, Vec<f64>, usize, Vec<f64>)>,
+}
+
+/// Streaming state of one subject.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct Core {
+    features: Vec<FeatureState>,
+    /// Samples the baselines and the training history keep.
+    cap: usize,
+    deltas: bool,
+    seen: u64,
+    accepted: u64,
+    first_at_ns: Option<i64>,
+    last_at_ns: Option<i64>,
+    interval_ns: i64,
+    prev: Vec<f64>,
+    history: VecDeque<Vec<f64>>,
+    categories: Option<Categories>,
+    held: VecDeque<Held>,
+    recent_flags: VecDeque<bool>,
+    since_train: u64,
+    generation: u64,
+    /// Generation and `seen` of the training request not yet answered.
+    pending: Option<(u64, u64)>,
+    model: Option<ModelSet>,
+}
+
+impl Core {
+    /// `deltas`: the model also sees each feature's change since the previous sample;
+    /// `categorical`: samples carry a tag (structure signature) scored by its frequency.
+    pub(super) fn new(specs: &[FeatureSpec], deltas: bool, categorical: bool, s: &DetectSettings) -> Self {
+        let cap = s.baseline_windows.max(1);
+        Self {
+            features: specs.iter().map(|f| FeatureState::new(f, cap)).collect(),
+            cap,
+            deltas,
+            seen: 0,
+            accepted: 0,
+            first_at_ns: None,
+            last_at_ns: None,
+            interval_ns: 0,
+            prev: Vec::new(),
+            history: VecDeque::new(),
+            categories: categorical.then(|| Categories { recent: VecDeque::new(), counts: FxHashMap::default(), cap }),
+            held: VecDeque::new(),
+            recent_flags: VecDeque::new(),
+            since_train: 0,
+            generation: 0,
+            pending: None,
+            model: None,
+        }
+    }
+
+    /// Appends a feature (a newly seen service's share); its past values count as 0.
+    pub(super) fn add_feature(&mut self, spec: &FeatureSpec, s: &DetectSettings) {
+        self.features.push(FeatureState::new(spec, s.baseline_windows.max(1)));
+    }
+
+    pub(super) fn feature_count(&self) -> usize {
+        self.features.len()
+    }
+
+    pub(super) fn feature_names(&self) -> impl Iterator<Item = &str> {
+        self.features.iter().map(|f| f.name.as_str())
+    }
+
+    /// Installs a trained model if it answers the pending request.
+    pub(super) fn install(&mut self, generation: u64, model: Option<ModelSet>) -> bool {
+        match self.pending {
+            Some((g, _)) if g == generation => {
+                self.pending = None;
+                if model.is_some() {
+                    self.model = model;
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Forgets an unanswered training request (after a restore nothing is running).
+    pub(super) fn clear_pending(&mut self) {
+        self.pending = None;
+    }
+
+    pub(super) fn has_model(&self) -> bool {
+        self.model.is_some()
+    }
+
+    /// Scores one sample of raw feature values (non-finite ones are skipped) and learns
+    /// from it unless it is flagged. None when no value is finite.
+    pub(super) fn observe(&mut self, at_ns: i64, raw: &[f64], tag: Option<u64>, s: &DetectSettings) -> Option<Outcome> {
+        let d = self.features.len();
+        let x: Vec<f64> = self
+            .features
+            .iter()
+            .zip(raw.iter().chain(std::iter::repeat(&f64::NAN)))
+            .map(|(f, v)| if v.is_finite() { f.scale.apply(*v) } else { f64::NAN })
+            .collect();
+        let skipped = x.iter().filter(|v| !v.is_finite()).count();
+        if skipped == d {
+            return None;
+        }
+        self.seen += 1;
+        if let Some(last) = self.last_at_ns {
+            let gap = at_ns.saturating_sub(last);
+            if gap > 0 && (self.interval_ns == 0 || gap < self.interval_ns) {
+                self.interval_ns = gap;
+            }
+        }
+        self.last_at_ns = Some(self.last_at_ns.map_or(at_ns, |l| l.max(at_ns)));
+        let first = *self.first_at_ns.get_or_insert(at_ns);
+        let seasonal_ok = at_ns.saturating_sub(first) >= SEASONAL_AFTER_NS;
+
+        // deviations from the baselines, and the model row (missing values imputed)
+        let mut zs = vec![None; d];
+        let mut ln_ps = Vec::with_capacity(d + 5);
+        let mut explanations = Vec::with_capacity(d + 1);
+        let mut filled = x.clone();
+        for (i, f) in self.features.iter().enumerate() {
+            let base = f.baseline(at_ns, seasonal_ok);
+            if !x[i].is_finite() {
+                filled[i] = base.map(|b| b.center).or(self.prev.get(i).copied()).unwrap_or(0.0);
+                continue;
+            }
+            if let Some(b) = base {
+                let z = b.deviations(x[i]);
+                zs[i] = Some(z);
+                ln_ps.push(f.calib.ln_p(z));
+                explanations.push(Explanation {
+                    feature: f.name.clone(),
+                    value: finite(f.scale.invert(x[i])),
+                    baseline: finite(f.scale.invert(b.center)),
+                    deviations: z,
+                });
+            }
+        }
+        let row = self.row(&filled);
+        self.prev = filled;
+
+        let warm = self.accepted >= s.min_samples as u64;
+        let mut model_name = "mad";
+        if let Some(m) = &self.model {
+            let mut scaled = Vec::with_capacity(m.dim);
+            let mut ps = Vec::new();
+            m.scale(&row, &mut scaled);
+            m.ln_ps(&scaled, &mut ps);
+            ln_ps.extend(ps);
+            model_name = m.name();
+        }
+        // Bonferroni over the continuous measures; the category is its own evidence
+        let mut ln_p = match ln_ps.iter().copied().reduce(f64::min) {
+            Some(min) => (min + (ln_ps.len() as f64).ln()).min(0.0),
+            None => 0.0,
+        };
+        if let (Some(tag), Some(c)) = (tag, &self.categories) {
+            if c.recent.len() >= MIN_BASELINE_VALUES {
+                let (lp, share, top) = c.ln_p(tag);
+                ln_p = ln_p.min(lp);
+                explanations.push(Explanation {
+                    feature: "structure".to_string(),
+                    value: share,
+                    baseline: top,
+                    deviations: -z_of_ln_p(lp),
+                });
+            }
+        }
+        explanations.sort_by(|a, b| b.deviations.abs().total_cmp(&a.deviations.abs()));
+        let score = if warm { score_of_ln_p(ln_p) } else { 0.0 };
+        let flagged = warm && score >= s.anomaly_threshold;
+
+        let mut adopted = false;
+        if flagged {
+            self.held.push_back(Held { at_ns, x, row, tag, seq: self.seen });
+        } else {
+            self.accept(at_ns, &x, row, tag, &zs);
+        }
+        let window = 2 * s.adapt_after.max(1) as u64;
+        self.recent_flags.push_back(flagged);
+        if self.recent_flags.len() as u64 > window {
+            self.recent_flags.pop_front();
+        }
+        while self.held.front().is_some_and(|h| h.seq + window <= self.seen) {
+            self.held.pop_front();
+        }
+        if flagged && self.recent_flags.iter().filter(|f| **f).count() >= s.adapt_after.max(1) {
+            self.adopt();
+            adopted = true;
+        }
+        let job = self.training_request(s);
+        Some(Outcome { score, warm, model: model_name, explanations, skipped, flagged, adopted, job })
+    }
+
+    fn row(&self, filled: &[f64]) -> Vec<f64> {
+        let mut row = filled.to_vec();
+        if self.deltas {
+            row.extend(filled.iter().enumerate().map(|(i, v)| self.prev.get(i).map_or(0.0, |p| v - p)));
+        }
+        row
+    }
+
+    fn accept(&mut self, at_ns: i64, x: &[f64], row: Vec<f64>, tag: Option<u64>, zs: &[Option<f64>]) {
+        for (i, f) in self.features.iter_mut().enumerate() {
+            if x[i].is_finite() {
+                f.accept(at_ns, self.interval_ns, x[i], zs.get(i).copied().flatten());
+            }
+        }
+        if let (Some(tag), Some(c)) = (tag, &mut self.categories) {
+            c.push(tag);
+        }
+        if self.history.len() >= self.cap {
+            self.history.pop_front();
+        }
+        self.history.push_back(row);
+        self.accepted += 1;
+        self.since_train += 1;
+    }
+
+    /// The flagged samples of a persistent change become the new baseline: the old
+    /// regime's baselines, history and model are dropped, and a model is trained on the
+    /// new one as soon as it has enough samples.
+    fn adopt(&mut self) {
+        for f in &mut self.features {
+            f.restart();
+        }
+        self.history.clear();
+        if let Some(c) = &mut self.categories {
+            c.recent.clear();
+            c.counts.clear();
+        }
+        self.model = None;
+        self.pending = None;
+        self.recent_flags.clear();
+        let held: Vec<Held> = self.held.drain(..).collect();
+        self.first_at_ns = held.first().map(|h| h.at_ns);
+        let none = vec![None; self.features.len()];
+        for h in held {
+            self.accept(h.at_ns, &h.x, h.row, h.tag, &none);
+        }
+        self.since_train = self.history.len() as u64;
+    }
+
+    fn training_request(&mut self, s: &DetectSettings) -> Option<(u64, Vec<f64>, usize, Vec<f64>)> {
+        let retrain = s.retrain_every.max(1) as u64;
+        if let Some((_, asked_at)) = self.pending {
+            // a request nobody answered (a dropped job) is asked again
+            if self.seen.saturating_sub(asked_at) <= 4 * retrain.max(s.min_samples as u64) {
+                return None;
+            }
+        }
+        let enough = self.history.len() >= s.min_samples.max(MIN_BASELINE_VALUES * 2);
+        let due = if self.model.is_none() { enough } else { self.since_train >= retrain };
+        if !due || s.models.is_empty() || !enough {
+            return None;
+        }
+        self.generation += 1;
+        self.pending = Some((self.generation, self.seen));
+        self.since_train = 0;
+        let dim = self.history.iter().map(Vec::len).max().unwrap_or(0);
+        let mut rows = Vec::with_capacity(dim * self.history.len());
+        for r in &self.history {
+            rows.extend(r.iter().copied());
+            rows.extend(std::iter::repeat_n(0.0, dim - r.len()));
+        }
+        let floors: Vec<f64> = self.features.iter().map(|f| f.floor.max(1e-9)).collect();
+        let floors = if self.deltas { [floors.clone(), floors].concat() } else { floors };
+        Some((self.generation, rows, dim, floors))
+    }
+}
+
+fn finite(v: f64) -> f64 {
+    if v.is_finite() {
+        v
+    } else if v > 0.0 {
+        f64::MAX
+    } else {
+        f64::MIN
+    }
+}
+
+/// Root of the score mapping: score = 1 − p^(1/ROOT).
+pub(super) const SCORE_ROOT: f64 = 4.0;
+
+/// The score of a combined tail probability p (given as ln p ≤ 0): `1 − p^(1/4)`, so
+/// 0.9 means p = 10⁻⁴, 0.99 means p = 10⁻⁸; always in [0, 1].
+pub(super) fn score_of_ln_p(ln_p: f64) -> f64 {
+    if ln_p.is_nan() {
+        return 0.0;
+    }
+    (1.0 - (ln_p.min(0.0) / SCORE_ROOT).exp()).clamp(0.0, 1.0)
+}
+
+/// The robust deviations whose two-sided Gaussian tail probability is p (ln p given).
+pub(super) fn z_of_ln_p(ln_p: f64) -> f64 {
+    if !(ln_p < 0.0) {
+        return 0.0;
+    }
+    let (mut lo, mut hi) = (0.0f64, 1.0f64);
+    while ln_gauss_two_sided(hi) > ln_p && hi < 1e12 {
+        hi *= 2.0;
+    }
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if ln_gauss_two_sided(mid) > ln_p {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    0.5 * (lo + hi)
+}
