@@ -9,6 +9,7 @@ pub mod config;
 pub mod generate;
 pub mod kafka;
 pub mod model;
+pub mod nab;
 pub mod output;
 pub mod registry;
 pub mod replay;

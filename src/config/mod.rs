@@ -109,6 +109,10 @@ pub enum StageConfig {
     Analyze(AnalyzeConfig),
     /// RED figures per event-time window and monitoring scope.
     Aggregate(AggregateConfig),
+    /// Anomaly scores for aggregate series and traces (robust baselines and linfa models).
+    Detect(crate::stage::detect::DetectConfig),
+    /// Alert rules with an Alertmanager-like lifecycle.
+    Alert(crate::stage::alert::AlertConfig),
 }
 
 impl StageConfig {
@@ -118,12 +122,14 @@ impl StageConfig {
             StageConfig::Assemble(_) => "assemble",
             StageConfig::Analyze(_) => "analyze",
             StageConfig::Aggregate(_) => "aggregate",
+            StageConfig::Detect(_) => "detect",
+            StageConfig::Alert(_) => "alert",
         }
     }
 
     /// Field names of a stage type, or None for an unknown type.
     pub fn known_types() -> &'static [&'static str] {
-        &["assemble", "analyze", "aggregate"]
+        &["assemble", "analyze", "aggregate", "detect", "alert"]
     }
 }
 
@@ -422,6 +428,13 @@ pub struct OutputsConfig {
     /// Closed aggregate windows, keyed by window and key (needs an aggregate stage).
     #[serde(default)]
     pub aggregates: Option<TopicOutput>,
+    /// Alert events (firing, repeats, escalations, resolved), keyed by fingerprint
+    /// (needs an alert stage).
+    #[serde(default)]
+    pub alerts: Option<TopicOutput>,
+    /// Alertmanager and webhook deliveries of alert events.
+    #[serde(default)]
+    pub notify: Option<crate::sinks::AlertSinksConfig>,
 }
 
 /// One output topic.
@@ -482,6 +495,22 @@ impl PipelineConfig {
         })
     }
 
+    /// The detect stage, if the pipeline has one.
+    pub fn detect(&self) -> Option<&crate::stage::detect::DetectConfig> {
+        self.stages.iter().find_map(|s| match s {
+            StageConfig::Detect(d) => Some(d),
+            _ => None,
+        })
+    }
+
+    /// The alert stage, if the pipeline has one.
+    pub fn alert(&self) -> Option<&crate::stage::alert::AlertConfig> {
+        self.stages.iter().find_map(|s| match s {
+            StageConfig::Alert(a) => Some(a),
+            _ => None,
+        })
+    }
+
     /// The analyze stage, if the pipeline has one.
     pub fn analyze(&self) -> Option<&AnalyzeConfig> {
         self.stages.iter().find_map(|s| match s {
@@ -497,6 +526,7 @@ impl PipelineConfig {
             || self.outputs.traces.format == OutputFormat::Avro
             || avro(&self.outputs.late)
             || avro(&self.outputs.aggregates)
+            || avro(&self.outputs.alerts)
     }
 
     /// Checks what the types cannot: every problem, with its path.
@@ -622,6 +652,19 @@ impl PipelineConfig {
             match stage {
                 StageConfig::Assemble(a) => a.validate(&path, errors),
                 StageConfig::Analyze(a) => a.validate(&path, errors),
+                StageConfig::Detect(d) => d.validate(&path, errors),
+                StageConfig::Alert(a) => {
+                    a.validate(&path, errors);
+                    match self.aggregate() {
+                        Some(agg) => a.validate_with_aggregate(&path, agg, errors),
+                        None if a.rules.iter().any(|r| r.series.is_some()) => errors.push(
+                            format!("{path}.rules"),
+                            "series rules need an aggregate stage",
+                            "add `- type: aggregate` before this stage",
+                        ),
+                        None => {}
+                    }
+                }
                 StageConfig::Aggregate(a) => {
                     a.validate(&path, errors);
                     if a.service_graph && !self.stages[..i].iter().any(|s| matches!(s, StageConfig::Analyze(_))) {
@@ -637,6 +680,18 @@ impl PipelineConfig {
         check_topic(errors, "outputs.traces.topic", &self.outputs.traces.topic);
         if let Some(late) = &self.outputs.late {
             check_topic(errors, "outputs.late.topic", &late.topic);
+        }
+        if let Some(alerts) = &self.outputs.alerts {
+            check_topic(errors, "outputs.alerts.topic", &alerts.topic);
+            if self.alert().is_none() {
+                errors.push("outputs.alerts", "has no alert stage to write it", "add `- type: alert` or remove this output");
+            }
+        }
+        if let Some(notify) = &self.outputs.notify {
+            notify.validate("outputs.notify", errors);
+            if self.alert().is_none() {
+                errors.push("outputs.notify", "has no alert stage to deliver from", "add `- type: alert` or remove this output");
+            }
         }
         if let Some(aggregates) = &self.outputs.aggregates {
             check_topic(errors, "outputs.aggregates.topic", &aggregates.topic);

@@ -2,7 +2,9 @@
 //! clocks: processing time comes in as an argument.
 
 pub mod aggregate;
+pub mod alert;
 pub mod analyze;
 pub mod assemble;
+pub mod detect;
 pub mod pipeline;
 pub mod watermark;

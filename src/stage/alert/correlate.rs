@@ -12,9 +12,10 @@
 //! evidence is the recent traces rooted at or passing through S that show the symptom
 //! (slow or anomalous for latency, an error origin for errors; every recent trace of S
 //! when none does). The candidates are S and the services S reaches in the service
-//! graph. The suspect is, for errors, the most frequent error origin among candidates;
-//! otherwise (or without error origins) the candidate whose share grew most on average
-//! over the evidence (nothing when no share grew).
+//! graph (every service of the evidence when the graph does not know S). The suspect
+//! is, for errors, the most frequent error origin among candidates; otherwise (or
+//! without error origins) the candidate whose share grew most on average over the
+//! evidence (nothing when no share grew).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -82,9 +83,9 @@ impl ServiceGraph {
         seen
     }
 
-    /// True when `from` calls `to`, directly or through others.
-    pub fn reaches(&self, from: &str, to: &str) -> bool {
-        self.downstream(from).contains(to)
+    /// True when `service` calls or is called by any service.
+    pub fn knows(&self, service: &str) -> bool {
+        self.callees.contains_key(service) || self.callees.values().any(|m| m.contains_key(service))
     }
 
     /// Calls known.
@@ -163,18 +164,37 @@ impl Correlator {
         if trace.amendment || trace.spans.is_empty() {
             return;
         }
-        let root: Arc<str> = analysis.root_service.clone().unwrap_or_else(|| Arc::from(""));
-        let path_ns: i64 = analysis.critical_path.iter().map(|s| s.self_time_ns.max(0)).sum();
+        let root: Arc<str> = analysis
+            .root_service
+            .clone()
+            .unwrap_or_else(|| Arc::from(""));
+        let path_ns: i64 = analysis
+            .critical_path
+            .iter()
+            .map(|s| s.self_time_ns.max(0))
+            .sum();
         let mut shares: SmallVec<[(Arc<str>, f32, f32); 8]> = SmallVec::new();
-        for svc in analysis.services.iter().filter(|s| &***s != SYNTHETIC_SERVICE) {
+        for svc in analysis
+            .services
+            .iter()
+            .filter(|s| &***s != SYNTHETIC_SERVICE)
+        {
             let own: i64 = analysis
                 .critical_path
                 .iter()
                 .filter(|p| p.service == *svc)
                 .map(|p| p.self_time_ns.max(0))
                 .sum();
-            let share = if path_ns > 0 { own as f64 / path_ns as f64 } else { 0.0 };
-            let base = baseline(&mut self.shares, (root.clone(), svc.clone()), self.settings.baseline_samples);
+            let share = if path_ns > 0 {
+                own as f64 / path_ns as f64
+            } else {
+                0.0
+            };
+            let base = baseline(
+                &mut self.shares,
+                (root.clone(), svc.clone()),
+                self.settings.baseline_samples,
+            );
             let median = match base {
                 Some(b) => {
                     let m = if b.len() >= MIN_SHARE_SAMPLES {
@@ -192,7 +212,11 @@ impl Correlator {
         let duration = analysis.duration_ns as f64;
         let op: Arc<str> = analysis.root_name.clone().unwrap_or_else(|| Arc::from(""));
         let mut slow = false;
-        if let Some(b) = baseline(&mut self.durations, (root.clone(), op), self.settings.baseline_samples) {
+        if let Some(b) = baseline(
+            &mut self.durations,
+            (root.clone(), op),
+            self.settings.baseline_samples,
+        ) {
             if b.len() >= MIN_DURATION_SAMPLES {
                 if let Some((median, scale)) = b.median_scale_cached(BASELINE_REFRESH) {
                     slow = (duration - median) / scale.max(0.05 * median.abs()) > 3.0;
@@ -243,7 +267,13 @@ impl Correlator {
     /// `None`) showing `symptom`, from traces ending in the window before `now_ns`.
     /// `first` are trace ids that go first among the exemplars (the scored traces of a
     /// trace anomaly rule).
-    pub fn correlate(&self, service: Option<&str>, symptom: Symptom, now_ns: i64, first: &[TraceId]) -> Correlation {
+    pub fn correlate(
+        &self,
+        service: Option<&str>,
+        symptom: Symptom,
+        now_ns: i64,
+        first: &[TraceId],
+    ) -> Correlation {
         let since = now_ns.saturating_sub(self.settings.window_ns);
         let relevant: Vec<&TraceRecord> = self
             .traces
@@ -262,11 +292,19 @@ impl Correlator {
                 }
             })
             .collect();
-        let evidence = if flagged.is_empty() { &relevant } else { &flagged };
-        let downstream = service.map(|s| self.graph.downstream(s));
-        let candidate = |x: &str| match (service, &downstream) {
-            (Some(s), Some(d)) if !d.is_empty() => x == s || d.contains(x),
-            _ => true,
+        let evidence = if flagged.is_empty() {
+            &relevant
+        } else {
+            &flagged
+        };
+        // a service the graph has never seen could call anything: then every service
+        // of the evidence is a candidate
+        let downstream = service
+            .filter(|s| self.graph.knows(s))
+            .map(|s| (s, self.graph.downstream(s)));
+        let candidate = |x: &str| match &downstream {
+            Some((s, d)) => x == *s || d.contains(x),
+            None => true,
         };
         let mut suspected = None;
         if symptom == Symptom::Errors {
@@ -292,13 +330,17 @@ impl Correlator {
         let suspect = suspected.as_deref();
         ranked.sort_by(|a, b| {
             let key = |r: &TraceRecord| {
-                let shows = suspect.is_some_and(|s| r.error_origin.as_deref() == Some(s) || r.delta(s) > 0.0);
+                let shows = suspect
+                    .is_some_and(|s| r.error_origin.as_deref() == Some(s) || r.delta(s) > 0.0);
                 (shows, r.end_ns, r.trace_id)
             };
             key(b).cmp(&key(a))
         });
         let mut exemplars: Vec<String> = Vec::with_capacity(MAX_EXEMPLARS);
-        let ids = first.iter().copied().chain(ranked.iter().map(|r| r.trace_id));
+        let ids = first
+            .iter()
+            .copied()
+            .chain(ranked.iter().map(|r| r.trace_id));
         for id in ids {
             let hex = hex_trace_id(id);
             if exemplars.len() == MAX_EXEMPLARS {
@@ -323,7 +365,10 @@ fn baseline(
     if map.len() >= MAX_BASELINES && !map.contains_key(&key) {
         return None;
     }
-    Some(map.entry(key).or_insert_with(|| RollingBaseline::new(samples)))
+    Some(
+        map.entry(key)
+            .or_insert_with(|| RollingBaseline::new(samples)),
+    )
 }
 
 /// The name with the largest score above `min` (the first by name on ties).

@@ -63,7 +63,14 @@ impl EvalState {
 pub fn on_window(cond: &Condition, state: &mut EvalState, w: &WindowAggregate) -> Option<Eval> {
     let at = w.window_end_ns;
     match (cond, state) {
-        (Condition::Threshold { field, above, below }, _) => {
+        (
+            Condition::Threshold {
+                field,
+                above,
+                below,
+            },
+            _,
+        ) => {
             let v = field.value(w);
             if v.is_nan() {
                 return None;
@@ -151,7 +158,14 @@ pub fn on_window(cond: &Condition, state: &mut EvalState, w: &WindowAggregate) -
 
 /// Evaluates an anomaly condition on the series' next score. `None`: not warm.
 pub fn on_score(cond: &Condition, state: &mut EvalState, s: &AnomalyScore) -> Option<Eval> {
-    let (Condition::Anomaly { score, windows, feature }, EvalState::Streak(streak)) = (cond, state)
+    let (
+        Condition::Anomaly {
+            score,
+            windows,
+            feature,
+        },
+        EvalState::Streak(streak),
+    ) = (cond, state)
     else {
         return None;
     };
@@ -184,7 +198,13 @@ fn dynamic(v: f64, median: f64, scale: f64, k: f64, dir: Direction, min_delta: f
     }
 }
 
-fn trend(points: &VecDeque<(i64, f64)>, now: i64, bound: f64, rising: bool, horizon_ns: i64) -> Option<Eval> {
+fn trend(
+    points: &VecDeque<(i64, f64)>,
+    now: i64,
+    bound: f64,
+    rising: bool,
+    horizon_ns: i64,
+) -> Option<Eval> {
     // seconds relative to now keep the fit well-conditioned
     let xs: Vec<(f64, f64)> = points
         .iter()

@@ -15,9 +15,13 @@ use crate::model::{Alert, AlertStatus, TraceId};
 pub enum Phase {
     Inactive,
     /// The condition holds since `since_ns`, not yet for the rule's `for`.
-    Pending { since_ns: i64 },
+    Pending {
+        since_ns: i64,
+    },
     /// Firing since `since_ns` (the alert's `starts_at`).
-    Firing { since_ns: i64 },
+    Firing {
+        since_ns: i64,
+    },
 }
 
 /// What a decision did to the phase.
@@ -68,6 +72,8 @@ pub struct Notice {
     pub inhibited: bool,
     pub inhibition_counted: bool,
     pub correlation: Correlation,
+    /// When `correlation` was computed.
+    pub correlated_at_ns: Option<i64>,
 }
 
 /// A rule applied to one series.
@@ -156,8 +162,12 @@ impl Instance {
             .iter()
             .map(|(k, t)| (k.clone(), t.render(lookup)))
             .collect();
-        annotations.entry("value".into()).or_insert_with(|| value.clone());
-        annotations.entry("threshold".into()).or_insert_with(|| threshold.clone());
+        annotations
+            .entry("value".into())
+            .or_insert_with(|| value.clone());
+        annotations
+            .entry("threshold".into())
+            .or_insert_with(|| threshold.clone());
         annotations.insert(NOTIFICATION_ANNOTATION.into(), notification.as_str().into());
         let summary = match annotations.get("summary") {
             Some(s) => s.clone(),
@@ -189,7 +199,14 @@ impl Instance {
         }
     }
 
-    fn default_summary(&self, rule: &Rule, n: Notification, value: &str, threshold: &str, eta: &str) -> String {
+    fn default_summary(
+        &self,
+        rule: &Rule,
+        n: Notification,
+        value: &str,
+        threshold: &str,
+        eta: &str,
+    ) -> String {
         let series: Vec<String> = self
             .labels
             .iter()
@@ -207,7 +224,8 @@ impl Instance {
             (Condition::SloBurn { .. }, Notification::Resolved) => format!("resolved, burn rate {value}"),
             (_, Notification::Resolved) => format!("resolved, {field} {value}"),
             (Condition::Threshold { .. }, _) => {
-                let side = if e_below(self) { "below" } else { "above" };
+                let below = self.last.is_some_and(|e| e.value < e.threshold);
+                let side = if below { "below" } else { "above" };
                 format!("{field} {value} {side} {threshold}")
             }
             (Condition::Dynamic { .. }, _) => {
@@ -229,8 +247,4 @@ impl Instance {
         };
         format!("{subject}: {text}")
     }
-}
-
-fn e_below(inst: &Instance) -> bool {
-    inst.last.is_some_and(|e| e.value < e.threshold)
 }

@@ -33,12 +33,13 @@
 //!   events are `new (repeat|escalation)* resolved`, repeated. `value` and `threshold`
 //!   annotations are added unless the rule defines them.
 //! - **Inhibition** (`inhibit: true`): a firing alert B on service SB is held back while
-//!   a firing alert A of the same rule group, on a service SA that SB calls (directly or
-//!   through others, in the service graph learned from traces), is a root-cause alert:
-//!   A names no other suspect than SA, or B names SA as its suspect. When both would
-//!   inhibit each other (a cycle) neither does. An inhibited alert is not emitted (new,
-//!   repeat or escalation); it is emitted as `new` once the inhibition ends while it is
-//!   still firing. Resolutions of emitted alerts always go out.
+//!   its suspected service SA (see correlation) has a firing alert A of the same rule
+//!   group (`group`, default the rule name) and SB calls SA, directly or through others,
+//!   in the service graph learned from traces: the symptom upstream is left to the
+//!   alert on its cause. Two alerts blaming each other's service (a cycle) inhibit
+//!   neither. An inhibited alert is not emitted (new, repeat or escalation) and is
+//!   counted once per episode; it is emitted as `new` once the inhibition ends while it
+//!   still fires. Resolutions of emitted alerts always go out.
 //! - **Correlation**: each emitted alert names a suspected service and up to 5 exemplar
 //!   trace ids, computed when it is emitted (see `correlate.rs`).
 //!
@@ -49,9 +50,11 @@ mod config;
 mod correlate;
 mod eval;
 mod lifecycle;
+mod notify;
 mod settings;
 mod template;
 mod validate;
+mod validate_condition;
 
 #[cfg(test)]
 mod tests;
@@ -60,20 +63,24 @@ mod tests_config;
 #[cfg(test)]
 mod tests_correlate;
 #[cfg(test)]
+mod tests_lifecycle;
+#[cfg(test)]
 mod tests_prop;
+#[cfg(test)]
+mod tests_units;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 use crate::model::{Alert, AnomalyScore, Subject, Trace};
 use crate::stage::aggregate::WindowAggregate;
 use crate::stage::analyze::Analysis;
 
 pub use config::{
-    AlertConfig, AnomalyRuleConfig, Bound, CorrelationConfig, Direction, DynamicConfig,
-    Indicator, RuleConfig, SeriesSelector, SloBurnConfig, ThresholdConfig, TraceSelector,
-    TrendConfig,
+    AlertConfig, AnomalyRuleConfig, Bound, CorrelationConfig, Direction, DynamicConfig, Indicator,
+    RuleConfig, SeriesSelector, SloBurnConfig, ThresholdConfig, TraceSelector, TrendConfig,
 };
 pub use correlate::MAX_EXEMPLARS;
 pub use lifecycle::Notification;
@@ -176,23 +183,21 @@ impl AlertEngine {
     /// Evaluates the rules watching this window's series, at the window's end.
     pub fn observe_window(&mut self, w: &WindowAggregate) {
         self.stats.windows += 1;
-        let at = w.window_end_ns;
+        let series = SeriesRef::Aggregate {
+            size_ns: w.window_size_ns,
+            scope: &w.scope,
+            key: &w.key,
+        };
         for ri in 0..self.settings.rules.len() {
             let rule = &self.settings.rules[ri];
-            if matches!(rule.condition, Condition::Anomaly { .. }) || !selects_window(&rule.select, w) {
+            if matches!(rule.condition, Condition::Anomaly { .. })
+                || !series.selected_by(&rule.select, w.count)
+            {
                 continue;
             }
-            let sid = window_series_id(ri, w.window_size_ns, &w.scope, &w.key);
-            let Some(fp) = self.instance(ri, sid, || window_labels(w)) else { continue };
-            let (rule, inst) = (&self.settings.rules[ri], self.instances.get_mut(&fp).expect("instance"));
-            if at < inst.last_seen_ns {
-                self.stats.out_of_order += 1;
-                continue;
-            }
-            inst.last_seen_ns = at;
-            let decision = eval::on_window(&rule.condition, &mut inst.eval, w);
-            self.stats.decisions += u64::from(decision.is_some());
-            self.apply(fp, decision, at);
+            self.decide(ri, &series, w.window_end_ns, |cond, inst| {
+                eval::on_window(cond, &mut inst.eval, w)
+            });
         }
     }
 
@@ -201,139 +206,77 @@ impl AlertEngine {
     /// evidence for correlation.
     pub fn observe_score(&mut self, s: &AnomalyScore) {
         self.stats.scores += 1;
-        if let Subject::Trace { trace_id, .. } = &s.subject {
-            if s.warm && s.score >= self.correlator.evidence_score() {
-                self.correlator.mark_anomalous(*trace_id, s.at_ns);
+        let series = match &s.subject {
+            Subject::Series {
+                window_size_ns,
+                scope,
+                key,
+            } => SeriesRef::Aggregate {
+                size_ns: *window_size_ns,
+                scope,
+                key,
+            },
+            Subject::Trace {
+                root_service,
+                root_operation,
+                trace_id,
+            } => {
+                if s.warm && s.score >= self.correlator.evidence_score() {
+                    self.correlator.mark_anomalous(*trace_id, s.at_ns);
+                }
+                SeriesRef::Root {
+                    service: root_service,
+                    operation: root_operation,
+                }
             }
-        }
+        };
         for ri in 0..self.settings.rules.len() {
             let rule = &self.settings.rules[ri];
-            if !matches!(rule.condition, Condition::Anomaly { .. }) {
+            if !matches!(rule.condition, Condition::Anomaly { .. })
+                || !series.selected_by(&rule.select, u64::MAX)
+            {
                 continue;
             }
-            let (sid, labels): (u64, Box<dyn Fn() -> Vec<(String, String)>>) = match (&rule.select, &s.subject) {
-                (Select::Series { .. }, Subject::Series { window_size_ns, scope, key }) => {
-                    if !selects_series(&rule.select, *window_size_ns, scope, key, u64::MAX) {
-                        continue;
-                    }
-                    let sid = window_series_id(ri, *window_size_ns, scope, key);
-                    (sid, Box::new(move || series_labels(*window_size_ns, scope, key)))
-                }
-                (Select::Traces { root_service, root_operation }, Subject::Trace { root_service: svc, root_operation: op, .. }) => {
-                    let ok = |g: &Option<String>, v: &str| g.as_deref().is_none_or(|g| glob_match(g, v));
-                    if !ok(root_service, svc) || !ok(root_operation, op) {
-                        continue;
-                    }
-                    let sid = Fnv::default().bytes(&(ri as u64).to_le_bytes()).str("trace").str(svc).str(op).finish();
-                    (sid, Box::new(move || vec![("service".into(), svc.to_string()), ("operation".into(), op.to_string())]))
-                }
-                _ => continue,
-            };
-            let Some(fp) = self.instance(ri, sid, labels) else { continue };
-            let (rule, inst) = (&self.settings.rules[ri], self.instances.get_mut(&fp).expect("instance"));
-            if s.at_ns < inst.last_seen_ns {
-                self.stats.out_of_order += 1;
-                continue;
-            }
-            inst.last_seen_ns = s.at_ns;
-            let decision = eval::on_score(&rule.condition, &mut inst.eval, s);
-            if let (Some(d), Some(top)) = (decision, s.explanations.first()) {
-                if d.value > d.threshold {
+            self.decide(ri, &series, s.at_ns, |cond, inst| {
+                let decision = eval::on_score(cond, &mut inst.eval, s);
+                let above = decision.is_some_and(|d| d.value > d.threshold);
+                if let (true, Some(top)) = (above, s.explanations.first()) {
                     inst.feature = Some(top.feature.clone());
-                    inst.symptom = if top.feature.contains("error") { Symptom::Errors } else { Symptom::Latency };
-                    if let Subject::Trace { trace_id, .. } = &s.subject {
-                        inst.scored_traces.push_front(*trace_id);
-                        inst.scored_traces.truncate(MAX_EXEMPLARS);
-                    }
+                    inst.symptom = if top.feature.contains("error") {
+                        Symptom::Errors
+                    } else {
+                        Symptom::Latency
+                    };
                 }
-            }
-            self.stats.decisions += u64::from(decision.is_some());
-            self.apply(fp, decision, s.at_ns);
+                if let (true, Subject::Trace { trace_id, .. }) = (above, &s.subject) {
+                    inst.scored_traces.push_front(*trace_id);
+                    inst.scored_traces.truncate(MAX_EXEMPLARS);
+                }
+                decision
+            });
         }
     }
 
-    /// Moves event time to `now_ns` (never backwards) and appends the alert events due:
-    /// resolutions, group batches, escalations, repeats.
-    pub fn advance(&mut self, now_ns: i64, out: &mut Vec<Alert>) {
-        let now = now_ns.max(self.now_ns);
-        self.now_ns = now;
-        self.resolve_stale(now);
-        self.correlator.prune(now);
-        self.groups.retain(|_, due| *due >= now);
-        self.expire(now);
-        out.append(&mut self.outbox);
-
-        let mut due: Vec<(i64, &str, u64)> = Vec::new();
-        let mut again: Vec<u64> = Vec::new();
-        let (repeat, escalate) = (self.settings.repeat_interval_ns, self.settings.escalate_after_ns);
-        for (fp, inst) in &self.instances {
-            let Phase::Firing { since_ns } = inst.phase else { continue };
-            let n = &inst.notice;
-            if !n.announced {
-                if n.due_ns <= now {
-                    due.push((n.due_ns, &inst.group_key, *fp));
-                }
-            } else if now.saturating_sub(n.last_emit_ns) >= repeat
-                || (!n.escalated && escalate.is_some_and(|e| now.saturating_sub(since_ns) >= e))
-            {
-                again.push(*fp);
-            }
-        }
-        if due.is_empty() && again.is_empty() {
-            self.refresh_gauges();
+    /// One decision of rule `ri` on a series at `at`, made by `decide` on its instance.
+    fn decide(
+        &mut self,
+        ri: usize,
+        series: &SeriesRef<'_>,
+        at: i64,
+        decide: impl FnOnce(&Condition, &mut Instance) -> Option<eval::Eval>,
+    ) {
+        let Some(fp) = self.instance(ri, series) else {
+            return;
+        };
+        let inst = self.instances.get_mut(&fp).expect("instance");
+        if at < inst.last_seen_ns {
+            self.stats.out_of_order += 1;
             return;
         }
-        due.sort_unstable();
-        again.sort_unstable();
-        let due: Vec<u64> = due.into_iter().map(|d| d.2).collect();
-        self.correlate_firing(now);
-        let held = self.inhibited();
-        for fp in due {
-            if self.hold(fp, &held) {
-                continue;
-            }
-            let escalated = self.escalation_due(fp, now);
-            let (_, inst) = self.rule_and(fp);
-            if let Some(sev) = escalated {
-                inst.notice.severity = sev;
-                inst.notice.escalated = true;
-            }
-            inst.notice.announced = true;
-            out.push(self.emit(fp, Notification::New, now));
-        }
-        let mut repeats = Vec::new();
-        for fp in again {
-            if self.hold(fp, &held) {
-                continue;
-            }
-            match self.escalation_due(fp, now) {
-                Some(sev) => {
-                    let (_, inst) = self.rule_and(fp);
-                    inst.notice.severity = sev;
-                    inst.notice.escalated = true;
-                    out.push(self.emit(fp, Notification::Escalation, now));
-                }
-                None => repeats.push(fp),
-            }
-        }
-        for fp in repeats {
-            if now.saturating_sub(self.instances[&fp].notice.last_emit_ns) >= repeat {
-                out.push(self.emit(fp, Notification::Repeat, now));
-            }
-        }
-        self.refresh_gauges();
-    }
-
-    /// The alerts firing and emitted now, by fingerprint (for the HTTP API).
-    pub fn firing(&self) -> Vec<Alert> {
-        let mut v: Vec<Alert> = self
-            .instances
-            .values()
-            .filter(|i| i.firing() && i.notice.announced)
-            .map(|i| i.alert(&self.settings.rules[i.rule], Notification::New, None))
-            .collect();
-        v.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
-        v
+        inst.last_seen_ns = at;
+        let decision = decide(&self.settings.rules[ri].condition, inst);
+        self.stats.decisions += u64::from(decision.is_some());
+        self.apply(fp, decision, at);
     }
 
     fn rule_and(&mut self, fp: u64) -> (&Rule, &mut Instance) {
@@ -342,7 +285,8 @@ impl AlertEngine {
     }
 
     /// The instance of a series, created with its labels when new; `None` past the cap.
-    fn instance(&mut self, ri: usize, sid: u64, labels: impl FnOnce() -> Vec<(String, String)>) -> Option<u64> {
+    fn instance(&mut self, ri: usize, series: &SeriesRef<'_>) -> Option<u64> {
+        let sid = series.id(ri);
         if let Some(fp) = self.series.get(&sid) {
             if self.instances.contains_key(fp) {
                 return Some(*fp);
@@ -353,19 +297,26 @@ impl AlertEngine {
             return None;
         }
         let rule = &self.settings.rules[ri];
-        let mut map: BTreeMap<String, String> = labels().into_iter().collect();
+        let mut map: BTreeMap<String, String> = series.labels().into_iter().collect();
         map.insert("alertname".into(), rule.name.clone());
         let extra: Vec<(String, String)> = rule
             .labels
             .iter()
             .filter(|(k, _)| !map.contains_key(k))
             .map(|(k, t)| {
-                let v = t.render(|n| map.get(n).or_else(|| map.get(&label_name(n))).map(String::as_str));
+                let v = t.render(|n| {
+                    map.get(n)
+                        .or_else(|| map.get(&label_name(n)))
+                        .map(String::as_str)
+                });
                 (k.clone(), v)
             })
             .collect();
         map.extend(extra);
-        let fp = fingerprint(&rule.name, map.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let fp = fingerprint(
+            &rule.name,
+            map.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        );
         self.series.insert(sid, fp);
         if self.instances.contains_key(&fp) {
             return Some(fp);
@@ -379,7 +330,10 @@ impl AlertEngine {
             .join("\u{1f}");
         let service = map.get("service").or_else(|| map.get("server")).cloned();
         let symptom = match &rule.condition {
-            Condition::SloBurn { indicator: Indicator::Latency, .. } => Symptom::Latency,
+            Condition::SloBurn {
+                indicator: Indicator::Latency,
+                ..
+            } => Symptom::Latency,
             Condition::SloBurn { .. } => Symptom::Errors,
             c => c.field().map_or(Symptom::Latency, Field::symptom),
         };
@@ -430,172 +384,103 @@ impl AlertEngine {
             Transition::Resolved => self.resolve(fp, at),
         }
     }
+}
 
-    /// Ends a firing episode at `at`; its resolution goes out if it was announced.
-    fn resolve(&mut self, fp: u64, at: i64) {
-        let inst = self.instances.get_mut(&fp).expect("instance");
-        let rule = &self.settings.rules[inst.rule];
-        if inst.notice.announced {
-            self.outbox.push(inst.alert(rule, Notification::Resolved, Some(at)));
-            self.stats.emitted_resolved += 1;
-        } else if inst.firing() {
-            self.stats.resolved_unemitted += 1;
-        }
-        inst.phase = Phase::Inactive;
-        inst.notice = Notice::default();
-    }
+/// The identity of one watched series.
+enum SeriesRef<'a> {
+    /// An aggregate series: window size, scope, key.
+    Aggregate {
+        size_ns: i64,
+        scope: &'a str,
+        key: &'a [(Arc<str>, Arc<str>)],
+    },
+    /// The traces of one root operation.
+    Root {
+        service: &'a str,
+        operation: &'a str,
+    },
+}
 
-    fn resolve_stale(&mut self, now: i64) {
-        let timeout = self.settings.resolve_timeout_ns;
-        let mut stale: Vec<u64> = self
-            .instances
-            .iter()
-            .filter(|(_, i)| i.phase != Phase::Inactive && now.saturating_sub(i.last_seen_ns) >= timeout)
-            .map(|(fp, _)| *fp)
-            .collect();
-        stale.sort_unstable();
-        for fp in stale {
-            if self.instances[&fp].firing() {
-                self.stats.resolved_stale += 1;
+impl SeriesRef<'_> {
+    /// True when `select` watches this series (`count`: calls of the window).
+    fn selected_by(&self, select: &Select, count: u64) -> bool {
+        match (self, select) {
+            (
+                SeriesRef::Aggregate {
+                    size_ns,
+                    scope,
+                    key,
+                },
+                Select::Series {
+                    scope: s,
+                    matchers,
+                    window_ns,
+                    min_count,
+                },
+            ) => {
+                s == scope
+                    && window_ns.is_none_or(|n| n == *size_ns)
+                    && count >= *min_count
+                    && matchers.iter().all(|(dim, glob)| {
+                        key.iter().any(|(k, v)| **k == **dim && glob_match(glob, v))
+                    })
             }
-            self.resolve(fp, now);
-        }
-    }
-
-    fn expire(&mut self, now: i64) {
-        let expiry = self.settings.series_expiry_ns;
-        let old: Vec<u64> = self
-            .instances
-            .iter()
-            .filter(|(_, i)| i.phase == Phase::Inactive && now.saturating_sub(i.last_seen_ns) >= expiry)
-            .map(|(fp, _)| *fp)
-            .collect();
-        for fp in old {
-            if let Some(inst) = self.instances.remove(&fp) {
-                self.series.remove(&inst.series_id);
-                self.per_rule[inst.rule] = self.per_rule[inst.rule].saturating_sub(1);
-                self.stats.series_expired += 1;
+            (
+                SeriesRef::Root { service, operation },
+                Select::Traces {
+                    root_service,
+                    root_operation,
+                },
+            ) => {
+                let ok =
+                    |g: &Option<String>, v: &str| g.as_deref().is_none_or(|g| glob_match(g, v));
+                ok(root_service, service) && ok(root_operation, operation)
             }
-        }
-        if self.series.len() > 2 * self.instances.len() + 64 {
-            let live = &self.instances;
-            self.series.retain(|_, fp| live.contains_key(fp));
+            _ => false,
         }
     }
 
-    fn correlate_firing(&mut self, now: i64) {
-        for inst in self.instances.values_mut().filter(|i| i.firing()) {
-            let first: Vec<_> = inst.scored_traces.iter().copied().collect();
-            inst.notice.correlation = self.correlator.correlate(inst.service.as_deref(), inst.symptom, now, &first);
-        }
-    }
-
-    /// Fingerprints of firing alerts that inhibition holds back now.
-    fn inhibited(&self) -> FxHashSet<u64> {
-        let mut held = FxHashSet::default();
-        if !self.settings.inhibit {
-            return held;
-        }
-        let firing: Vec<(u64, &Instance)> = self.instances.iter().filter(|(_, i)| i.firing()).map(|(f, i)| (*f, i)).collect();
-        let graph = &self.correlator.graph;
-        let reach: FxHashMap<&str, FxHashSet<std::sync::Arc<str>>> = firing
-            .iter()
-            .filter_map(|(_, i)| i.service.as_deref())
-            .map(|s| (s, graph.downstream(s)))
-            .collect();
-        let raw = |a: &Instance, b: &Instance| -> bool {
-            let rules = &self.settings.rules;
-            let (Some(sa), Some(sb)) = (a.service.as_deref(), b.service.as_deref()) else { return false };
-            if sa == sb || rules[a.rule].group != rules[b.rule].group {
-                return false;
+    /// A stable id of rule `rule` on this series.
+    fn id(&self, rule: usize) -> u64 {
+        let h = Fnv::default().bytes(&(rule as u64).to_le_bytes());
+        match self {
+            SeriesRef::Aggregate {
+                size_ns,
+                scope,
+                key,
+            } => {
+                let mut h = h.str("aggregate").bytes(&size_ns.to_le_bytes()).str(scope);
+                for (k, v) in *key {
+                    h = h.str(k).str(v);
+                }
+                h.finish()
             }
-            let a_root = a.notice.correlation.suspected.as_deref().is_none_or(|s| s == sa);
-            let b_blames_a = b.notice.correlation.suspected.as_deref() == Some(sa);
-            (a_root || b_blames_a) && reach.get(sb).is_some_and(|d| d.contains(sa))
-        };
-        for (fb, b) in &firing {
-            if firing.iter().any(|(fa, a)| fa != fb && raw(a, b) && !raw(b, a)) {
-                held.insert(*fb);
+            SeriesRef::Root { service, operation } => {
+                h.str("root").str(service).str(operation).finish()
             }
         }
-        held
     }
 
-    /// True (and counted once per episode) when inhibition holds `fp` back.
-    fn hold(&mut self, fp: u64, held: &FxHashSet<u64>) -> bool {
-        let inst = self.instances.get_mut(&fp).expect("instance");
-        inst.notice.inhibited = held.contains(&fp);
-        if inst.notice.inhibited && !inst.notice.inhibition_counted {
-            inst.notice.inhibition_counted = true;
-            self.stats.inhibited += 1;
+    /// The series' labels (without `alertname`).
+    fn labels(&self) -> Vec<(String, String)> {
+        match self {
+            SeriesRef::Aggregate {
+                size_ns,
+                scope,
+                key,
+            } => {
+                let mut v: Vec<(String, String)> = key
+                    .iter()
+                    .map(|(k, val)| (label_name(k), val.to_string()))
+                    .collect();
+                v.push(("scope".into(), scope.to_string()));
+                v.push(("window".into(), format_ns(*size_ns as f64)));
+                v
+            }
+            SeriesRef::Root { service, operation } => vec![
+                ("service".into(), service.to_string()),
+                ("operation".into(), operation.to_string()),
+            ],
         }
-        inst.notice.inhibited
     }
-
-    /// The raised severity when `fp` is due to escalate at `now`.
-    fn escalation_due(&self, fp: u64, now: i64) -> Option<String> {
-        let inst = &self.instances[&fp];
-        let Phase::Firing { since_ns } = inst.phase else { return None };
-        let after = self.settings.escalate_after_ns?;
-        if inst.notice.escalated || now.saturating_sub(since_ns) < after {
-            return None;
-        }
-        let sev = &self.settings.severities;
-        let pos = sev.iter().position(|s| *s == inst.notice.severity)?;
-        sev.get(pos + 1).cloned()
-    }
-
-    fn emit(&mut self, fp: u64, n: Notification, now: i64) -> Alert {
-        match n {
-            Notification::New => self.stats.emitted_new += 1,
-            Notification::Repeat => self.stats.emitted_repeat += 1,
-            Notification::Escalation => self.stats.emitted_escalation += 1,
-            Notification::Resolved => self.stats.emitted_resolved += 1,
-        }
-        let (rule, inst) = self.rule_and(fp);
-        inst.notice.last_emit_ns = now;
-        inst.alert(rule, n, None)
-    }
-
-    fn refresh_gauges(&mut self) {
-        let s = &mut self.stats;
-        s.series = self.instances.len();
-        s.pending = self.instances.values().filter(|i| matches!(i.phase, Phase::Pending { .. })).count();
-        s.firing = self.instances.values().filter(|i| i.firing()).count();
-        s.evidence_traces = self.correlator.trace_count();
-        s.graph_edges = self.correlator.graph.edge_count();
-    }
-}
-
-fn selects_window(select: &Select, w: &WindowAggregate) -> bool {
-    selects_series(select, w.window_size_ns, &w.scope, &w.key, w.count)
-}
-
-fn selects_series(select: &Select, size_ns: i64, scope: &str, key: &[(std::sync::Arc<str>, std::sync::Arc<str>)], count: u64) -> bool {
-    let Select::Series { scope: s, matchers, window_ns, min_count } = select else { return false };
-    s == scope
-        && window_ns.is_none_or(|n| n == size_ns)
-        && count >= *min_count
-        && matchers.iter().all(|(dim, glob)| {
-            key.iter().any(|(k, v)| **k == **dim && glob_match(glob, v))
-        })
-}
-
-fn window_series_id(ri: usize, size_ns: i64, scope: &str, key: &[(std::sync::Arc<str>, std::sync::Arc<str>)]) -> u64 {
-    let mut h = Fnv::default().bytes(&(ri as u64).to_le_bytes()).bytes(&size_ns.to_le_bytes()).str(scope);
-    for (k, v) in key {
-        h = h.str(k).str(v);
-    }
-    h.finish()
-}
-
-fn window_labels(w: &WindowAggregate) -> Vec<(String, String)> {
-    series_labels(w.window_size_ns, &w.scope, &w.key)
-}
-
-fn series_labels(size_ns: i64, scope: &str, key: &[(std::sync::Arc<str>, std::sync::Arc<str>)]) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = key.iter().map(|(k, val)| (label_name(k), val.to_string())).collect();
-    v.push(("scope".into(), scope.to_string()));
-    v.push(("window".into(), format_ns(size_ns as f64)));
-    v
 }

@@ -73,7 +73,13 @@ impl Field {
 
     /// The field of one window; NaN for latencies of a window without calls.
     pub fn value(self, w: &WindowAggregate) -> f64 {
-        let q = |q: f64| if w.count == 0 { f64::NAN } else { w.quantile(q) };
+        let q = |q: f64| {
+            if w.count == 0 {
+                f64::NAN
+            } else {
+                w.quantile(q)
+            }
+        };
         match self {
             Field::Count => w.count as f64,
             Field::ErrorCount => w.error_count as f64,
@@ -307,7 +313,11 @@ impl RuleConfig {
         let select = match (&self.series, &self.traces) {
             (Some(s), None) => Select::Series {
                 scope: s.scope.clone(),
-                matchers: s.match_.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                matchers: s
+                    .match_
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
                 window_ns: s.window.map(nanos),
                 min_count: s.min_count,
             },

@@ -1,1 +1,495 @@
+//! Every rule kind fires and resolves on hand-built windows and scores (event time in
+//! seconds from a fixed origin).
+
+use std::sync::Arc;
+
 use super::*;
+use crate::config::ConfigErrors;
+use crate::model::{AlertStatus, Explanation};
+
+pub(super) const S: i64 = 1_000_000_000;
+pub(super) const MS: i64 = 1_000_000;
+/// Event-time origin: windows and traces happen after it.
+pub(super) const T0: i64 = 1_700_000_000 * S;
+
+pub(super) fn config(yaml: &str) -> AlertConfig {
+    serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+}
+
+pub(super) fn engine(yaml: &str) -> AlertEngine {
+    let c = config(yaml);
+    let mut errors = ConfigErrors::default();
+    c.validate("alert", &mut errors);
+    assert!(errors.is_empty(), "{errors}");
+    AlertEngine::new(c.settings())
+}
+
+/// A window of scope `service` ending `end_s` seconds after T0, with `count` calls of
+/// `latency_ms` each, `errors` of them failed.
+pub(super) fn window(
+    service: &str,
+    end_s: i64,
+    size_s: i64,
+    count: u64,
+    errors: u64,
+    latency_ms: f64,
+) -> WindowAggregate {
+    let mut w = WindowAggregate::empty(
+        T0 + (end_s - size_s) * S,
+        size_s * S,
+        Arc::from("service"),
+        vec![(Arc::from("service"), Arc::from(service))],
+        500 * MS,
+    );
+    let ns = latency_ms * MS as f64;
+    for _ in 0..count {
+        w.sketch.add(ns);
+    }
+    w.count = count;
+    w.error_count = errors;
+    if count > 0 {
+        w.min_ns = ns as i64;
+        w.max_ns = ns as i64;
+        w.sum_ns = ns as i64 * count as i64;
+        w.slo_good = if ns <= 500.0 * MS as f64 { count } else { 0 };
+    }
+    w
+}
+
+pub(super) fn advance(e: &mut AlertEngine, at_s: i64) -> Vec<Alert> {
+    let mut out = Vec::new();
+    e.advance(T0 + at_s * S, &mut out);
+    out
+}
+
+pub(super) fn note(a: &Alert) -> &str {
+    a.annotations
+        .get(NOTIFICATION_ANNOTATION)
+        .map_or("", String::as_str)
+}
+
+/// (notification, service label) of each event.
+pub(super) fn events(alerts: &[Alert]) -> Vec<(String, String)> {
+    alerts
+        .iter()
+        .map(|a| {
+            (
+                note(a).to_string(),
+                a.labels.get("service").cloned().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+pub(super) fn ev(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+const ERROR_RATE: &str = "
+group_wait: 0s
+rules:
+  - name: high_error_rate
+    severity: critical
+    labels: {team: 'shop-{{service}}'}
+    annotations: {summary: '{{service}} fails {{value}} of calls'}
+    series: {scope: service, window: 10s}
+    threshold: {field: error_rate, above: 0.1}
+";
+
+#[test]
+fn threshold_fires_then_resolves() {
+    let mut e = engine(ERROR_RATE);
+    e.observe_window(&window("gateway", 10, 10, 100, 1, 50.0));
+    assert!(advance(&mut e, 10).is_empty());
+    e.observe_window(&window("gateway", 20, 10, 100, 30, 50.0));
+    let fired = advance(&mut e, 20);
+    assert_eq!(fired.len(), 1);
+    let a = &fired[0];
+    assert_eq!(
+        (a.status, note(a), a.rule.as_str(), a.severity.as_str()),
+        (AlertStatus::Firing, "new", "high_error_rate", "critical")
+    );
+    assert_eq!(a.starts_at_ms, (T0 + 20 * S) / MS);
+    assert_eq!(a.ends_at_ms, None);
+    assert_eq!(a.score, 0.3);
+    assert_eq!(a.summary, "gateway fails 0.3 of calls");
+    let labels: Vec<(&str, &str)> = a
+        .labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            ("alertname", "high_error_rate"),
+            ("scope", "service"),
+            ("service", "gateway"),
+            ("team", "shop-gateway"),
+            ("window", "10s")
+        ]
+    );
+    let fp = fingerprint(
+        "high_error_rate",
+        a.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    assert_eq!(a.fingerprint, format!("{fp:016x}"));
+
+    e.observe_window(&window("gateway", 30, 10, 100, 40, 50.0));
+    assert!(advance(&mut e, 30).is_empty(), "still firing: no duplicate");
+    e.observe_window(&window("gateway", 40, 10, 100, 2, 50.0));
+    let resolved = advance(&mut e, 40);
+    assert_eq!(resolved.len(), 1);
+    let r = &resolved[0];
+    assert_eq!((r.status, note(r)), (AlertStatus::Resolved, "resolved"));
+    assert_eq!(
+        (r.fingerprint.as_str(), r.starts_at_ms, r.ends_at_ms),
+        (
+            a.fingerprint.as_str(),
+            a.starts_at_ms,
+            Some((T0 + 40 * S) / MS)
+        )
+    );
+    assert_eq!(e.stats().emitted_new, 1);
+    assert_eq!(e.stats().emitted_resolved, 1);
+}
+
+#[test]
+fn other_window_sizes_and_services_are_other_series() {
+    let mut e = engine(ERROR_RATE);
+    e.observe_window(&window("gateway", 60, 60, 100, 50, 50.0));
+    e.observe_window(&window("orders", 10, 10, 100, 50, 50.0));
+    e.observe_window(&window("gateway", 10, 10, 100, 50, 50.0));
+    let out = advance(&mut e, 60);
+    let mut got = events(&out);
+    got.sort();
+    assert_eq!(
+        got,
+        ev(&[("new", "gateway"), ("new", "orders")]),
+        "the 1m window is not selected"
+    );
+    assert!(out.iter().all(|a| a.labels["window"] == "10s"));
+}
+
+#[test]
+fn for_keeps_an_alert_pending() {
+    let yaml = ERROR_RATE.replace(
+        "    severity: critical\n",
+        "    severity: critical\n    for: 30s\n",
+    );
+    let mut e = engine(&yaml);
+    // condition at 10, 20, 30: pending for 20s only, then clears: never fires
+    for t in [10, 20, 30] {
+        e.observe_window(&window("gateway", t, 10, 100, 50, 50.0));
+    }
+    e.observe_window(&window("gateway", 40, 10, 100, 0, 50.0));
+    assert!(advance(&mut e, 40).is_empty());
+    assert_eq!(e.stats().fired, 0);
+    // condition from 50 on: fires at the first window 30s later (80)
+    for t in [50, 60, 70] {
+        e.observe_window(&window("gateway", t, 10, 100, 50, 50.0));
+        assert!(advance(&mut e, t).is_empty(), "pending at {t}");
+        assert_eq!(e.stats().pending, 1);
+    }
+    e.observe_window(&window("gateway", 80, 10, 100, 50, 50.0));
+    let out = advance(&mut e, 80);
+    assert_eq!(events(&out), ev(&[("new", "gateway")]));
+    assert_eq!(out[0].starts_at_ms, (T0 + 80 * S) / MS);
+}
+
+#[test]
+fn windows_without_a_value_or_too_few_calls_decide_nothing() {
+    let mut e = engine(
+        "
+group_wait: 0s
+rules:
+  - name: slow
+    series: {scope: service, min_count: 10}
+    threshold: {field: latency_p99_ns, above: 200ms}
+",
+    );
+    e.observe_window(&window("gateway", 10, 10, 0, 0, 0.0));
+    e.observe_window(&window("gateway", 20, 10, 5, 0, 900.0));
+    assert!(advance(&mut e, 20).is_empty());
+    e.observe_window(&window("gateway", 30, 10, 50, 0, 900.0));
+    let out = advance(&mut e, 30);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].annotations["value"], "900ms");
+    assert_eq!(out[0].annotations["threshold"], "200ms");
+    assert_eq!(
+        out[0].summary,
+        "slow service=gateway: latency_p99_ns 900ms above 200ms"
+    );
+    // an empty window does not resolve it
+    e.observe_window(&window("gateway", 40, 10, 0, 0, 0.0));
+    assert!(advance(&mut e, 40).is_empty());
+}
+
+#[test]
+fn below_bounds_fire_on_low_values() {
+    let mut e = engine(
+        "
+group_wait: 0s
+rules:
+  - name: traffic_drop
+    series: {scope: service}
+    threshold: {field: throughput_per_s, below: 5}
+",
+    );
+    e.observe_window(&window("gateway", 10, 10, 100, 0, 1.0));
+    e.observe_window(&window("gateway", 20, 10, 20, 0, 1.0));
+    let out = advance(&mut e, 20);
+    assert_eq!(out.len(), 1);
+    assert!(
+        out[0].summary.ends_with("throughput_per_s 2 below 5"),
+        "{}",
+        out[0].summary
+    );
+}
+
+#[test]
+fn dynamic_baseline_fires_after_warm_up_and_resolves() {
+    let mut e = engine(
+        "
+group_wait: 0s
+rules:
+  - name: p95_vs_baseline
+    series: {scope: service}
+    dynamic: {field: latency_p95_ns, k: 4, samples: 30, min_samples: 10}
+",
+    );
+    // a spike during warm-up decides nothing
+    e.observe_window(&window("orders", 10, 10, 50, 0, 900.0));
+    for i in 2..=20 {
+        let ms = 100.0 + (i % 5) as f64 * 4.0;
+        e.observe_window(&window("orders", i * 10, 10, 50, 0, ms));
+    }
+    assert!(advance(&mut e, 200).is_empty());
+    e.observe_window(&window("orders", 210, 10, 50, 0, 400.0));
+    let out = advance(&mut e, 210);
+    assert_eq!(out.len(), 1);
+    assert!((out[0].score - 400e6).abs() < 400e6 * 0.02);
+    e.observe_window(&window("orders", 220, 10, 50, 0, 104.0));
+    let out = advance(&mut e, 220);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].status, AlertStatus::Resolved);
+}
+
+pub(super) fn series_score(service: &str, at_s: i64, score: f64, warm: bool) -> AnomalyScore {
+    AnomalyScore {
+        subject: Subject::Series {
+            window_size_ns: 10 * S,
+            scope: Arc::from("service"),
+            key: vec![(Arc::from("service"), Arc::from(service))],
+        },
+        at_ns: T0 + at_s * S,
+        score,
+        warm,
+        model: "mad",
+        explanations: vec![Explanation {
+            feature: "latency_p99_ns".into(),
+            value: 1.0,
+            baseline: 0.5,
+            deviations: 6.0,
+        }],
+    }
+}
+
+#[test]
+fn anomaly_needs_consecutive_warm_scores() {
+    let mut e = engine(
+        "
+group_wait: 0s
+rules:
+  - name: anomalous_service
+    series: {scope: service}
+    anomaly: {score: 0.8, windows: 3}
+",
+    );
+    e.observe_score(&series_score("db", 10, 0.99, false));
+    e.observe_score(&series_score("db", 20, 0.9, true));
+    e.observe_score(&series_score("db", 30, 0.95, true));
+    e.observe_score(&series_score("db", 40, 0.3, true));
+    e.observe_score(&series_score("db", 50, 0.9, true));
+    e.observe_score(&series_score("db", 60, 0.9, true));
+    assert!(advance(&mut e, 60).is_empty(), "streaks of 2 do not fire");
+    e.observe_score(&series_score("db", 70, 0.91, true));
+    let out = advance(&mut e, 70);
+    assert_eq!(events(&out), ev(&[("new", "db")]));
+    assert_eq!(out[0].score, 0.91);
+    assert!(
+        out[0].summary.contains("mostly latency_p99_ns"),
+        "{}",
+        out[0].summary
+    );
+    e.observe_score(&series_score("db", 80, 0.2, true));
+    assert_eq!(events(&advance(&mut e, 80)), ev(&[("resolved", "db")]));
+}
+
+pub(super) fn trace_score(trace_id: u128, at_s: i64, score: f64) -> AnomalyScore {
+    AnomalyScore {
+        subject: Subject::Trace {
+            root_service: Arc::from("gateway"),
+            root_operation: Arc::from("GET /checkout"),
+            trace_id,
+        },
+        at_ns: T0 + at_s * S,
+        score,
+        warm: true,
+        model: "kmeans",
+        explanations: vec![Explanation {
+            feature: "duration_ns".into(),
+            value: 3.0,
+            baseline: 1.0,
+            deviations: 8.0,
+        }],
+    }
+}
+
+#[test]
+fn anomaly_on_traces_carries_the_scored_traces() {
+    let mut e = engine(
+        "
+group_wait: 0s
+rules:
+  - name: odd_checkouts
+    traces: {root_service: gateway, root_operation: 'GET /check*'}
+    anomaly: {score: 0.7, windows: 2}
+",
+    );
+    for (i, id) in (1..=7u128).enumerate() {
+        e.observe_score(&trace_score(id, i as i64, 0.9));
+    }
+    let out = advance(&mut e, 10);
+    assert_eq!(out.len(), 1);
+    let a = &out[0];
+    assert_eq!(
+        (a.labels["service"].as_str(), a.labels["operation"].as_str()),
+        ("gateway", "GET /checkout")
+    );
+    let ids: Vec<String> = (3..=7u128).rev().map(crate::model::hex_trace_id).collect();
+    assert_eq!(a.exemplar_trace_ids, ids, "the latest five scored traces");
+}
+
+#[test]
+fn trend_predicts_crossing_before_it_happens() {
+    let mut e = engine(
+        "
+group_wait: 0s
+rules:
+  - name: p99_heading_to_slo
+    series: {scope: service}
+    trend: {field: latency_p99_ns, above: 1s, windows: 5, horizon: 2m}
+    annotations: {description: 'crosses {{threshold}} in {{eta}}'}
+",
+    );
+    // flat at 100ms: no alert
+    for i in 1..=6 {
+        e.observe_window(&window("db", i * 10, 10, 100, 0, 100.0));
+    }
+    assert!(advance(&mut e, 60).is_empty());
+    // +50ms per 10s window from 70s: once the fit is a clean line, at 300ms it reaches 1s
+    // in 140s (beyond the horizon), at 400ms in 120s
+    let mut fired_at = None;
+    for i in 7..=20 {
+        let ms = 100.0 + 50.0 * (i - 6) as f64;
+        e.observe_window(&window("db", i * 10, 10, 100, 0, ms));
+        let out = advance(&mut e, i * 10);
+        if !out.is_empty() {
+            fired_at = Some((i, ms, out));
+            break;
+        }
+    }
+    let (i, ms, out) = fired_at.expect("fires");
+    assert_eq!(ms, 400.0, "fires long before the value crosses");
+    assert!(
+        out[0].annotations["description"].starts_with("crosses 1s in "),
+        "{:?}",
+        out[0].annotations
+    );
+    // falling again: the line no longer reaches the bound
+    for j in 1..=5 {
+        e.observe_window(&window("db", (i + j) * 10, 10, 100, 0, 100.0));
+    }
+    let out = advance(&mut e, (i + 5) * 10);
+    assert_eq!(
+        out.iter().map(|a| a.status).collect::<Vec<_>>(),
+        [AlertStatus::Resolved]
+    );
+}
+
+#[test]
+fn slo_burn_needs_both_windows_burning() {
+    let mut e = engine(
+        "
+group_wait: 0s
+rules:
+  - name: budget_burn
+    severity: critical
+    series: {scope: service, window: 1m}
+    slo_burn: {objective: 0.99, long: 1h, short: 5m, factor: 10}
+",
+    );
+    let mut t = 0;
+    let mut feed = |e: &mut AlertEngine, errors: u64| {
+        t += 60;
+        e.observe_window(&window("payments", t, 60, 100, errors, 10.0));
+        advance(e, t)
+    };
+    for _ in 0..60 {
+        assert!(feed(&mut e, 0).is_empty());
+    }
+    // 20% errors: short burn 20 at once, long burn 20·k/60 passes 10 after 31 windows
+    let mut bad = 0;
+    let out = loop {
+        bad += 1;
+        let out = feed(&mut e, 20);
+        if !out.is_empty() || bad > 40 {
+            break out;
+        }
+    };
+    assert_eq!(bad, 31);
+    assert_eq!(out[0].annotations["threshold"], "10");
+    assert!(
+        out[0].score > 10.0 && out[0].score < 11.0,
+        "{}",
+        out[0].score
+    );
+    // recovered: the short window stops burning after a few good windows
+    let mut good = 0;
+    loop {
+        good += 1;
+        let out = feed(&mut e, 0);
+        if !out.is_empty() {
+            assert_eq!(out[0].status, AlertStatus::Resolved);
+            break;
+        }
+        assert!(good < 10);
+    }
+    assert_eq!(
+        good, 3,
+        "short burn (2 bad of 5 windows: 8) below 10 after 3 good windows"
+    );
+}
+
+#[test]
+fn slo_burn_on_latency_counts_slow_calls() {
+    let mut e = engine(
+        "
+group_wait: 0s
+rules:
+  - name: latency_budget
+    series: {scope: service}
+    slo_burn: {objective: 0.9, long: 10m, short: 1m, factor: 2, indicator: latency}
+",
+    );
+    e.observe_window(&window("search", 60, 60, 100, 0, 100.0));
+    assert!(advance(&mut e, 60).is_empty());
+    e.observe_window(&window("search", 120, 60, 100, 0, 900.0));
+    assert_eq!(
+        advance(&mut e, 120).len(),
+        1,
+        "half the calls slow: burn 5 over both windows"
+    );
+}

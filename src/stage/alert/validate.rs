@@ -3,8 +3,7 @@
 
 use std::collections::HashSet;
 
-use super::config::{AlertConfig, Bound, RuleConfig, SeriesSelector};
-use super::settings::{bound_value, nanos, Field};
+use super::config::{AlertConfig, RuleConfig, SeriesSelector};
 use super::template::{is_label_name, Template};
 use crate::config::{AggregateConfig, ConfigErrors};
 use crate::stage::aggregate::SERVICE_GRAPH_SCOPE;
@@ -73,7 +72,10 @@ impl AlertConfig {
             ("resolve_timeout", self.resolve_timeout),
             ("series_expiry", self.series_expiry),
             ("correlation.window", self.correlation.window),
-            ("correlation.service_graph_ttl", self.correlation.service_graph_ttl),
+            (
+                "correlation.service_graph_ttl",
+                self.correlation.service_graph_ttl,
+            ),
         ] {
             if d.is_zero() {
                 errors.push(format!("{path}.{key}"), "must be more than 0", "e.g. 5m");
@@ -96,11 +98,19 @@ impl AlertConfig {
             }
         }
         if self.max_series_per_rule == 0 {
-            errors.push(format!("{path}.max_series_per_rule"), "must be at least 1", "e.g. 10000");
+            errors.push(
+                format!("{path}.max_series_per_rule"),
+                "must be at least 1",
+                "e.g. 10000",
+            );
         }
         let c = &self.correlation;
         if c.max_traces == 0 {
-            errors.push(format!("{path}.correlation.max_traces"), "must be at least 1", "e.g. 10000");
+            errors.push(
+                format!("{path}.correlation.max_traces"),
+                "must be at least 1",
+                "e.g. 10000",
+            );
         }
         if !(0.0..=1.0).contains(&c.evidence_score) {
             errors.push(
@@ -134,7 +144,8 @@ impl AlertConfig {
             } else if let Some(d) = aggregate.dimensions.get(&s.scope) {
                 d.iter().map(String::as_str).collect()
             } else {
-                let mut known: Vec<&str> = aggregate.dimensions.keys().map(String::as_str).collect();
+                let mut known: Vec<&str> =
+                    aggregate.dimensions.keys().map(String::as_str).collect();
                 if aggregate.service_graph {
                     known.push(SERVICE_GRAPH_SCOPE);
                 }
@@ -163,7 +174,10 @@ impl AlertConfig {
                         .collect();
                     errors.push(
                         format!("{p}.window"),
-                        format!("{} is not a window size of the aggregate stage", humantime::format_duration(w)),
+                        format!(
+                            "{} is not a window size of the aggregate stage",
+                            humantime::format_duration(w)
+                        ),
                         format!("one of: {}", sizes.join(", ")),
                     );
                 }
@@ -173,13 +187,24 @@ impl AlertConfig {
 
     fn validate_rule(&self, rule: &RuleConfig, p: &str, errors: &mut ConfigErrors) {
         if rule.name.trim().is_empty() {
-            errors.push(format!("{p}.name"), "must not be empty", "e.g. high_error_rate");
+            errors.push(
+                format!("{p}.name"),
+                "must not be empty",
+                "e.g. high_error_rate",
+            );
         }
         if !self.severities.contains(&rule.severity) {
             errors.push(
                 format!("{p}.severity"),
                 format!("`{}` is not one of severities", rule.severity),
-                hint_for(&rule.severity, &self.severities.iter().map(String::as_str).collect::<Vec<_>>()),
+                hint_for(
+                    &rule.severity,
+                    &self
+                        .severities
+                        .iter()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>(),
+                ),
             );
         }
         for (name, value) in &rule.labels {
@@ -187,7 +212,11 @@ impl AlertConfig {
             if !is_label_name(name) {
                 errors.push(lp.clone(), "is not a label name", "letters, digits and _");
             } else if RESERVED_LABELS.contains(&name.as_str()) {
-                errors.push(lp.clone(), "is set by the alert stage", "choose another label name");
+                errors.push(
+                    lp.clone(),
+                    "is set by the alert stage",
+                    "choose another label name",
+                );
             }
             match Template::parse(value) {
                 Err(e) => errors.push(lp, e, "write {{label}}, e.g. {{service}}"),
@@ -205,9 +234,17 @@ impl AlertConfig {
         for (name, value) in &rule.annotations {
             let ap = format!("{p}.annotations.{name}");
             if name.trim().is_empty() {
-                errors.push(ap.clone(), "annotation name must not be empty", "e.g. summary");
+                errors.push(
+                    ap.clone(),
+                    "annotation name must not be empty",
+                    "e.g. summary",
+                );
             } else if name == NOTIFICATION_ANNOTATION {
-                errors.push(ap.clone(), "is set by the alert stage", "choose another annotation name");
+                errors.push(
+                    ap.clone(),
+                    "is set by the alert stage",
+                    "choose another annotation name",
+                );
             }
             if let Err(e) = Template::parse(value) {
                 errors.push(ap, e, "write {{label}} or {{value}}");
@@ -220,7 +257,11 @@ impl AlertConfig {
             } else {
                 format!("has {} conditions ({})", kinds.len(), kinds.join(", "))
             };
-            errors.push(p.to_string(), message, format!("give exactly one of {KINDS}"));
+            errors.push(
+                p.to_string(),
+                message,
+                format!("give exactly one of {KINDS}"),
+            );
         }
         let anomaly = rule.anomaly.is_some();
         match (&rule.series, &rule.traces) {
@@ -250,114 +291,6 @@ impl AlertConfig {
         }
         self.validate_condition(rule, p, errors);
     }
-
-    fn validate_condition(&self, rule: &RuleConfig, p: &str, errors: &mut ConfigErrors) {
-        if let Some(t) = &rule.threshold {
-            let cp = format!("{p}.threshold");
-            if let Some(field) = check_field(&t.field, &cp, errors) {
-                let above = check_bound(&t.above, field, &format!("{cp}.above"), errors);
-                let below = check_bound(&t.below, field, &format!("{cp}.below"), errors);
-                if t.above.is_none() && t.below.is_none() {
-                    errors.push(cp.clone(), "needs `above` or `below`", "e.g. above: 0.05");
-                }
-                if let (Some(a), Some(b)) = (above, below) {
-                    if b >= a {
-                        errors.push(
-                            format!("{cp}.below"),
-                            "must be less than above (the rule fires outside [below, above])",
-                            "swap the bounds, or keep one",
-                        );
-                    }
-                }
-            }
-        }
-        if let Some(d) = &rule.dynamic {
-            let cp = format!("{p}.dynamic");
-            let field = check_field(&d.field, &cp, errors);
-            if !(d.k.is_finite() && d.k > 0.0) {
-                errors.push(format!("{cp}.k"), "must be more than 0", "e.g. 3");
-            }
-            if d.min_samples < 3 {
-                errors.push(format!("{cp}.min_samples"), "must be at least 3", "e.g. 10");
-            }
-            if d.samples < d.min_samples {
-                errors.push(
-                    format!("{cp}.samples"),
-                    format!("must be at least min_samples ({})", d.min_samples),
-                    "e.g. 60",
-                );
-            }
-            if let (Some(field), Some(b)) = (field, &d.min_delta) {
-                match bound_value(b, field.is_nanos()) {
-                    Ok(v) if v < 0.0 => {
-                        errors.push(format!("{cp}.min_delta"), "must not be negative", "e.g. 0")
-                    }
-                    Ok(_) => {}
-                    Err(e) => errors.push(format!("{cp}.min_delta"), e, bound_hint(field)),
-                }
-            }
-        }
-        if let Some(a) = &rule.anomaly {
-            let cp = format!("{p}.anomaly");
-            if !(a.score > 0.0 && a.score < 1.0) {
-                errors.push(format!("{cp}.score"), "must be between 0 and 1 (exclusive)", "e.g. 0.8");
-            }
-            if a.windows == 0 {
-                errors.push(format!("{cp}.windows"), "must be at least 1", "e.g. 3");
-            }
-        }
-        if let Some(t) = &rule.trend {
-            let cp = format!("{p}.trend");
-            if let Some(field) = check_field(&t.field, &cp, errors) {
-                check_bound(&t.above, field, &format!("{cp}.above"), errors);
-                check_bound(&t.below, field, &format!("{cp}.below"), errors);
-            }
-            if t.above.is_some() == t.below.is_some() {
-                errors.push(cp.clone(), "needs exactly one of `above` and `below`", "e.g. above: 2s");
-            }
-            if t.windows < 3 {
-                errors.push(format!("{cp}.windows"), "must be at least 3", "e.g. 10");
-            }
-            if t.horizon.is_zero() {
-                errors.push(format!("{cp}.horizon"), "must be more than 0", "e.g. 30m");
-            }
-        }
-        if let Some(s) = &rule.slo_burn {
-            let cp = format!("{p}.slo_burn");
-            if !(s.objective > 0.0 && s.objective < 1.0) {
-                errors.push(
-                    format!("{cp}.objective"),
-                    "must be between 0 and 1 (exclusive)",
-                    "a share of good calls, e.g. 0.999",
-                );
-            } else if s.factor.is_finite() && s.factor * (1.0 - s.objective) > 1.0 {
-                errors.push(
-                    format!("{cp}.factor"),
-                    "can never fire: factor × (1 − objective) is more than 1",
-                    "lower the factor, e.g. 14.4 with objective 0.999",
-                );
-            }
-            if !(s.factor.is_finite() && s.factor > 0.0) {
-                errors.push(format!("{cp}.factor"), "must be more than 0", "e.g. 14.4");
-            }
-            if s.short.is_zero() || s.short >= s.long {
-                errors.push(
-                    format!("{cp}.short"),
-                    format!("must be more than 0 and less than long ({})", humantime::format_duration(s.long)),
-                    "e.g. long: 1h with short: 5m",
-                );
-            }
-            if let Some(w) = rule.series.as_ref().and_then(|s| s.window) {
-                if nanos(w) > nanos(s.short) {
-                    errors.push(
-                        format!("{cp}.short"),
-                        format!("is shorter than the series window ({})", humantime::format_duration(w)),
-                        "burn windows must hold whole aggregate windows",
-                    );
-                }
-            }
-        }
-    }
 }
 
 fn validate_series(s: &SeriesSelector, p: &str, errors: &mut ConfigErrors) {
@@ -378,49 +311,7 @@ fn validate_series(s: &SeriesSelector, p: &str, errors: &mut ConfigErrors) {
     }
 }
 
-fn check_field(name: &str, cp: &str, errors: &mut ConfigErrors) -> Option<Field> {
-    let field = Field::parse(name);
-    if field.is_none() {
-        let known: Vec<&str> = Field::ALL.iter().map(|(n, _)| *n).collect();
-        errors.push(
-            format!("{cp}.field"),
-            format!("unknown field `{name}`"),
-            hint_for(name, &known),
-        );
-    }
-    field
-}
-
-fn check_bound(b: &Option<Bound>, field: Field, bp: &str, errors: &mut ConfigErrors) -> Option<f64> {
-    let v = match bound_value(b.as_ref()?, field.is_nanos()) {
-        Ok(v) => v,
-        Err(e) => {
-            errors.push(bp, e, bound_hint(field));
-            return None;
-        }
-    };
-    if field.is_ratio() && !(0.0..=1.0).contains(&v) {
-        errors.push(bp, format!("{} is a share: the bound must be between 0 and 1", field.name()), "e.g. 0.05");
-        return None;
-    }
-    if v < 0.0 {
-        errors.push(bp, format!("{} is never negative", field.name()), bound_hint(field));
-        return None;
-    }
-    Some(v)
-}
-
-fn bound_hint(field: Field) -> &'static str {
-    if field.is_nanos() {
-        "a duration (e.g. 750ms) or nanoseconds"
-    } else if field.is_ratio() {
-        "a share, e.g. 0.05"
-    } else {
-        "a number, e.g. 100"
-    }
-}
-
-fn hint_for(got: &str, known: &[&str]) -> String {
+pub(super) fn hint_for(got: &str, known: &[&str]) -> String {
     let best = known
         .iter()
         .map(|k| (strsim::jaro_winkler(got, k), *k))

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::Explanation;
 
-use super::model::ModelSet;
+use super::model::{ModelSet, MIN_TRAIN_ROWS};
 use super::robust::{ln_gauss_two_sided, Baseline, Calibrator, Ewm, Seasonal, Window};
 use super::DetectSettings;
 
@@ -109,25 +109,23 @@ impl FeatureState {
         Some(rolling)
     }
 
-    fn accept(&mut self, at_ns: i64, interval_ns: i64, x: f64, z: Option<f64>) {
+    /// Tracks how well each baseline predicted `x` (every sample, flagged or not: a
+    /// baseline that misses a daily pattern keeps missing it).
+    fn track(&mut self, at_ns: i64, x: f64) {
         if let Some(r) = self.rolling() {
             self.resid_roll.push((x - r.center).abs(), RESIDUAL_ALPHA);
         }
         if let Some(s) = self.seasonal.baseline(at_ns, self.floor) {
             self.resid_seas.push((x - s.center).abs(), RESIDUAL_ALPHA);
         }
+    }
+
+    fn accept(&mut self, at_ns: i64, interval_ns: i64, x: f64, z: Option<f64>) {
         if let Some(z) = z {
             self.calib.push(z);
         }
         self.roll.push(x);
         self.seasonal.push(at_ns, interval_ns, x);
-    }
-
-    fn restart(&mut self) {
-        self.roll.clear();
-        self.seasonal.clear();
-        self.resid_roll = Ewm::default();
-        self.resid_seas = Ewm::default();
     }
 }
 
@@ -335,6 +333,11 @@ impl Core {
         }
         let row = self.row(&filled);
         self.prev = filled;
+        for (f, v) in self.features.iter_mut().zip(&x) {
+            if v.is_finite() {
+                f.track(at_ns, *v);
+            }
+        }
 
         let warm = self.accepted >= s.min_samples as u64;
         let mut model_name = "mad";
@@ -415,11 +418,11 @@ impl Core {
     }
 
     /// The flagged samples of a persistent change become the new baseline: the old
-    /// regime's baselines, history and model are dropped, and a model is trained on the
-    /// new one as soon as it has enough samples.
+    /// regime's rolling baselines, history and model are dropped (the hour-of-day profile
+    /// stays), and a model is trained on the new regime as soon as it has enough samples.
     fn adopt(&mut self) {
         for f in &mut self.features {
-            f.restart();
+            f.roll.clear();
         }
         self.history.clear();
         if let Some(c) = &mut self.categories {
@@ -430,7 +433,6 @@ impl Core {
         self.pending = None;
         self.recent_flags.clear();
         let held: Vec<Held> = self.held.drain(..).collect();
-        self.first_at_ns = held.first().map(|h| h.at_ns);
         let none = vec![None; self.features.len()];
         for h in held {
             self.accept(h.at_ns, &h.x, h.row, h.tag, &none);
@@ -446,7 +448,7 @@ impl Core {
                 return None;
             }
         }
-        let enough = self.history.len() >= s.min_samples.max(MIN_BASELINE_VALUES * 2);
+        let enough = self.history.len() >= s.min_samples.max(MIN_TRAIN_ROWS);
         let due = if self.model.is_none() { enough } else { self.since_train >= retrain };
         if !due || s.models.is_empty() || !enough {
             return None;
@@ -476,16 +478,20 @@ fn finite(v: f64) -> f64 {
     }
 }
 
-/// Root of the score mapping: score = 1 − p^(1/ROOT).
-pub(super) const SCORE_ROOT: f64 = 4.0;
-
-/// The score of a combined tail probability p (given as ln p ≤ 0): `1 − p^(1/4)`, so
-/// 0.9 means p = 10⁻⁴, 0.99 means p = 10⁻⁸; always in [0, 1].
+/// The score of a combined tail probability p (given as ln p ≤ 0): with L = −log10 p
+/// (the surprise in decades), `L² / (L² + 4)`. 0.5 means p = 10⁻², 0.8 means 10⁻⁴, 0.9
+/// means 10⁻⁶, 0.99 means about 10⁻²⁰; always in [0, 1], strictly increasing in L (no
+/// saturation, so the most extreme samples still rank).
 pub(super) fn score_of_ln_p(ln_p: f64) -> f64 {
     if ln_p.is_nan() {
         return 0.0;
     }
-    (1.0 - (ln_p.min(0.0) / SCORE_ROOT).exp()).clamp(0.0, 1.0)
+    let l = -ln_p.min(0.0) / std::f64::consts::LN_10;
+    let l2 = l * l;
+    if !l2.is_finite() {
+        return 1.0;
+    }
+    (l2 / (l2 + 4.0)).clamp(0.0, 1.0)
 }
 
 /// The robust deviations whose two-sided Gaussian tail probability is p (ln p given).

@@ -89,6 +89,10 @@ const MODEL_NAMES: [&str; 16] = [
 
 /// Clusters of k-means and components of the mixture, at most.
 const MAX_CLUSTERS: usize = 4;
+/// Fewest training vectors.
+pub(super) const MIN_TRAIN_ROWS: usize = 100;
+/// Training vectors per cluster or mixture component, at least.
+const ROWS_PER_CLUSTER: usize = 50;
 /// Neighbours of the kNN score.
 const KNN_K: usize = 5;
 /// Training vectors the one-class SVM sees at most (its kernel matrix is dense).
@@ -274,7 +278,7 @@ impl ModelSet {
 /// Trains the requested models on `rows` (n × dim, row-major); None when too few rows or
 /// no model could be fitted. `floors` are the smallest standard deviations per feature.
 pub(super) fn train(rows: &[f64], dim: usize, floors: &[f64], kinds: &[ModelKind]) -> Option<ModelSet> {
-    if dim == 0 || rows.len() < dim * 10 || rows.iter().any(|v| !v.is_finite()) {
+    if dim == 0 || rows.len() < dim * MIN_TRAIN_ROWS || rows.iter().any(|v| !v.is_finite()) {
         return None;
     }
     let n = rows.len() / dim;
@@ -344,7 +348,7 @@ fn thin_sorted(sorted: &[f64], max: usize) -> Vec<f64> {
 
 fn fit(kind: ModelKind, x: &Array2<f64>, distinct: usize) -> Option<Fitted> {
     let (n, d) = x.dim();
-    let clusters = MAX_CLUSTERS.min(distinct).min(n / 10).max(1);
+    let clusters = MAX_CLUSTERS.min(distinct).min(n / ROWS_PER_CLUSTER).max(1);
     let data = DatasetBase::from(x.clone());
     match kind {
         ModelKind::Kmeans => {

@@ -1,0 +1,266 @@
+//! Emission: stale resolutions, group batches, inhibition, escalations and repeats.
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use super::lifecycle::{Instance, Notice, Notification, Phase};
+use super::AlertEngine;
+use crate::model::Alert;
+
+/// A firing alert's suspect and exemplars are recomputed at most this often (event
+/// time), however often it is due (a held-back alert is due at every `advance`).
+const CORRELATION_REFRESH_NS: i64 = 10_000_000_000;
+
+impl AlertEngine {
+    /// Ends a firing episode at `at`; its resolution goes out if it was announced.
+    pub(super) fn resolve(&mut self, fp: u64, at: i64) {
+        let inst = self.instances.get_mut(&fp).expect("instance");
+        let rule = &self.settings.rules[inst.rule];
+        if inst.notice.announced {
+            self.outbox
+                .push(inst.alert(rule, Notification::Resolved, Some(at)));
+            self.stats.emitted_resolved += 1;
+        } else if inst.firing() {
+            self.stats.resolved_unemitted += 1;
+        }
+        inst.phase = Phase::Inactive;
+        inst.notice = Notice::default();
+    }
+
+    /// Moves event time to `now_ns` (never backwards) and appends the alert events due:
+    /// resolutions, group batches, escalations, repeats.
+    pub fn advance(&mut self, now_ns: i64, out: &mut Vec<Alert>) {
+        let now = now_ns.max(self.now_ns);
+        self.now_ns = now;
+        self.resolve_stale(now);
+        self.correlator.prune(now);
+        self.groups.retain(|_, due| *due >= now);
+        self.expire(now);
+        out.append(&mut self.outbox);
+
+        let mut due: Vec<(i64, &str, u64)> = Vec::new();
+        let mut again: Vec<u64> = Vec::new();
+        let repeat = self.settings.repeat_interval_ns;
+        for (fp, inst) in &self.instances {
+            if !inst.firing() {
+                continue;
+            }
+            let n = &inst.notice;
+            if !n.announced {
+                if n.due_ns <= now {
+                    due.push((n.due_ns, &inst.group_key, *fp));
+                }
+            } else if now.saturating_sub(n.last_emit_ns) >= repeat
+                || self.escalation_due(inst, now).is_some()
+            {
+                again.push(*fp);
+            }
+        }
+        if due.is_empty() && again.is_empty() {
+            self.refresh_gauges();
+            return;
+        }
+        due.sort_unstable();
+        again.sort_unstable();
+        let due: Vec<u64> = due.into_iter().map(|d| d.2).collect();
+        self.correlate_firing(now);
+        let held = self.inhibited();
+        for fp in due {
+            if self.hold(fp, &held) {
+                continue;
+            }
+            let escalated = self.escalation_due(&self.instances[&fp], now);
+            let (_, inst) = self.rule_and(fp);
+            if let Some(sev) = escalated {
+                inst.notice.severity = sev;
+                inst.notice.escalated = true;
+            }
+            inst.notice.announced = true;
+            out.push(self.emit(fp, Notification::New, now));
+        }
+        let mut repeats = Vec::new();
+        for fp in again {
+            if self.hold(fp, &held) {
+                continue;
+            }
+            match self.escalation_due(&self.instances[&fp], now) {
+                Some(sev) => {
+                    let (_, inst) = self.rule_and(fp);
+                    inst.notice.severity = sev;
+                    inst.notice.escalated = true;
+                    out.push(self.emit(fp, Notification::Escalation, now));
+                }
+                None => repeats.push(fp),
+            }
+        }
+        for fp in repeats {
+            if now.saturating_sub(self.instances[&fp].notice.last_emit_ns) >= repeat {
+                out.push(self.emit(fp, Notification::Repeat, now));
+            }
+        }
+        self.refresh_gauges();
+    }
+
+    /// The alerts firing whose `new` event went out, by fingerprint, as such an event
+    /// would read now (for the HTTP API).
+    pub fn firing(&self) -> Vec<Alert> {
+        let mut v: Vec<Alert> = self
+            .instances
+            .values()
+            .filter(|i| i.firing() && i.notice.announced)
+            .map(|i| i.alert(&self.settings.rules[i.rule], Notification::New, None))
+            .collect();
+        v.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
+        v
+    }
+
+    fn resolve_stale(&mut self, now: i64) {
+        let timeout = self.settings.resolve_timeout_ns;
+        let mut stale: Vec<u64> = self
+            .instances
+            .iter()
+            .filter(|(_, i)| {
+                i.phase != Phase::Inactive && now.saturating_sub(i.last_seen_ns) >= timeout
+            })
+            .map(|(fp, _)| *fp)
+            .collect();
+        stale.sort_unstable();
+        for fp in stale {
+            if self.instances[&fp].firing() {
+                self.stats.resolved_stale += 1;
+            }
+            self.resolve(fp, now);
+        }
+    }
+
+    fn expire(&mut self, now: i64) {
+        let expiry = self.settings.series_expiry_ns;
+        let old: Vec<u64> = self
+            .instances
+            .iter()
+            .filter(|(_, i)| {
+                i.phase == Phase::Inactive && now.saturating_sub(i.last_seen_ns) >= expiry
+            })
+            .map(|(fp, _)| *fp)
+            .collect();
+        for fp in old {
+            if let Some(inst) = self.instances.remove(&fp) {
+                self.series.remove(&inst.series_id);
+                self.per_rule[inst.rule] = self.per_rule[inst.rule].saturating_sub(1);
+                self.stats.series_expired += 1;
+            }
+        }
+        if self.series.len() > 2 * self.instances.len() + 64 {
+            let live = &self.instances;
+            self.series.retain(|_, fp| live.contains_key(fp));
+        }
+    }
+
+    /// Refreshes the correlation of firing alerts not correlated in the last
+    /// [`CORRELATION_REFRESH_NS`].
+    fn correlate_firing(&mut self, now: i64) {
+        for inst in self.instances.values_mut().filter(|i| i.firing()) {
+            let n = &mut inst.notice;
+            if n.correlated_at_ns
+                .is_some_and(|at| now.saturating_sub(at) < CORRELATION_REFRESH_NS)
+            {
+                continue;
+            }
+            let first: Vec<_> = inst.scored_traces.iter().copied().collect();
+            n.correlation =
+                self.correlator
+                    .correlate(inst.service.as_deref(), inst.symptom, now, &first);
+            n.correlated_at_ns = Some(now);
+        }
+    }
+
+    /// Fingerprints of firing alerts that inhibition holds back now.
+    fn inhibited(&self) -> FxHashSet<u64> {
+        let mut held = FxHashSet::default();
+        if !self.settings.inhibit {
+            return held;
+        }
+        let firing: Vec<(u64, &Instance)> = self
+            .instances
+            .iter()
+            .filter(|(_, i)| i.firing())
+            .map(|(f, i)| (*f, i))
+            .collect();
+        let graph = &self.correlator.graph;
+        let reach: FxHashMap<&str, FxHashSet<std::sync::Arc<str>>> = firing
+            .iter()
+            .filter_map(|(_, i)| i.service.as_deref())
+            .map(|s| (s, graph.downstream(s)))
+            .collect();
+        let raw = |a: &Instance, b: &Instance| -> bool {
+            let rules = &self.settings.rules;
+            let (Some(sa), Some(sb)) = (a.service.as_deref(), b.service.as_deref()) else {
+                return false;
+            };
+            if sa == sb || rules[a.rule].group != rules[b.rule].group {
+                return false;
+            }
+            b.notice.correlation.suspected.as_deref() == Some(sa)
+                && reach.get(sb).is_some_and(|d| d.contains(sa))
+        };
+        for (fb, b) in &firing {
+            if firing
+                .iter()
+                .any(|(fa, a)| fa != fb && raw(a, b) && !raw(b, a))
+            {
+                held.insert(*fb);
+            }
+        }
+        held
+    }
+
+    /// True (and counted once per episode) when inhibition holds `fp` back.
+    fn hold(&mut self, fp: u64, held: &FxHashSet<u64>) -> bool {
+        let inst = self.instances.get_mut(&fp).expect("instance");
+        inst.notice.inhibited = held.contains(&fp);
+        if inst.notice.inhibited && !inst.notice.inhibition_counted {
+            inst.notice.inhibition_counted = true;
+            self.stats.inhibited += 1;
+        }
+        inst.notice.inhibited
+    }
+
+    /// The raised severity when `inst` is due to escalate at `now` (none at the top of
+    /// `severities`).
+    fn escalation_due(&self, inst: &Instance, now: i64) -> Option<String> {
+        let Phase::Firing { since_ns } = inst.phase else {
+            return None;
+        };
+        let after = self.settings.escalate_after_ns?;
+        if inst.notice.escalated || now.saturating_sub(since_ns) < after {
+            return None;
+        }
+        let sev = &self.settings.severities;
+        let pos = sev.iter().position(|s| *s == inst.notice.severity)?;
+        sev.get(pos + 1).cloned()
+    }
+
+    fn emit(&mut self, fp: u64, n: Notification, now: i64) -> Alert {
+        match n {
+            Notification::New => self.stats.emitted_new += 1,
+            Notification::Repeat => self.stats.emitted_repeat += 1,
+            Notification::Escalation => self.stats.emitted_escalation += 1,
+            Notification::Resolved => self.stats.emitted_resolved += 1,
+        }
+        let (rule, inst) = self.rule_and(fp);
+        inst.notice.last_emit_ns = now;
+        inst.alert(rule, n, None)
+    }
+
+    fn refresh_gauges(&mut self) {
+        let s = &mut self.stats;
+        s.series = self.instances.len();
+        s.pending = self
+            .instances
+            .values()
+            .filter(|i| matches!(i.phase, Phase::Pending { .. }))
+            .count();
+        s.firing = self.instances.values().filter(|i| i.firing()).count();
+        s.evidence_traces = self.correlator.trace_count();
+        s.graph_edges = self.correlator.graph.edge_count();
+    }
+}

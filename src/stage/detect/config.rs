@@ -1,0 +1,203 @@
+//! The YAML settings of the `detect` stage.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{duration, ConfigErrors};
+
+use super::{DetectSettings, ModelKind};
+
+/// Settings of the `detect` stage: anomaly scores for aggregate series and traces.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DetectConfig {
+    /// Samples (closed windows, or traces of a root operation) a detector learns from
+    /// before its scores are warm; until then scores are 0. Default 30.
+    #[serde(default = "d_min_samples")]
+    pub min_samples: usize,
+    /// Samples the rolling baselines and the models' training history keep. Default 360
+    /// (an hour of 10 s windows).
+    #[serde(default = "d_baseline_windows")]
+    pub baseline_windows: usize,
+    /// Accepted samples between trainings of a detector's models. Default 60.
+    #[serde(default = "d_retrain_every")]
+    pub retrain_every: usize,
+    /// Score at or above which a sample is anomalous: it is not learnt from. Scores are
+    /// `1 − p^(1/4)` of the combined tail probability p, so 0.9 means p = 10⁻⁴.
+    /// Default 0.9.
+    #[serde(default = "d_threshold")]
+    pub anomaly_threshold: f64,
+    /// Anomalous samples within twice as many samples that make a change the new
+    /// baseline (a deploy that moved latency for good). Default 30.
+    #[serde(default = "d_adapt_after")]
+    pub adapt_after: usize,
+    /// linfa models on top of the robust baselines: `kmeans`, `gmm`, `ocsvm`, `knn`.
+    /// Default `[kmeans, gmm, knn]`.
+    #[serde(default = "d_models")]
+    pub models: Vec<ModelKind>,
+    /// Aggregate scopes (dimension set names, or `service_graph`) to watch; empty
+    /// watches all. Default `[]`.
+    #[serde(default)]
+    pub series_scopes: Vec<String>,
+    /// The aggregate window size to watch (one of the aggregate stage's `windows`);
+    /// default: the smallest.
+    #[serde(default, with = "duration::option")]
+    pub window: Option<Duration>,
+    /// Also score every closed trace against its root operation's baseline. Default true.
+    #[serde(default = "d_true")]
+    pub traces: bool,
+    /// Series, and root operations, tracked at most (each); others are counted, not
+    /// scored. Default 1000.
+    #[serde(default = "d_max_subjects")]
+    pub max_subjects: usize,
+}
+
+fn d_min_samples() -> usize {
+    DetectSettings::default().min_samples
+}
+fn d_baseline_windows() -> usize {
+    DetectSettings::default().baseline_windows
+}
+fn d_retrain_every() -> usize {
+    DetectSettings::default().retrain_every
+}
+fn d_threshold() -> f64 {
+    DetectSettings::default().anomaly_threshold
+}
+fn d_adapt_after() -> usize {
+    DetectSettings::default().adapt_after
+}
+fn d_models() -> Vec<ModelKind> {
+    DetectSettings::default().models
+}
+fn d_true() -> bool {
+    true
+}
+fn d_max_subjects() -> usize {
+    DetectSettings::default().max_subjects
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        Self {
+            min_samples: d_min_samples(),
+            baseline_windows: d_baseline_windows(),
+            retrain_every: d_retrain_every(),
+            anomaly_threshold: d_threshold(),
+            adapt_after: d_adapt_after(),
+            models: d_models(),
+            series_scopes: Vec::new(),
+            window: None,
+            traces: true,
+            max_subjects: d_max_subjects(),
+        }
+    }
+}
+
+impl DetectConfig {
+    /// The detectors' settings (call after `validate` found no error).
+    pub fn settings(&self) -> DetectSettings {
+        let mut models = self.models.clone();
+        models.sort_unstable();
+        models.dedup();
+        DetectSettings {
+            min_samples: self.min_samples,
+            baseline_windows: self.baseline_windows,
+            retrain_every: self.retrain_every,
+            anomaly_threshold: self.anomaly_threshold,
+            adapt_after: self.adapt_after,
+            models,
+            series_scopes: self.series_scopes.clone(),
+            window_size_ns: self.window.map(|w| i64::try_from(w.as_nanos()).unwrap_or(i64::MAX)),
+            traces: self.traces,
+            max_subjects: self.max_subjects,
+        }
+    }
+
+    /// Checks the values without I/O; every problem is pushed with its path.
+    pub fn validate(&self, path: &str, errors: &mut ConfigErrors) {
+        if self.min_samples < 10 {
+            errors.push(format!("{path}.min_samples"), "must be at least 10", "e.g. 30");
+        }
+        if self.baseline_windows < self.min_samples.max(10) {
+            errors.push(
+                format!("{path}.baseline_windows"),
+                format!("must be at least min_samples ({})", self.min_samples),
+                "e.g. 360",
+            );
+        }
+        if self.retrain_every == 0 {
+            errors.push(format!("{path}.retrain_every"), "must be at least 1", "e.g. 60");
+        }
+        if !(self.anomaly_threshold > 0.0 && self.anomaly_threshold <= 1.0) {
+            errors.push(format!("{path}.anomaly_threshold"), "must be more than 0 and at most 1", "e.g. 0.9");
+        }
+        if self.adapt_after == 0 {
+            errors.push(format!("{path}.adapt_after"), "must be at least 1", "e.g. 30");
+        }
+        if let Some(w) = self.window {
+            if w.is_zero() {
+                errors.push(format!("{path}.window"), "must be more than 0", "one of the aggregate stage's windows, e.g. 10s");
+            }
+        }
+        for (i, scope) in self.series_scopes.iter().enumerate() {
+            if scope.is_empty() {
+                errors.push(format!("{path}.series_scopes[{i}]"), "must not be empty", "a dimension set name, e.g. service");
+            }
+        }
+        if self.max_subjects == 0 {
+            errors.push(format!("{path}.max_subjects"), "must be at least 1", "e.g. 1000");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_match_the_settings_defaults() {
+        let c: DetectConfig = serde_yaml::from_str("{}").unwrap();
+        assert_eq!(c, DetectConfig::default());
+        let mut errors = ConfigErrors::default();
+        c.validate("stages[3]", &mut errors);
+        assert!(errors.0.is_empty(), "{errors:?}");
+        assert_eq!(c.settings(), DetectSettings::default());
+    }
+
+    #[test]
+    fn keys_parse_and_bad_values_are_reported_with_paths() {
+        let c: DetectConfig = serde_yaml::from_str(
+            "{min_samples: 5, baseline_windows: 3, retrain_every: 0, anomaly_threshold: 1.5, adapt_after: 0, \
+             models: [gmm, ocsvm, gmm], series_scopes: [service, ''], window: 0s, traces: false, max_subjects: 0}",
+        )
+        .unwrap();
+        let mut errors = ConfigErrors::default();
+        c.validate("stages[3]", &mut errors);
+        let paths: Vec<&str> = errors.0.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "stages[3].min_samples",
+                "stages[3].baseline_windows",
+                "stages[3].retrain_every",
+                "stages[3].anomaly_threshold",
+                "stages[3].adapt_after",
+                "stages[3].window",
+                "stages[3].series_scopes[1]",
+                "stages[3].max_subjects",
+            ]
+        );
+        assert_eq!(c.settings().models, vec![ModelKind::Gmm, ModelKind::Ocsvm]);
+        assert_eq!(c.settings().window_size_ns, Some(0));
+    }
+
+    #[test]
+    fn unknown_keys_and_models_are_rejected() {
+        assert!(serde_yaml::from_str::<DetectConfig>("{min_sample: 3}").is_err());
+        assert!(serde_yaml::from_str::<DetectConfig>("{models: [forest]}").is_err());
+        let c: DetectConfig = serde_yaml::from_str("{window: 1m}").unwrap();
+        assert_eq!(c.settings().window_size_ns, Some(60_000_000_000));
+    }
+}

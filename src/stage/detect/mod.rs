@@ -1,0 +1,401 @@
+//! The detect stage: anomaly scores for aggregate series and for traces.
+//!
+//! Pure and synchronous: event time comes in with the data, training is handed out as
+//! data ([`TrainingJob`]) so the caller decides where it runs (inline in replay,
+//! `spawn_blocking` in the runner).
+//!
+//! **Subjects.** One detector per aggregate series (window size, scope, key; features of
+//! each closed window: latency p50/p95/p99 and throughput log-scaled, error rate), one per
+//! root operation for traces (root service and operation; features: duration, span
+//! count, depth, error count, each service's share of the critical path over the first
+//! 16 services seen, and the structure signature, a hash of the multiset of
+//! (parent service → child service, child name) links), and one per plain
+//! single-valued series ([`Detector::observe_value`]).
+//!
+//! **Evidence.** Each feature is compared with a robust baseline: the median and
+//! 1.4826·MAD of its last `baseline_windows` accepted values (the spread floored, so a
+//! constant series is not infinitely surprised), or, once the subject has two days of
+//! history and the profile has tracked it better, the median/MAD of the same hour of
+//! the day. The signed robust deviation z is turned into a tail probability by the
+//! feature's own recent |z| values (empirical rank, an exponential tail fitted to the
+//! top decile beyond it), never smaller than the Gaussian tail of z. Once a model is
+//! installed, each of its linfa models (k-means distance to the nearest centroid, GMM
+//! negative log density from the fitted parameters, one-class SVM decision value, mean
+//! distance to the 5 nearest training vectors) scores the standard-scaled feature vector
+//! (series: the features and their change since the previous window) and the score is
+//! turned into a tail probability among that model's scores of its own training data.
+//!
+//! **Score.** The smallest of the m tail probabilities times m (Bonferroni) is the
+//! combined probability p (for traces, a structure never seen has probability
+//! (signatures seen once + 1) / (n + 1), the Good–Turing estimate of the unseen, and
+//! takes part without the factor); the score is `1 − p^(1/4)`: 0.5 ⇔ p ≈ 0.06,
+//! 0.9 ⇔ p = 10⁻⁴, 0.99 ⇔ p = 10⁻⁸. It is in [0, 1] and never NaN. Explanations list
+//! each feature's value, baseline and signed deviations, largest |deviation| first.
+//!
+//! **Learning.** Before `min_samples` accepted samples the score is 0 and `warm` false.
+//! A sample scoring at least `anomaly_threshold` is flagged and not learnt from; when
+//! `adapt_after` of the last 2·`adapt_after` samples were flagged, the change has
+//! persisted: the held samples become the new baseline (old baselines, history and model
+//! are dropped). Every `retrain_every` accepted samples (and as soon as there are
+//! `min_samples`) a [`TrainingJob`] over the accepted history is queued; until its
+//! [`TrainedModel`] is installed the previous model, or the baseline alone, scores.
+//!
+//! **Inputs.** Non-finite feature values are skipped (counted in
+//! [`DetectStats::skipped_values`]; missing model inputs are imputed from the baseline);
+//! a sample with no finite value is skipped whole and gets no score.
+
+mod config;
+mod core;
+mod features;
+mod model;
+mod robust;
+mod snapshot;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_prop;
+#[cfg(test)]
+mod tests_trace;
+
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{AnomalyScore, Subject, Trace};
+use crate::stage::aggregate::WindowAggregate;
+use crate::stage::analyze::Analysis;
+
+pub use config::DetectConfig;
+pub use model::ModelKind;
+pub use snapshot::{Snapshot, SnapshotError, SNAPSHOT_FILE, SNAPSHOT_VERSION};
+
+use self::core::{Core, Outcome};
+use self::model::ModelSet;
+
+/// Settings of the detectors (see [`DetectConfig`] for the user documentation).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DetectSettings {
+    /// Accepted samples before a subject's scores are warm.
+    pub min_samples: usize,
+    /// Samples the rolling baselines and the training history keep.
+    pub baseline_windows: usize,
+    /// Accepted samples between trainings.
+    pub retrain_every: usize,
+    /// Scores at or above this flag a sample: it is not learnt from.
+    pub anomaly_threshold: f64,
+    /// Flagged samples within twice as many that make a change the new baseline.
+    pub adapt_after: usize,
+    /// The linfa models trained on top of the baselines.
+    pub models: Vec<ModelKind>,
+    /// Aggregate scopes to watch; empty watches all.
+    pub series_scopes: Vec<String>,
+    /// The window size to watch; None watches the smallest seen.
+    pub window_size_ns: Option<i64>,
+    /// Score traces per root operation.
+    pub traces: bool,
+    /// Subjects tracked at most (series and root operations each); more are not scored.
+    pub max_subjects: usize,
+}
+
+impl Default for DetectSettings {
+    fn default() -> Self {
+        Self {
+            min_samples: 30,
+            baseline_windows: 360,
+            retrain_every: 60,
+            anomaly_threshold: 0.9,
+            adapt_after: 30,
+            models: vec![ModelKind::Kmeans, ModelKind::Gmm, ModelKind::Knn],
+            series_scopes: Vec::new(),
+            window_size_ns: None,
+            traces: true,
+            max_subjects: 1000,
+        }
+    }
+}
+
+/// Counters of the detectors.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DetectStats {
+    /// Scores emitted.
+    pub scores: u64,
+    /// Warm scores at or above the anomaly threshold.
+    pub flagged: u64,
+    /// Feature values skipped because they were NaN or infinite.
+    pub skipped_values: u64,
+    /// Samples skipped because no feature value was finite.
+    pub skipped_samples: u64,
+    /// Samples of subjects not tracked because `max_subjects` were.
+    pub over_capacity: u64,
+    /// Persistent changes adopted as a new baseline.
+    pub adopted_changes: u64,
+    /// Training jobs handed out.
+    pub training_jobs: u64,
+    /// Trained models installed.
+    pub models_installed: u64,
+    /// Trained models dropped: their subject is gone or retrained since.
+    pub models_stale: u64,
+    /// Series tracked.
+    pub series: usize,
+    /// Root operations tracked.
+    pub root_operations: usize,
+}
+
+/// Identity of an aggregate or plain series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub(crate) struct SeriesKey {
+    window_size_ns: i64,
+    scope: Arc<str>,
+    key: Vec<(Arc<str>, Arc<str>)>,
+}
+
+/// Identity of a root operation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub(crate) struct TraceKey {
+    root_service: Arc<str>,
+    root_operation: Arc<str>,
+}
+
+/// Which subject a training job is for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Target {
+    Series(SeriesKey),
+    Value(SeriesKey),
+    Trace(TraceKey),
+}
+
+/// A model to train: owns its data (accepted history of one subject), so it can move to
+/// a blocking thread. [`TrainingJob::run`] is pure and CPU-heavy.
+#[derive(Debug, Clone)]
+pub struct TrainingJob {
+    target: Target,
+    generation: u64,
+    rows: Vec<f64>,
+    dim: usize,
+    floors: Vec<f64>,
+    models: Vec<ModelKind>,
+}
+
+impl TrainingJob {
+    /// Fits the models (standard scaling, then each model) and their score tails.
+    pub fn run(self) -> TrainedModel {
+        let model = model::train(&self.rows, self.dim, &self.floors, &self.models);
+        TrainedModel { target: self.target, generation: self.generation, model }
+    }
+
+    /// Training vectors.
+    pub fn samples(&self) -> usize {
+        self.rows.len() / self.dim.max(1)
+    }
+}
+
+/// The result of a [`TrainingJob`], for [`Detector::install`].
+#[derive(Debug, Clone)]
+pub struct TrainedModel {
+    target: Target,
+    generation: u64,
+    model: Option<ModelSet>,
+}
+
+/// A root operation's state: the shared core and the services whose shares it tracks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct TraceState {
+    core: Core,
+    services: Vec<Arc<str>>,
+}
+
+/// Anomaly detectors for every watched series and root operation.
+#[derive(Debug)]
+pub struct Detector {
+    settings: DetectSettings,
+    series: FxHashMap<SeriesKey, Core>,
+    values: FxHashMap<SeriesKey, Core>,
+    traces: FxHashMap<TraceKey, TraceState>,
+    smallest_window_ns: Option<i64>,
+    jobs: Vec<TrainingJob>,
+    stats: DetectStats,
+}
+
+impl Detector {
+    /// A detector with no history.
+    pub fn new(settings: DetectSettings) -> Self {
+        Self {
+            settings,
+            series: FxHashMap::default(),
+            values: FxHashMap::default(),
+            traces: FxHashMap::default(),
+            smallest_window_ns: None,
+            jobs: Vec::new(),
+            stats: DetectStats::default(),
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &DetectSettings {
+        &self.settings
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &DetectStats {
+        &self.stats
+    }
+
+    /// Scores a closed window of a watched series (scope in `series_scopes`, the watched
+    /// window size) and learns from it; pushes one score, or none for unwatched windows.
+    pub fn observe_window(&mut self, w: &WindowAggregate, out: &mut Vec<AnomalyScore>) {
+        let s = &self.settings;
+        if !s.series_scopes.is_empty() && !s.series_scopes.iter().any(|x| **x == *w.scope) {
+            return;
+        }
+        match s.window_size_ns {
+            Some(size) if size != w.window_size_ns => return,
+            Some(_) => {}
+            None => match self.smallest_window_ns {
+                Some(min) if w.window_size_ns > min => return,
+                Some(min) if w.window_size_ns == min => {}
+                _ => {
+                    self.smallest_window_ns = Some(w.window_size_ns);
+                    self.series.retain(|k, _| k.window_size_ns == w.window_size_ns);
+                }
+            },
+        }
+        let key = SeriesKey { window_size_ns: w.window_size_ns, scope: w.scope.clone(), key: w.key.clone() };
+        let raw = features::window_features(w);
+        let outcome = match tracked(&mut self.series, &key, &self.settings, &mut self.stats, || {
+            Core::new(&features::window_specs(), true, false, &self.settings)
+        }) {
+            Some(core) => core.observe(w.window_end_ns, &raw, None, &self.settings),
+            None => return,
+        };
+        let subject = Subject::Series { window_size_ns: key.window_size_ns, scope: key.scope.clone(), key: key.key.clone() };
+        self.finish(Target::Series(key), subject, w.window_end_ns, outcome, out);
+    }
+
+    /// Scores one value of a plain series (`subject` must be a [`Subject::Series`]; the
+    /// scope filter does not apply) at event time `at_ns`, and learns from it.
+    pub fn observe_value(&mut self, subject: &Subject, at_ns: i64, value: f64, out: &mut Vec<AnomalyScore>) {
+        let Subject::Series { window_size_ns, scope, key } = subject else {
+            return;
+        };
+        let key = SeriesKey { window_size_ns: *window_size_ns, scope: scope.clone(), key: key.clone() };
+        let outcome = match tracked(&mut self.values, &key, &self.settings, &mut self.stats, || {
+            Core::new(&features::value_specs(), true, false, &self.settings)
+        }) {
+            Some(core) => core.observe(at_ns, &[value], None, &self.settings),
+            None => return,
+        };
+        self.finish(Target::Value(key), subject.clone(), at_ns, outcome, out);
+    }
+
+    /// Scores a closed trace against its root operation's baseline and learns from it.
+    /// Amendments and traces without a root are not scored.
+    pub fn observe_trace(&mut self, t: &Trace, a: &Analysis, out: &mut Vec<AnomalyScore>) {
+        if !self.settings.traces || t.amendment {
+            return;
+        }
+        let (Some(service), Some(name)) = (&a.root_service, &a.root_name) else {
+            return;
+        };
+        let key = TraceKey { root_service: service.clone(), root_operation: name.clone() };
+        let settings = &self.settings;
+        let Some(state) = tracked(&mut self.traces, &key, settings, &mut self.stats, || TraceState {
+            core: Core::new(&features::trace_specs(), false, true, settings),
+            services: Vec::new(),
+        }) else {
+            return;
+        };
+        let (fixed, shares) = features::trace_features(a);
+        for (svc, _) in &shares {
+            if state.services.len() < features::MAX_SHARE_SERVICES && !state.services.contains(svc) {
+                state.core.add_feature(&features::share_spec(svc), settings);
+                state.services.push(svc.clone());
+            }
+        }
+        let mut raw: Vec<f64> = fixed.to_vec();
+        raw.extend(state.services.iter().map(|svc| shares.iter().find(|(s, _)| s == svc).map_or(0.0, |(_, v)| *v)));
+        let at_ns = t.end_ns();
+        let outcome = state.core.observe(at_ns, &raw, Some(features::structure_signature(t)), settings);
+        let subject = Subject::Trace { root_service: key.root_service.clone(), root_operation: key.root_operation.clone(), trace_id: t.trace_id };
+        self.finish(Target::Trace(key), subject, at_ns, outcome, out);
+    }
+
+    fn finish(&mut self, target: Target, subject: Subject, at_ns: i64, outcome: Option<Outcome>, out: &mut Vec<AnomalyScore>) {
+        let Some(o) = outcome else {
+            self.stats.skipped_samples += 1;
+            return;
+        };
+        self.stats.skipped_values += o.skipped as u64;
+        self.stats.scores += 1;
+        self.stats.flagged += u64::from(o.flagged);
+        self.stats.adopted_changes += u64::from(o.adopted);
+        self.stats.series = self.series.len() + self.values.len();
+        self.stats.root_operations = self.traces.len();
+        if let Some((generation, rows, dim, floors)) = o.job {
+            self.stats.training_jobs += 1;
+            self.jobs.push(TrainingJob { target, generation, rows, dim, floors, models: self.settings.models.clone() });
+        }
+        out.push(AnomalyScore { subject, at_ns, score: o.score, warm: o.warm, model: o.model, explanations: o.explanations });
+    }
+
+    /// The training jobs queued since the last call.
+    pub fn take_training_jobs(&mut self) -> Vec<TrainingJob> {
+        std::mem::take(&mut self.jobs)
+    }
+
+    /// Runs the queued training jobs on this thread and installs their models (replay,
+    /// tests, benchmarks).
+    pub fn train_inline(&mut self) {
+        for job in self.take_training_jobs() {
+            self.install(job.run());
+        }
+    }
+
+    /// Installs a trained model; one for a subject that is gone, or that asked for a
+    /// newer model since, is dropped (and counted).
+    pub fn install(&mut self, m: TrainedModel) {
+        let core = match &m.target {
+            Target::Series(k) => self.series.get_mut(k),
+            Target::Value(k) => self.values.get_mut(k),
+            Target::Trace(k) => self.traces.get_mut(k).map(|t| &mut t.core),
+        };
+        if core.is_some_and(|c| c.install(m.generation, m.model)) {
+            self.stats.models_installed += 1;
+        } else {
+            self.stats.models_stale += 1;
+        }
+    }
+
+    /// Whether a subject has an installed model (tests and status).
+    pub fn has_model(&self, subject: &Subject) -> bool {
+        match subject {
+            Subject::Series { window_size_ns, scope, key } => {
+                let k = SeriesKey { window_size_ns: *window_size_ns, scope: scope.clone(), key: key.clone() };
+                self.series.get(&k).or(self.values.get(&k)).is_some_and(Core::has_model)
+            }
+            Subject::Trace { root_service, root_operation, .. } => {
+                let k = TraceKey { root_service: root_service.clone(), root_operation: root_operation.clone() };
+                self.traces.get(&k).is_some_and(|t| t.core.has_model())
+            }
+        }
+    }
+}
+
+/// The state of a subject, created when there is room.
+fn tracked<'a, K: std::hash::Hash + Eq + Clone, V>(
+    map: &'a mut FxHashMap<K, V>,
+    key: &K,
+    s: &DetectSettings,
+    stats: &mut DetectStats,
+    new: impl FnOnce() -> V,
+) -> Option<&'a mut V> {
+    if !map.contains_key(key) {
+        if map.len() >= s.max_subjects {
+            stats.over_capacity += 1;
+            return None;
+        }
+        map.insert(key.clone(), new());
+    }
+    map.get_mut(key)
+}
