@@ -574,6 +574,8 @@ struct StagesTally {
     spans_out: usize,
     late: usize,
     aggregates: usize,
+    /// Records of the stages after aggregate, if the pipeline has any.
+    other: usize,
     analyzed: u64,
     open: usize,
 }
@@ -636,9 +638,13 @@ fn all_stages(spans: &[Span]) -> f64 {
                         tally.late += 1;
                         black_box(&span);
                     }
-                    Emit::Aggregate(window) => {
-                        tally.aggregates += 1;
-                        black_box(&window);
+                    other => {
+                        if let Emit::Aggregate(_) = other {
+                            tally.aggregates += 1;
+                        } else {
+                            tally.other += 1;
+                        }
+                        black_box(&other);
                     }
                 }
             }
@@ -653,14 +659,17 @@ fn all_stages(spans: &[Span]) -> f64 {
         drop(stages);
         (n, secs)
     });
+    let stages: Vec<&str> = config.stages.iter().map(|s| s.type_name()).collect();
     note(format_args!(
-        "all_stages: {} spans, {} traces emitted ({} spans, {} analysed), {} late spans, {} window aggregates, {} traces still open at the end",
+        "all_stages ({}): {} spans, {} traces emitted ({} spans, {} analysed), {} late spans, {} window aggregates, {} other records, {} traces still open at the end",
+        stages.join(" -> "),
         spans.len(),
         last.traces,
         last.spans_out,
         last.analyzed,
         last.late,
         last.aggregates,
+        last.other,
         last.open
     ));
     rate
@@ -788,7 +797,7 @@ fn feed(
 ) -> Result<Feed, String> {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "5")
+        .set("linger.ms", "50")
         .set("compression.type", "lz4")
         .set("queue.buffering.max.messages", "1000000")
         .create()
@@ -830,13 +839,6 @@ fn feed(
             }
         }
         fed.sent += 1;
-        if std::env::var_os("E2E_DEBUG").is_some() && fed.sent % 20000 == 0 {
-            let mut hw = 0;
-            for p in 0..E2E_PARTITIONS {
-                hw += producer.client().fetch_watermarks("spans", p, Duration::from_secs(1)).map(|w| w.1).unwrap_or(-1);
-            }
-            eprintln!("feed sent {} broker {} seen {}", fed.sent, hw, consumed());
-        }
         state.sent.store(fed.sent, Ordering::Release);
         fed.exhausted = i + 1 == input.len();
     }
@@ -937,7 +939,6 @@ fn measure(rt: &tokio::runtime::Runtime, url: &str, input: &E2eInput) -> Result<
                     let seen = counter.get() - base;
                     let now = Instant::now();
                     let mut p = progress.lock().expect("progress");
-                    if std::env::var_os("E2E_DEBUG").is_some() { eprintln!("dbg {:.3} seen {} sent {}", (now - started).as_secs_f64(), seen, state.sent.load(Ordering::Relaxed)); }
                     if seen > 0 {
                         p.samples.push((now, seen));
                         first.get_or_insert(now);

@@ -62,6 +62,19 @@ enum Command {
         #[arg(long)]
         output_dir: PathBuf,
     },
+    /// Run the pipeline's series detector over the NAB corpus and write NAB result files
+    /// (`<out>/<detector>/<category>/<detector>_<file>.csv`) for NAB's scorer.
+    Nab {
+        /// The corpus' data directory (one folder per category of CSV files).
+        #[arg(long)]
+        data: PathBuf,
+        /// Where the result files go.
+        #[arg(long)]
+        out: PathBuf,
+        /// Detector name in the result paths (no `_`).
+        #[arg(long, default_value = "spanline")]
+        detector: String,
+    },
     /// Produce the synthetic workload to a Kafka topic.
     Generate {
         #[arg(long)]
@@ -155,6 +168,11 @@ fn main() -> ExitCode {
                 );
                 Ok(())
             }
+            Command::Nab { data, out, detector } => {
+                let summary = spanline::nab::run(&data, &out, &detector)?;
+                println!("{summary:?}");
+                Ok(())
+            }
             Command::Validate { .. } => unreachable!("handled above"),
         }
     });
@@ -231,6 +249,7 @@ pub fn pipeline_topics(config: &PipelineConfig) -> Vec<String> {
     topics.push(config.outputs.traces.topic.clone());
     topics.extend(config.outputs.late.as_ref().map(|l| l.topic.clone()));
     topics.extend(config.outputs.aggregates.as_ref().map(|l| l.topic.clone()));
+    topics.extend(config.outputs.alerts.as_ref().map(|l| l.topic.clone()));
     topics.sort();
     topics.dedup();
     topics

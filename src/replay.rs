@@ -21,6 +21,7 @@ pub struct ReplaySummary {
     pub traces: u64,
     pub late: u64,
     pub aggregates: u64,
+    pub alerts: u64,
     pub bad_lines: u64,
 }
 
@@ -122,6 +123,10 @@ impl Replayer {
     fn process(&mut self, emits: &mut Vec<Emit>) {
         let first = emits.len();
         self.stages.process(&mut self.out, emits);
+        // replay trains inline: deterministic, and nothing else waits
+        for job in self.stages.take_training_jobs() {
+            self.stages.install(job.run());
+        }
         // nothing waits for Kafka here: every output is acknowledged at once
         for e in &emits[first..] {
             if let Emit::Trace { holds, .. } = e {
@@ -197,6 +202,12 @@ fn write_emits(
             Emit::Late { span, .. } => {
                 if let Some(late) = &config.outputs.late {
                     writers.line(&late.topic, &Encoding::Json.span(&span).1)?;
+                }
+            }
+            Emit::Alert(a) => {
+                summary.alerts += 1;
+                if let Some(out) = &config.outputs.alerts {
+                    writers.line(&out.topic, &Encoding::Json.alert(&a).1)?;
                 }
             }
             Emit::Aggregate(w) => {

@@ -22,6 +22,9 @@ use crate::stage::pipeline::{Emit, StageStats, Stages, TraceDigest};
 use crate::telemetry::http::Readiness;
 use crate::telemetry::metrics;
 use crate::telemetry::spanmetrics::SpanMetrics;
+use crate::sinks::AlertSinks;
+use crate::stage::detect::TrainedModel;
+use tokio::sync::mpsc;
 
 /// Why a pipeline stopped with an error.
 #[derive(Debug, Error)]
@@ -74,12 +77,14 @@ struct Outputs {
     traces: Encoding,
     late: Option<Encoding>,
     aggregates: Option<Encoding>,
+    alerts: Option<Encoding>,
 }
 
 const TRACES: usize = 0;
 const LATE: usize = 1;
 const AGGREGATES: usize = 2;
-const DEAD_LETTER: usize = 3; // and up: one per dead-letter topic
+const ALERTS: usize = 3;
+const DEAD_LETTER: usize = 4; // and up: one per dead-letter topic
 
 /// Maps (topic, partition) to the small integer the stages use.
 #[derive(Default)]
@@ -111,6 +116,9 @@ struct Runner {
     outputs: Outputs,
     registry: Option<RegistryClient>,
     stages: Stages,
+    notify: Option<AlertSinks>,
+    /// Trained models come back here from the blocking pool.
+    trained: mpsc::UnboundedSender<TrainedModel>,
     spanmetrics: SpanMetrics,
     tracker: OffsetTracker,
     partitions: Partitions,
@@ -199,7 +207,13 @@ pub async fn run(
     let aggregates =
         encoding(outs.aggregates.clone(), codec::avro::AGGREGATE_KEY_SCHEMA, codec::avro::AGGREGATE_SCHEMA).await?;
     let topic_of = |o: &Option<TopicOutput>| o.as_ref().map(|o| o.topic.clone()).unwrap_or_default();
-    let mut topics = vec![outs.traces.topic.clone(), topic_of(&outs.late), topic_of(&outs.aggregates)];
+    let alerts = encoding(outs.alerts.clone(), codec::avro::ALERT_KEY_SCHEMA, codec::avro::ALERT_SCHEMA).await?;
+    let mut topics = vec![
+        outs.traces.topic.clone(),
+        topic_of(&outs.late),
+        topic_of(&outs.aggregates),
+        topic_of(&outs.alerts),
+    ];
     let mut sources = Vec::new();
     let mut topic_source = HashMap::new();
     for (i, s) in config.sources.iter().enumerate() {
@@ -228,6 +242,14 @@ pub async fn run(
             metrics::PRODUCE_ERRORS.with_label_values(&[t]);
         }
     }
+    let (notify, notify_task) = match &config.outputs.notify {
+        Some(c) => {
+            let (sinks, task) = AlertSinks::start(c.clone());
+            (Some(sinks), Some(task))
+        }
+        None => (None, None),
+    };
+    let (trained_tx, mut trained_rx) = mpsc::unbounded_channel::<TrainedModel>();
     let (sink, mut acks) =
         Sink::start(&endpoints.brokers, &config.kafka.properties).map_err(kafka_err)?;
     let all_topics: Vec<String> = config
@@ -247,7 +269,9 @@ pub async fn run(
         pipeline: pipeline.clone(),
         sources,
         topic_source,
-        outputs: Outputs { topics, traces, late, aggregates },
+        outputs: Outputs { topics, traces, late, aggregates, alerts },
+        notify,
+        trained: trained_tx,
         registry,
         stages: Stages::new(&config),
         spanmetrics: SpanMetrics::new(
@@ -295,6 +319,7 @@ pub async fn run(
             Some(ack) = acks.recv() => {
                 if let Err(e) = runner.ack(ack) { break Err(e) }
             }
+            Some(model) = trained_rx.recv() => runner.stages.install(model),
             _ = tick.tick() => {
                 if let Err(e) = runner.advance().await { break Err(e) }
                 runner.publish_gauges();
@@ -324,6 +349,10 @@ pub async fn run(
         let _ = runner.ack(ack);
     }
     runner.commit(&source, true);
+    if let (Some(n), Some(task)) = (&runner.notify, notify_task) {
+        n.shutdown(Duration::from_secs(5));
+        let _ = task.await;
+    }
     runner.publish_gauges();
     tokio::task::spawn_blocking(move || source.stop())
         .await
@@ -452,6 +481,7 @@ impl Runner {
                 Token {
                     topic: index,
                     holds,
+                    emitted: None,
                 },
             )
             .await
@@ -469,6 +499,7 @@ impl Runner {
     async fn emit(&mut self) -> Result<(), RunError> {
         self.stages.process(&mut self.out, &mut self.emits);
         for emit in std::mem::take(&mut self.emits) {
+            let mut emitted = None;
             let (index, (key, value), holds) = match emit {
                 Emit::Trace { trace, analysis, holds } => {
                     let edges = analysis.as_ref().map_or(&[][..], |a| &a.edges[..]);
@@ -482,6 +513,17 @@ impl Runner {
                     };
                     // windows hold no input offsets: the traces they came from did
                     (AGGREGATES, enc.aggregate(&window), Holds::new())
+                }
+                Emit::Alert(alert) => {
+                    metrics::ALERTS.with_label_values(&[alert.status.as_str()]).inc();
+                    if let Some(n) = &self.notify {
+                        n.send(std::slice::from_ref(&alert));
+                    }
+                    let Some(enc) = &self.outputs.alerts else {
+                        continue;
+                    };
+                    emitted = Some(std::time::Instant::now());
+                    (ALERTS, enc.alert(&alert), Holds::new())
                 }
                 Emit::Late { span, origin } => {
                     let Some(enc) = &self.outputs.late else {
@@ -502,6 +544,7 @@ impl Runner {
                     Token {
                         topic: index,
                         holds,
+                        emitted,
                     },
                 )
                 .await
@@ -509,6 +552,13 @@ impl Runner {
                     pipeline: self.pipeline.clone(),
                     message: format!("produce to {topic}: {e}"),
                 })?;
+        }
+        for job in self.stages.take_training_jobs() {
+            let trained = self.trained.clone();
+            // model training is CPU-heavy: off the async threads
+            tokio::task::spawn_blocking(move || {
+                let _ = trained.send(job.run());
+            });
         }
         let now = self.stages.assembler.stats().clone();
         metrics::publish_assembler(&self.published, &now);
@@ -540,6 +590,9 @@ impl Runner {
             });
         }
         metrics::PRODUCED.with_label_values(&[&topic]).inc();
+        if let Some(emitted) = ack.token.emitted {
+            metrics::ALERT_ACK_LATENCY.observe(emitted.elapsed().as_secs_f64());
+        }
         for (p, o) in ack.token.holds {
             self.tracker.release(p, o);
         }

@@ -20,6 +20,8 @@ pub struct Token {
     pub topic: usize,
     /// Input offsets to release once Kafka has the record.
     pub holds: Holds,
+    /// When the record was emitted, for records whose delivery latency is measured.
+    pub emitted: Option<std::time::Instant>,
 }
 
 /// A delivery report.

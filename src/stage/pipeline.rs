@@ -2,8 +2,11 @@
 //! the Kafka runner and for `replay`, so both produce the same records.
 
 use crate::config::PipelineConfig;
-use crate::model::{Span, Trace, TraceId};
+use crate::model::{Alert, AnomalyScore, Span, Trace, TraceId};
 use crate::stage::aggregate::{Aggregator, WindowAggregate};
+use crate::stage::alert::AlertEngine;
+use crate::stage::detect::{Detector, TrainingJob, TrainedModel};
+use crate::stage::watermark::NO_WATERMARK;
 use crate::stage::analyze::{analyze, Analysis, AnalyzeSettings, FindingKind, Oddities};
 use crate::stage::assemble::{Assembler, Holds, Origin, Output};
 
@@ -20,6 +23,8 @@ pub enum Emit {
     Late { span: Span, origin: Origin },
     /// A closed aggregate window.
     Aggregate(WindowAggregate),
+    /// An alert event.
+    Alert(Alert),
 }
 
 /// What the demo's summary says about one slow trace.
@@ -51,6 +56,9 @@ pub struct Stages {
     pub assembler: Assembler,
     analyze: Option<AnalyzeSettings>,
     aggregator: Option<Aggregator>,
+    detector: Option<Detector>,
+    alerts: Option<AlertEngine>,
+    scores: Vec<AnomalyScore>,
     stats: StageStats,
     slowest: Vec<TraceDigest>,
 }
@@ -65,6 +73,9 @@ impl Stages {
             assembler: Assembler::new(assemble.settings(config.outputs.late.is_some())),
             analyze: config.analyze().map(|a| a.settings()),
             aggregator: config.aggregate().map(|a| Aggregator::new(a.settings())),
+            detector: config.detect().map(|d| Detector::new(d.settings())),
+            alerts: config.alert().map(|a| AlertEngine::new(a.settings())),
+            scores: Vec::new(),
             stats: StageStats::default(),
             slowest: Vec::new(),
         }
@@ -83,6 +94,33 @@ impl Stages {
     /// The aggregator, when the pipeline aggregates.
     pub fn aggregator(&self) -> Option<&Aggregator> {
         self.aggregator.as_ref()
+    }
+
+    /// The detector, when the pipeline detects.
+    pub fn detector(&self) -> Option<&Detector> {
+        self.detector.as_ref()
+    }
+
+    /// The detector, to snapshot or restore it.
+    pub fn detector_mut(&mut self) -> Option<&mut Detector> {
+        self.detector.as_mut()
+    }
+
+    /// The alert engine, when the pipeline alerts.
+    pub fn alerts(&self) -> Option<&AlertEngine> {
+        self.alerts.as_ref()
+    }
+
+    /// Model trainings due: run them off the async threads, then [`Stages::install`].
+    pub fn take_training_jobs(&mut self) -> Vec<TrainingJob> {
+        self.detector.as_mut().map(Detector::take_training_jobs).unwrap_or_default()
+    }
+
+    /// Installs a trained model.
+    pub fn install(&mut self, model: TrainedModel) {
+        if let Some(d) = &mut self.detector {
+            d.install(model);
+        }
     }
 
     /// Runs the later stages over the assembler's `outputs` (drained) and appends the
@@ -104,29 +142,54 @@ impl Stages {
                     if let Some(agg) = &mut self.aggregator {
                         agg.add_trace(&trace, analysis.as_ref().map_or(&[], |a| &a.edges));
                     }
+                    if let Some(a) = &analysis {
+                        if let Some(d) = &mut self.detector {
+                            d.observe_trace(&trace, a, &mut self.scores);
+                        }
+                        if let Some(e) = &mut self.alerts {
+                            e.observe_trace(&trace, a);
+                        }
+                    }
                     emits.push(Emit::Trace { trace, analysis, holds });
                 }
             }
         }
+        // spans of open traces all start at or after their earliest start, so windows
+        // ending by then are complete (amendments arriving later are counted late)
+        let asm = &self.assembler;
+        let watermark = asm.watermarks().current().min(asm.earliest_open_start().unwrap_or(i64::MAX));
+        let mut windows = Vec::new();
         if let Some(agg) = &mut self.aggregator {
-            // spans of open traces all start at or after their earliest start, so windows
-            // ending by then are complete (amendments arriving later are counted late)
-            let asm = &self.assembler;
-            let watermark = asm.watermarks().current().min(asm.earliest_open_start().unwrap_or(i64::MAX));
-            let mut windows = Vec::new();
             agg.advance(watermark, &mut windows);
-            emits.extend(windows.into_iter().map(Emit::Aggregate));
         }
+        self.after_windows(windows, watermark, emits);
     }
 
-    /// Closes every aggregate window (end of input).
-    pub fn flush_aggregates(&mut self, emits: &mut Vec<Emit>) {
-        if let Some(agg) = &mut self.aggregator {
-            let mut windows = Vec::new();
-            agg.flush(&mut windows);
-            emits.extend(windows.into_iter().map(Emit::Aggregate));
+    /// Scores and alerts on closed windows, then emits everything in order.
+    fn after_windows(&mut self, windows: Vec<WindowAggregate>, watermark: i64, emits: &mut Vec<Emit>) {
+        for w in &windows {
+            if let Some(d) = &mut self.detector {
+                d.observe_window(w, &mut self.scores);
+            }
+            if let Some(e) = &mut self.alerts {
+                e.observe_window(w);
+            }
         }
+        emits.extend(windows.into_iter().map(Emit::Aggregate));
+        if let Some(e) = &mut self.alerts {
+            for s in self.scores.drain(..) {
+                e.observe_score(&s);
+            }
+            if watermark != NO_WATERMARK {
+                let mut alerts = Vec::new();
+                e.advance(watermark, &mut alerts);
+                emits.extend(alerts.into_iter().map(Emit::Alert));
+            }
+        }
+        self.scores.clear();
     }
+
+
 
     fn keep_if_slow(&mut self, trace: &Trace, a: &Analysis) {
         if trace.amendment {

@@ -231,6 +231,18 @@ pub static AGGREGATE_OPEN_WINDOWS: LazyLock<IntGauge> =
 pub static AGGREGATE_LIVE_SERIES: LazyLock<IntGauge> =
     LazyLock::new(|| gauge("spanline_aggregate_live_series", "Aggregate keys live now over all window sizes and scopes"));
 
+pub static ALERTS: LazyLock<IntCounterVec> =
+    LazyLock::new(|| counter_vec("spanline_alerts_total", "Alert events emitted, by status", &["status"]));
+pub static ALERT_ACK_LATENCY: LazyLock<prometheus::Histogram> = LazyLock::new(|| {
+    register(prometheus::Histogram::with_opts(
+        prometheus::HistogramOpts::new(
+            "spanline_alert_ack_latency_seconds",
+            "From a window closing to its alert record being acknowledged by Kafka",
+        )
+        .buckets(vec![0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0]),
+    ))
+});
+
 /// Moves the aggregate stage's counters forward and sets its gauges.
 pub fn publish_aggregates(last: &crate::stage::aggregate::AggregateStats, now: &crate::stage::aggregate::AggregateStats) {
     let d = |a: u64, b: u64| b.saturating_sub(a);
@@ -300,6 +312,10 @@ pub fn init() {
         AGGREGATE_CALLS.with_label_values(&[outcome]);
     }
     LazyLock::force(&AGGREGATE_EXPIRED);
+    for status in ["firing", "resolved"] {
+        ALERTS.with_label_values(&[status]);
+    }
+    LazyLock::force(&ALERT_ACK_LATENCY);
     LazyLock::force(&AGGREGATE_WINDOWS);
     LazyLock::force(&AGGREGATE_OPEN_WINDOWS);
     LazyLock::force(&AGGREGATE_LIVE_SERIES);

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::Explanation;
 
 use super::model::{ModelSet, MIN_TRAIN_ROWS};
-use super::robust::{ln_gauss_two_sided, Baseline, Calibrator, Ewm, Seasonal, Window};
+use super::robust::{ln_gauss_two_sided, ln_tail_p, Baseline, Calibrator, Ewm, Seasonal, Window};
 use super::DetectSettings;
 
 /// How a feature's raw value is transformed before baselines and models see it.
@@ -120,10 +120,7 @@ impl FeatureState {
         }
     }
 
-    fn accept(&mut self, at_ns: i64, interval_ns: i64, x: f64, z: Option<f64>) {
-        if let Some(z) = z {
-            self.calib.push(z);
-        }
+    fn accept(&mut self, at_ns: i64, interval_ns: i64, x: f64) {
         self.roll.push(x);
         self.seasonal.push(at_ns, interval_ns, x);
     }
@@ -219,6 +216,8 @@ pub(super) struct Core {
     /// Generation and `seen` of the training request not yet answered.
     pending: Option<(u64, u64)>,
     model: Option<ModelSet>,
+    /// Per model of `model`, its scores of the recent samples.
+    model_recent: Vec<Window>,
 }
 
 impl Core {
@@ -244,6 +243,7 @@ impl Core {
             generation: 0,
             pending: None,
             model: None,
+            model_recent: Vec::new(),
         }
     }
 
@@ -265,8 +265,9 @@ impl Core {
         match self.pending {
             Some((g, _)) if g == generation => {
                 self.pending = None;
-                if model.is_some() {
-                    self.model = model;
+                if let Some(m) = model {
+                    self.model_recent = vec![Window::new(self.cap); m.len()];
+                    self.model = Some(m);
                 }
                 true
             }
@@ -333,9 +334,12 @@ impl Core {
         }
         let row = self.row(&filled);
         self.prev = filled;
-        for (f, v) in self.features.iter_mut().zip(&x) {
+        for ((f, v), z) in self.features.iter_mut().zip(&x).zip(&zs) {
             if v.is_finite() {
                 f.track(at_ns, *v);
+            }
+            if let Some(z) = z {
+                f.calib.push(*z);
             }
         }
 
@@ -343,10 +347,15 @@ impl Core {
         let mut model_name = "mad";
         if let Some(m) = &self.model {
             let mut scaled = Vec::with_capacity(m.dim);
-            let mut ps = Vec::new();
+            let mut scores = Vec::with_capacity(m.len());
             m.scale(&row, &mut scaled);
-            m.ln_ps(&scaled, &mut ps);
-            ln_ps.extend(ps);
+            m.score(&scaled, &mut scores);
+            for (i, (score, ln_p_train)) in scores.into_iter().enumerate() {
+                let recent = &mut self.model_recent[i];
+                let ln_p_recent = ln_tail_p(recent.sorted(), score, m.beta_floor(i)).unwrap_or(f64::NEG_INFINITY);
+                ln_ps.push(ln_p_train.max(ln_p_recent));
+                recent.push(score);
+            }
             model_name = m.name();
         }
         // Bonferroni over the continuous measures; the category is its own evidence
@@ -374,7 +383,7 @@ impl Core {
         if flagged {
             self.held.push_back(Held { at_ns, x, row, tag, seq: self.seen });
         } else {
-            self.accept(at_ns, &x, row, tag, &zs);
+            self.accept(at_ns, &x, row, tag);
         }
         let window = 2 * s.adapt_after.max(1) as u64;
         self.recent_flags.push_back(flagged);
@@ -400,10 +409,10 @@ impl Core {
         row
     }
 
-    fn accept(&mut self, at_ns: i64, x: &[f64], row: Vec<f64>, tag: Option<u64>, zs: &[Option<f64>]) {
+    fn accept(&mut self, at_ns: i64, x: &[f64], row: Vec<f64>, tag: Option<u64>) {
         for (i, f) in self.features.iter_mut().enumerate() {
             if x[i].is_finite() {
-                f.accept(at_ns, self.interval_ns, x[i], zs.get(i).copied().flatten());
+                f.accept(at_ns, self.interval_ns, x[i]);
             }
         }
         if let (Some(tag), Some(c)) = (tag, &mut self.categories) {
@@ -430,12 +439,12 @@ impl Core {
             c.counts.clear();
         }
         self.model = None;
+        self.model_recent.clear();
         self.pending = None;
         self.recent_flags.clear();
         let held: Vec<Held> = self.held.drain(..).collect();
-        let none = vec![None; self.features.len()];
         for h in held {
-            self.accept(h.at_ns, &h.x, h.row, h.tag, &none);
+            self.accept(h.at_ns, &h.x, h.row, h.tag);
         }
         self.since_train = self.history.len() as u64;
     }

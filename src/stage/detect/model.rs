@@ -264,14 +264,25 @@ impl ModelSet {
         }));
     }
 
-    /// ln tail probabilities of a scaled vector, one per model.
-    pub(super) fn ln_ps(&self, scaled: &[f64], out: &mut Vec<f64>) {
+    /// Per model: the score of a scaled vector and ln of its tail probability among
+    /// the model's training scores.
+    pub(super) fn score(&self, scaled: &[f64], out: &mut Vec<(f64, f64)>) {
         out.clear();
         for p in &self.parts {
             let s = p.fitted.score(scaled, None);
-            let s = if s.is_nan() { f64::INFINITY } else { s };
-            out.push(ln_tail_p(&p.tail, s.min(1e300), p.beta_floor).unwrap_or(0.0));
+            let s = if s.is_nan() { f64::MAX } else { s.clamp(-f64::MAX, f64::MAX) };
+            out.push((s, ln_tail_p(&p.tail, s, p.beta_floor).unwrap_or(0.0)));
         }
+    }
+
+    /// Models in the set.
+    pub(super) fn len(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// Smallest mean excess of each model's scores in an exponential tail.
+    pub(super) fn beta_floor(&self, i: usize) -> f64 {
+        self.parts.get(i).map_or(1.0, |p| p.beta_floor)
     }
 }
 
@@ -437,12 +448,12 @@ mod tests {
         assert_eq!(set.name(), "mad+kmeans+gmm+ocsvm+knn");
         let (mut scaled, mut ps) = (Vec::new(), Vec::new());
         set.scale(&[10.0, 100.0], &mut scaled);
-        set.ln_ps(&scaled, &mut ps);
+        set.score(&scaled, &mut ps);
         let typical = ps.clone();
         set.scale(&[30.0, 400.0], &mut scaled);
-        set.ln_ps(&scaled, &mut ps);
+        set.score(&scaled, &mut ps);
         for (i, (t, o)) in typical.iter().zip(&ps).enumerate() {
-            assert!(o < t && *o < (0.01f64).ln(), "model {i}: typical {t}, outlier {o}");
+            assert!(o.1 < t.1 && o.1 < (0.01f64).ln(), "model {i}: typical {t:?}, outlier {o:?}");
         }
     }
 
@@ -472,8 +483,8 @@ mod tests {
         let (mut scaled, mut ps) = (Vec::new(), Vec::new());
         for v in [[5.0, 5.0], [6.0, 5.0], [1e300, -1e300]] {
             set.scale(&v, &mut scaled);
-            set.ln_ps(&scaled, &mut ps);
-            assert!(ps.iter().all(|p| p.is_finite() && *p <= 0.0), "{ps:?}");
+            set.score(&scaled, &mut ps);
+            assert!(ps.iter().all(|p| p.0.is_finite() && p.1.is_finite() && p.1 <= 0.0), "{ps:?}");
         }
     }
 
