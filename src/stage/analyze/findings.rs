@@ -269,10 +269,29 @@ fn error_origin(ctx: &Context<'_>, out: &mut Vec<Finding>) {
         .max_by_key(|&i| (tree.depth[i], Reverse(tree.start[i]), Reverse(i)));
     if let Some(v) = origin {
         let s = &spans[v];
-        let message = format!(
-            "{} {} is the likely origin of the error",
-            s.resource.service_name, s.name
-        );
-        out.push(finding(FindingKind::ErrorOrigin, spans, &[v], message));
+        // a failed call that reached no instrumented server: the callee is the origin
+        // (an outage leaves only the caller's CLIENT span behind)
+        let unanswered = (s.kind == SpanKind::Client && tree.children(v).is_empty())
+            .then(|| ctx.callees[v].clone())
+            .flatten()
+            .filter(|peer| **peer != *s.resource.service_name);
+        match unanswered {
+            Some(peer) => {
+                let message = format!(
+                    "{peer} failed to answer {} {}: it is the likely origin of the error",
+                    s.resource.service_name, s.name
+                );
+                let mut f = finding(FindingKind::ErrorOrigin, spans, &[v], message);
+                f.service = peer;
+                out.push(f);
+            }
+            None => {
+                let message = format!(
+                    "{} {} is the likely origin of the error",
+                    s.resource.service_name, s.name
+                );
+                out.push(finding(FindingKind::ErrorOrigin, spans, &[v], message));
+            }
+        }
     }
 }
