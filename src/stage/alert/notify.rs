@@ -199,8 +199,11 @@ impl AlertEngine {
             if sa == sb || rules[a.rule].group != rules[b.rule].group {
                 return false;
             }
-            b.notice.correlation.suspected.as_deref() == Some(sa)
-                && reach.get(sb).is_some_and(|d| d.contains(sa))
+            // B is held when A is on B's cause, or when both blame one cause and A is
+            // closer to it (an outage of an uninstrumented service alerts each caller)
+            let blamed_b = b.notice.correlation.suspected.as_deref();
+            let same_cause = blamed_b.is_some() && blamed_b == a.notice.correlation.suspected.as_deref();
+            (blamed_b == Some(sa) || same_cause) && reach.get(sb).is_some_and(|d| d.contains(sa))
         };
         for (fb, b) in &firing {
             if firing
