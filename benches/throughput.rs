@@ -3,13 +3,19 @@
 //! Every figure is printed as one line `bench: <name>: <value> <unit>`; context and
 //! targets are printed as `note: ...` lines. Throughput figures are the best of 3 timed
 //! runs after a warm-up run. Each section runs in a child process of its own (see
-//! [`main`]). The whole program takes about a minute on 2 cores.
+//! [`main`]). The whole program takes about two minutes on 2 cores.
 //!
 //! The stages are driven the way `runner::run` drives them: records are handled in
 //! batches of up to 1024 (the consumer's poll batch), each record is marked consumed in
 //! the `OffsetTracker`, its spans are pushed into the `Assembler`, and after each batch
-//! the assembler advances on the wall clock; the holds of every emitted output are
-//! released at once, as if Kafka had acknowledged it immediately.
+//! the assembler advances on the wall clock (with every stage of the default pipeline,
+//! `Stages::process` then runs analyze and aggregate over what closed); the holds of
+//! every emitted output are released at once, as if Kafka had acknowledged it
+//! immediately. The analyze and aggregate figures run those stages alone over the
+//! workload's traces, pre-assembled. The end-to-end figure runs `runner::run` on the
+//! embedded broker and registry while a thread produces the input, a bounded distance
+//! ahead of the pipeline, so that the measured window lasts several seconds although
+//! the embedded broker keeps only about 5 MB per partition.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::collections::HashMap;
@@ -797,7 +803,7 @@ fn feed(
 ) -> Result<Feed, String> {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "50")
+        .set("linger.ms", "5")
         .set("compression.type", "lz4")
         .set("queue.buffering.max.messages", "1000000")
         .create()
@@ -907,7 +913,7 @@ fn measure(rt: &tokio::runtime::Runtime, url: &str, input: &E2eInput) -> Result<
         // The embedded broker answers a fetch that finds no data only after the fetch's
         // whole wait (default 500 ms), even when records arrive meanwhile; a real broker
         // answers as soon as they arrive. With the input produced as the pipeline reads
-        // it, that wait would bound the rate at E2E_LAG per 500 ms.
+        // it, the consumer catches up now and then, and would then idle that long.
         config
             .kafka
             .properties
@@ -1027,6 +1033,17 @@ fn measure(rt: &tokio::runtime::Runtime, url: &str, input: &E2eInput) -> Result<
 
 // ---------------------------------------------------------------------------------------
 
+/// Notes the load average: the figures assume nothing else runs on the machine.
+fn load_average(when: &str) {
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        let load: Vec<&str> = load.split_whitespace().take(3).collect();
+        note(format_args!(
+            "load average at {when}: {} (1, 5, 15 min)",
+            load.join(" ")
+        ));
+    }
+}
+
 /// The sections, in the order they run.
 const SECTIONS: [&str; 9] = [
     "core",
@@ -1062,6 +1079,7 @@ fn main() {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         figure("machine", cores, "cores");
         figure("spanline_version", env!("CARGO_PKG_VERSION"), "");
+        load_average("start");
     }
     if names.is_empty() {
         let exe = std::env::current_exe().expect("own path");
@@ -1076,6 +1094,7 @@ fn main() {
                 failed.push(section);
             }
         }
+        load_average("end");
         note(format_args!("total {:.0} s", all.elapsed().as_secs_f64()));
         if !failed.is_empty() {
             std::process::exit(1);

@@ -148,7 +148,7 @@ fn score_file(path: &Path, out_dir: &Path, detector: &str) -> Result<(usize, usi
         det.observe_value(&subject, at_ns, v, &mut scores);
         det.train_inline();
         let score = scores.first().map_or(0.0, |s| s.score);
-        let (reported, onset) = episode.report(score, threshold);
+        let (reported, onset) = if std::env::var_os("NAB_RAW").is_some() { (score, false) } else { episode.report(score, threshold) };
         episodes += usize::from(onset);
         rows += 1;
         let _ = writeln!(out, "{ts},{},{reported}", value.trim());

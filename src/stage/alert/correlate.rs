@@ -264,14 +264,17 @@ impl Correlator {
     }
 
     /// The suspected service and exemplars for an alert on `service` (any service when
-    /// `None`) showing `symptom`, from traces ending in the window before `now_ns`.
-    /// `first` are trace ids that go first among the exemplars (the scored traces of a
-    /// trace anomaly rule).
+    /// `None`) showing `symptom`, from traces ending in the window before `now_ns`;
+    /// flagged traces ending at or after `focus_ns` (around when the condition began)
+    /// are the evidence when there are any, so the traces from before the change do not
+    /// outvote it. `first` are trace ids that go first among the exemplars (the scored
+    /// traces of a trace anomaly rule).
     pub fn correlate(
         &self,
         service: Option<&str>,
         symptom: Symptom,
         now_ns: i64,
+        focus_ns: i64,
         first: &[TraceId],
     ) -> Correlation {
         let since = now_ns.saturating_sub(self.settings.window_ns);
@@ -292,7 +295,10 @@ impl Correlator {
                 }
             })
             .collect();
-        let evidence = if flagged.is_empty() {
+        let focused: Vec<&TraceRecord> = flagged.iter().copied().filter(|r| r.end_ns >= focus_ns).collect();
+        let evidence = if !focused.is_empty() {
+            &focused
+        } else if flagged.is_empty() {
             &relevant
         } else {
             &flagged

@@ -36,8 +36,8 @@
 //!   its suspected service SA (see correlation) has a firing alert A of the same rule
 //!   group (`group`, default the rule name) and SB calls SA, directly or through others,
 //!   in the service graph learned from traces: the symptom upstream is left to the
-//!   alert on its cause. Likewise when A and B blame the same suspected service and SB
-//!   calls SA: A is closer to the cause (an outage of a service that emits no spans
+//!   alert on its cause. Likewise when A blames its own service (a root cause), or when
+//!   A and B blame the same suspected service, and SB calls SA: A is closer to the cause (an outage of a service that emits no spans
 //!   alerts each of its callers; only the nearest is kept). Two alerts blaming each other's service (a cycle) inhibit
 //!   neither. An inhibited alert is not emitted (new, repeat or escalation) and is
 //!   counted once per episode; it is emitted as `new` once the inhibition ends while it

@@ -9,6 +9,9 @@ use crate::model::Alert;
 /// A firing alert's suspect and exemplars are recomputed at most this often (event
 /// time), however often it is due (a held-back alert is due at every `advance`).
 const CORRELATION_REFRESH_NS: i64 = 10_000_000_000;
+/// Evidence for an alert is sought among traces ending from this long before its
+/// condition began.
+const CORRELATION_FOCUS_NS: i64 = 30_000_000_000;
 
 impl AlertEngine {
     /// Ends a firing episode at `at`; its resolution goes out if it was announced.
@@ -166,9 +169,14 @@ impl AlertEngine {
                 continue;
             }
             let first: Vec<_> = inst.scored_traces.iter().copied().collect();
+            let began = match inst.phase {
+                Phase::Firing { since_ns } | Phase::Pending { since_ns } => since_ns,
+                _ => now,
+            };
+            let focus = began.saturating_sub(CORRELATION_FOCUS_NS);
             n.correlation =
                 self.correlator
-                    .correlate(inst.service.as_deref(), inst.symptom, now, &first);
+                    .correlate(inst.service.as_deref(), inst.symptom, now, focus, &first);
             n.correlated_at_ns = Some(now);
         }
     }
@@ -201,9 +209,15 @@ impl AlertEngine {
             }
             // B is held when A is on B's cause, or when both blame one cause and A is
             // closer to it (an outage of an uninstrumented service alerts each caller)
+            // A blaming its own service marks that service as a root cause: every alert of
+            // a service that calls it is its symptom, whatever that alert's own evidence
+            // says so far (slow traces through a slow dependency finish late)
             let blamed_b = b.notice.correlation.suspected.as_deref();
-            let same_cause = blamed_b.is_some() && blamed_b == a.notice.correlation.suspected.as_deref();
-            (blamed_b == Some(sa) || same_cause) && reach.get(sb).is_some_and(|d| d.contains(sa))
+            let blamed_a = a.notice.correlation.suspected.as_deref();
+            let same_cause = blamed_b.is_some() && blamed_b == blamed_a;
+            // ... unless B's evidence blames B itself: then it is a cause of its own
+            let a_is_cause = blamed_a == Some(sa) && blamed_b != Some(sb);
+            (blamed_b == Some(sa) || same_cause || a_is_cause) && reach.get(sb).is_some_and(|d| d.contains(sa))
         };
         for (fb, b) in &firing {
             if firing

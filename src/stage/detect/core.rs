@@ -206,6 +206,7 @@ pub(super) struct Core {
     first_at_ns: Option<i64>,
     last_at_ns: Option<i64>,
     interval_ns: i64,
+    /// The previous sample's deviations.
     prev: Vec<f64>,
     history: VecDeque<Vec<f64>>,
     categories: Option<Categories>,
@@ -266,7 +267,10 @@ impl Core {
             Some((g, _)) if g == generation => {
                 self.pending = None;
                 if let Some(m) = model {
-                    self.model_recent = vec![Window::new(self.cap); m.len()];
+                    // successive models score on similar scales: their recent scores stay
+                    if self.model_recent.len() != m.len() {
+                        self.model_recent = vec![Window::new(self.cap); m.len()];
+                    }
                     self.model = Some(m);
                 }
                 true
@@ -313,11 +317,9 @@ impl Core {
         let mut zs = vec![None; d];
         let mut ln_ps = Vec::with_capacity(d + 5);
         let mut explanations = Vec::with_capacity(d + 1);
-        let mut filled = x.clone();
         for (i, f) in self.features.iter().enumerate() {
             let base = f.baseline(at_ns, seasonal_ok);
             if !x[i].is_finite() {
-                filled[i] = base.map(|b| b.center).or(self.prev.get(i).copied()).unwrap_or(0.0);
                 continue;
             }
             if let Some(b) = base {
@@ -332,8 +334,11 @@ impl Core {
                 });
             }
         }
-        let row = self.row(&filled);
-        self.prev = filled;
+        // the models see the deviations (a missing one as 0), so a daily pattern the
+        // baseline explains is no news to them either
+        let devs: Vec<f64> = zs.iter().map(|z| z.unwrap_or(0.0)).collect();
+        let row = self.row(&devs);
+        self.prev = devs;
         for ((f, v), z) in self.features.iter_mut().zip(&x).zip(&zs) {
             if v.is_finite() {
                 f.track(at_ns, *v);
@@ -401,10 +406,10 @@ impl Core {
         Some(Outcome { score, warm, model: model_name, explanations, skipped, flagged, adopted, job })
     }
 
-    fn row(&self, filled: &[f64]) -> Vec<f64> {
-        let mut row = filled.to_vec();
+    fn row(&self, devs: &[f64]) -> Vec<f64> {
+        let mut row = devs.to_vec();
         if self.deltas {
-            row.extend(filled.iter().enumerate().map(|(i, v)| self.prev.get(i).map_or(0.0, |p| v - p)));
+            row.extend(devs.iter().enumerate().map(|(i, v)| self.prev.get(i).map_or(0.0, |p| v - p)));
         }
         row
     }
@@ -471,8 +476,8 @@ impl Core {
             rows.extend(r.iter().copied());
             rows.extend(std::iter::repeat_n(0.0, dim - r.len()));
         }
-        let floors: Vec<f64> = self.features.iter().map(|f| f.floor.max(1e-9)).collect();
-        let floors = if self.deltas { [floors.clone(), floors].concat() } else { floors };
+        // rows are robust deviations: a spread under a tenth of one is not resolved
+        let floors = vec![0.1; dim];
         Some((self.generation, rows, dim, floors))
     }
 }

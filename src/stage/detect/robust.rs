@@ -229,8 +229,8 @@ impl Seasonal {
 
 /// ln of the tail probability of `a` among `sorted` (ascending) values: the rank
 /// `(1 + #{v ≥ a}) / (n + 1)` up to the top decile, beyond it an exponential tail fitted
-/// to the top decile's excesses (mean excess at least `beta_floor`). `None` with fewer
-/// than 20 values.
+/// to the top decile's excesses (mean excess at least `beta_floor`), never below the
+/// rank. `None` with fewer than 20 values.
 pub(super) fn ln_tail_p(sorted: &[f64], a: f64, beta_floor: f64) -> Option<f64> {
     let n = sorted.len();
     if n < MIN_TAIL_VALUES || !a.is_finite() {
@@ -239,13 +239,17 @@ pub(super) fn ln_tail_p(sorted: &[f64], a: f64, beta_floor: f64) -> Option<f64> 
     let k = ((TAIL_SHARE * n as f64).ceil() as usize).clamp(5, n);
     let u = sorted[n - k];
     let nf = (n + 1) as f64;
+    let ge = n - sorted.partition_point(|x| *x < a);
+    let rank = ((1 + ge) as f64 / nf).ln().min(0.0);
     if a <= u {
-        let ge = n - sorted.partition_point(|x| *x < a);
-        return Some(((1 + ge) as f64 / nf).ln().min(0.0));
+        return Some(rank);
     }
+    // beyond the top decile the exponential tail, but never below the rank where
+    // values at least as large exist (a recurring extreme is not extrapolated away)
     let top = &sorted[n - k..];
     let beta = (top.iter().sum::<f64>() / k as f64 - u).max(beta_floor);
-    Some(((k as f64 / nf).ln() - (a - u) / beta).min(0.0))
+    let tail = (k as f64 / nf).ln() - (a - u) / beta;
+    Some(if ge > 0 { tail.max(rank) } else { tail }.min(0.0))
 }
 
 /// ln of the two-sided Gaussian tail probability of `z` standard deviations,

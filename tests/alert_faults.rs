@@ -1,0 +1,123 @@
+//! The demo's scheduled faults through the default pipeline, in event time (the replay
+//! core: the same stage code as live, without Kafka): each fault gives exactly one firing
+//! alert naming the faulty service, within two windows of its start, and a resolution
+//! after it ends; a fault-free hour gives at most one alert.
+
+use spanline::config::load_str;
+use spanline::model::{Alert, AlertStatus};
+use spanline::replay::Replayer;
+use spanline::stage::pipeline::Emit;
+use spanline::workload::{parse_faults, Workload, WorkloadConfig};
+
+const S: i64 = 1_000_000_000;
+const WINDOW: i64 = 10 * S;
+const START: i64 = 1_700_000_000 * S;
+
+/// Runs the default pipeline over `minutes` of workload at `rate` traces/s with `faults`,
+/// spans delivered in end-time order as exporters send them; returns the alert events.
+fn run(minutes: i64, rate: f64, faults: &str) -> Vec<Alert> {
+    let config = load_str(include_str!("../pipelines/trace-analytics.yaml"), |_| None).unwrap();
+    let mut replayer = Replayer::new(&config).unwrap();
+    let mut workload = Workload::new(WorkloadConfig {
+        seed: 42,
+        traces_per_second: rate,
+        start_ns: START,
+        faults: parse_faults(faults).unwrap(),
+    });
+    let mut pending: Vec<spanline::model::Span> = Vec::new();
+    let mut emits = Vec::new();
+    let mut alerts = Vec::new();
+    let end = START + minutes * 60 * S;
+    let mut now = START;
+    while now < end {
+        now += S;
+        workload.generate_until_into(now, &mut pending);
+        let (mut ended, rest): (Vec<_>, Vec<_>) = pending.drain(..).partition(|s| s.end_ns <= now);
+        pending = rest;
+        ended.sort_by_key(|s| s.end_ns);
+        for chunk in ended.chunks(50) {
+            replayer.push(chunk.iter().cloned(), &mut emits);
+        }
+        alerts.extend(emits.drain(..).filter_map(|e| match e {
+            Emit::Alert(a) => Some(a),
+            _ => None,
+        }));
+    }
+    alerts
+}
+
+fn describe(alerts: &[Alert]) -> String {
+    alerts
+        .iter()
+        .map(|a| {
+            format!(
+                "{:>7.1}s {:<8} {:<16} {:<28} suspected {:?} {}",
+                (a.starts_at_ms as f64 / 1e3) - (START / S) as f64,
+                a.status.as_str(),
+                a.rule,
+                format!("{:?}", a.labels.get("service")),
+                a.suspected_service,
+                a.annotations.get("notification").map(String::as_str).unwrap_or("")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn each_fault_fires_exactly_one_alert_on_the_faulty_service_and_resolves() {
+    // (kind, service, start minute, minutes)
+    let faults = [("latency", "llm-openai", 20, 4), ("errors", "vector-store", 32, 4), ("outage", "search-agent", 44, 4)];
+    let spec: Vec<String> = faults
+        .iter()
+        .map(|(k, s, at, len)| {
+            let kind = if *k == "latency" { "latency".to_string() } else { k.to_string() };
+            format!("{kind}:{s}@{at}m+{len}m")
+        })
+        .collect();
+    let alerts = run(56, 8.0, &spec.join(","));
+    let report = describe(&alerts);
+    let firing: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.status == AlertStatus::Firing && a.annotations.get("notification").is_none_or(|n| n == "new"))
+        .collect();
+    for (kind, service, at, len) in faults {
+        let start = START + at * 60 * S;
+        let stop = start + len * 60 * S;
+        let during: Vec<&&Alert> = firing
+            .iter()
+            .filter(|a| a.starts_at_ms * 1_000_000 >= start && a.starts_at_ms * 1_000_000 < stop)
+            .collect();
+        assert_eq!(during.len(), 1, "{kind} fault on {service}: {} new alerts\n{report}", during.len());
+        let alert = during[0];
+        assert_eq!(alert.suspected_service.as_deref(), Some(service), "{kind} fault\n{report}");
+        assert!(
+            alert.starts_at_ms * 1_000_000 <= start + 2 * WINDOW,
+            "{kind} fault on {service} alerted {}s after it started\n{report}",
+            (alert.starts_at_ms * 1_000_000 - start) / S
+        );
+        assert!(!alert.exemplar_trace_ids.is_empty() && alert.exemplar_trace_ids.len() <= 5);
+        let resolved = alerts
+            .iter()
+            .find(|a| a.fingerprint == alert.fingerprint && a.status == AlertStatus::Resolved)
+            .unwrap_or_else(|| panic!("{kind} alert never resolved\n{report}"));
+        let ended = resolved.ends_at_ms.unwrap() * 1_000_000;
+        assert!(ended >= stop, "{kind} alert resolved before the fault ended\n{report}");
+    }
+    // nothing else fired outside the faults
+    let outside = firing
+        .iter()
+        .filter(|a| {
+            let t = a.starts_at_ms * 1_000_000;
+            !faults.iter().any(|(_, _, at, len)| t >= START + at * 60 * S && t < START + (at + len) * 60 * S)
+        })
+        .count();
+    assert!(outside <= 1, "{outside} alerts outside fault windows\n{report}");
+}
+
+#[test]
+fn a_fault_free_hour_gives_at_most_one_alert() {
+    let alerts = run(60, 8.0, "");
+    let firing = alerts.iter().filter(|a| a.status == AlertStatus::Firing).count();
+    assert!(firing <= 1, "{firing} alerts in a fault-free hour\n{}", describe(&alerts));
+}
