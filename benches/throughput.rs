@@ -9,8 +9,8 @@
 //! batches of up to 1024 (the consumer's poll batch), each record is marked consumed in
 //! the `OffsetTracker`, its spans are pushed into the `Assembler`, and after each batch
 //! the assembler advances on the wall clock (with every stage of the default pipeline,
-//! `Stages::process` then runs analyze and aggregate over what closed); the holds of
-//! every emitted output are released at once, as if Kafka had acknowledged it
+//! `Stages::process` then runs the stages after assembly over what closed); the holds
+//! of every emitted output are released at once, as if Kafka had acknowledged it
 //! immediately. The analyze and aggregate figures run those stages alone over the
 //! workload's traces, pre-assembled. The end-to-end figure runs `runner::run` on the
 //! embedded broker and registry while a thread produces the input, a bounded distance
@@ -580,14 +580,21 @@ struct StagesTally {
     spans_out: usize,
     late: usize,
     aggregates: usize,
-    /// Records of the stages after aggregate, if the pipeline has any.
+    /// Records of the stages after aggregate (alerts), if the pipeline has any.
     other: usize,
     analyzed: u64,
     open: usize,
+    /// Model trainings of the detect stage asked for, models installed, and the time
+    /// the training thread spent.
+    trainings: usize,
+    installed: usize,
+    training: Duration,
+    secs: f64,
 }
 
-/// Figure 7: the default pipeline's stages (assemble, analyze, aggregate) over
-/// pre-decoded spans, driven as `runner::run` drives them, without Kafka.
+/// Figure 7: every stage of the default pipeline (assemble, analyze, aggregate and
+/// those after them) over pre-decoded spans, driven as `runner::run` drives them,
+/// without Kafka.
 fn all_stages(spans: &[Span]) -> f64 {
     let config = pipeline_config();
     let mut last = StagesTally::default();
@@ -597,7 +604,9 @@ fn all_stages(spans: &[Span]) -> f64 {
         } else {
             spans.len()
         };
-        let mut input = spans[..n].to_vec().into_iter();
+        // cloned before the clock starts
+        let input: Vec<Span> = spans[..n].to_vec();
+        let mut input = input.into_iter();
         let mut stages = Stages::new(&config);
         let mut tracker = OffsetTracker::default();
         tracker.assign(0);
@@ -606,6 +615,20 @@ fn all_stages(spans: &[Span]) -> f64 {
         let mut emits: Vec<Emit> = Vec::new();
         let mut tally = StagesTally::default();
         let mut offset = 0i64;
+        let (jobs, trainer_jobs) = std::sync::mpsc::channel();
+        let (trainer_models, trained) = std::sync::mpsc::channel();
+        let trainer = std::thread::spawn(move || {
+            let mut busy = Duration::ZERO;
+            for job in trainer_jobs {
+                let started = Instant::now();
+                let model = spanline::stage::detect::TrainingJob::run(job);
+                busy += started.elapsed();
+                if trainer_models.send(model).is_err() {
+                    break;
+                }
+            }
+            busy
+        });
         let started = Instant::now();
         loop {
             let now = wall_ms();
@@ -654,11 +677,24 @@ fn all_stages(spans: &[Span]) -> f64 {
                     }
                 }
             }
+            // as the runner does: models train on another thread, each installed once
+            // trained
+            for job in stages.take_training_jobs() {
+                tally.trainings += 1;
+                let _ = jobs.send(job);
+            }
+            while let Ok(model) = trained.try_recv() {
+                tally.installed += 1;
+                stages.install(model);
+            }
             if !any {
                 break;
             }
         }
         let secs = started.elapsed().as_secs_f64();
+        drop((jobs, trained));
+        tally.training = trainer.join().expect("trainer");
+        tally.secs = secs;
         tally.analyzed = stages.stats().analyzed;
         tally.open = stages.assembler.open_traces();
         last = tally;
@@ -667,7 +703,7 @@ fn all_stages(spans: &[Span]) -> f64 {
     });
     let stages: Vec<&str> = config.stages.iter().map(|s| s.type_name()).collect();
     note(format_args!(
-        "all_stages ({}): {} spans, {} traces emitted ({} spans, {} analysed), {} late spans, {} window aggregates, {} other records, {} traces still open at the end",
+        "all_stages ({}): {} spans, {} traces emitted ({} spans, {} analysed), {} late spans, {} window aggregates, {} other records, {} traces still open at the end; the detect stage asked for {} model trainings ({} installed in time), which kept a thread of their own busy {:.2} s of the run's {:.2} s",
         stages.join(" -> "),
         spans.len(),
         last.traces,
@@ -676,7 +712,11 @@ fn all_stages(spans: &[Span]) -> f64 {
         last.late,
         last.aggregates,
         last.other,
-        last.open
+        last.open,
+        last.trainings,
+        last.installed,
+        last.training.as_secs_f64(),
+        last.secs
     ));
     rate
 }
@@ -893,15 +933,35 @@ fn end_to_end(spans: &[Span]) -> Result<E2eRun, String> {
     result
 }
 
+/// Every topic the default pipeline reads or writes (as `spanline demo` creates them on
+/// the embedded broker).
+fn pipeline_topics(config: &PipelineConfig) -> Vec<String> {
+    let sources = &config.sources;
+    let outputs = &config.outputs;
+    let mut topics: Vec<String> = sources.iter().flat_map(|s| s.topics.clone()).collect();
+    topics.extend(sources.iter().filter_map(|s| s.dead_letter_topic.clone()));
+    topics.push(outputs.traces.topic.clone());
+    topics.extend(
+        [&outputs.late, &outputs.aggregates, &outputs.alerts]
+            .into_iter()
+            .flatten()
+            .map(|o| o.topic.clone()),
+    );
+    topics.sort();
+    topics.dedup();
+    topics
+}
+
 /// Runs the pipeline `RUNS` times, each on a fresh embedded broker fed while the pipeline
 /// consumes; returns the run with the best rate of `spanline_spans_in_total` from the first
 /// decoded record to the last poll before everything produced was consumed.
 fn measure(rt: &tokio::runtime::Runtime, url: &str, input: &E2eInput) -> Result<E2eRun, String> {
     metrics::init();
-    let topics: Vec<String> = ["spans", "traces", "spans-dlq", "spans-late", "aggregates"]
-        .iter()
-        .map(|t| t.to_string())
-        .collect();
+    let topics = pipeline_topics(&pipeline_config());
+    note(format_args!(
+        "end_to_end: topics {} ({E2E_PARTITIONS} partitions each)",
+        topics.join(", ")
+    ));
     let mut best: Option<E2eRun> = None;
     for run in 0..RUNS {
         let kafka = EmbeddedKafka::start(E2E_PARTITIONS, &topics)?;

@@ -54,6 +54,8 @@ pub(super) struct FeatureSpec {
 const RESIDUAL_ALPHA: f64 = 0.02;
 /// Event time of history before the seasonal profile may be used.
 const SEASONAL_AFTER_NS: i64 = 2 * 86_400_000_000_000;
+/// The seasonal spread is at least this share of the rolling one.
+const SEASONAL_SPREAD_SHARE: f64 = 0.25;
 /// Values a rolling baseline needs before it is used.
 const MIN_BASELINE_VALUES: usize = 5;
 
@@ -102,7 +104,10 @@ impl FeatureState {
     fn baseline(&self, at_ns: i64, seasonal_ok: bool) -> Option<Baseline> {
         let rolling = self.rolling()?;
         if seasonal_ok && self.resid_seas.n > 0 && self.resid_seas.mean < self.resid_roll.mean {
-            if let Some(s) = self.seasonal.baseline(at_ns, self.floor_at(rolling.center)) {
+            // an hour that is always the same value still varies as much as a quarter of
+            // the whole series
+            let floor = self.floor_at(rolling.center).max(SEASONAL_SPREAD_SHARE * rolling.spread);
+            if let Some(s) = self.seasonal.baseline(at_ns, floor) {
                 return Some(s);
             }
         }

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 
 /// 1.4826 · MAD estimates the standard deviation of a normal distribution.
 pub(super) const MAD_TO_SIGMA: f64 = 1.482_6;
+/// 1.2533 · mean absolute deviation estimates it too (√(π/2)).
+const MEAN_AD_TO_SIGMA: f64 = 1.253_3;
 
 /// Share of the largest calibration values the exponential tail is fitted to.
 const TAIL_SHARE: f64 = 0.1;
@@ -154,13 +156,16 @@ pub(super) struct Baseline {
 }
 
 impl Baseline {
-    /// Of a window, with the spread at least `floor` (a constant series has MAD 0).
+    /// Of a window, with the spread at least `floor`, and at least half the mean
+    /// absolute deviation's estimate of σ (a series that is mostly one value, such as a
+    /// count that is mostly 0, has MAD 0 but still varies).
     pub(super) fn of(w: &Window, floor: f64) -> Option<Baseline> {
         if w.len() == 0 {
             return None;
         }
         let center = w.median();
-        let spread = (MAD_TO_SIGMA * w.mad(center)).max(floor);
+        let mean_ad = w.sorted().iter().map(|v| (v - center).abs()).sum::<f64>() / w.len() as f64;
+        let spread = (MAD_TO_SIGMA * w.mad(center)).max(0.5 * MEAN_AD_TO_SIGMA * mean_ad).max(floor);
         Some(Baseline { center, spread }).filter(|b| b.center.is_finite() && b.spread > 0.0)
     }
 
