@@ -45,6 +45,19 @@ pub struct NabSummary {
 
 /// The detector settings used for every NAB file.
 pub fn settings() -> DetectSettings {
+    let env = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    if std::env::var_os("NAB_EXP").is_some() {
+        let models = std::env::var("NAB_MODELS").unwrap_or_else(|_| "kmeans,gmm,knn".into());
+        return DetectSettings {
+            min_samples: env("NAB_MIN", 50),
+            baseline_windows: env("NAB_BASE", 500),
+            retrain_every: env("NAB_RETRAIN", 100),
+            anomaly_threshold: std::env::var("NAB_THETA").ok().and_then(|v| v.parse().ok()).unwrap_or(0.9),
+            adapt_after: env("NAB_ADAPT", 30),
+            models: models.split(',').filter_map(|m| serde_json::from_str(&format!("\"{m}\"")).ok()).collect(),
+            ..DetectSettings::default()
+        };
+    }
     DetectSettings {
         min_samples: 50,
         baseline_windows: 500,
