@@ -163,7 +163,7 @@ fn aggregate_stage_reads_windows_hop_and_dimensions() {
     assert_eq!(settings.dimension_sets.len(), 4);
     assert_eq!(p.outputs.aggregates.as_ref().unwrap().topic, "aggregates");
 
-    let hopping = DEFAULT.replace("windows: [10s, 1m]", "windows: [1m]\n    hop: 10s");
+    let hopping = DEFAULT.replace("windows: [10s, 1m]", "windows: [10s, 1m]\n    hop: 10s");
     let p = load_str(&hopping, env(&[])).unwrap();
     assert_eq!(p.aggregate().unwrap().settings().windows[0].hop_ns, Some(10_000_000_000));
 }

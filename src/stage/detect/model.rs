@@ -472,8 +472,9 @@ mod tests {
             .map(|(sv, a)| a * (-sq_dist(sv, &p) / width).exp())
             .sum();
         let theirs = svm.weighted_sum(&ArrayView1::from(&p[..]));
-        assert!((ours - theirs).abs() < 1e-9, "{ours} vs {theirs}");
-        assert_eq!(rho, svm.rho);
+        // linfa sums the kernel in another order: equal to float rounding
+        assert!((ours - theirs).abs() <= 1e-6 * theirs.abs().max(1.0), "{ours} vs {theirs}");
+        assert!((rho - svm.rho).abs() <= 1e-6 * svm.rho.abs().max(1.0), "{rho} vs {}", svm.rho);
     }
 
     #[test]
