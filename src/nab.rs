@@ -148,6 +148,7 @@ fn score_file(path: &Path, out_dir: &Path, detector: &str) -> Result<(usize, usi
     let mut out = String::from("timestamp,value,anomaly_score\n");
     let mut scores = Vec::with_capacity(1);
     let (mut rows, mut episodes) = (0, 0);
+    let mut dump = std::env::var_os("NAB_DUMP").map(|_| String::from("timestamp,value,score,z\n"));
     for (n, line) in text.lines().enumerate().skip(1) {
         if line.trim().is_empty() {
             continue;
@@ -161,10 +162,20 @@ fn score_file(path: &Path, out_dir: &Path, detector: &str) -> Result<(usize, usi
         det.observe_value(&subject, at_ns, v, &mut scores);
         det.train_inline();
         let score = scores.first().map_or(0.0, |s| s.score);
+        if let Some(d) = &mut dump {
+            let z = scores.first().and_then(|s| s.explanations.first()).map_or(0.0, |e| e.deviations);
+            let _ = writeln!(d, "{ts},{},{score},{z}", value.trim());
+        }
         let (reported, onset) = if std::env::var_os("NAB_RAW").is_some() { (score, false) } else { episode.report(score, threshold) };
         episodes += usize::from(onset);
         rows += 1;
         let _ = writeln!(out, "{ts},{},{reported}", value.trim());
+    }
+    if let (Some(d), Some(dir)) = (dump, std::env::var_os("NAB_DUMP")) {
+        let cat = out_dir.file_name().unwrap_or_default();
+        let dir = Path::new(&dir).join(cat);
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(dir.join(format!("{stem}.csv")), d);
     }
     std::fs::create_dir_all(out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
     let file = out_dir.join(format!("{detector}_{stem}.csv"));

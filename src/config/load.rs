@@ -395,6 +395,12 @@ fn remove_at(v: &mut Value, path: &serde_path_to_error::Path) -> bool {
 }
 
 fn hint_for(got: &str, known: &[&str]) -> String {
+    did_you_mean(got, known, "known keys")
+}
+
+/// `did you mean `x`?` when a known word is close to `got`, else the known words after
+/// `label` (empty when there are none).
+pub(crate) fn did_you_mean(got: &str, known: &[&str], label: &str) -> String {
     let best = known
         .iter()
         .map(|k| (strsim::jaro_winkler(got, k), *k))
@@ -402,6 +408,6 @@ fn hint_for(got: &str, known: &[&str]) -> String {
     match best {
         Some((score, k)) if score > 0.8 => format!("did you mean `{k}`?"),
         _ if known.is_empty() => String::new(),
-        _ => format!("known keys: {}", known.join(", ")),
+        _ => format!("{label}: {}", known.join(", ")),
     }
 }

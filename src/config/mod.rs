@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use load::did_you_mean;
 pub use load::{interpolate, load_file, load_str, ConfigError, ConfigErrors};
 
 use crate::codec::Format;

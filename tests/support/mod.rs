@@ -419,76 +419,10 @@ impl Demo {
     /// Starts `bin` (pass `env!("CARGO_BIN_EXE_spanline")`) and waits until it has
     /// printed its Kafka, schema registry and metrics addresses.
     pub fn start(bin: &Path) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let (stderr_log, stderr) = log_file(dir.path(), "demo.stderr.log");
-        let mut child = Command::new(bin)
-            .args([
-                "demo",
-                "--no-workload",
-                "--duration",
-                "300s",
-                "--http",
-                "127.0.0.1:0",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let stdout = Arc::new(Mutex::new(String::new()));
-        let (lines_tx, lines) = mpsc::channel::<String>();
-        let reader = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let buffer = Arc::clone(&stdout);
-        // Keeps reading after start-up so the demo never blocks on a full pipe.
-        thread::spawn(move || {
-            for line in reader.lines() {
-                let Ok(line) = line else { break };
-                let mut b = buffer.lock().unwrap_or_else(|e| e.into_inner());
-                b.push_str(&line);
-                b.push('\n');
-                drop(b);
-                let _ = lines_tx.send(line);
-            }
-        });
-        let mut seen = Endpoints::default();
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let failure = loop {
-            if seen.complete() {
-                break None;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match lines.recv_timeout(left) {
-                Ok(line) => seen.read(&line),
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    break Some(format!(
-                        "did not print its addresses within {READY_TIMEOUT:?}"
-                    ))
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
-                    break Some(format!("exited ({status}) before printing its addresses"));
-                }
-            }
-        };
-        if let Some(failure) = failure {
-            let _ = child.kill();
-            let _ = child.wait();
-            let out = stdout.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            panic!(
-                "spanline demo {failure} (seen: {seen:?})\n--- stdout ---\n{}\n--- stderr ---\n{}",
-                tail(&out, 40),
-                file_tail(&stderr_log, 40)
-            );
-        }
-        Demo {
-            child,
-            kafka: seen.kafka.unwrap_or_default(),
-            registry: seen.registry.unwrap_or_default(),
-            metrics: seen.metrics.unwrap_or_default(),
-            stdout,
-            stderr_log,
-            _dir: dir,
-        }
+        Self::start_with_args(
+            bin,
+            &["demo", "--no-workload", "--duration", "300s", "--http", "127.0.0.1:0"],
+        )
     }
 
     /// The embedded broker's `host:port`, for `bootstrap.servers`.

@@ -312,13 +312,5 @@ fn validate_series(s: &SeriesSelector, p: &str, errors: &mut ConfigErrors) {
 }
 
 pub(super) fn hint_for(got: &str, known: &[&str]) -> String {
-    let best = known
-        .iter()
-        .map(|k| (strsim::jaro_winkler(got, k), *k))
-        .max_by(|a, b| a.0.total_cmp(&b.0));
-    match best {
-        Some((score, k)) if score > 0.8 => format!("did you mean `{k}`?"),
-        _ if known.is_empty() => String::new(),
-        _ => format!("one of: {}", known.join(", ")),
-    }
+    crate::config::did_you_mean(got, known, "one of")
 }
