@@ -28,20 +28,7 @@ pub fn now_ms() -> i64 {
 /// other characters become `_`, as Prometheus does with OpenTelemetry attribute names.
 /// Alertmanager refuses a whole request over one invalid name.
 pub fn label_name(name: &str) -> String {
-    let mut out: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
-        out.insert(0, '_');
-    }
-    out
+    crate::stage::alert::label_name(name)
 }
 
 fn sanitized(map: &BTreeMap<String, String>) -> BTreeMap<String, String> {

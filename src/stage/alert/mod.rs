@@ -87,13 +87,13 @@ pub use config::{
 pub use correlate::MAX_EXEMPLARS;
 pub use lifecycle::Notification;
 pub use settings::{AlertSettings, Condition, CorrelationSettings, Field, Rule, Select, Symptom};
-pub use template::{fingerprint, glob_match, Template};
+pub use template::{fingerprint, glob_match, label_name, Template};
 pub use validate::{NOTIFICATION_ANNOTATION, RESERVED_LABELS};
 
 use correlate::Correlator;
 use eval::EvalState;
 use lifecycle::{Instance, Notice, Phase, Transition};
-use template::{format_ns, hex64, label_name, Fnv};
+use template::{format_ns, hex64, Fnv};
 
 /// Counters and gauges of the alert stage, read by the metrics exporter.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
