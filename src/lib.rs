@@ -15,6 +15,7 @@ pub mod registry;
 pub mod replay;
 pub mod runner;
 pub mod sinks;
+pub mod snapshots;
 pub mod stage;
 pub mod telemetry;
 #[doc(hidden)]

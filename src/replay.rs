@@ -10,6 +10,7 @@ use crate::config::PipelineConfig;
 use crate::kafka::offsets::OffsetTracker;
 use crate::output::Encoding;
 use crate::model::Span;
+use crate::snapshots;
 use crate::stage::assemble::{Origin, Output, Pushed};
 use crate::stage::pipeline::{Emit, Stages};
 
@@ -142,6 +143,11 @@ impl Replayer {
 /// `<out_dir>/<topic>.jsonl`.
 pub fn replay(config: &PipelineConfig, inputs: &[PathBuf], out_dir: &Path) -> Result<ReplaySummary, String> {
     let mut replayer = Replayer::new(config)?;
+    // the detectors continue from their snapshot, if there is one (never fatal)
+    let snapshot_dir = config.detect().and_then(|d| d.snapshot_dir.clone());
+    if let (Some(dir), Some(detector)) = (&snapshot_dir, replayer.stages.detector_mut()) {
+        snapshots::apply(detector, dir, snapshots::read(dir));
+    }
     std::fs::create_dir_all(out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
     let dead_letter = config.sources.first().and_then(|s| s.dead_letter_topic.clone());
     let mut writers = Writers { dir: out_dir.to_path_buf(), files: Vec::new() };
@@ -182,6 +188,20 @@ pub fn replay(config: &PipelineConfig, inputs: &[PathBuf], out_dir: &Path) -> Re
     summary.late = replayer.late_spans();
     for (_, w) in &mut writers.files {
         w.flush().map_err(io)?;
+    }
+    // saved once, at the end: the replay asked for it, so failing to write it is an error
+    if let (Some(dir), Some(detector)) = (&snapshot_dir, replayer.stages.detector()) {
+        let snapshot = detector.snapshot();
+        let bytes = snapshots::save(&snapshot, dir).map_err(|e| e.to_string())?;
+        let counts = snapshot.counts();
+        tracing::info!(
+            dir = %dir.display(),
+            bytes,
+            series = counts.series,
+            root_operations = counts.root_operations,
+            models = counts.models,
+            "detect snapshot saved"
+        );
     }
     Ok(summary)
 }

@@ -23,6 +23,7 @@ use crate::telemetry::http::Readiness;
 use crate::telemetry::metrics;
 use crate::telemetry::spanmetrics::SpanMetrics;
 use crate::sinks::AlertSinks;
+use crate::snapshots;
 use crate::stage::detect::TrainedModel;
 use tokio::sync::mpsc;
 
@@ -242,6 +243,20 @@ pub async fn run(
             metrics::PRODUCE_ERRORS.with_label_values(&[t]);
         }
     }
+    let mut stages = Stages::new(&config);
+    // the detectors continue from their snapshot, if there is one (never fatal), read
+    // before joining the consumer group
+    let snapshot_dir = config.detect().and_then(|d| Some((d.snapshot_dir.clone()?, d.snapshot_every)));
+    let mut saver = None;
+    if let (Some((dir, every)), Some(detector)) = (&snapshot_dir, stages.detector_mut()) {
+        let d = dir.clone();
+        let loaded = tokio::task::spawn_blocking(move || snapshots::read(&d)).await.map_err(|e| RunError::Config {
+            pipeline: pipeline.clone(),
+            message: format!("reading the detect snapshot: {e}"),
+        })?;
+        snapshots::apply(detector, dir, loaded);
+        saver = Some(snapshots::Saver::new(dir.clone(), *every));
+    }
     let (notify, notify_task) = match &config.outputs.notify {
         Some(c) => {
             let (sinks, task) = AlertSinks::start(c.clone());
@@ -273,7 +288,7 @@ pub async fn run(
         notify,
         trained: trained_tx,
         registry,
-        stages: Stages::new(&config),
+        stages,
         spanmetrics: SpanMetrics::new(
             config.aggregate().map_or(10_000, |a| a.max_series),
             config.aggregate().map_or(600_000_000_000, |a| i64::try_from(a.idle_series_expiry.as_nanos()).unwrap_or(i64::MAX)),
@@ -324,6 +339,11 @@ pub async fn run(
                 if let Err(e) = runner.advance().await { break Err(e) }
                 runner.publish_gauges();
                 runner.spanmetrics.expire(runner.stages.assembler.watermarks().current());
+                if let (Some(s), Some(d)) = (&mut saver, runner.stages.detector()) {
+                    if s.due() {
+                        s.start(d.snapshot());
+                    }
+                }
                 if last_commit.elapsed() >= commit_every {
                     runner.commit(&source, false);
                     last_commit = Instant::now();
@@ -357,6 +377,11 @@ pub async fn run(
     tokio::task::spawn_blocking(move || source.stop())
         .await
         .ok();
+    // after leaving the group, so partitions move on while it is written; the learnt
+    // state is sound after an error too
+    if let (Some(s), Some(d)) = (saver, runner.stages.detector()) {
+        s.finish(d.snapshot()).await;
+    }
     tracing::info!(pipeline = %pipeline, "pipeline stopped");
     result.map(|()| RunSummary { slowest: runner.stages.slowest().to_vec() })
 }

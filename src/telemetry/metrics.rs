@@ -243,6 +243,16 @@ pub static ALERT_ACK_LATENCY: LazyLock<prometheus::Histogram> = LazyLock::new(||
     ))
 });
 
+pub static DETECT_SNAPSHOTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "spanline_detect_snapshots_total",
+        "Detect stage snapshots, by result (restored, rejected: unusable at start, saved, save_failed)",
+        &["result"],
+    )
+});
+pub static DETECT_SNAPSHOT_BYTES: LazyLock<IntGauge> =
+    LazyLock::new(|| gauge("spanline_detect_snapshot_bytes", "Size of the last detect snapshot written"));
+
 /// Moves the aggregate stage's counters forward and sets its gauges.
 pub fn publish_aggregates(last: &crate::stage::aggregate::AggregateStats, now: &crate::stage::aggregate::AggregateStats) {
     let d = |a: u64, b: u64| b.saturating_sub(a);
@@ -316,6 +326,10 @@ pub fn init() {
         ALERTS.with_label_values(&[status]);
     }
     LazyLock::force(&ALERT_ACK_LATENCY);
+    for result in ["restored", "rejected", "saved", "save_failed"] {
+        DETECT_SNAPSHOTS.with_label_values(&[result]);
+    }
+    LazyLock::force(&DETECT_SNAPSHOT_BYTES);
     LazyLock::force(&AGGREGATE_WINDOWS);
     LazyLock::force(&AGGREGATE_OPEN_WINDOWS);
     LazyLock::force(&AGGREGATE_LIVE_SERIES);

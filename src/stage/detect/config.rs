@@ -1,5 +1,6 @@
 //! The YAML settings of the `detect` stage.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -51,6 +52,20 @@ pub struct DetectConfig {
     /// scored. Default 1000.
     #[serde(default = "d_max_subjects")]
     pub max_subjects: usize,
+    /// Directory of the detectors' snapshot (`detect-snapshot.json`: baselines,
+    /// calibrators, history and models of every subject). At start a snapshot found
+    /// there is restored, so a restart does not learn from zero; one that cannot be read
+    /// (another format version, a damaged file) is logged, counted
+    /// (`spanline_detect_snapshots_total{result="rejected"}`), moved aside to
+    /// `detect-snapshot.rejected.json`, and the detectors start from warm-up. Written
+    /// atomically every `snapshot_every` and when the pipeline stops, not when it is
+    /// killed (`replay`: at the end).
+    /// Default: none, nothing is saved.
+    #[serde(default)]
+    pub snapshot_dir: Option<PathBuf>,
+    /// How often (wall clock) `run` and `demo` save the snapshot. Default 1m.
+    #[serde(default = "d_snapshot_every", with = "duration")]
+    pub snapshot_every: Duration,
 }
 
 fn d_min_samples() -> usize {
@@ -77,6 +92,9 @@ fn d_true() -> bool {
 fn d_max_subjects() -> usize {
     DetectSettings::default().max_subjects
 }
+fn d_snapshot_every() -> Duration {
+    Duration::from_secs(60)
+}
 
 impl Default for DetectConfig {
     fn default() -> Self {
@@ -91,6 +109,8 @@ impl Default for DetectConfig {
             window: None,
             traces: true,
             max_subjects: d_max_subjects(),
+            snapshot_dir: None,
+            snapshot_every: d_snapshot_every(),
         }
     }
 }
@@ -149,6 +169,12 @@ impl DetectConfig {
         if self.max_subjects == 0 {
             errors.push(format!("{path}.max_subjects"), "must be at least 1", "e.g. 1000");
         }
+        if self.snapshot_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+            errors.push(format!("{path}.snapshot_dir"), "must not be empty", "a directory, e.g. /var/lib/spanline/detect, or leave the key out");
+        }
+        if self.snapshot_every < Duration::from_secs(1) {
+            errors.push(format!("{path}.snapshot_every"), "must be at least 1s", "e.g. 1m");
+        }
     }
 }
 
@@ -170,7 +196,8 @@ mod tests {
     fn keys_parse_and_bad_values_are_reported_with_paths() {
         let c: DetectConfig = serde_yaml::from_str(
             "{min_samples: 5, baseline_windows: 3, retrain_every: 0, anomaly_threshold: 1.5, adapt_after: 0, \
-             models: [gmm, ocsvm, gmm], series_scopes: [service, ''], window: 0s, traces: false, max_subjects: 0}",
+             models: [gmm, ocsvm, gmm], series_scopes: [service, ''], window: 0s, traces: false, max_subjects: 0, \
+             snapshot_dir: '', snapshot_every: 500ms}",
         )
         .unwrap();
         let mut errors = ConfigErrors::default();
@@ -187,6 +214,8 @@ mod tests {
                 "stages[3].window",
                 "stages[3].series_scopes[1]",
                 "stages[3].max_subjects",
+                "stages[3].snapshot_dir",
+                "stages[3].snapshot_every",
             ]
         );
         assert_eq!(c.settings().models, vec![ModelKind::Gmm, ModelKind::Ocsvm]);
@@ -199,5 +228,18 @@ mod tests {
         assert!(serde_yaml::from_str::<DetectConfig>("{models: [forest]}").is_err());
         let c: DetectConfig = serde_yaml::from_str("{window: 1m}").unwrap();
         assert_eq!(c.settings().window_size_ns, Some(60_000_000_000));
+        assert!(serde_yaml::from_str::<DetectConfig>("{snapshot_every: 1 minute}").is_ok());
+        assert!(serde_yaml::from_str::<DetectConfig>("{snapshot_every: soon}").is_err());
+    }
+
+    #[test]
+    fn snapshot_keys_parse_and_default_to_off() {
+        let c: DetectConfig = serde_yaml::from_str("{snapshot_dir: /var/lib/spanline/detect, snapshot_every: 30s}").unwrap();
+        assert_eq!(c.snapshot_dir.as_deref(), Some(std::path::Path::new("/var/lib/spanline/detect")));
+        assert_eq!(c.snapshot_every, Duration::from_secs(30));
+        // `snapshot_dir: ${VAR:-}` with the variable unset leaves the key empty: off
+        let c: DetectConfig = serde_yaml::from_str("snapshot_dir:").unwrap();
+        assert_eq!(c.snapshot_dir, None);
+        assert_eq!(c.snapshot_every, Duration::from_secs(60));
     }
 }

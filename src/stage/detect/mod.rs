@@ -69,7 +69,7 @@ use crate::stage::analyze::Analysis;
 
 pub use config::DetectConfig;
 pub use model::ModelKind;
-pub use snapshot::{Snapshot, SnapshotError, SNAPSHOT_FILE, SNAPSHOT_VERSION};
+pub use snapshot::{Snapshot, SnapshotCounts, SnapshotError, SNAPSHOT_FILE, SNAPSHOT_VERSION};
 
 use self::core::{Core, Outcome};
 use self::model::ModelSet;
