@@ -54,6 +54,11 @@ pub(super) struct FeatureSpec {
 const RESIDUAL_ALPHA: f64 = 0.02;
 /// Event time of history before the seasonal profile may be used.
 const SEASONAL_AFTER_NS: i64 = 2 * 86_400_000_000_000;
+/// Samples whose median deviation is the short-term evidence (a shift that lasts is seen
+/// even where single-sample deviations are common).
+const SHORT: usize = 3;
+/// Earlier values of the same hour at least as extreme that make a value usual.
+const SEASONAL_USUAL_K: usize = 1;
 /// The seasonal spread is at least this share of the rolling one.
 const SEASONAL_SPREAD_SHARE: f64 = 0.25;
 /// Values a rolling baseline needs before it is used.
@@ -70,6 +75,8 @@ struct FeatureState {
     resid_roll: Ewm,
     resid_seas: Ewm,
     calib: Calibrator,
+    /// Calibrates the deviation of the median of the last `SHORT` values.
+    calib_short: Calibrator,
 }
 
 impl FeatureState {
@@ -84,6 +91,7 @@ impl FeatureState {
             resid_roll: Ewm::default(),
             resid_seas: Ewm::default(),
             calib: Calibrator::new(cap),
+            calib_short: Calibrator::new(cap),
         }
     }
 
@@ -205,14 +213,15 @@ pub(super) struct Core {
     features: Vec<FeatureState>,
     /// Samples the baselines and the training history keep.
     cap: usize,
-    deltas: bool,
     seen: u64,
     accepted: u64,
     first_at_ns: Option<i64>,
     last_at_ns: Option<i64>,
     interval_ns: i64,
-    /// The previous sample's deviations.
-    prev: Vec<f64>,
+    /// Deviations of the last `SHORT − 1` samples (NaN where there was none).
+    trail: VecDeque<Vec<f64>>,
+    /// The last model row, whose values stand in for missing ones.
+    last_row: Vec<f64>,
     history: VecDeque<Vec<f64>>,
     categories: Option<Categories>,
     held: VecDeque<Held>,
@@ -227,20 +236,19 @@ pub(super) struct Core {
 }
 
 impl Core {
-    /// `deltas`: the model also sees each feature's change since the previous sample;
     /// `categorical`: samples carry a tag (structure signature) scored by its frequency.
-    pub(super) fn new(specs: &[FeatureSpec], deltas: bool, categorical: bool, s: &DetectSettings) -> Self {
+    pub(super) fn new(specs: &[FeatureSpec], categorical: bool, s: &DetectSettings) -> Self {
         let cap = s.baseline_windows.max(1);
         Self {
             features: specs.iter().map(|f| FeatureState::new(f, cap)).collect(),
             cap,
-            deltas,
             seen: 0,
             accepted: 0,
             first_at_ns: None,
             last_at_ns: None,
             interval_ns: 0,
-            prev: Vec::new(),
+            trail: VecDeque::new(),
+            last_row: Vec::new(),
             history: VecDeque::new(),
             categories: categorical.then(|| Categories { recent: VecDeque::new(), counts: FxHashMap::default(), cap }),
             held: VecDeque::new(),
@@ -320,6 +328,7 @@ impl Core {
 
         // deviations from the baselines, and the model row (missing values imputed)
         let mut zs = vec![None; d];
+        let mut zs_short = vec![None; d];
         let mut ln_ps = Vec::with_capacity(d + 5);
         let mut explanations = Vec::with_capacity(d + 1);
         for (i, f) in self.features.iter().enumerate() {
@@ -331,6 +340,10 @@ impl Core {
                 let z = b.deviations(x[i]);
                 zs[i] = Some(z);
                 ln_ps.push(f.calib.ln_p(z));
+                if let Some(zm) = short_median(z, self.trail.iter().map(|t| t.get(i).copied().unwrap_or(f64::NAN))) {
+                    zs_short[i] = Some(zm);
+                    ln_ps.push(f.calib_short.ln_p(zm));
+                }
                 explanations.push(Explanation {
                     feature: f.name.clone(),
                     value: finite(f.scale.invert(x[i])),
@@ -339,32 +352,36 @@ impl Core {
                 });
             }
         }
-        // the models see the deviations (a missing one as 0), so a daily pattern the
-        // baseline explains is no news to them either
-        let devs: Vec<f64> = zs.iter().map(|z| z.unwrap_or(0.0)).collect();
-        let row = self.row(&devs);
-        self.prev = devs;
-        for ((f, v), z) in self.features.iter_mut().zip(&x).zip(&zs) {
+        // the models see the (transformed) values, a missing one as the last seen
+        let row: Vec<f64> = x
+            .iter()
+            .enumerate()
+            .map(|(i, v)| if v.is_finite() { *v } else { self.last_row.get(i).copied().unwrap_or(0.0) })
+            .collect();
+        self.last_row.clone_from(&row);
+        for (f, v) in self.features.iter_mut().zip(&x) {
             if v.is_finite() {
                 f.track(at_ns, *v);
             }
-            if let Some(z) = z {
-                f.calib.push(*z);
-            }
         }
+        if self.trail.len() + 1 >= SHORT {
+            self.trail.pop_front();
+        }
+        self.trail.push_back(zs.iter().map(|z| z.unwrap_or(f64::NAN)).collect());
 
         let warm = self.accepted >= s.min_samples as u64;
         let mut model_name = "mad";
+        let mut model_scores = Vec::new();
         if let Some(m) = &self.model {
             let mut scaled = Vec::with_capacity(m.dim);
             let mut scores = Vec::with_capacity(m.len());
             m.scale(&row, &mut scaled);
             m.score(&scaled, &mut scores);
             for (i, (score, ln_p_train)) in scores.into_iter().enumerate() {
-                let recent = &mut self.model_recent[i];
+                let recent = &self.model_recent[i];
                 let ln_p_recent = ln_tail_p(recent.sorted(), score, m.beta_floor(i)).unwrap_or(f64::NEG_INFINITY);
                 ln_ps.push(ln_p_train.max(ln_p_recent));
-                recent.push(score);
+                model_scores.push(score);
             }
             model_name = m.name();
         }
@@ -373,6 +390,26 @@ impl Core {
             Some(min) => (min + (ln_ps.len() as f64).ln()).min(0.0),
             None => 0.0,
         };
+        // a value as usual for its hour of the day as values of earlier days were is no
+        // anomaly, however rare it is in the whole series (a nightly job)
+        if seasonal_ok {
+            let mut usual: Option<f64> = None;
+            for (f, v) in self.features.iter().zip(&x) {
+                if !v.is_finite() {
+                    continue;
+                }
+                match f.seasonal.usual(at_ns, *v) {
+                    Some((p, k)) if k >= SEASONAL_USUAL_K => usual = Some(usual.map_or(p, |u| u.min(p))),
+                    _ => {
+                        usual = None;
+                        break;
+                    }
+                }
+            }
+            if let Some(p) = usual {
+                ln_p = ln_p.max(p.ln());
+            }
+        }
         if let (Some(tag), Some(c)) = (tag, &self.categories) {
             if c.recent.len() >= MIN_BASELINE_VALUES {
                 let (lp, share, top) = c.ln_p(tag);
@@ -389,6 +426,20 @@ impl Core {
         let score = if warm { score_of_ln_p(ln_p) } else { 0.0 };
         let flagged = warm && score >= s.anomaly_threshold;
 
+        // the calibrators learn what accepted samples look like, as the baselines do
+        if !flagged {
+            for ((f, z), zm) in self.features.iter_mut().zip(&zs).zip(&zs_short) {
+                if let Some(z) = z {
+                    f.calib.push(*z);
+                }
+                if let Some(z) = zm {
+                    f.calib_short.push(*z);
+                }
+            }
+            for (recent, score) in self.model_recent.iter_mut().zip(model_scores) {
+                recent.push(score);
+            }
+        }
         let mut adopted = false;
         if flagged {
             self.held.push_back(Held { at_ns, x, row, tag, seq: self.seen });
@@ -411,18 +462,11 @@ impl Core {
         Some(Outcome { score, warm, model: model_name, explanations, skipped, flagged, adopted, job })
     }
 
-    fn row(&self, devs: &[f64]) -> Vec<f64> {
-        let mut row = devs.to_vec();
-        if self.deltas {
-            row.extend(devs.iter().enumerate().map(|(i, v)| self.prev.get(i).map_or(0.0, |p| v - p)));
-        }
-        row
-    }
-
     fn accept(&mut self, at_ns: i64, x: &[f64], row: Vec<f64>, tag: Option<u64>) {
-        for (i, f) in self.features.iter_mut().enumerate() {
-            if x[i].is_finite() {
-                f.accept(at_ns, self.interval_ns, x[i]);
+        // a held sample may predate features added since (a newly seen service)
+        for (f, v) in self.features.iter_mut().zip(x) {
+            if v.is_finite() {
+                f.accept(at_ns, self.interval_ns, *v);
             }
         }
         if let (Some(tag), Some(c)) = (tag, &mut self.categories) {
@@ -481,10 +525,28 @@ impl Core {
             rows.extend(r.iter().copied());
             rows.extend(std::iter::repeat_n(0.0, dim - r.len()));
         }
-        // rows are robust deviations: a spread under a tenth of one is not resolved
-        let floors = vec![0.1; dim];
+        // a spread under a feature's floor is not resolved
+        let floors: Vec<f64> = (0..dim).map(|i| self.features.get(i).map_or(1e-9, |f| f.floor.max(1e-9))).collect();
         Some((self.generation, rows, dim, floors))
     }
+}
+
+/// The median of `x` and the earlier values when all `SHORT` are finite.
+fn short_median(x: f64, earlier: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut v = [x; SHORT];
+    let mut n = 1;
+    for e in earlier {
+        if !e.is_finite() || n == SHORT {
+            return None;
+        }
+        v[n] = e;
+        n += 1;
+    }
+    if n < SHORT {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[SHORT / 2])
 }
 
 fn finite(v: f64) -> f64 {

@@ -264,7 +264,7 @@ impl Detector {
         let key = SeriesKey { window_size_ns: w.window_size_ns, scope: w.scope.clone(), key: w.key.clone() };
         let raw = features::window_features(w);
         let outcome = match tracked(&mut self.series, &key, &self.settings, &mut self.stats, || {
-            Core::new(&features::window_specs(), true, false, &self.settings)
+            Core::new(&features::window_specs(), false, &self.settings)
         }) {
             Some(core) => core.observe(w.window_end_ns, &raw, None, &self.settings),
             None => return,
@@ -281,7 +281,7 @@ impl Detector {
         };
         let key = SeriesKey { window_size_ns: *window_size_ns, scope: scope.clone(), key: key.clone() };
         let outcome = match tracked(&mut self.values, &key, &self.settings, &mut self.stats, || {
-            Core::new(&features::value_specs(), true, false, &self.settings)
+            Core::new(&features::value_specs(), false, &self.settings)
         }) {
             Some(core) => core.observe(at_ns, &[value], None, &self.settings),
             None => return,
@@ -301,7 +301,7 @@ impl Detector {
         let key = TraceKey { root_service: service.clone(), root_operation: name.clone() };
         let settings = &self.settings;
         let Some(state) = tracked(&mut self.traces, &key, settings, &mut self.stats, || TraceState {
-            core: Core::new(&features::trace_specs(), false, true, settings),
+            core: Core::new(&features::trace_specs(), true, settings),
             services: Vec::new(),
         }) else {
             return;

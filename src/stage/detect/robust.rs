@@ -184,6 +184,9 @@ const SEASONAL_CAP: usize = 64;
 /// about four days.
 const SEASONAL_PER_DAY: i64 = 16;
 
+/// Values an hour of the profile needs before it can call a value usual.
+const SEASONAL_TYPICAL_MIN: usize = 24;
+
 /// The hour of the (UTC) day of an event time.
 pub(super) fn hour_of_day(at_ns: i64) -> usize {
     at_ns.div_euclid(NS_PER_HOUR).rem_euclid(HOURS as i64) as usize
@@ -225,6 +228,20 @@ impl Seasonal {
         Baseline::of(w, floor)
     }
 
+    /// How usual `x` is for the hour of `at_ns`: the share `(1 + k) / (n + 1)` of the
+    /// hour's `n` values at least as far from their median as `x`, with `k` that count.
+    /// None before the hour has `SEASONAL_TYPICAL_MIN` values.
+    pub(super) fn usual(&self, at_ns: i64, x: f64) -> Option<(f64, usize)> {
+        let w = &self.buckets[hour_of_day(at_ns)];
+        if w.len() < SEASONAL_TYPICAL_MIN {
+            return None;
+        }
+        let c = w.median();
+        let d = (x - c).abs();
+        let k = w.sorted().iter().filter(|v| (*v - c).abs() >= d).count();
+        Some(((1 + k) as f64 / (w.len() + 1) as f64, k))
+    }
+
     pub(super) fn clear(&mut self) {
         for b in &mut self.buckets {
             b.clear();
@@ -233,9 +250,11 @@ impl Seasonal {
 }
 
 /// ln of the tail probability of `a` among `sorted` (ascending) values: the rank
-/// `(1 + #{v ≥ a}) / (n + 1)` up to the top decile, beyond it an exponential tail fitted
-/// to the top decile's excesses (mean excess at least `beta_floor`), never below the
-/// rank. `None` with fewer than 20 values.
+/// `(1 + #{v ≥ a}) / (n + 1)` up to the top decile; beyond it a generalized Pareto tail
+/// fitted to the top decile's excesses by the method of moments (shape ξ in [0, 0.45]:
+/// exponential for light tails, polynomial for heavy ones, so a series whose extremes
+/// recur is not extrapolated as if they never happened; scale at least `beta_floor`).
+/// `None` with fewer than 20 values.
 pub(super) fn ln_tail_p(sorted: &[f64], a: f64, beta_floor: f64) -> Option<f64> {
     let n = sorted.len();
     if n < MIN_TAIL_VALUES || !a.is_finite() {
@@ -244,17 +263,28 @@ pub(super) fn ln_tail_p(sorted: &[f64], a: f64, beta_floor: f64) -> Option<f64> 
     let k = ((TAIL_SHARE * n as f64).ceil() as usize).clamp(5, n);
     let u = sorted[n - k];
     let nf = (n + 1) as f64;
-    let ge = n - sorted.partition_point(|x| *x < a);
-    let rank = ((1 + ge) as f64 / nf).ln().min(0.0);
     if a <= u {
-        return Some(rank);
+        let ge = n - sorted.partition_point(|x| *x < a);
+        return Some(((1 + ge) as f64 / nf).ln().min(0.0));
     }
-    // beyond the top decile the exponential tail, but never below the rank where
-    // values at least as large exist (a recurring extreme is not extrapolated away)
-    let top = &sorted[n - k..];
-    let beta = (top.iter().sum::<f64>() / k as f64 - u).max(beta_floor);
-    let tail = (k as f64 / nf).ln() - (a - u) / beta;
-    Some(if ge > 0 { tail.max(rank) } else { tail }.min(0.0))
+    let (xi, sigma) = gpd_fit(&sorted[n - k..], u, beta_floor);
+    let y = a - u;
+    let ln_survival = if xi < 1e-6 { -y / sigma } else { -(xi * y / sigma).ln_1p() / xi };
+    Some(((k as f64 / nf).ln() + ln_survival).min(0.0))
+}
+
+/// Method-of-moments generalized Pareto fit of the excesses over `u` of `top`:
+/// ξ = ½ (1 − m²/s²), σ = ½ m (1 + m²/s²), ξ clamped to [0, 0.45] (σ refitted as
+/// m (1 − ξ)), σ at least `sigma_floor`.
+fn gpd_fit(top: &[f64], u: f64, sigma_floor: f64) -> (f64, f64) {
+    let k = top.len() as f64;
+    let mean = top.iter().map(|v| v - u).sum::<f64>() / k;
+    let var = top.iter().map(|v| (v - u - mean) * (v - u - mean)).sum::<f64>() / (k - 1.0).max(1.0);
+    if !(mean > 0.0 && var > 0.0 && mean.is_finite() && var.is_finite()) {
+        return (0.0, mean.max(sigma_floor));
+    }
+    let xi = (0.5 * (1.0 - mean * mean / var)).clamp(0.0, 0.45);
+    (xi, (mean * (1.0 - xi)).max(sigma_floor))
 }
 
 /// ln of the two-sided Gaussian tail probability of `z` standard deviations,

@@ -10,7 +10,7 @@ use super::core::Core;
 use super::{DetectStats, Detector, SeriesKey, TraceKey, TraceState};
 
 /// The snapshot format this build writes and reads.
-pub const SNAPSHOT_VERSION: u32 = 1;
+pub const SNAPSHOT_VERSION: u32 = 2;
 
 /// File name of the snapshot in its directory.
 pub const SNAPSHOT_FILE: &str = "detect-snapshot.json";
