@@ -223,7 +223,7 @@ fn a_snapshot_this_build_cannot_read_is_a_warning_and_a_start_from_warm_up() {
         (
             "another version",
             future,
-            "version 999, this build reads version 1",
+            &*format!("version 999, this build reads version {SNAPSHOT_VERSION}"),
         ),
         ("a damaged file", damaged, "is not valid"),
     ] {
