@@ -522,6 +522,8 @@ impl Runner {
     }
 
     async fn emit(&mut self) -> Result<(), RunError> {
+        // windows close inside `process`: an alert's delivery latency counts from here
+        let closing = std::time::Instant::now();
         self.stages.process(&mut self.out, &mut self.emits);
         for emit in std::mem::take(&mut self.emits) {
             let mut emitted = None;
@@ -547,7 +549,7 @@ impl Runner {
                     let Some(enc) = &self.outputs.alerts else {
                         continue;
                     };
-                    emitted = Some(std::time::Instant::now());
+                    emitted = Some(closing);
                     (ALERTS, enc.alert(&alert), Holds::new())
                 }
                 Emit::Late { span, origin } => {

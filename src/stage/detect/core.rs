@@ -266,14 +266,6 @@ impl Core {
         self.features.push(FeatureState::new(spec, s.baseline_windows.max(1)));
     }
 
-    pub(super) fn feature_count(&self) -> usize {
-        self.features.len()
-    }
-
-    pub(super) fn feature_names(&self) -> impl Iterator<Item = &str> {
-        self.features.iter().map(|f| f.name.as_str())
-    }
-
     /// Installs a trained model if it answers the pending request.
     pub(super) fn install(&mut self, generation: u64, model: Option<ModelSet>) -> bool {
         match self.pending {

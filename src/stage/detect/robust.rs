@@ -91,6 +91,7 @@ impl Window {
     }
 
     /// Values oldest first.
+    #[cfg(test)]
     pub(super) fn values(&self) -> impl Iterator<Item = f64> + '_ {
         self.ring.iter().copied()
     }
@@ -240,12 +241,6 @@ impl Seasonal {
         let d = (x - c).abs();
         let k = w.sorted().iter().filter(|v| (*v - c).abs() >= d).count();
         Some(((1 + k) as f64 / (w.len() + 1) as f64, k))
-    }
-
-    pub(super) fn clear(&mut self) {
-        for b in &mut self.buckets {
-            b.clear();
-        }
     }
 }
 
@@ -406,6 +401,26 @@ mod tests {
         assert_eq!(w.values().collect::<Vec<_>>(), vec![1.0, 2.0, 3.0]);
         let back: Window = serde_json::from_str(&serde_json::to_string(&w).unwrap()).unwrap();
         assert_eq!(back, w);
+    }
+
+    #[test]
+    fn a_value_seen_at_this_hour_on_earlier_days_is_usual() {
+        const DAY: i64 = 86_400_000_000_000;
+        const FIVE_MIN: i64 = 300_000_000_000;
+        let mut s = Seasonal::new();
+        // five days of 1.0 every five minutes, with a nightly 100.0 at 03:00
+        for day in 0..5 {
+            for k in 0..288 {
+                s.push(day * DAY + k * FIVE_MIN, FIVE_MIN, if k == 36 { 100.0 } else { 1.0 });
+            }
+        }
+        let three_am = 5 * DAY + 36 * FIVE_MIN;
+        let (p, k) = s.usual(three_am, 100.0).unwrap();
+        assert_eq!(k, 5, "once a night");
+        assert!(p > 0.05, "{p}");
+        assert_eq!(s.usual(three_am, 1000.0).unwrap().1, 0, "never that high");
+        assert_eq!(s.usual(three_am + 6 * NS_PER_HOUR, 100.0).unwrap().1, 0, "never at 09:00");
+        assert!(Seasonal::new().usual(three_am, 1.0).is_none(), "no history, no opinion");
     }
 
     #[test]
