@@ -54,8 +54,8 @@ pub(super) struct FeatureSpec {
 const RESIDUAL_ALPHA: f64 = 0.02;
 /// Event time of history before the seasonal profile may be used.
 const SEASONAL_AFTER_NS: i64 = 2 * 86_400_000_000_000;
-/// Samples whose median deviation is the short-term evidence (a shift that lasts is seen
-/// even where single-sample deviations are common).
+/// Samples whose common shift is the short-term evidence (a shift that lasts is seen
+/// even where single-sample deviations of its size are common).
 const SHORT: usize = 3;
 /// Earlier values of the same hour at least as extreme that make a value usual.
 const SEASONAL_USUAL_K: usize = 1;
@@ -75,7 +75,7 @@ struct FeatureState {
     resid_roll: Ewm,
     resid_seas: Ewm,
     calib: Calibrator,
-    /// Calibrates the deviation of the median of the last `SHORT` values.
+    /// Calibrates the shift the last `SHORT` deviations agree on.
     calib_short: Calibrator,
 }
 
@@ -332,7 +332,7 @@ impl Core {
                 let z = b.deviations(x[i]);
                 zs[i] = Some(z);
                 ln_ps.push(f.calib.ln_p(z));
-                if let Some(zm) = short_median(z, self.trail.iter().map(|t| t.get(i).copied().unwrap_or(f64::NAN))) {
+                if let Some(zm) = short_shift(z, self.trail.iter().map(|t| t.get(i).copied().unwrap_or(f64::NAN))) {
                     zs_short[i] = Some(zm);
                     ln_ps.push(f.calib_short.ln_p(zm));
                 }
@@ -523,22 +523,26 @@ impl Core {
     }
 }
 
-/// The median of `x` and the earlier values when all `SHORT` are finite.
-fn short_median(x: f64, earlier: impl Iterator<Item = f64>) -> Option<f64> {
-    let mut v = [x; SHORT];
+/// The shift the last `SHORT` deviations (`z` and the earlier ones) agree on: the one
+/// nearest 0 when all have the same sign, else 0; None unless all are finite. Large only
+/// while every one of them, this sample's included, is.
+fn short_shift(z: f64, earlier: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut shift = z;
     let mut n = 1;
     for e in earlier {
-        if !e.is_finite() || n == SHORT {
+        if !e.is_finite() {
             return None;
         }
-        v[n] = e;
+        shift = if e.signum() != shift.signum() {
+            0.0
+        } else if e.abs() < shift.abs() {
+            e
+        } else {
+            shift
+        };
         n += 1;
     }
-    if n < SHORT {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    Some(v[SHORT / 2])
+    (n == SHORT).then_some(shift)
 }
 
 fn finite(v: f64) -> f64 {
