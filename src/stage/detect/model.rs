@@ -294,14 +294,32 @@ pub(super) fn train(rows: &[f64], dim: usize, floors: &[f64], kinds: &[ModelKind
     }
     let n = rows.len() / dim;
     let raw = Array2::from_shape_vec((n, dim), rows[..n * dim].to_vec()).ok()?;
-    let scaler = LinearScaler::standard().fit(&DatasetBase::from(raw.clone())).ok()?;
+    // columns brought to at most 1 in magnitude by a power of two first (exact), so the
+    // scaler's sums cannot overflow on values near f64::MAX
+    let shrink: Vec<f64> = (0..dim)
+        .map(|j| {
+            let max = raw.column(j).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            if max > 1e100 {
+                2f64.powi(-(max.log2().ceil() as i32))
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let shrunk = Array2::from_shape_fn((n, dim), |(i, j)| raw[(i, j)] * shrink[j]);
+    let scaler = LinearScaler::standard().fit(&DatasetBase::from(shrunk)).ok()?;
+    // (v·f − o)·s = (v − o/f)·(s·f)
+    let offsets: Vec<f64> = scaler.offsets().iter().zip(&shrink).map(|(o, f)| o / f).collect();
     let scales: Vec<f64> = scaler
         .scales()
         .iter()
+        .zip(&shrink)
         .zip(floors.iter().chain(std::iter::repeat(&1e-9)))
-        .map(|(s, floor)| s.min(1.0 / floor.max(1e-12)))
+        .map(|((s, f), floor)| (s * f).min(1.0 / floor.max(1e-12)))
         .collect();
-    let offsets = scaler.offsets().to_vec();
+    if offsets.iter().chain(&scales).any(|v| !v.is_finite()) {
+        return None;
+    }
     let scaled = Array2::from_shape_fn((n, dim), |(i, j)| {
         ((raw[(i, j)] - offsets[j]) * scales[j]).clamp(-1e6, 1e6)
     });
@@ -309,14 +327,19 @@ pub(super) fn train(rows: &[f64], dim: usize, floors: &[f64], kinds: &[ModelKind
     let mut parts = Vec::new();
     for kind in kinds {
         // a panic inside linfa on degenerate data drops that model, not the job
-        let fitted = catch_unwind(AssertUnwindSafe(|| fit(*kind, &scaled, distinct))).ok().flatten();
-        if let Some(fitted) = fitted {
-            let mut scores: Vec<f64> = (0..n)
+        let fitted = catch_unwind(AssertUnwindSafe(|| {
+            let fitted = fit(*kind, &scaled, distinct)?;
+            let scores: Vec<f64> = (0..n)
                 .map(|i| {
                     let row = scaled.row(i);
                     fitted.score(row.as_slice().unwrap_or(&[]), Some(i))
                 })
                 .collect();
+            Some((fitted, scores))
+        }))
+        .ok()
+        .flatten();
+        if let Some((fitted, mut scores)) = fitted {
             if scores.iter().any(|s| !s.is_finite()) {
                 continue;
             }

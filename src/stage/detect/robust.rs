@@ -172,7 +172,12 @@ impl Baseline {
 
     /// Signed robust deviations of `x`, finite (bounded by ±1e12).
     pub(super) fn deviations(&self, x: f64) -> f64 {
-        ((x - self.center) / self.spread).clamp(-1e12, 1e12)
+        let z = (x - self.center) / self.spread;
+        // inf / inf: a spread beyond f64 explains any value
+        if z.is_nan() {
+            return 0.0;
+        }
+        z.clamp(-1e12, 1e12)
     }
 }
 
