@@ -227,7 +227,7 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
     let doy = (153 * mp + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
-    Some(((days * 86_400 + hh * 3_600 + mm * 60 + ss) as i64) * 1_000_000_000)
+    Some((days * 86_400 + hh * 3_600 + mm * 60 + ss) * 1_000_000_000)
 }
 
 #[cfg(test)]

@@ -361,7 +361,7 @@ pub(super) fn train(rows: &[f64], dim: usize, floors: &[f64], kinds: &[ModelKind
 fn count_distinct_rows(x: &Array2<f64>, enough: usize) -> usize {
     let mut seen: Vec<ArrayView1<f64>> = Vec::new();
     for row in x.rows() {
-        if !seen.iter().any(|s| *s == row) {
+        if !seen.contains(&row) {
             seen.push(row);
             if seen.len() >= enough {
                 break;

@@ -220,7 +220,7 @@ impl Seasonal {
         let per_hour = NS_PER_HOUR / interval_ns.max(1);
         let stride = (per_hour / SEASONAL_PER_DAY).max(1) as u32;
         self.seen[h] = self.seen[h].wrapping_add(1);
-        if self.seen[h] % stride == 0 {
+        if self.seen[h].is_multiple_of(stride) {
             self.buckets[h].push(v);
         }
     }
