@@ -361,7 +361,9 @@ impl Core {
         }
         self.trail.push_back(zs.iter().map(|z| z.unwrap_or(f64::NAN)).collect());
 
-        let warm = self.accepted >= s.min_samples as u64;
+        // warm: enough accepted samples, and a baseline to judge this one by (right after
+        // an adopted change there may be too few values for one)
+        let warm = self.accepted >= s.min_samples as u64 && zs.iter().any(Option::is_some);
         let mut model_name = "mad";
         let mut model_scores = Vec::new();
         if let Some(m) = &self.model {

@@ -17,19 +17,22 @@
 //! constant series is not infinitely surprised), or, once the subject has two days of
 //! history and the profile has tracked it better, the median/MAD of the same hour of
 //! the day. The signed robust deviation z is turned into a tail probability by the
-//! feature's own recent |z| values (empirical rank, an exponential tail fitted to the
-//! top decile beyond it), never smaller than the Gaussian tail of z. Once a model is
+//! feature's own recent |z| values of accepted samples (empirical rank, a generalized
+//! Pareto tail fitted to the top decile beyond it), never smaller than the Gaussian tail
+//! of z; so is the shift the last three deviations agree on (a shift that lasts). After
+//! two days, a sample each of whose values was met as far from the median at the same
+//! hour on earlier days is capped at that share (a nightly job is not an anomaly). Once a model is
 //! installed, each of its linfa models (k-means distance to the nearest centroid, GMM
 //! negative log density from the fitted parameters, one-class SVM decision value, mean
 //! distance to the 5 nearest training vectors) scores the standard-scaled feature vector
-//! (series: the features and their change since the previous window) and the score is
+//! (the transformed feature values, a missing one as the last seen) and the score is
 //! turned into a tail probability among that model's scores of its own training data.
 //!
 //! **Score.** The smallest of the m tail probabilities times m (Bonferroni) is the
 //! combined probability p (for traces, a structure never seen has probability
 //! (signatures seen once + 1) / (n + 1), the Good–Turing estimate of the unseen, and
-//! takes part without the factor); the score is `1 − p^(1/4)`: 0.5 ⇔ p ≈ 0.06,
-//! 0.9 ⇔ p = 10⁻⁴, 0.99 ⇔ p = 10⁻⁸. It is in [0, 1] and never NaN. Explanations list
+//! takes part without the factor); with L = −log₁₀ p the score is L² / (L² + 4):
+//! 0.5 ⇔ p = 10⁻², 0.9 ⇔ p = 10⁻⁶, 0.99 ⇔ p ≈ 10⁻¹⁹·⁹. It is in [0, 1] and never NaN. Explanations list
 //! each feature's value, baseline and signed deviations, largest |deviation| first.
 //!
 //! **Learning.** Before `min_samples` accepted samples the score is 0 and `warm` false.

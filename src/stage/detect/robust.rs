@@ -103,7 +103,8 @@ impl Window {
         match n {
             0 => f64::NAN,
             _ if n % 2 == 1 => s[n / 2],
-            _ => 0.5 * (s[n / 2 - 1] + s[n / 2]),
+            // halves first: the sum of two values near f64::MAX overflows
+            _ => 0.5 * s[n / 2 - 1] + 0.5 * s[n / 2],
         }
     }
 
