@@ -255,7 +255,7 @@ pub async fn run(
             message: format!("reading the detect snapshot: {e}"),
         })?;
         snapshots::apply(detector, dir, loaded);
-        saver = Some(snapshots::Saver::new(dir.clone(), *every));
+        saver = Some(snapshots::Saver::new(dir.clone(), *every, std::time::Instant::now()));
     }
     let (notify, notify_task) = match &config.outputs.notify {
         Some(c) => {
@@ -340,8 +340,9 @@ pub async fn run(
                 runner.publish_gauges();
                 runner.spanmetrics.expire(runner.stages.assembler.watermarks().current());
                 if let (Some(s), Some(d)) = (&mut saver, runner.stages.detector()) {
-                    if s.due() {
-                        s.start(d.snapshot());
+                    let now = std::time::Instant::now();
+                    if s.due(now) {
+                        s.start(now, d.snapshot());
                     }
                 }
                 if last_commit.elapsed() >= commit_every {

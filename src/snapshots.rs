@@ -143,28 +143,28 @@ pub struct Saver {
 }
 
 impl Saver {
-    /// Saves to `dir` every `every`, counted from now.
-    pub fn new(dir: PathBuf, every: Duration) -> Self {
+    /// Saves to `dir` every `every`, counted from `now`.
+    pub fn new(dir: PathBuf, every: Duration, now: Instant) -> Self {
         Self {
             dir,
             every,
-            last: Instant::now(),
+            last: now,
             running: None,
         }
     }
 
-    /// Whether a save is due: `every` has passed since the last one started, and it
-    /// has finished.
-    pub fn due(&mut self) -> bool {
+    /// Whether a save is due at `now`: `every` has passed since the last one started,
+    /// and it has finished.
+    pub fn due(&mut self, now: Instant) -> bool {
         if self.running.as_ref().is_some_and(|t| t.is_finished()) {
             self.running = None;
         }
-        self.running.is_none() && self.last.elapsed() >= self.every
+        self.running.is_none() && now.saturating_duration_since(self.last) >= self.every
     }
 
-    /// Writes `snapshot` on the blocking pool.
-    pub fn start(&mut self, snapshot: Snapshot) {
-        self.last = Instant::now();
+    /// Writes `snapshot` on the blocking pool, a save started at `now`.
+    pub fn start(&mut self, now: Instant, snapshot: Snapshot) {
+        self.last = now;
         let dir = self.dir.clone();
         self.running = Some(tokio::task::spawn_blocking(move || {
             if let Err(e) = save(&snapshot, &dir) {
@@ -201,7 +201,30 @@ impl Saver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stage::detect::{DetectSettings, SNAPSHOT_VERSION};
+    use crate::stage::detect::{DetectSettings, Detector, SNAPSHOT_VERSION};
+
+    #[tokio::test]
+    async fn saves_are_due_every_period_and_one_at_a_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t0 = Instant::now();
+        let every = Duration::from_secs(60);
+        let mut saver = Saver::new(tmp.path().to_path_buf(), every, t0);
+        assert!(!saver.due(t0 + Duration::from_secs(59)));
+        assert!(saver.due(t0 + every));
+        let snapshot = Detector::new(DetectSettings::default()).snapshot();
+        saver.start(t0 + every, snapshot.clone());
+        // while it runs no other save starts, however late
+        let running = saver.running.take().unwrap();
+        saver.running = Some(tokio::task::spawn(std::future::pending()));
+        assert!(!saver.due(t0 + 10 * every));
+        saver.running.take().unwrap().abort();
+        running.await.unwrap();
+        assert!(tmp.path().join(crate::stage::detect::SNAPSHOT_FILE).exists());
+        // the period counts from the start of the last save
+        assert!(!saver.due(t0 + 2 * every - Duration::from_secs(1)));
+        assert!(saver.due(t0 + 2 * every));
+        saver.finish(snapshot).await;
+    }
 
     #[test]
     fn a_snapshot_of_another_version_is_moved_aside_and_counted() {
