@@ -356,10 +356,11 @@ impl Core {
                 f.track(at_ns, *v);
             }
         }
-        if self.trail.len() + 1 >= SHORT {
-            self.trail.pop_front();
-        }
-        self.trail.push_back(zs.iter().map(|z| z.unwrap_or(f64::NAN)).collect());
+        // the oldest entry's buffer is reused for this sample's deviations
+        let mut entry = if self.trail.len() + 1 >= SHORT { self.trail.pop_front().unwrap_or_default() } else { Vec::new() };
+        entry.clear();
+        entry.extend(zs.iter().map(|z| z.unwrap_or(f64::NAN)));
+        self.trail.push_back(entry);
 
         // warm: enough accepted samples, and a baseline to judge this one by (right after
         // an adopted change there may be too few values for one)
