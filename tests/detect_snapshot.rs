@@ -5,6 +5,8 @@
 //! second replay over fresh data with a latency fault 20 s in restores them and alerts on
 //! the fault; the same data from zero is still in warm-up (10 windows) and does not.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -257,8 +259,7 @@ fn a_snapshot_this_build_cannot_read_is_a_warning_and_a_start_from_warm_up() {
 async fn the_live_runner_saves_periodically_and_on_shutdown_and_restores_at_start() {
     use spanline::config::load_str;
     use spanline::kafka::embedded::EmbeddedKafka;
-    use spanline::runner::{self, Endpoints};
-    use spanline::telemetry::http::Readiness;
+    use spanline::runner::Endpoints;
     use spanline::telemetry::metrics::DETECT_SNAPSHOTS;
 
     let tmp = tempfile::tempdir().unwrap();
@@ -295,20 +296,11 @@ outputs:
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let start = |config| {
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let endpoints = Endpoints {
             brokers: kafka.bootstrap().to_string(),
             registry: None,
         };
-        let task = tokio::spawn(runner::run(
-            config,
-            endpoints,
-            Readiness::default(),
-            async move {
-                let _ = rx.await;
-            },
-        ));
-        (tx, task)
+        support::spawn_pipeline(config, endpoints)
     };
     let count = |result: &str| DETECT_SNAPSHOTS.with_label_values(&[result]).get();
     let (saved_before, restored_before) = (count("saved"), count("restored"));

@@ -1,6 +1,8 @@
 //! End to end on the embedded broker: spans in (Avro, OTLP protobuf, OTLP JSON), traces
 //! out, dead letters, a crash and restart, and live versus replay.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
@@ -18,7 +20,6 @@ use spanline::kafka::embedded::EmbeddedKafka;
 use spanline::kafka::registry_client::RegistryClient;
 use spanline::model::{hex_trace_id, Span};
 use spanline::runner::{self, Endpoints};
-use spanline::telemetry::http::Readiness;
 use spanline::testkit;
 
 const S: i64 = 1_000_000_000;
@@ -78,20 +79,11 @@ fn start(
     oneshot::Sender<()>,
     tokio::task::JoinHandle<Result<runner::RunSummary, runner::RunError>>,
 ) {
-    let (tx, rx) = oneshot::channel::<()>();
     let endpoints = Endpoints {
         brokers: env.kafka.bootstrap().to_string(),
         registry: Some(env.registry.url().to_string()),
     };
-    let task = tokio::spawn(runner::run(
-        config,
-        endpoints,
-        Readiness::default(),
-        async move {
-            let _ = rx.await;
-        },
-    ));
-    (tx, task)
+    support::spawn_pipeline(config, endpoints)
 }
 
 fn producer(env: &Env) -> BaseProducer {

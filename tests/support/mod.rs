@@ -662,3 +662,24 @@ impl Demo {
         }
     }
 }
+
+/// Runs the pipeline in the background on `endpoints`; sending on (or dropping) the
+/// returned sender stops it cleanly, aborting the task simulates a crash.
+pub fn spawn_pipeline(
+    config: spanline::config::PipelineConfig,
+    endpoints: spanline::runner::Endpoints,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<spanline::runner::RunSummary, spanline::runner::RunError>>,
+) {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(spanline::runner::run(
+        config,
+        endpoints,
+        spanline::telemetry::http::Readiness::default(),
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    (tx, task)
+}
