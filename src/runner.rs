@@ -12,7 +12,7 @@ use crate::codec::{self, DecodeError, Format, SpanDecoder};
 use crate::config::{OutputFormat, PipelineConfig, TopicOutput};
 use crate::kafka::offsets::OffsetTracker;
 use crate::kafka::registry_client::RegistryClient;
-use crate::kafka::sink::{dead_letter_headers, Ack, Sink, Token};
+use crate::kafka::sink::{dead_letter_headers, Ack, Lane, Sink, Token};
 use crate::kafka::source::{Record, Source, SourceEvent};
 use crate::model::CloseReason;
 use crate::output::Encoding;
@@ -500,6 +500,7 @@ impl Runner {
         let key = rec.key.as_deref().unwrap_or_default();
         self.sink
             .send(
+                Lane::Bulk,
                 &topic,
                 key,
                 payload,
@@ -526,6 +527,8 @@ impl Runner {
         // windows close inside `process`: an alert's delivery latency counts from here
         let closing = std::time::Instant::now();
         self.stages.process(&mut self.out, &mut self.emits);
+        // alerts first, on their own producer: they never wait for the traces' queue
+        self.emits.sort_by_key(|e| !matches!(e, Emit::Alert(_)));
         for emit in std::mem::take(&mut self.emits) {
             let mut emitted = None;
             let (index, (key, value), holds) = match emit {
@@ -563,8 +566,10 @@ impl Runner {
                 }
             };
             let topic = &self.outputs.topics[index];
+            let lane = if index == ALERTS { Lane::Urgent } else { Lane::Bulk };
             self.sink
                 .send(
+                    lane,
                     topic,
                     &key,
                     &value,
@@ -618,9 +623,6 @@ impl Runner {
             });
         }
         metrics::PRODUCED.with_label_values(&[&topic]).inc();
-        if let Some(emitted) = ack.token.emitted {
-            metrics::ALERT_ACK_LATENCY.observe(emitted.elapsed().as_secs_f64());
-        }
         for (p, o) in ack.token.holds {
             self.tracker.release(p, o);
         }

@@ -1,5 +1,9 @@
-//! The producer: records go out through librdkafka's idempotent producer; delivery
+//! The producers: records go out through librdkafka's idempotent producers; delivery
 //! reports come back as [`Ack`]s on a channel, carrying the input offsets to release.
+//!
+//! Alerts have a producer of their own ([`Lane::Urgent`]): its own connection and queue,
+//! no linger, so an alert is not queued behind the traces and aggregates of a busy
+//! pipeline waiting for a saturated broker.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -12,6 +16,7 @@ use rdkafka::ClientContext;
 use tokio::sync::mpsc;
 
 use crate::stage::assemble::Holds;
+use crate::telemetry::metrics;
 
 /// What a delivery report releases.
 #[derive(Debug)]
@@ -20,8 +25,18 @@ pub struct Token {
     pub topic: usize,
     /// Input offsets to release once Kafka has the record.
     pub holds: Holds,
-    /// When the record was emitted, for records whose delivery latency is measured.
+    /// When the record was emitted, for records whose delivery latency is measured
+    /// (`spanline_alert_ack_latency_seconds`, observed when Kafka acknowledges it).
     pub emitted: Option<std::time::Instant>,
+}
+
+/// Which producer a record goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Traces, aggregates, late spans, dead letters: batched (`linger.ms` 5, lz4).
+    Bulk,
+    /// Alerts: their own producer, sent as soon as they are queued.
+    Urgent,
 }
 
 /// A delivery report.
@@ -47,6 +62,9 @@ impl ProducerContext for SinkContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, token: Box<Token>) {
         let error = result.as_ref().err().map(|(e, _)| e.to_string());
+        if let (None, Some(emitted)) = (&error, token.emitted) {
+            metrics::ALERT_ACK_LATENCY.observe(emitted.elapsed().as_secs_f64());
+        }
         let _ = self.acks.send(Ack {
             token: *token,
             error,
@@ -54,36 +72,52 @@ impl ProducerContext for SinkContext {
     }
 }
 
-/// A running producer.
+/// The running producers.
 pub struct Sink {
-    producer: ThreadedProducer<SinkContext>,
+    bulk: ThreadedProducer<SinkContext>,
+    urgent: ThreadedProducer<SinkContext>,
 }
 
 impl Sink {
-    /// Creates an idempotent producer (acks=all); `properties` are passed through.
+    /// Creates the two idempotent producers (acks=all); `properties` are passed through
+    /// to both, except that the urgent one never lingers.
     pub fn start(
         brokers: &str,
         properties: &BTreeMap<String, String>,
     ) -> KafkaResult<(Self, mpsc::UnboundedReceiver<Ack>)> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4")
-            .set("queue.buffering.max.messages", "200000");
-        for (k, v) in properties {
-            config.set(k, v);
-        }
-        let producer = config.create_with_context(SinkContext { acks: tx })?;
-        Ok((Self { producer }, rx))
+        let config = |linger: &str, compression: &str, queue: &str, urgent: bool| {
+            let mut config = ClientConfig::new();
+            config
+                .set("bootstrap.servers", brokers)
+                .set("enable.idempotence", "true")
+                .set("acks", "all")
+                .set("linger.ms", linger)
+                .set("compression.type", compression)
+                .set("queue.buffering.max.messages", queue);
+            for (k, v) in properties {
+                config.set(k, v);
+            }
+            if urgent {
+                config.set("linger.ms", "0");
+                if let Some(id) = properties.get("client.id") {
+                    config.set("client.id", format!("{id}-alerts"));
+                }
+            }
+            config
+        };
+        let bulk = config("5", "lz4", "200000", false)
+            .create_with_context(SinkContext { acks: tx.clone() })?;
+        let urgent = config("0", "none", "10000", true)
+            .create_with_context(SinkContext { acks: tx })?;
+        Ok((Self { bulk, urgent }, rx))
     }
 
-    /// Queues one record; waits (asynchronously) while librdkafka's queue is full.
+    /// Queues one record on `lane`'s producer; waits (asynchronously) while its queue
+    /// is full.
     pub async fn send(
         &self,
+        lane: Lane,
         topic: &str,
         key: &[u8],
         value: &[u8],
@@ -96,8 +130,12 @@ impl Sink {
         if let Some(h) = headers {
             record = record.headers(h);
         }
+        let producer = match lane {
+            Lane::Bulk => &self.bulk,
+            Lane::Urgent => &self.urgent,
+        };
         loop {
-            match self.producer.send(record) {
+            match producer.send(record) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
@@ -111,7 +149,9 @@ impl Sink {
 
     /// Waits until every queued record is delivered or `timeout` passes.
     pub fn flush(&self, timeout: Duration) -> KafkaResult<()> {
-        self.producer.flush(timeout)
+        let started = std::time::Instant::now();
+        self.urgent.flush(timeout)?;
+        self.bulk.flush(timeout.saturating_sub(started.elapsed()))
     }
 }
 
