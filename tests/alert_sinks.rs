@@ -313,6 +313,52 @@ async fn alertmanager_receives_and_resolves() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_escalated_alert_replaces_its_lower_severity_in_alertmanager() {
+    let Some(am) = Alertmanager::start_or_skip().await else {
+        return;
+    };
+    let config = AlertSinksConfig {
+        alertmanager: Some(AlertmanagerConfig::new(am.url())),
+        ..sinks_config()
+    };
+    let (sinks, handle) = AlertSinks::start(config);
+    let severities = |all: &[Value]| -> Vec<String> {
+        let mut v: Vec<String> = all
+            .iter()
+            .filter(|a| is_ours(a, "payments"))
+            .map(|a| a["labels"]["severity"].as_str().unwrap().to_owned())
+            .collect();
+        v.sort();
+        v
+    };
+
+    let mut warning = firing("LatencyHigh", "payments", "77aa00bb11cc22dd");
+    warning.severity = "warning".to_owned();
+    warning.annotations.insert("notification".to_owned(), "new".to_owned());
+    sinks.send(std::slice::from_ref(&warning));
+    am.poll("?active=true", "the warning", |all| severities(all) == ["warning"])
+        .await;
+
+    // what the alert stage emits on escalation: the same fingerprint, the raised
+    // severity, and the severity it left
+    let mut critical = warning.clone();
+    critical.severity = "critical".to_owned();
+    critical.annotations.insert("notification".to_owned(), "escalation".to_owned());
+    critical.annotations.insert("escalated_from".to_owned(), "warning".to_owned());
+    sinks.send(std::slice::from_ref(&critical));
+    am.poll("?active=true", "only the critical alert active", |all| {
+        severities(all) == ["critical"]
+    })
+    .await;
+
+    sinks.send(&[resolved(&critical)]);
+    am.poll("?active=true", "nothing of ours active", |all| severities(all).is_empty())
+        .await;
+    let stats = shut_down(&sinks, handle).await;
+    assert_eq!((stats[0].delivered, stats[0].failed), (3, 0), "{:?}", stats[0]);
+}
+
 // ---------------------------------------------------------------------------------------
 // Webhooks
 

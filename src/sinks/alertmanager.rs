@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::format::{annotations, labels, rfc3339_ms};
+use super::format::{annotations, labels, rfc3339_ms, with_superseded};
 use crate::model::{Alert, AlertStatus};
 
 /// One alert as `POST /api/v2/alerts` takes it (`postableAlert`).
@@ -53,7 +53,8 @@ pub fn endpoint(base: &str) -> String {
 pub fn body(alerts: &[Arc<Alert>], generator_url: Option<&str>, now_ms: i64) -> Vec<u8> {
     let payload: Vec<PostableAlert> = alerts
         .iter()
-        .map(|a| PostableAlert::new(a, generator_url, now_ms))
+        .flat_map(|a| with_superseded(a, now_ms))
+        .map(|a| PostableAlert::new(&a, generator_url, now_ms))
         .collect();
     serde_json::to_vec(&payload).expect("alerts serialize")
 }

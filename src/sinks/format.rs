@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::model::Alert;
+use crate::model::{Alert, AlertStatus};
+use crate::stage::alert::ESCALATED_FROM_ANNOTATION;
 
 /// The latest instant RFC 3339 (four-digit years) can show: 9999-12-31T23:59:59.999Z.
 const MAX_RFC3339_MS: i64 = 253_402_300_799_999;
@@ -46,6 +47,25 @@ pub fn labels(alert: &Alert) -> BTreeMap<String, String> {
     labels
 }
 
+/// What a receiver that identifies alerts by their labels is sent for `alert`: the alert,
+/// and for an escalation (annotation `escalated_from`) first the alert at the severity it
+/// left, resolved at `now_ms` (never before it started). `severity` is a label there, so
+/// without that resolution the lower-severity alert would stay active beside the raised
+/// one until it timed out.
+pub fn with_superseded(alert: &Alert, now_ms: i64) -> impl Iterator<Item = Alert> + '_ {
+    let superseded = alert
+        .annotations
+        .get(ESCALATED_FROM_ANNOTATION)
+        .filter(|from| alert.status == AlertStatus::Firing && **from != alert.severity)
+        .map(|from| Alert {
+            status: AlertStatus::Resolved,
+            severity: from.clone(),
+            ends_at_ms: Some(now_ms.max(alert.starts_at_ms)),
+            ..alert.clone()
+        });
+    superseded.into_iter().chain(std::iter::once(alert.clone()))
+}
+
 /// The alert's annotations (names made valid) plus `summary`, `suspected_service` (when
 /// known), `score` and `exemplar_trace_ids` (comma-joined, when any), which win over
 /// annotations of the same name.
@@ -68,7 +88,6 @@ pub fn annotations(alert: &Alert) -> BTreeMap<String, String> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::model::AlertStatus;
 
     /// A firing alert for tests.
     pub(crate) fn alert(rule: &str, service: &str) -> Alert {
@@ -119,6 +138,33 @@ pub(crate) mod tests {
         assert_eq!(l["severity"], "warning");
         assert_eq!(l["service"], "checkout");
         assert_eq!(l.len(), 3);
+    }
+
+    #[test]
+    fn an_escalation_resolves_the_severity_it_left() {
+        let plain = alert("LatencyHigh", "checkout");
+        let sent: Vec<Alert> = with_superseded(&plain, 1_714_564_900_000).collect();
+        assert_eq!(sent, [plain.clone()]);
+
+        let mut raised = plain.clone();
+        raised.severity = "critical".to_owned();
+        raised
+            .annotations
+            .insert(ESCALATED_FROM_ANNOTATION.to_owned(), "warning".to_owned());
+        let sent: Vec<Alert> = with_superseded(&raised, 1_714_564_900_000).collect();
+        assert_eq!(sent.len(), 2);
+        let (old, new) = (&sent[0], &sent[1]);
+        assert_eq!((old.status, old.severity.as_str()), (AlertStatus::Resolved, "warning"));
+        assert_eq!(old.ends_at_ms, Some(1_714_564_900_000));
+        assert_eq!((old.fingerprint.as_str(), old.starts_at_ms), (raised.fingerprint.as_str(), raised.starts_at_ms));
+        assert_eq!(new, &raised);
+        // a clock behind the alert's start never ends it before it started
+        let early: Vec<Alert> = with_superseded(&raised, 0).collect();
+        assert_eq!(early[0].ends_at_ms, Some(raised.starts_at_ms));
+        // its resolution is itself, at the raised severity
+        let mut done = raised.clone();
+        done.status = AlertStatus::Resolved;
+        assert_eq!(with_superseded(&done, 0).count(), 1);
     }
 
     #[test]

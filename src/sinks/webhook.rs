@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::format::{annotations, labels, rfc3339_ms};
+use super::format::{annotations, labels, rfc3339_ms, with_superseded};
 use crate::model::{Alert, AlertStatus};
 
 /// The `receiver` name in every payload.
@@ -76,10 +76,10 @@ pub fn payloads(alerts: &[Arc<Alert>], external_url: Option<&str>, now_ms: i64) 
     let external_url = external_url.unwrap_or_default();
     let mut groups: Vec<(&str, Vec<WebhookAlert>)> = Vec::new();
     for alert in alerts {
-        let item = WebhookAlert::new(alert, external_url, now_ms);
+        let items = with_superseded(alert, now_ms).map(|a| WebhookAlert::new(&a, external_url, now_ms));
         match groups.iter_mut().find(|(rule, _)| *rule == alert.rule) {
-            Some((_, members)) => members.push(item),
-            None => groups.push((&alert.rule, vec![item])),
+            Some((_, members)) => members.extend(items),
+            None => groups.push((&alert.rule, items.collect())),
         }
     }
     groups

@@ -28,8 +28,9 @@
 //! - **Events.** Every emitted alert carries the annotation `notification`: `new` (the
 //!   first firing event of an episode), `repeat` (still firing, `repeat_interval` after
 //!   the last event), `escalation` (once, when it has fired for `escalate_after`: the
-//!   severity moves one step up `severities`; an alert first emitted after that time is
-//!   emitted as `new` with the raised severity), `resolved`. So per fingerprint the
+//!   severity moves one step up `severities`, and the annotation `escalated_from` names
+//!   the one it left; an alert first emitted after that time is emitted as `new` with
+//!   the raised severity), `resolved`. So per fingerprint the
 //!   events are `new (repeat|escalation)* resolved`, repeated. `value` and `threshold`
 //!   annotations are added unless the rule defines them.
 //! - **Inhibition** (`inhibit: true`): a firing alert B on service SB is held back while
@@ -88,7 +89,7 @@ pub use correlate::MAX_EXEMPLARS;
 pub use lifecycle::Notification;
 pub use settings::{AlertSettings, Condition, CorrelationSettings, Field, Rule, Select, Symptom};
 pub use template::{fingerprint, glob_match, label_name, Template};
-pub use validate::{NOTIFICATION_ANNOTATION, RESERVED_LABELS};
+pub use validate::{ESCALATED_FROM_ANNOTATION, NOTIFICATION_ANNOTATION, RESERVED_LABELS};
 
 use correlate::Correlator;
 use eval::EvalState;

@@ -3,6 +3,7 @@
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::lifecycle::{Instance, Notice, Notification, Phase};
+use super::validate::ESCALATED_FROM_ANNOTATION;
 use super::AlertEngine;
 use crate::model::Alert;
 
@@ -88,9 +89,11 @@ impl AlertEngine {
             match self.escalation_due(&self.instances[&fp], now) {
                 Some(sev) => {
                     let (_, inst) = self.rule_and(fp);
-                    inst.notice.severity = sev;
+                    let from = std::mem::replace(&mut inst.notice.severity, sev);
                     inst.notice.escalated = true;
-                    out.push(self.emit(fp, Notification::Escalation, now));
+                    let mut alert = self.emit(fp, Notification::Escalation, now);
+                    alert.annotations.insert(ESCALATED_FROM_ANNOTATION.into(), from);
+                    out.push(alert);
                 }
                 None => repeats.push(fp),
             }

@@ -188,7 +188,7 @@ rules:
     threshold: {field: error_rate, above: 750ms}
   - name: f
     labels: {alertname: x, shard: "{{value}}", bad-name: x}
-    annotations: {notification: x, summary: "{{service"}
+    annotations: {notification: x, escalated_from: y, summary: "{{service"}
     series: {scope: service}
     threshold: {field: count, above: -1}
   - name: g
@@ -240,6 +240,11 @@ rules:
     has(
         &e,
         &r(5, ".annotations.notification"),
+        "set by the alert stage",
+    );
+    has(
+        &e,
+        &r(5, ".annotations.escalated_from"),
         "set by the alert stage",
     );
     has(&e, &r(5, ".annotations.summary"), "without a closing");

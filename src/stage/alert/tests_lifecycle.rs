@@ -108,6 +108,8 @@ fn escalation_raises_severity_once_and_keeps_the_fingerprint() {
     );
     assert_eq!(all[0].1.fingerprint, all[1].1.fingerprint);
     assert!(!all[1].1.labels.contains_key("severity"));
+    assert_eq!(all[0].1.annotations.get("escalated_from"), None);
+    assert_eq!(all[1].1.annotations["escalated_from"], "warning");
     good(&mut e, "gateway", 310);
     let r = advance(&mut e, 310);
     assert_eq!(

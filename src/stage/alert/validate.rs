@@ -12,6 +12,10 @@ use crate::stage::aggregate::SERVICE_GRAPH_SCOPE;
 pub const RESERVED_LABELS: [&str; 3] = ["alertname", "scope", "window"];
 /// Annotation the engine sets itself (`new`, `repeat`, `escalation`, `resolved`).
 pub const NOTIFICATION_ANNOTATION: &str = "notification";
+/// Annotation of an escalation event: the severity it was raised from. Receivers that
+/// identify alerts by labels (Alertmanager: `severity` is a label) resolve the alert of
+/// that severity, so one alert stays active per fingerprint.
+pub const ESCALATED_FROM_ANNOTATION: &str = "escalated_from";
 /// Variables annotations may use besides the labels.
 pub const VALUE_VARS: [&str; 3] = ["value", "threshold", "eta"];
 
@@ -239,7 +243,7 @@ impl AlertConfig {
                     "annotation name must not be empty",
                     "e.g. summary",
                 );
-            } else if name == NOTIFICATION_ANNOTATION {
+            } else if name == NOTIFICATION_ANNOTATION || name == ESCALATED_FROM_ANNOTATION {
                 errors.push(
                     ap.clone(),
                     "is set by the alert stage",
