@@ -280,6 +280,14 @@ pub async fn run(
     )
     .map_err(kafka_err)?;
     metrics::OPEN_TRACES_LIMIT.set(assemble.max_open_traces as i64);
+    if let Some(alert) = config.alert() {
+        // every rule's series from the start, at its first severity
+        for rule in &alert.rules {
+            for status in ["firing", "resolved"] {
+                metrics::ALERTS.with_label_values(&[&rule.name, &rule.severity, status]);
+            }
+        }
+    }
     let mut runner = Runner {
         pipeline: pipeline.clone(),
         sources,
@@ -546,7 +554,9 @@ impl Runner {
                     (AGGREGATES, enc.aggregate(&window), Holds::new())
                 }
                 Emit::Alert(alert) => {
-                    metrics::ALERTS.with_label_values(&[alert.status.as_str()]).inc();
+                    metrics::ALERTS
+                        .with_label_values(&[&alert.rule, &alert.severity, alert.status.as_str()])
+                        .inc();
                     if let Some(n) = &self.notify {
                         n.send(std::slice::from_ref(&alert));
                     }

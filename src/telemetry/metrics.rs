@@ -232,7 +232,7 @@ pub static AGGREGATE_LIVE_SERIES: LazyLock<IntGauge> =
     LazyLock::new(|| gauge("spanline_aggregate_live_series", "Aggregate keys live now over all window sizes and scopes"));
 
 pub static ALERTS: LazyLock<IntCounterVec> =
-    LazyLock::new(|| counter_vec("spanline_alerts_total", "Alert events emitted, by status", &["status"]));
+    LazyLock::new(|| counter_vec("spanline_alerts_total", "Alert events emitted, by rule, severity and status", &["rule", "severity", "status"]));
 pub static ALERT_ACK_LATENCY: LazyLock<prometheus::Histogram> = LazyLock::new(|| {
     register(prometheus::Histogram::with_opts(
         prometheus::HistogramOpts::new(
@@ -322,9 +322,8 @@ pub fn init() {
         AGGREGATE_CALLS.with_label_values(&[outcome]);
     }
     LazyLock::force(&AGGREGATE_EXPIRED);
-    for status in ["firing", "resolved"] {
-        ALERTS.with_label_values(&[status]);
-    }
+    // per rule: the runner adds its series when it knows the rules
+    LazyLock::force(&ALERTS);
     LazyLock::force(&ALERT_ACK_LATENCY);
     for result in ["restored", "rejected", "saved", "save_failed"] {
         DETECT_SNAPSHOTS.with_label_values(&[result]);
