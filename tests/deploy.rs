@@ -1181,3 +1181,50 @@ fn dashboard_queries_use_metrics_spanline_exposes() {
         wanted.len()
     );
 }
+
+/// The Docker image builds with the Rust of its `FROM rust:X.Y` line: Cargo.toml declares
+/// that version, and no locked dependency needs a newer one.
+#[test]
+fn locked_dependencies_build_with_the_dockerfile_toolchain() {
+    let root = repo_root();
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    let image = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("FROM rust:"))
+        .expect("the Dockerfile builds FROM rust:X.Y");
+    let docker_rust: String = image.split(['-', ' ']).next().unwrap().to_owned();
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let declared = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = "))
+        .expect("Cargo.toml declares rust-version")
+        .trim_matches('"');
+    assert_eq!(declared, docker_rust, "Cargo.toml rust-version and the Dockerfile's image");
+
+    let out = Command::new(env!("CARGO"))
+        .args(["metadata", "--locked", "--offline", "--format-version", "1"])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let metadata: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let version = |v: &str| -> Vec<u64> {
+        let mut parts: Vec<u64> = v.split('.').map(|p| p.parse().unwrap()).collect();
+        parts.resize(3, 0);
+        parts
+    };
+    let newer: Vec<String> = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| {
+            let needs = p["rust_version"].as_str()?;
+            (version(needs) > version(declared))
+                .then(|| format!("{} {} needs Rust {needs}", p["name"], p["version"]))
+        })
+        .collect();
+    assert!(
+        newer.is_empty(),
+        "locked dependencies need a newer Rust than {declared}: {newer:?} (cargo update picks compatible ones with resolver 3)"
+    );
+}
