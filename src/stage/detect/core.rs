@@ -218,8 +218,9 @@ pub(super) struct Core {
     first_at_ns: Option<i64>,
     last_at_ns: Option<i64>,
     interval_ns: i64,
-    /// Deviations of the last `SHORT − 1` samples (NaN where there was none).
-    trail: VecDeque<Vec<f64>>,
+    /// Deviations of the last `SHORT − 1` samples (none where there was none: JSON has
+    /// no NaN).
+    trail: VecDeque<Vec<Option<f64>>>,
     /// The last model row, whose values stand in for missing ones.
     last_row: Vec<f64>,
     history: VecDeque<Vec<f64>>,
@@ -332,7 +333,7 @@ impl Core {
                 let z = b.deviations(x[i]);
                 zs[i] = Some(z);
                 ln_ps.push(f.calib.ln_p(z));
-                if let Some(zm) = short_shift(z, self.trail.iter().map(|t| t.get(i).copied().unwrap_or(f64::NAN))) {
+                if let Some(zm) = short_shift(z, self.trail.iter().map(|t| t.get(i).copied().flatten().unwrap_or(f64::NAN))) {
                     zs_short[i] = Some(zm);
                     ln_ps.push(f.calib_short.ln_p(zm));
                 }
@@ -359,7 +360,7 @@ impl Core {
         // the oldest entry's buffer is reused for this sample's deviations
         let mut entry = if self.trail.len() + 1 >= SHORT { self.trail.pop_front().unwrap_or_default() } else { Vec::new() };
         entry.clear();
-        entry.extend(zs.iter().map(|z| z.unwrap_or(f64::NAN)));
+        entry.extend(zs.iter().copied());
         self.trail.push_back(entry);
 
         // warm: enough accepted samples, and a baseline to judge this one by (right after

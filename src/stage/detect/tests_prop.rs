@@ -121,7 +121,7 @@ proptest! {
         mode in mode(),
         steps in prop::collection::vec((gap(), value(), prop::bool::weighted(0.2)), 0..250),
     ) {
-        let mut d = Detector::new(settings);
+        let mut d = Detector::new(settings.clone());
         let subject = series("plain");
         let mut at = T0;
         let mut out = Vec::new();
@@ -145,6 +145,10 @@ proptest! {
             }
         }
         prop_assert_eq!(d.stats().scores, finite);
+
+        // whatever it saw, its snapshot reads back and scores as it does
+        let next = at.saturating_add(SIZE);
+        restores_alike(&mut d, settings, |d, out| d.observe_value(&subject, next, 100.0, out))?;
     }
 
     #[test]
@@ -165,7 +169,7 @@ proptest! {
         // other window sizes too (a smaller one replaces the watched series)
         mixed_sizes in prop::bool::weighted(0.25),
     ) {
-        let mut d = Detector::new(settings);
+        let mut d = Detector::new(settings.clone());
         let mut end = T0;
         let mut out = Vec::new();
         for (gap, latencies, errors, size, train) in windows {
@@ -184,6 +188,9 @@ proptest! {
                 d.train_inline();
             }
         }
+        // whatever it saw, its snapshot reads back and scores as it does
+        let next = window_of("api", 0, &[1e8, 2e8], 0);
+        restores_alike(&mut d, settings, |d, out| d.observe_window(&next, out))?;
     }
 
     #[test]
@@ -203,8 +210,9 @@ proptest! {
         // spans of random parents, times and services (an hour apart per trace, or at
         // the end of time), some failed
         const SERVICES: [&str; 5] = ["gateway", "api", "db", "cache", "auth"];
-        let mut d = Detector::new(settings);
+        let mut d = Detector::new(settings.clone());
         let mut out = Vec::new();
+        let mut last = None;
         for (n, (gen, well_formed, train)) in traces.iter().enumerate() {
             let base = if extreme && n % 5 == 1 { i64::MAX - 1_000_000_000 } else { T0 + n as i64 * 3600 * S };
             let spans = gen
@@ -239,8 +247,32 @@ proptest! {
             if *train {
                 d.train_inline();
             }
+            last = Some((t, a));
+        }
+        // whatever it saw, its snapshot reads back and scores as it does
+        if let Some((t, a)) = last {
+            restores_alike(&mut d, settings, |d, out| d.observe_trace(&t, &a, out))?;
         }
     }
+}
+
+/// Saves `d`'s snapshot, reads it back into a new detector with `settings`, and checks
+/// that both score `next` alike.
+fn restores_alike(
+    d: &mut Detector,
+    settings: DetectSettings,
+    next: impl Fn(&mut Detector, &mut Vec<AnomalyScore>),
+) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    d.save_snapshot(dir.path()).unwrap();
+    let mut restored = Detector::new(settings);
+    let loaded = restored.load_snapshot(dir.path());
+    prop_assert!(matches!(loaded, Ok(true)), "{:?}", loaded);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    next(d, &mut a);
+    next(&mut restored, &mut b);
+    prop_assert_eq!(a, b);
+    Ok(())
 }
 
 /// A plain series fed `values` one interval apart; its scores.
