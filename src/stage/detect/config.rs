@@ -24,9 +24,13 @@ pub struct DetectConfig {
     /// Accepted samples between trainings of a detector's models. Default 60.
     #[serde(default = "d_retrain_every")]
     pub retrain_every: usize,
+    /// Event time between two trainings of one detector's models, at least: a busy root
+    /// operation's traces reach `retrain_every` many times a second. Default 1m.
+    #[serde(default = "d_retrain_min_interval", with = "duration")]
+    pub retrain_min_interval: Duration,
     /// Score at or above which a sample is anomalous: it is not learnt from. Scores are
-    /// `1 − p^(1/4)` of the combined tail probability p, so 0.9 means p = 10⁻⁴.
-    /// Default 0.9.
+    /// `L² / (L² + 4)` with L = −log₁₀ p of the combined tail probability p, so 0.8 means
+    /// p = 10⁻⁴ and 0.9 means p = 10⁻⁶. Default 0.9.
     #[serde(default = "d_threshold")]
     pub anomaly_threshold: f64,
     /// Anomalous samples within twice as many samples that make a change the new
@@ -77,6 +81,9 @@ fn d_baseline_windows() -> usize {
 fn d_retrain_every() -> usize {
     DetectSettings::default().retrain_every
 }
+fn d_retrain_min_interval() -> Duration {
+    Duration::from_nanos(DetectSettings::default().retrain_min_interval_ns as u64)
+}
 fn d_threshold() -> f64 {
     DetectSettings::default().anomaly_threshold
 }
@@ -102,6 +109,7 @@ impl Default for DetectConfig {
             min_samples: d_min_samples(),
             baseline_windows: d_baseline_windows(),
             retrain_every: d_retrain_every(),
+            retrain_min_interval: d_retrain_min_interval(),
             anomaly_threshold: d_threshold(),
             adapt_after: d_adapt_after(),
             models: d_models(),
@@ -125,6 +133,7 @@ impl DetectConfig {
             min_samples: self.min_samples,
             baseline_windows: self.baseline_windows,
             retrain_every: self.retrain_every,
+            retrain_min_interval_ns: i64::try_from(self.retrain_min_interval.as_nanos()).unwrap_or(i64::MAX),
             anomaly_threshold: self.anomaly_threshold,
             adapt_after: self.adapt_after,
             models,

@@ -228,6 +228,9 @@ pub(super) struct Core {
     held: VecDeque<Held>,
     recent_flags: VecDeque<bool>,
     since_train: u64,
+    /// Event time of the last training request.
+    #[serde(default)]
+    trained_at_ns: Option<i64>,
     generation: u64,
     /// Generation and `seen` of the training request not yet answered.
     pending: Option<(u64, u64)>,
@@ -255,6 +258,7 @@ impl Core {
             held: VecDeque::new(),
             recent_flags: VecDeque::new(),
             since_train: 0,
+            trained_at_ns: None,
             generation: 0,
             pending: None,
             model: None,
@@ -454,7 +458,7 @@ impl Core {
             self.adopt();
             adopted = true;
         }
-        let job = self.training_request(s);
+        let job = self.training_request(at_ns, s);
         Some(Outcome { score, warm, model: model_name, explanations, skipped, flagged, adopted, job })
     }
 
@@ -499,7 +503,7 @@ impl Core {
         self.since_train = self.history.len() as u64;
     }
 
-    fn training_request(&mut self, s: &DetectSettings) -> Option<(u64, Vec<f64>, usize, Vec<f64>)> {
+    fn training_request(&mut self, at_ns: i64, s: &DetectSettings) -> Option<(u64, Vec<f64>, usize, Vec<f64>)> {
         let retrain = s.retrain_every.max(1) as u64;
         if let Some((_, asked_at)) = self.pending {
             // a request nobody answered (a dropped job) is asked again
@@ -508,10 +512,13 @@ impl Core {
             }
         }
         let enough = self.history.len() >= s.min_samples.max(MIN_TRAIN_ROWS);
-        let due = if self.model.is_none() { enough } else { self.since_train >= retrain };
+        // event time going backwards does not hold training back
+        let waited = self.trained_at_ns.and_then(|t| at_ns.checked_sub(t)).is_none_or(|d| d < 0 || d >= s.retrain_min_interval_ns);
+        let due = if self.model.is_none() { enough } else { self.since_train >= retrain && waited };
         if !due || s.models.is_empty() || !enough {
             return None;
         }
+        self.trained_at_ns = Some(at_ns);
         self.generation += 1;
         self.pending = Some((self.generation, self.seen));
         self.since_train = 0;

@@ -39,8 +39,10 @@
 //! A sample scoring at least `anomaly_threshold` is flagged and not learnt from; when
 //! `adapt_after` of the last 2·`adapt_after` samples were flagged, the change has
 //! persisted: the held samples become the new baseline (old baselines, history and model
-//! are dropped). Every `retrain_every` accepted samples (and as soon as there are
-//! `min_samples`) a [`TrainingJob`] over the accepted history is queued; until its
+//! are dropped). Every `retrain_every` accepted samples, but not within
+//! `retrain_min_interval` of event time of the last one (a root operation with a
+//! thousand traces a second would otherwise train sixteen times a second), and as soon
+//! as there are `min_samples`, a [`TrainingJob`] over the accepted history is queued; until its
 //! [`TrainedModel`] is installed the previous model, or the baseline alone, scores.
 //!
 //! **Inputs.** Non-finite feature values are skipped (counted in
@@ -86,6 +88,8 @@ pub struct DetectSettings {
     pub baseline_windows: usize,
     /// Accepted samples between trainings.
     pub retrain_every: usize,
+    /// Event time between trainings of one subject, at least (busy root operations).
+    pub retrain_min_interval_ns: i64,
     /// Scores at or above this flag a sample: it is not learnt from.
     pub anomaly_threshold: f64,
     /// Flagged samples within twice as many that make a change the new baseline.
@@ -108,6 +112,7 @@ impl Default for DetectSettings {
             min_samples: 30,
             baseline_windows: 360,
             retrain_every: 60,
+            retrain_min_interval_ns: 60_000_000_000,
             anomaly_threshold: 0.9,
             adapt_after: 30,
             models: vec![ModelKind::Kmeans, ModelKind::Gmm, ModelKind::Knn],

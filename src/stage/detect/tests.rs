@@ -441,3 +441,35 @@ fn series_are_separate_subjects() {
     assert_eq!(d.stats().series, 10);
     assert!(d.take_training_jobs().is_empty(), "no models, no training");
 }
+
+#[test]
+fn a_busy_subject_trains_at_most_once_per_retrain_min_interval_of_event_time() {
+    // ten samples a second: retrain_every 20 alone would train every 2 s
+    let asked = |min_interval_s: i64| {
+        let settings = DetectSettings {
+            retrain_every: 20,
+            retrain_min_interval_ns: min_interval_s * S,
+            models: vec![ModelKind::Knn],
+            ..DetectSettings::default()
+        };
+        let mut rng = SmallRng::seed_from_u64(9);
+        let mut d = Detector::new(settings);
+        let subject = series("busy");
+        let mut out = Vec::new();
+        let mut asked = Vec::new();
+        for i in 0..3000i64 {
+            d.observe_value(&subject, T0 + i * S / 10, 100.0 + rng.random::<f64>(), &mut out);
+            for job in d.take_training_jobs() {
+                asked.push(i);
+                d.install(job.run());
+            }
+        }
+        asked
+    };
+    // the first as soon as 100 samples are there, then every 20 accepted samples
+    let every = asked(0);
+    assert_eq!(&every[..3], [99, 119, 139]);
+    assert_eq!(every.len(), 1 + (3000 - 100) / 20);
+    // with a minute's floor: one a minute (600 samples) after the first
+    assert_eq!(asked(60), [99, 699, 1299, 1899, 2499]);
+}
