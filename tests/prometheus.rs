@@ -66,14 +66,13 @@ async fn prometheus_scrapes_call_counts_equal_to_the_spans_processed() {
     }
     producer.flush(Duration::from_secs(10)).unwrap();
 
-    let text = format!(
-        "name: prom\nkafka: {{brokers: embedded, group_id: prom, commit_interval: 200ms}}\nschema_registry: {{url: embedded}}\n\
-         sources: [{{name: spans, topics: [spans], format: avro}}]\n\
-         stages: [{{type: assemble, out_of_orderness: 1s, idle_gap: 2s, idle_partition_timeout: 60s}}, {{type: analyze}},\n\
-         {{type: aggregate, windows: [10s]}}]\n\
-         outputs: {{traces: {{topic: traces}}, aggregates: {{topic: aggregates}}}}\n"
-    );
-    let config = load_str(&text, |_| None).unwrap_or_else(|e| panic!("{e}"));
+    let text =
+        "name: prom\nkafka: {brokers: embedded, group_id: prom, commit_interval: 200ms}\nschema_registry: {url: embedded}\n\
+         sources: [{name: spans, topics: [spans], format: avro}]\n\
+         stages: [{type: assemble, out_of_orderness: 1s, idle_gap: 2s, idle_partition_timeout: 60s}, {type: analyze},\n\
+         {type: aggregate, windows: [10s]}]\n\
+         outputs: {traces: {topic: traces}, aggregates: {topic: aggregates}}\n";
+    let config = load_str(text, |_| None).unwrap_or_else(|e| panic!("{e}"));
     let endpoints = Endpoints { brokers: kafka.bootstrap().to_string(), registry: Some(registry.url().to_string()) };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(runner::run(config, endpoints, ready, async move {

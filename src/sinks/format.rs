@@ -144,7 +144,7 @@ pub(crate) mod tests {
     fn an_escalation_resolves_the_severity_it_left() {
         let plain = alert("LatencyHigh", "checkout");
         let sent: Vec<Alert> = with_superseded(&plain, 1_714_564_900_000).collect();
-        assert_eq!(sent, [plain.clone()]);
+        assert_eq!(sent, std::slice::from_ref(&plain));
 
         let mut raised = plain.clone();
         raised.severity = "critical".to_owned();

@@ -21,8 +21,8 @@ pub enum Emit {
     },
     /// A span later than `grace`.
     Late { span: Span, origin: Origin },
-    /// A closed aggregate window.
-    Aggregate(WindowAggregate),
+    /// A closed aggregate window (boxed: it is the largest by far).
+    Aggregate(Box<WindowAggregate>),
     /// An alert event.
     Alert(Alert),
 }
@@ -175,7 +175,7 @@ impl Stages {
                 e.observe_window(w);
             }
         }
-        emits.extend(windows.into_iter().map(Emit::Aggregate));
+        emits.extend(windows.into_iter().map(|w| Emit::Aggregate(Box::new(w))));
         if let Some(e) = &mut self.alerts {
             for s in self.scores.drain(..) {
                 e.observe_score(&s);
@@ -209,7 +209,7 @@ impl Stages {
             .map(|b| format!("{} {} ({:.0}% of the critical path)", b.service, b.name, b.share * 100.0));
         let findings = a.findings.iter().map(|f| f.message.clone()).collect();
         self.slowest.push(TraceDigest { trace_id: trace.trace_id, root, duration_ns: a.duration_ns, bottleneck, findings });
-        self.slowest.sort_by(|x, y| y.duration_ns.cmp(&x.duration_ns));
+        self.slowest.sort_by_key(|x| std::cmp::Reverse(x.duration_ns));
         self.slowest.truncate(SLOWEST);
     }
 

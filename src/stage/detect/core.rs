@@ -584,7 +584,8 @@ pub(super) fn score_of_ln_p(ln_p: f64) -> f64 {
 
 /// The robust deviations whose two-sided Gaussian tail probability is p (ln p given).
 pub(super) fn z_of_ln_p(ln_p: f64) -> f64 {
-    if !(ln_p < 0.0) {
+    // NaN too
+    if ln_p.is_nan() || ln_p >= 0.0 {
         return 0.0;
     }
     let (mut lo, mut hi) = (0.0f64, 1.0f64);
