@@ -1441,14 +1441,12 @@ fn main() {
                     format_args!("{:.0}", best.rate),
                     "spans/s",
                 );
-                target(
-                    &format!(
-                        "end_to_end_embedded_all_stages_spans_per_s ({} spans over {:.1} s)",
-                        best.spans, best.secs
-                    ),
-                    best.rate,
-                    300_000.0,
-                );
+                // reported, with no target of its own (300,000 spans/s is the target of
+                // the assemble-only pipeline end to end)
+                note(format_args!(
+                    "end_to_end_embedded_all_stages_spans_per_s: {} spans over {:.1} s",
+                    best.spans, best.secs
+                ));
             }
             Err(e) => {
                 note(format_args!("end_to_end failed: {e}"));
