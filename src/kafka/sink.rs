@@ -100,8 +100,11 @@ impl Sink {
             }
             if urgent {
                 config.set("linger.ms", "0");
-                if let Some(id) = properties.get("client.id") {
-                    config.set("client.id", format!("{id}-alerts"));
+                // ids that name one producer
+                for key in ["client.id", "transactional.id"] {
+                    if let Some(id) = properties.get(key) {
+                        config.set(key, format!("{id}-alerts"));
+                    }
                 }
             }
             config
