@@ -385,11 +385,9 @@ impl Core {
             }
             model_name = m.name();
         }
-        // Bonferroni over the continuous measures; the category is its own evidence
-        let mut ln_p = match ln_ps.iter().copied().reduce(f64::min) {
-            Some(min) => (min + (ln_ps.len() as f64).ln()).min(0.0),
-            None => 0.0,
-        };
+        // the harmonic mean p-value of the continuous measures; the category is its own
+        // evidence
+        let mut ln_p = ln_harmonic_mean_p(&ln_ps);
         // a value as usual for its hour of the day as values of earlier days were is no
         // anomaly, however rare it is in the whole series (a nightly job)
         if seasonal_ok {
@@ -534,6 +532,26 @@ impl Core {
     }
 }
 
+/// ln of the harmonic mean p-value `m / Σ 1/pᵢ` of m tail probabilities (given as ln pᵢ;
+/// 0 for none; NaN ones count as tests without evidence). Like Bonferroni's `m · min pᵢ`
+/// it is robust to dependence between the tests (Wilson 2019), and never above it: about
+/// equal when one test alone is surprised, up to m times smaller when several agree (an
+/// anomaly that the baseline, the short-term shift and the models all see is stronger
+/// evidence than one of them alone). Computed in logs, so no pᵢ underflows.
+fn ln_harmonic_mean_p(ln_ps: &[f64]) -> f64 {
+    let surprises = || ln_ps.iter().filter(|l| !l.is_nan()).map(|l| -l);
+    let top = surprises().fold(f64::NEG_INFINITY, f64::max);
+    if top == f64::INFINITY {
+        // p = 0: a surprise without bound
+        return f64::NEG_INFINITY;
+    }
+    if top == f64::NEG_INFINITY {
+        return 0.0;
+    }
+    let lse = top + surprises().map(|a| (a - top).exp()).sum::<f64>().ln();
+    ((ln_ps.len() as f64).ln() - lse).min(0.0)
+}
+
 /// The shift the last `SHORT` deviations (`z` and the earlier ones) agree on: the one
 /// nearest 0 when all have the same sign, else 0; None unless all are finite. Large only
 /// while every one of them, this sample's included, is.
@@ -601,4 +619,27 @@ pub(super) fn z_of_ln_p(ln_p: f64) -> f64 {
         }
     }
     0.5 * (lo + hi)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ln_harmonic_mean_p;
+
+    #[test]
+    fn harmonic_mean_p_is_never_above_bonferroni_and_rewards_agreement() {
+        let ln = |ps: &[f64]| ps.iter().map(|p: &f64| p.ln()).collect::<Vec<_>>();
+        assert_eq!(ln_harmonic_mean_p(&[]), 0.0);
+        assert_eq!(ln_harmonic_mean_p(&ln(&[1.0, 1.0, 1.0])), 0.0);
+        // one surprised test of five: about Bonferroni's 5 · 1e-6
+        let one = ln_harmonic_mean_p(&ln(&[1e-6, 0.5, 0.5, 0.5, 0.5])).exp();
+        assert!(one <= 5e-6 && one > 4.9e-6, "{one}");
+        // all five agree: 1e-6, five times less than Bonferroni
+        let all = ln_harmonic_mean_p(&ln(&[1e-6; 5])).exp();
+        assert!((all - 1e-6).abs() < 1e-12, "{all}");
+        // no underflow for extreme evidence, p = 0 stays 0, NaN is no evidence
+        assert!((ln_harmonic_mean_p(&[-2000.0, -2000.0]) + 2000.0).abs() < 1e-9);
+        assert_eq!(ln_harmonic_mean_p(&[f64::NEG_INFINITY, -1.0]), f64::NEG_INFINITY);
+        assert_eq!(ln_harmonic_mean_p(&[f64::NAN]), 0.0);
+        assert!(ln_harmonic_mean_p(&[f64::NAN, -10.0]).is_finite());
+    }
 }

@@ -28,10 +28,13 @@
 //! (the transformed feature values, a missing one as the last seen) and the score is
 //! turned into a tail probability among that model's scores of its own training data.
 //!
-//! **Score.** The smallest of the m tail probabilities times m (Bonferroni) is the
-//! combined probability p (for traces, a structure never seen has probability
+//! **Score.** The harmonic mean p-value of the m tail probabilities, m / Σ 1/pᵢ (Wilson
+//! 2019: robust to dependence between the tests; never above Bonferroni's m · min pᵢ,
+//! about equal to it when one test alone is surprised, up to m times smaller when
+//! several agree), is the combined probability p
+//! (for traces, a structure never seen has probability
 //! (signatures seen once + 1) / (n + 1), the Good–Turing estimate of the unseen, and
-//! takes part without the factor); with L = −log₁₀ p the score is L² / (L² + 4):
+//! takes part on its own, the smaller p wins); with L = −log₁₀ p the score is L² / (L² + 4):
 //! 0.5 ⇔ p = 10⁻², 0.9 ⇔ p = 10⁻⁶, 0.99 ⇔ p ≈ 10⁻¹⁹·⁹. It is in [0, 1] and never NaN. Explanations list
 //! each feature's value, baseline and signed deviations, largest |deviation| first.
 //!
