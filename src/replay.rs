@@ -144,9 +144,12 @@ impl Replayer {
 pub fn replay(config: &PipelineConfig, inputs: &[PathBuf], out_dir: &Path) -> Result<ReplaySummary, String> {
     let mut replayer = Replayer::new(config)?;
     // the detectors continue from their snapshot, if there is one (never fatal)
-    let snapshot_dir = config.detect().and_then(|d| d.snapshot_dir.clone());
-    if let (Some(dir), Some(detector)) = (&snapshot_dir, replayer.stages.detector_mut()) {
-        snapshots::apply(detector, dir, snapshots::read(dir));
+    if let Some(topic) = config.detect().and_then(|d| d.snapshot_topic.as_ref()) {
+        tracing::warn!(%topic, "replay does not read or write detect.snapshot_topic (it has no Kafka): the detectors start from warm-up");
+    }
+    let snapshot_dir = config.detect().and_then(|d| d.snapshot_dir.clone()).map(snapshots::Store::Dir);
+    if let (Some(store), Some(detector)) = (&snapshot_dir, replayer.stages.detector_mut()) {
+        snapshots::apply(detector, store, snapshots::read(store));
     }
     std::fs::create_dir_all(out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
     let dead_letter = config.sources.first().and_then(|s| s.dead_letter_topic.clone());
@@ -192,10 +195,10 @@ pub fn replay(config: &PipelineConfig, inputs: &[PathBuf], out_dir: &Path) -> Re
     // saved once, at the end: the replay asked for it, so failing to write it is an error
     if let (Some(dir), Some(detector)) = (&snapshot_dir, replayer.stages.detector()) {
         let snapshot = detector.snapshot();
-        let bytes = snapshots::save(&snapshot, dir).map_err(|e| e.to_string())?;
         let counts = snapshot.counts();
+        let bytes = snapshots::save(snapshot, dir).map_err(|e| e.to_string())?;
         tracing::info!(
-            dir = %dir.display(),
+            dir = %dir,
             bytes,
             series = counts.series,
             root_operations = counts.root_operations,

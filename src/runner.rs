@@ -14,6 +14,7 @@ use crate::kafka::offsets::OffsetTracker;
 use crate::kafka::registry_client::RegistryClient;
 use crate::kafka::sink::{dead_letter_headers, Ack, Lane, Sink, Token};
 use crate::kafka::source::{Record, Source, SourceEvent};
+use crate::kafka::state::StateTopic;
 use crate::model::CloseReason;
 use crate::output::Encoding;
 use crate::stage::assemble::{Holds, Origin, Output, Pushed, Stats};
@@ -246,16 +247,27 @@ pub async fn run(
     let mut stages = Stages::new(&config);
     // the detectors continue from their snapshot, if there is one (never fatal), read
     // before joining the consumer group
-    let snapshot_dir = config.detect().and_then(|d| Some((d.snapshot_dir.clone()?, d.snapshot_every)));
+    let snapshot_store = config.detect().and_then(|d| {
+        let store = match (&d.snapshot_dir, &d.snapshot_topic) {
+            (Some(dir), _) => snapshots::Store::Dir(dir.clone()),
+            (None, Some(topic)) => snapshots::Store::topic(StateTopic {
+                brokers: endpoints.brokers.clone(),
+                properties: config.kafka.properties.clone(),
+                topic: topic.clone(),
+            }),
+            (None, None) => return None,
+        };
+        Some((store, d.snapshot_every))
+    });
     let mut saver = None;
-    if let (Some((dir, every)), Some(detector)) = (&snapshot_dir, stages.detector_mut()) {
-        let d = dir.clone();
-        let loaded = tokio::task::spawn_blocking(move || snapshots::read(&d)).await.map_err(|e| RunError::Config {
+    if let (Some((store, every)), Some(detector)) = (&snapshot_store, stages.detector_mut()) {
+        let s = store.clone();
+        let loaded = tokio::task::spawn_blocking(move || snapshots::read(&s)).await.map_err(|e| RunError::Config {
             pipeline: pipeline.clone(),
             message: format!("reading the detect snapshot: {e}"),
         })?;
-        snapshots::apply(detector, dir, loaded);
-        saver = Some(snapshots::Saver::new(dir.clone(), *every, std::time::Instant::now()));
+        snapshots::apply(detector, store, loaded);
+        saver = Some(snapshots::Saver::new(store.clone(), *every, std::time::Instant::now()));
     }
     let (notify, notify_task) = match &config.outputs.notify {
         Some(c) => {

@@ -1,6 +1,13 @@
-//! The detect stage's snapshots in a running pipeline (`detect.snapshot_dir`): restored
-//! at start, saved every `snapshot_every` (wall clock) and when the pipeline stops
-//! (`replay`: at the end), so a restart does not learn from zero.
+//! The detect stage's snapshots in a running pipeline (`detect.snapshot_dir`, or
+//! `detect.snapshot_topic`): restored at start, saved every `snapshot_every` (wall clock)
+//! and when the pipeline stops (`replay`: at the end), so a restart does not learn from
+//! zero.
+//!
+//! **On a topic** (compacted, `cleanup.policy=compact`), a snapshot is one record per
+//! subject keyed by kind and subject, plus a `meta` record; subjects gone since the last
+//! save get a tombstone. At start the topic is read from its beginning to its end, the
+//! latest record of each key counts. A save is not atomic: a pipeline killed while
+//! writing leaves some subjects at the previous save's state, each one whole.
 //!
 //! **Restore never stops the pipeline.** A snapshot that cannot be used (another format
 //! version, a damaged or unreadable file) is logged as a warning, counted
@@ -21,11 +28,42 @@
 //! a few windows are not learnt at all), which moves baselines of hundreds of samples
 //! by a handful of samples.
 
-use std::path::{Path, PathBuf};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::kafka::state::StateTopic;
 use crate::stage::detect::{Detector, Snapshot, SnapshotCounts, SnapshotError, SNAPSHOT_FILE};
 use crate::telemetry::metrics;
+
+/// How long reading or writing a snapshot topic may take.
+const TOPIC_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where snapshots are kept.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// `dir/detect-snapshot.json`.
+    Dir(PathBuf),
+    /// A compacted topic; the keys of the last save (for tombstones).
+    Topic(StateTopic, Arc<Mutex<BTreeSet<String>>>),
+}
+
+impl Store {
+    pub fn topic(topic: StateTopic) -> Self {
+        Store::Topic(topic, Arc::default())
+    }
+}
+
+impl fmt::Display for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Store::Dir(dir) => write!(f, "{}", dir.display()),
+            Store::Topic(t, _) => write!(f, "topic {}", t.topic),
+        }
+    }
+}
 
 /// Where a snapshot that could not be restored is moved.
 pub const REJECTED_FILE: &str = "detect-snapshot.rejected.json";
@@ -50,9 +88,24 @@ pub enum Restored {
     Rejected(String),
 }
 
-/// Reads `dir/detect-snapshot.json` (file I/O and JSON parsing: call it off the async
-/// threads); one that cannot be used is moved to [`REJECTED_FILE`].
-pub fn read(dir: &Path) -> Loaded {
+/// Reads the snapshot (I/O and JSON parsing: call it off the async threads); a file that
+/// cannot be used is moved to [`REJECTED_FILE`] (a topic's records stay: the next save
+/// replaces them).
+pub fn read(store: &Store) -> Loaded {
+    let dir = match store {
+        Store::Dir(dir) => dir,
+        Store::Topic(t, written) => {
+            let result = t
+                .read(TOPIC_TIMEOUT)
+                .map_err(|message| SnapshotError::Topic { topic: t.topic.clone(), message })
+                .and_then(|records| {
+                    // what is there is what the next save replaces or deletes
+                    *written.lock().expect("keys") = records.keys().cloned().collect();
+                    Snapshot::from_records(records)
+                });
+            return Loaded { result, moved_to: None };
+        }
+    };
     let result = Snapshot::load(dir);
     let moved_to = match &result {
         Err(_) => {
@@ -67,10 +120,10 @@ pub fn read(dir: &Path) -> Loaded {
 }
 
 /// Restores `detector` from what [`read`] found, and logs and counts the outcome.
-pub fn apply(detector: &mut Detector, dir: &Path, loaded: Loaded) -> Restored {
+pub fn apply(detector: &mut Detector, store: &Store, loaded: Loaded) -> Restored {
     let result = match loaded.result {
         Ok(None) => {
-            tracing::info!(dir = %dir.display(), "no detect snapshot: the detectors start from warm-up");
+            tracing::info!(store = %store, "no detect snapshot: the detectors start from warm-up");
             return Restored::Nothing;
         }
         Ok(Some(snapshot)) => detector.restore(snapshot),
@@ -83,7 +136,7 @@ pub fn apply(detector: &mut Detector, dir: &Path, loaded: Loaded) -> Restored {
                 .with_label_values(&["restored"])
                 .inc();
             tracing::info!(
-                dir = %dir.display(),
+                store = %store,
                 series = counts.series,
                 root_operations = counts.root_operations,
                 models = counts.models,
@@ -103,7 +156,7 @@ pub fn apply(detector: &mut Detector, dir: &Path, loaded: Loaded) -> Restored {
                 |p| format!("moved to {}", p.display()),
             );
             tracing::warn!(
-                dir = %dir.display(),
+                store = %store,
                 error = %e,
                 "detect snapshot not restored ({e}; {moved}): the detectors start from warm-up"
             );
@@ -112,17 +165,35 @@ pub fn apply(detector: &mut Detector, dir: &Path, loaded: Loaded) -> Restored {
     }
 }
 
-/// Writes `snapshot` to `dir` (blocking: serialisation and file I/O), and counts the
+/// Writes `snapshot` to `store` (blocking: serialisation and I/O), and counts the
 /// outcome; returns the bytes written.
-pub fn save(snapshot: &Snapshot, dir: &Path) -> Result<usize, SnapshotError> {
+pub fn save(snapshot: Snapshot, store: &Store) -> Result<usize, SnapshotError> {
     let started = Instant::now();
-    match snapshot.save(dir) {
-        Ok((path, bytes)) => {
+    let result = match store {
+        Store::Dir(dir) => snapshot.save(dir).map(|(_, bytes)| bytes),
+        Store::Topic(t, written) => {
+            let mut records: Vec<(String, Option<Vec<u8>>)> =
+                snapshot.into_records().into_iter().map(|(k, v)| (k, Some(v))).collect();
+            let keys: BTreeSet<String> = records.iter().map(|(k, _)| k.clone()).collect();
+            let mut written = written.lock().expect("keys");
+            // subjects dropped since the last save are deleted
+            records.extend(written.difference(&keys).map(|k| (k.clone(), None)));
+            let result = t
+                .write(&records, TOPIC_TIMEOUT)
+                .map_err(|message| SnapshotError::Topic { topic: t.topic.clone(), message });
+            if result.is_ok() {
+                *written = keys;
+            }
+            result
+        }
+    };
+    match result {
+        Ok(bytes) => {
             metrics::DETECT_SNAPSHOTS
                 .with_label_values(&["saved"])
                 .inc();
             metrics::DETECT_SNAPSHOT_BYTES.set(i64::try_from(bytes).unwrap_or(i64::MAX));
-            tracing::debug!(path = %path.display(), bytes, took_ms = started.elapsed().as_millis() as u64, "detect snapshot saved");
+            tracing::debug!(store = %store, bytes, took_ms = started.elapsed().as_millis() as u64, "detect snapshot saved");
             Ok(bytes)
         }
         Err(e) => {
@@ -136,17 +207,17 @@ pub fn save(snapshot: &Snapshot, dir: &Path) -> Result<usize, SnapshotError> {
 
 /// Periodic saves of the live runner, one at a time on the blocking pool.
 pub struct Saver {
-    dir: PathBuf,
+    store: Store,
     every: Duration,
     last: Instant,
     running: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Saver {
-    /// Saves to `dir` every `every`, counted from `now`.
-    pub fn new(dir: PathBuf, every: Duration, now: Instant) -> Self {
+    /// Saves to `store` every `every`, counted from `now`.
+    pub fn new(store: Store, every: Duration, now: Instant) -> Self {
         Self {
-            dir,
+            store,
             every,
             last: now,
             running: None,
@@ -165,9 +236,9 @@ impl Saver {
     /// Writes `snapshot` on the blocking pool, a save started at `now`.
     pub fn start(&mut self, now: Instant, snapshot: Snapshot) {
         self.last = now;
-        let dir = self.dir.clone();
+        let store = self.store.clone();
         self.running = Some(tokio::task::spawn_blocking(move || {
-            if let Err(e) = save(&snapshot, &dir) {
+            if let Err(e) = save(snapshot, &store) {
                 tracing::warn!(error = %e, "detect snapshot not saved; the next one is tried in snapshot_every");
             }
         }));
@@ -180,10 +251,10 @@ impl Saver {
             let _ = t.await;
         }
         let counts = snapshot.counts();
-        let dir = self.dir.clone();
-        match tokio::task::spawn_blocking(move || save(&snapshot, &dir)).await {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || save(snapshot, &store)).await {
             Ok(Ok(bytes)) => tracing::info!(
-                dir = %self.dir.display(),
+                store = %self.store,
                 bytes,
                 series = counts.series,
                 root_operations = counts.root_operations,
@@ -208,7 +279,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let t0 = Instant::now();
         let every = Duration::from_secs(60);
-        let mut saver = Saver::new(tmp.path().to_path_buf(), every, t0);
+        let mut saver = Saver::new(Store::Dir(tmp.path().to_path_buf()), every, t0);
         assert!(!saver.due(t0 + Duration::from_secs(59)));
         assert!(saver.due(t0 + every));
         let snapshot = Detector::new(DetectSettings::default()).snapshot();
@@ -238,7 +309,8 @@ mod tests {
             .with_label_values(&["rejected"])
             .get();
         let mut d = Detector::new(DetectSettings::default());
-        let r = apply(&mut d, dir.path(), read(dir.path()));
+        let store = Store::Dir(dir.path().to_path_buf());
+        let r = apply(&mut d, &store, read(&store));
         let found = format!("version {}", SNAPSHOT_VERSION + 1);
         assert!(
             matches!(&r, Restored::Rejected(why) if why.contains(&found)),
@@ -253,9 +325,9 @@ mod tests {
         assert!(!dir.path().join(SNAPSHOT_FILE).exists());
         assert!(dir.path().join(REJECTED_FILE).exists());
         // the next save writes a good one again
-        save(&d.snapshot(), dir.path()).unwrap();
+        save(d.snapshot(), &store).unwrap();
         assert!(matches!(
-            apply(&mut d, dir.path(), read(dir.path())),
+            apply(&mut d, &store, read(&store)),
             Restored::Restored(_)
         ));
     }
@@ -264,8 +336,9 @@ mod tests {
     fn no_snapshot_and_a_damaged_one_start_from_warm_up() {
         let dir = tempfile::tempdir().unwrap();
         let mut d = Detector::new(DetectSettings::default());
+        let store = Store::Dir(dir.path().to_path_buf());
         assert_eq!(
-            apply(&mut d, dir.path(), read(dir.path())),
+            apply(&mut d, &store, read(&store)),
             Restored::Nothing
         );
         std::fs::write(
@@ -274,7 +347,7 @@ mod tests {
         )
         .unwrap();
         assert!(
-            matches!(apply(&mut d, dir.path(), read(dir.path())), Restored::Rejected(why) if why.contains("not valid"))
+            matches!(apply(&mut d, &store, read(&store)), Restored::Rejected(why) if why.contains("not valid"))
         );
         assert_eq!(d.subject_counts(), SnapshotCounts::default());
     }

@@ -1,5 +1,6 @@
-//! Detector snapshots (`detect.snapshot_dir`): a restart does not learn from zero, and a
-//! snapshot this build cannot read is a warning, not a failed start.
+//! Detector snapshots (`detect.snapshot_dir`, `detect.snapshot_topic`): a restart does
+//! not learn from zero, and a snapshot this build cannot read is a warning, not a failed
+//! start.
 //!
 //! `spanline replay` learns from three minutes of workload and saves its detectors. A
 //! second replay over fresh data with a latency fault 20 s in restores them and alerts on
@@ -253,18 +254,59 @@ fn a_snapshot_this_build_cannot_read_is_a_warning_and_a_start_from_warm_up() {
     }
 }
 
+/// The live tests count restores and saves in process-wide metrics: one at a time.
+static LIVE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Where the live runner keeps its snapshot, and how the test reads it back as the JSON
+/// of a snapshot file (`series`, `traces`, `stats`).
+enum Kept {
+    Dir(PathBuf),
+    Topic(spanline::kafka::state::StateTopic),
+}
+
+impl Kept {
+    fn yaml(&self) -> String {
+        match self {
+            Kept::Dir(dir) => format!("snapshot_dir: {}", dir.display()),
+            Kept::Topic(t) => format!("snapshot_topic: {}", t.topic),
+        }
+    }
+
+    fn read(&self) -> Option<serde_json::Value> {
+        match self {
+            Kept::Dir(dir) => {
+                let bytes = std::fs::read(dir.join(SNAPSHOT_FILE)).ok()?;
+                Some(serde_json::from_slice(&bytes).expect("snapshots are replaced whole"))
+            }
+            Kept::Topic(t) => {
+                let records = t.read(Duration::from_secs(10)).unwrap();
+                let meta: serde_json::Value = serde_json::from_slice(records.get("meta")?).unwrap();
+                assert_eq!(meta["version"], SNAPSHOT_VERSION);
+                let of = |kind: &str| -> Vec<serde_json::Value> {
+                    records
+                        .iter()
+                        .filter(|(k, _)| k.starts_with(&format!("{kind}/")))
+                        .map(|(_, v)| serde_json::from_slice(v).unwrap())
+                        .collect()
+                };
+                Some(serde_json::json!({
+                    "series": of("series"),
+                    "traces": of("trace"),
+                    "stats": meta["entry"]["meta"]["stats"],
+                }))
+            }
+        }
+    }
+}
+
 /// The live runner restores at start, saves every `snapshot_every` while running and
 /// again when it stops.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_live_runner_saves_periodically_and_on_shutdown_and_restores_at_start() {
+async fn live_runner_saves_and_restores(kafka: &spanline::kafka::embedded::EmbeddedKafka, kept: Kept) {
     use spanline::config::load_str;
-    use spanline::kafka::embedded::EmbeddedKafka;
     use spanline::runner::Endpoints;
     use spanline::telemetry::metrics::DETECT_SNAPSHOTS;
 
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("live");
-    let kafka = EmbeddedKafka::start(1, &["spans".to_string(), "traces".to_string()]).unwrap();
+    let _one_at_a_time = LIVE.lock().await;
     let config = load_str(
         &format!(
             r#"
@@ -285,12 +327,12 @@ stages:
   - type: detect
     min_samples: 10
     traces: true
-    snapshot_dir: {}
+    {}
     snapshot_every: 1s
 outputs:
   traces: {{topic: traces, format: json}}
 "#,
-            dir.display()
+            kept.yaml()
         ),
         |_| None,
     )
@@ -333,9 +375,7 @@ outputs:
     let mut periodic = None;
     for _ in 0..120 {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        if let Ok(bytes) = std::fs::read(dir.join(SNAPSHOT_FILE)) {
-            let snap: serde_json::Value =
-                serde_json::from_slice(&bytes).expect("snapshots are replaced whole");
+        if let Some(snap) = kept.read() {
             if snap["series"].as_array().is_some_and(|s| !s.is_empty())
                 && snap["traces"].as_array().is_some_and(|t| !t.is_empty())
             {
@@ -349,7 +389,7 @@ outputs:
     assert!(!task.is_finished());
     let _ = stop.send(());
     task.await.unwrap().unwrap();
-    let last = snapshot_json(&dir);
+    let last = kept.read().expect("a snapshot at shutdown");
     assert!(
         count("saved") >= saved_before + 2,
         "a periodic save and one at shutdown"
@@ -370,4 +410,31 @@ outputs:
     assert_eq!(count("restored"), restored_before + 1);
     let _ = stop.send(());
     task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_runner_saves_periodically_and_on_shutdown_and_restores_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kafka = spanline::kafka::embedded::EmbeddedKafka::start(1, &["spans".to_string(), "traces".to_string()]).unwrap();
+    live_runner_saves_and_restores(&kafka, Kept::Dir(tmp.path().join("live"))).await;
+}
+
+/// The same with the snapshot on a compacted topic: one record per subject and a meta
+/// record, read back at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_runner_keeps_its_snapshot_on_a_compacted_topic() {
+    let topics = ["spans", "traces", "detect-state"].map(String::from);
+    let kafka = spanline::kafka::embedded::EmbeddedKafka::start(1, &topics).unwrap();
+    let state = spanline::kafka::state::StateTopic {
+        brokers: kafka.bootstrap().to_string(),
+        properties: Default::default(),
+        topic: "detect-state".into(),
+    };
+    live_runner_saves_and_restores(&kafka, Kept::Topic(state.clone())).await;
+    // every save rewrote each subject under its own key: the latest record per key is
+    // one snapshot, and it reads back
+    let records = state.read(Duration::from_secs(10)).unwrap();
+    let snap = spanline::stage::detect::Snapshot::from_records(records).unwrap().expect("a meta record");
+    let counts = snap.counts();
+    assert!(counts.series >= 5 && counts.root_operations >= 1, "{counts:?}");
 }

@@ -6,3 +6,4 @@ pub mod offsets;
 pub mod registry_client;
 pub mod sink;
 pub mod source;
+pub mod state;

@@ -67,6 +67,12 @@ pub struct DetectConfig {
     /// Default: none, nothing is saved.
     #[serde(default)]
     pub snapshot_dir: Option<PathBuf>,
+    /// Instead of a directory, a compacted Kafka topic (create it with
+    /// `cleanup.policy=compact`) on the pipeline's brokers: one record per subject keyed
+    /// by kind and subject, plus a `meta` record; read from its start at start-up, the
+    /// latest record of each key counts. `replay` does not use it. Default: none.
+    #[serde(default)]
+    pub snapshot_topic: Option<String>,
     /// How often (wall clock) `run` and `demo` save the snapshot. Default 1m.
     #[serde(default = "d_snapshot_every", with = "duration")]
     pub snapshot_every: Duration,
@@ -118,6 +124,7 @@ impl Default for DetectConfig {
             traces: true,
             max_subjects: d_max_subjects(),
             snapshot_dir: None,
+            snapshot_topic: None,
             snapshot_every: d_snapshot_every(),
         }
     }
@@ -181,6 +188,12 @@ impl DetectConfig {
         if self.snapshot_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
             errors.push(format!("{path}.snapshot_dir"), "must not be empty", "a directory, e.g. /var/lib/spanline/detect, or leave the key out");
         }
+        if self.snapshot_topic.as_ref().is_some_and(|t| t.trim().is_empty()) {
+            errors.push(format!("{path}.snapshot_topic"), "must not be empty", "a compacted topic, e.g. spanline-detect-state, or leave the key out");
+        }
+        if self.snapshot_dir.is_some() && self.snapshot_topic.is_some() {
+            errors.push(format!("{path}.snapshot_topic"), "snapshot_dir is set too", "keep snapshots in one place: a directory or a topic");
+        }
         if self.snapshot_every < Duration::from_secs(1) {
             errors.push(format!("{path}.snapshot_every"), "must be at least 1s", "e.g. 1m");
         }
@@ -239,6 +252,21 @@ mod tests {
         assert_eq!(c.settings().window_size_ns, Some(60_000_000_000));
         assert!(serde_yaml::from_str::<DetectConfig>("{snapshot_every: 1 minute}").is_ok());
         assert!(serde_yaml::from_str::<DetectConfig>("{snapshot_every: soon}").is_err());
+    }
+
+    #[test]
+    fn a_snapshot_topic_is_one_place_to_keep_snapshots() {
+        let c: DetectConfig = serde_yaml::from_str("{snapshot_topic: spanline-detect-state, retrain_min_interval: 5m}").unwrap();
+        assert_eq!(c.snapshot_topic.as_deref(), Some("spanline-detect-state"));
+        assert_eq!(c.settings().retrain_min_interval_ns, 300_000_000_000);
+        let mut errors = ConfigErrors::default();
+        c.validate("stages[3]", &mut errors);
+        assert!(errors.0.is_empty(), "{errors:?}");
+        let both: DetectConfig = serde_yaml::from_str("{snapshot_topic: ' ', snapshot_dir: /tmp/x}").unwrap();
+        both.validate("stages[3]", &mut errors);
+        let paths: Vec<&str> = errors.0.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["stages[3].snapshot_topic", "stages[3].snapshot_topic"]);
+        assert!(errors.0[1].message.contains("snapshot_dir is set too"), "{errors:?}");
     }
 
     #[test]

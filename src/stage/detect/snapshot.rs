@@ -36,26 +36,45 @@ pub enum SnapshotError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("detect snapshot {path} is not valid: {source}")]
     Json { path: PathBuf, source: serde_json::Error },
+    #[error("detect snapshot record {key:?} is not valid: {source}")]
+    Record { key: String, source: serde_json::Error },
+    #[error("detect snapshot topic {topic}: {message}")]
+    Topic { topic: String, message: String },
+}
+
+/// Key of a snapshot topic's record holding the version, the smallest window and the
+/// counters; the other records hold one subject each, keyed by kind and subject.
+pub const META_KEY: &str = "meta";
+
+/// One record of a snapshot on a topic.
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    version: u32,
+    entry: Entry,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Entry {
+    Meta { smallest_window_ns: Option<i64>, stats: DetectStats },
+    Series(SeriesKey, Core),
+    Value(SeriesKey, Core),
+    Trace(TraceKey, TraceState),
 }
 
 impl Detector {
     /// The learnt state of every subject (queued training jobs are not part of it).
     pub fn snapshot(&self) -> Snapshot {
-        let mut series: Vec<_> = self.series.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let mut values: Vec<_> = self.values.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let mut traces: Vec<_> = self.traces.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        // a stable order makes snapshots of equal state equal
-        series.sort_by(|a, b| (a.0.window_size_ns, &a.0.scope, &a.0.key).cmp(&(b.0.window_size_ns, &b.0.scope, &b.0.key)));
-        values.sort_by(|a, b| (a.0.window_size_ns, &a.0.scope, &a.0.key).cmp(&(b.0.window_size_ns, &b.0.scope, &b.0.key)));
-        traces.sort_by(|a, b| (&a.0.root_service, &a.0.root_operation).cmp(&(&b.0.root_service, &b.0.root_operation)));
-        Snapshot {
+        let mut snap = Snapshot {
             version: SNAPSHOT_VERSION,
-            series,
-            values,
-            traces,
+            series: self.series.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            values: self.values.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            traces: self.traces.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             smallest_window_ns: self.smallest_window_ns,
             stats: self.stats.clone(),
-        }
+        };
+        snap.sort();
+        snap
     }
 
     /// Replaces the learnt state with a snapshot's. Training requests that were pending
@@ -139,6 +158,69 @@ pub struct SnapshotCounts {
 }
 
 impl Snapshot {
+    /// A stable order of the subjects makes snapshots of equal state equal.
+    fn sort(&mut self) {
+        self.series.sort_by(|a, b| (a.0.window_size_ns, &a.0.scope, &a.0.key).cmp(&(b.0.window_size_ns, &b.0.scope, &b.0.key)));
+        self.values.sort_by(|a, b| (a.0.window_size_ns, &a.0.scope, &a.0.key).cmp(&(b.0.window_size_ns, &b.0.scope, &b.0.key)));
+        self.traces.sort_by(|a, b| (&a.0.root_service, &a.0.root_operation).cmp(&(&b.0.root_service, &b.0.root_operation)));
+    }
+
+    /// The snapshot as records for a compacted topic: (key, JSON value), the meta record
+    /// ([`META_KEY`]) first, then one per subject, keyed by its kind and subject (a
+    /// subject's record replaces its previous one on compaction). Each record carries the
+    /// version.
+    pub fn into_records(self) -> Vec<(String, Vec<u8>)> {
+        let version = self.version;
+        let json = |entry: Entry| serde_json::to_vec(&Envelope { version, entry }).expect("snapshot state serializes");
+        fn key(kind: &str, subject: &impl Serialize) -> String {
+            format!("{kind}/{}", serde_json::to_string(subject).expect("subject keys serialize"))
+        }
+        let mut out = Vec::with_capacity(1 + self.series.len() + self.values.len() + self.traces.len());
+        out.push((META_KEY.to_string(), json(Entry::Meta { smallest_window_ns: self.smallest_window_ns, stats: self.stats })));
+        for (k, c) in self.series {
+            out.push((key("series", &k), json(Entry::Series(k, c))));
+        }
+        for (k, c) in self.values {
+            out.push((key("value", &k), json(Entry::Value(k, c))));
+        }
+        for (k, t) in self.traces {
+            out.push((key("trace", &k), json(Entry::Trace(k, t))));
+        }
+        out
+    }
+
+    /// A snapshot from the latest record of each key of a snapshot topic; `Ok(None)`
+    /// when there is no meta record (nothing was saved). A record of another version is
+    /// [`SnapshotError::Version`].
+    pub fn from_records(records: impl IntoIterator<Item = (String, Vec<u8>)>) -> Result<Option<Snapshot>, SnapshotError> {
+        #[derive(Deserialize)]
+        struct Version {
+            version: u32,
+        }
+        let mut snap = Snapshot { version: SNAPSHOT_VERSION, series: Vec::new(), values: Vec::new(), traces: Vec::new(), smallest_window_ns: None, stats: DetectStats::default() };
+        let mut meta = false;
+        for (key, value) in records {
+            let invalid = |source| SnapshotError::Record { key: key.clone(), source };
+            let v: Version = serde_json::from_slice(&value).map_err(invalid)?;
+            if v.version != SNAPSHOT_VERSION {
+                return Err(SnapshotError::Version { found: v.version, supported: SNAPSHOT_VERSION });
+            }
+            let envelope: Envelope = serde_json::from_slice(&value).map_err(invalid)?;
+            match envelope.entry {
+                Entry::Meta { smallest_window_ns, stats } => {
+                    meta = true;
+                    snap.smallest_window_ns = smallest_window_ns;
+                    snap.stats = stats;
+                }
+                Entry::Series(k, c) => snap.series.push((k, c)),
+                Entry::Value(k, c) => snap.values.push((k, c)),
+                Entry::Trace(k, t) => snap.traces.push((k, t)),
+            }
+        }
+        snap.sort();
+        Ok(meta.then_some(snap))
+    }
+
     /// Series, root operations and installed models it holds.
     pub fn counts(&self) -> SnapshotCounts {
         let cores = self.series.iter().chain(&self.values).map(|(_, c)| c).chain(self.traces.iter().map(|(_, t)| &t.core));
@@ -287,5 +369,34 @@ mod tests {
         let mut c = Detector::new(DetectSettings { window_size_ns: Some(60 * S), ..settings() });
         c.restore(a.snapshot()).unwrap();
         assert_eq!(c.subject_counts().series, 0);
+    }
+
+    #[test]
+    fn as_topic_records_a_snapshot_is_one_record_per_subject_and_reads_back_whole() {
+        let mut a = Detector::new(settings());
+        feed(&mut a, "service", 0..40);
+        feed(&mut a, "operation", 0..40);
+        a.train_inline();
+        let snap = a.snapshot();
+        let records = snap.clone().into_records();
+        let keys: Vec<&str> = records.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys[0], META_KEY);
+        assert_eq!(keys.len(), 1 + 2, "{keys:?}");
+        assert!(keys[1..].iter().all(|k| k.starts_with("series/")), "{keys:?}");
+        // in any order (a compacted topic keeps the latest per key, not their order)
+        let mut shuffled = records.clone();
+        shuffled.reverse();
+        assert!(Snapshot::from_records(shuffled).unwrap() == Some(snap), "read back as written");
+        // without the meta record nothing was saved
+        assert!(Snapshot::from_records(records[1..].to_vec()).unwrap().is_none());
+        // a record of another version, or a damaged one, is an error
+        let mut other = records.clone();
+        other[1].1 = format!(r#"{{"version": {}, "entry": "from the future"}}"#, SNAPSHOT_VERSION + 1).into_bytes();
+        let e = Snapshot::from_records(other).unwrap_err();
+        assert!(matches!(e, SnapshotError::Version { .. }), "{e}");
+        let mut damaged = records;
+        damaged[2].1.truncate(10);
+        let e = Snapshot::from_records(damaged).unwrap_err();
+        assert!(matches!(&e, SnapshotError::Record { key, .. } if key.starts_with("series/")), "{e}");
     }
 }

@@ -1,0 +1,166 @@
+//! A compacted topic as a key-value store: the detect stage's snapshot records are
+//! written to it, and read back (the latest value of each key) when a pipeline starts.
+//!
+//! Blocking calls (librdkafka's own threads do the I/O): run them off the async threads.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+/// Where records go and come from.
+#[derive(Debug, Clone)]
+pub struct StateTopic {
+    pub brokers: String,
+    /// librdkafka properties of the pipeline (security settings and the like).
+    pub properties: BTreeMap<String, String>,
+    pub topic: String,
+}
+
+#[derive(Default)]
+struct Failures(Mutex<Vec<String>>);
+
+impl ClientContext for Failures {}
+
+impl ProducerContext for Failures {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, m)) = result {
+            let key = m.key().map(String::from_utf8_lossy).unwrap_or_default();
+            let mut failures = self.0.lock().expect("failures");
+            failures.push(format!("{key}: {e}"));
+        }
+    }
+}
+
+impl StateTopic {
+    fn config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// Writes `records` (a `None` value is a tombstone: the key is deleted on compaction)
+    /// and waits until Kafka has all of them or `timeout` passes; returns the bytes
+    /// written.
+    pub fn write(&self, records: &[(String, Option<Vec<u8>>)], timeout: Duration) -> Result<usize, String> {
+        let mut config = self.config();
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "lz4")
+            // a subject's state is a few hundred KB of JSON
+            .set("message.max.bytes", "16000000");
+        let producer: ThreadedProducer<Failures> =
+            config.create_with_context(Failures::default()).map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        let mut bytes = 0;
+        for (key, value) in records {
+            let mut record = BaseRecord::to(&self.topic).key(key.as_bytes());
+            if let Some(v) = value {
+                record = record.payload(v);
+                bytes += v.len();
+            }
+            let mut record = record;
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        if started.elapsed() > timeout {
+                            return Err("timed out queueing snapshot records".into());
+                        }
+                        record = back;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err((e, _)) => return Err(format!("{key}: {e}")),
+                }
+            }
+        }
+        producer
+            .flush(timeout.saturating_sub(started.elapsed()))
+            .map_err(|e| format!("not all snapshot records were acknowledged: {e}"))?;
+        let failures = producer.context().0.lock().expect("failures");
+        match failures.first() {
+            None => Ok(bytes),
+            Some(first) => Err(format!("{} snapshot records not written, the first {first}", failures.len())),
+        }
+    }
+
+    /// The latest value of every key up to the end of the topic when called (keys whose
+    /// latest record is a tombstone are left out), in key order. A topic that does not
+    /// exist reads as empty.
+    pub fn read(&self, timeout: Duration) -> Result<BTreeMap<String, Vec<u8>>, String> {
+        let mut config = self.config();
+        config
+            .set("group.id", format!("spanline-state-{}", self.topic))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false");
+        let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
+        let metadata = consumer
+            .fetch_metadata(Some(&self.topic), timeout)
+            .map_err(|e| e.to_string())?;
+        let Some(topic) = metadata.topics().iter().find(|t| t.name() == self.topic) else {
+            return Ok(BTreeMap::new());
+        };
+        if let Some(e) = topic.error() {
+            if RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition {
+                return Ok(BTreeMap::new());
+            }
+            return Err(format!("{:?}", RDKafkaErrorCode::from(e)));
+        }
+        // read each partition from its start to the end it has now
+        let mut tpl = TopicPartitionList::new();
+        let mut pending = BTreeSet::new();
+        let mut ends = BTreeMap::new();
+        for p in topic.partitions() {
+            let (low, high) = consumer
+                .fetch_watermarks(&self.topic, p.id(), timeout)
+                .map_err(|e| e.to_string())?;
+            if high > low {
+                tpl.add_partition_offset(&self.topic, p.id(), Offset::Offset(low))
+                    .map_err(|e| e.to_string())?;
+                pending.insert(p.id());
+                ends.insert(p.id(), high);
+            }
+        }
+        let mut latest: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
+        if pending.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        consumer.assign(&tpl).map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + timeout;
+        while !pending.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!("timed out reading; partitions {pending:?} not read to their end"));
+            }
+            match consumer.poll(left.min(Duration::from_millis(200))) {
+                None => {}
+                Some(Err(e)) => return Err(e.to_string()),
+                Some(Ok(m)) => {
+                    if let Some(key) = m.key() {
+                        let key = String::from_utf8_lossy(key).into_owned();
+                        latest.insert(key, m.payload().map(<[u8]>::to_vec));
+                    }
+                    if m.offset() + 1 >= ends[&m.partition()] {
+                        pending.remove(&m.partition());
+                    }
+                }
+            }
+        }
+        Ok(latest
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?)))
+            .collect())
+    }
+}
