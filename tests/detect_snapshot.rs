@@ -301,7 +301,7 @@ impl Kept {
 
 /// The live runner restores at start, saves every `snapshot_every` while running and
 /// again when it stops.
-async fn live_runner_saves_and_restores(kafka: &spanline::kafka::embedded::EmbeddedKafka, kept: Kept) {
+async fn live_runner_saves_and_restores(bootstrap: &str, kept: Kept) {
     use spanline::config::load_str;
     use spanline::runner::Endpoints;
     use spanline::telemetry::metrics::DETECT_SNAPSHOTS;
@@ -339,7 +339,7 @@ outputs:
     .unwrap_or_else(|e| panic!("{e}"));
     let start = |config| {
         let endpoints = Endpoints {
-            brokers: kafka.bootstrap().to_string(),
+            brokers: bootstrap.to_string(),
             registry: None,
         };
         support::spawn_pipeline(config, endpoints)
@@ -350,7 +350,7 @@ outputs:
     let (stop, task) = start(config.clone());
     // 30 s of event time in one go: windows close as the watermark moves through it
     let producer: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", kafka.bootstrap())
+        .set("bootstrap.servers", bootstrap)
         .create()
         .unwrap();
     let mut w = Workload::new(WorkloadConfig {
@@ -416,7 +416,7 @@ outputs:
 async fn the_live_runner_saves_periodically_and_on_shutdown_and_restores_at_start() {
     let tmp = tempfile::tempdir().unwrap();
     let kafka = spanline::kafka::embedded::EmbeddedKafka::start(1, &["spans".to_string(), "traces".to_string()]).unwrap();
-    live_runner_saves_and_restores(&kafka, Kept::Dir(tmp.path().join("live"))).await;
+    live_runner_saves_and_restores(kafka.bootstrap(), Kept::Dir(tmp.path().join("live"))).await;
 }
 
 /// The same with the snapshot on a compacted topic: one record per subject and a meta
@@ -430,11 +430,32 @@ async fn the_live_runner_keeps_its_snapshot_on_a_compacted_topic() {
         properties: Default::default(),
         topic: "detect-state".into(),
     };
-    live_runner_saves_and_restores(&kafka, Kept::Topic(state.clone())).await;
-    // every save rewrote each subject under its own key: the latest record per key is
-    // one snapshot, and it reads back
+    live_runner_saves_and_restores(kafka.bootstrap(), Kept::Topic(state.clone())).await;
+    reads_back_whole(&state);
+}
+
+/// Every save rewrote each subject under its own key: the latest record per key is one
+/// snapshot, and it reads back.
+fn reads_back_whole(state: &spanline::kafka::state::StateTopic) {
     let records = state.read(Duration::from_secs(10)).unwrap();
     let snap = spanline::stage::detect::Snapshot::from_records(records).unwrap().expect("a meta record");
     let counts = snap.counts();
     assert!(counts.series >= 5 && counts.root_operations >= 1, "{counts:?}");
+}
+
+/// The same on a real broker process (tansu), the snapshot topic created as an operator
+/// would (the pipeline creates none of its topics).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_snapshot_topic_works_on_a_tansu_broker() {
+    let Some(broker) = support::Tansu::start_or_skip() else {
+        return;
+    };
+    broker.create_topics(&[("spans", 1), ("traces", 1), ("detect-state", 1)]);
+    let state = spanline::kafka::state::StateTopic {
+        brokers: broker.bootstrap(),
+        properties: Default::default(),
+        topic: "detect-state".into(),
+    };
+    live_runner_saves_and_restores(&broker.bootstrap(), Kept::Topic(state.clone())).await;
+    reads_back_whole(&state);
 }
