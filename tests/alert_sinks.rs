@@ -248,6 +248,14 @@ impl Drop for Alertmanager {
     }
 }
 
+/// The sinks' settings with `am` as their one destination.
+fn alertmanager_sinks(am: &Alertmanager) -> AlertSinksConfig {
+    AlertSinksConfig {
+        alertmanager: Some(AlertmanagerConfig::new(am.url())),
+        ..sinks_config()
+    }
+}
+
 fn is_ours(alert: &Value, service: &str) -> bool {
     alert["labels"]["alertname"] == "LatencyHigh" && alert["labels"]["service"] == service
 }
@@ -257,11 +265,7 @@ async fn alertmanager_receives_and_resolves() {
     let Some(am) = Alertmanager::start_or_skip().await else {
         return;
     };
-    let config = AlertSinksConfig {
-        alertmanager: Some(AlertmanagerConfig::new(am.url())),
-        ..sinks_config()
-    };
-    let (sinks, handle) = AlertSinks::start(config);
+    let (sinks, handle) = AlertSinks::start(alertmanager_sinks(&am));
 
     let alert = firing("LatencyHigh", "checkout", "5c2e1a0b9d8f7e61");
     sinks.send(std::slice::from_ref(&alert));
@@ -318,11 +322,7 @@ async fn an_escalated_alert_replaces_its_lower_severity_in_alertmanager() {
     let Some(am) = Alertmanager::start_or_skip().await else {
         return;
     };
-    let config = AlertSinksConfig {
-        alertmanager: Some(AlertmanagerConfig::new(am.url())),
-        ..sinks_config()
-    };
-    let (sinks, handle) = AlertSinks::start(config);
+    let (sinks, handle) = AlertSinks::start(alertmanager_sinks(&am));
     let severities = |all: &[Value]| -> Vec<String> {
         let mut v: Vec<String> = all
             .iter()
