@@ -547,8 +547,11 @@ impl Runner {
         // windows close inside `process`: an alert's delivery latency counts from here
         let closing = std::time::Instant::now();
         self.stages.process(&mut self.out, &mut self.emits);
-        // alerts first, on their own producer: they never wait for the traces' queue
-        self.emits.sort_by_key(|e| !matches!(e, Emit::Alert(_)));
+        // alerts first, on their own producer: they never wait for the traces' queue (a
+        // stable sort, and only in the rare steps that have alerts)
+        if self.emits.iter().any(|e| matches!(e, Emit::Alert(_))) {
+            self.emits.sort_by_key(|e| !matches!(e, Emit::Alert(_)));
+        }
         for emit in std::mem::take(&mut self.emits) {
             let mut emitted = None;
             let (index, (key, value), holds) = match emit {

@@ -86,19 +86,20 @@ impl Sink {
         properties: &BTreeMap<String, String>,
     ) -> KafkaResult<(Self, mpsc::UnboundedReceiver<Ack>)> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let config = |linger: &str, compression: &str, queue: &str, urgent: bool| {
+        let config = |urgent: bool| {
             let mut config = ClientConfig::new();
             config
                 .set("bootstrap.servers", brokers)
                 .set("enable.idempotence", "true")
                 .set("acks", "all")
-                .set("linger.ms", linger)
-                .set("compression.type", compression)
-                .set("queue.buffering.max.messages", queue);
+                .set("linger.ms", "5")
+                .set("compression.type", if urgent { "none" } else { "lz4" })
+                .set("queue.buffering.max.messages", if urgent { "10000" } else { "200000" });
             for (k, v) in properties {
                 config.set(k, v);
             }
             if urgent {
+                // whatever the properties say
                 config.set("linger.ms", "0");
                 // ids that name one producer
                 for key in ["client.id", "transactional.id"] {
@@ -109,10 +110,8 @@ impl Sink {
             }
             config
         };
-        let bulk = config("5", "lz4", "200000", false)
-            .create_with_context(SinkContext { acks: tx.clone() })?;
-        let urgent = config("0", "none", "10000", true)
-            .create_with_context(SinkContext { acks: tx })?;
+        let bulk = config(false).create_with_context(SinkContext { acks: tx.clone() })?;
+        let urgent = config(true).create_with_context(SinkContext { acks: tx })?;
         Ok((Self { bulk, urgent }, rx))
     }
 

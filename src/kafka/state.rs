@@ -71,7 +71,6 @@ impl StateTopic {
                 record = record.payload(v);
                 bytes += v.len();
             }
-            let mut record = record;
             loop {
                 match producer.send(record) {
                     Ok(()) => break,
@@ -133,10 +132,10 @@ impl StateTopic {
                 ends.insert(p.id(), high);
             }
         }
-        let mut latest: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
         if pending.is_empty() {
             return Ok(BTreeMap::new());
         }
+        let mut latest: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
         consumer.assign(&tpl).map_err(|e| e.to_string())?;
         let deadline = Instant::now() + timeout;
         while !pending.is_empty() {
