@@ -432,6 +432,19 @@ async fn the_live_runner_keeps_its_snapshot_on_a_compacted_topic() {
     };
     live_runner_saves_and_restores(kafka.bootstrap(), Kept::Topic(state.clone())).await;
     reads_back_whole(&state);
+
+    // a pipeline that restored it and now holds no subject deletes theirs (tombstones):
+    // only the meta record is left
+    use spanline::snapshots::{read, save, Store};
+    use spanline::stage::detect::{DetectSettings, Detector, Snapshot};
+    // (blocking calls: nothing else runs on this test's runtime now)
+    let store = Store::topic(state.clone());
+    read(&store);
+    save(Detector::new(DetectSettings::default()).snapshot(), &store).unwrap();
+    let records = state.read(Duration::from_secs(10)).unwrap();
+    assert_eq!(records.keys().collect::<Vec<_>>(), ["meta"]);
+    let counts = Snapshot::from_records(records).unwrap().expect("a meta record").counts();
+    assert_eq!((counts.series, counts.root_operations), (0, 0));
 }
 
 /// Every save rewrote each subject under its own key: the latest record per key is one
