@@ -440,7 +440,10 @@ fn memory(spans: &[Span]) -> (f64, f64) {
 /// close to Kafka's acknowledgement is measured.
 fn e2e_pipeline() -> String {
     let rule = "      - name: bench_every_operation\n        severity: warning\n        for: 0s\n        series: {scope: operation, window: 10s}\n        threshold: {field: count, above: 0}\n";
-    let at = PIPELINE.find("\noutputs:").expect("the default pipeline has outputs") + 1;
+    let at = PIPELINE
+        .find("\noutputs:")
+        .expect("the default pipeline has outputs")
+        + 1;
     format!("{}{rule}\n{}", &PIPELINE[..at], &PIPELINE[at..])
 }
 
@@ -451,7 +454,11 @@ fn ack_latency() -> (u64, f64, f64) {
     let h = &*metrics::ALERT_ACK_LATENCY;
     let n = h.get_sample_count();
     let mut p99 = f64::NAN;
-    if let Some(m) = h.collect().first().and_then(|f| f.get_metric().first().cloned()) {
+    if let Some(m) = h
+        .collect()
+        .first()
+        .and_then(|f| f.get_metric().first().cloned())
+    {
         let hist = m.get_histogram();
         let want = (0.99 * n as f64).ceil() as u64;
         p99 = hist
@@ -477,11 +484,18 @@ fn detect_scoring() -> (Vec<Duration>, Vec<Duration>) {
     use rand::{Rng, SeedableRng};
     use spanline::stage::detect::Detector;
     let config = pipeline_config();
-    let mut det = Detector::new(config.detect().expect("the default pipeline detects").settings());
+    let mut det = Detector::new(
+        config
+            .detect()
+            .expect("the default pipeline detects")
+            .settings(),
+    );
     let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
     let size = 10_000_000_000i64;
     let t0 = 1_700_000_000_000_000_000i64;
-    let services: Vec<Arc<str>> = (0..SCORE_SERIES).map(|i| Arc::from(format!("svc-{i:03}"))).collect();
+    let services: Vec<Arc<str>> = (0..SCORE_SERIES)
+        .map(|i| Arc::from(format!("svc-{i:03}")))
+        .collect();
     let (mut per_series, mut per_window) = (Vec::new(), Vec::new());
     let mut out = Vec::new();
     for i in 0..SCORE_WINDOWS {
@@ -1404,8 +1418,16 @@ fn main() {
     // 7b. detect: per-window scoring latency
     if run("detect") {
         let (series, windows) = detect_scoring();
-        let q = |v: &[Duration], p: f64| v.get(((v.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied().unwrap_or_default();
-        figure("detect_score_series_window_p99_us", format_args!("{:.1}", q(&series, 0.99).as_secs_f64() * 1e6), "us");
+        let q = |v: &[Duration], p: f64| {
+            v.get(((v.len() as f64 * p).ceil() as usize).saturating_sub(1))
+                .copied()
+                .unwrap_or_default()
+        };
+        figure(
+            "detect_score_series_window_p99_us",
+            format_args!("{:.1}", q(&series, 0.99).as_secs_f64() * 1e6),
+            "us",
+        );
         figure(
             "detect_score_closed_window_p99_ms",
             format_args!("{:.2}", q(&windows, 0.99).as_secs_f64() * 1e3),

@@ -91,9 +91,18 @@ fn totals(sources: &[String]) -> Totals {
 /// as `service value` pairs.
 fn top_services(family: &str, extra: Option<(&str, &str)>, n: usize) -> Vec<(String, f64)> {
     let mut rows: Vec<(String, String, f64)> = Vec::new();
-    for f in metrics::REGISTRY.gather().iter().filter(|f| f.name() == family) {
+    for f in metrics::REGISTRY
+        .gather()
+        .iter()
+        .filter(|f| f.name() == family)
+    {
         for m in f.get_metric() {
-            let label = |name: &str| m.get_label().iter().find(|l| l.name() == name).map(|l| l.value().to_string());
+            let label = |name: &str| {
+                m.get_label()
+                    .iter()
+                    .find(|l| l.name() == name)
+                    .map(|l| l.value().to_string())
+            };
             if label("scope").as_deref() != Some("service") {
                 continue;
             }
@@ -103,13 +112,19 @@ fn top_services(family: &str, extra: Option<(&str, &str)>, n: usize) -> Vec<(Str
                 }
             }
             let series = label("series").unwrap_or_default();
-            let service = series.strip_prefix("service=").unwrap_or(&series).to_string();
+            let service = series
+                .strip_prefix("service=")
+                .unwrap_or(&series)
+                .to_string();
             let window = label("window").unwrap_or_default();
             rows.push((window, service, m.get_gauge().get_value()));
         }
     }
     // the smallest window size reacts fastest
-    let smallest = rows.iter().filter_map(|(w, _, _)| humantime::parse_duration(w).ok()).min();
+    let smallest = rows
+        .iter()
+        .filter_map(|(w, _, _)| humantime::parse_duration(w).ok())
+        .min();
     let mut top: Vec<(String, f64)> = rows
         .into_iter()
         .filter(|(w, _, _)| humantime::parse_duration(w).ok() == smallest)
@@ -220,7 +235,10 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         None => None,
     };
     let _ = stop_run.send(true);
-    let run = pipeline.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    let run = pipeline
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
     let t = totals(&sources);
     let by_reason: Vec<String> = CloseReason::ALL
         .iter()

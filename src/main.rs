@@ -168,7 +168,11 @@ fn main() -> ExitCode {
                 );
                 Ok(())
             }
-            Command::Nab { data, out, detector } => {
+            Command::Nab {
+                data,
+                out,
+                detector,
+            } => {
                 let summary = spanline::nab::run(&data, &out, &detector)?;
                 println!("{summary:?}");
                 Ok(())

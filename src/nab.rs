@@ -82,15 +82,22 @@ pub fn settings() -> DetectSettings {
 /// file names on it) nor a path separator.
 pub fn run(data_dir: &Path, out_dir: &Path, detector: &str) -> Result<NabSummary, String> {
     if detector.is_empty() || detector.contains(['_', '/', '\\']) || detector.starts_with('.') {
-        return Err(format!("detector name {detector:?} must be non-empty, without '_', '/' or a leading '.'"));
+        return Err(format!(
+            "detector name {detector:?} must be non-empty, without '_', '/' or a leading '.'"
+        ));
     }
     let files = data_files(data_dir)?;
     if files.is_empty() {
-        return Err(format!("no CSV files under {}: expected <category>/<file>.csv", data_dir.display()));
+        return Err(format!(
+            "no CSV files under {}: expected <category>/<file>.csv",
+            data_dir.display()
+        ));
     }
     let results_dir = out_dir.join(detector);
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(files.len());
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(files.len());
     let outcomes: Vec<Result<(usize, usize), String>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
@@ -107,9 +114,18 @@ pub fn run(data_dir: &Path, out_dir: &Path, detector: &str) -> Result<NabSummary
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|_| vec![Err("a worker panicked".to_string())])).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| vec![Err("a worker panicked".to_string())])
+            })
+            .collect()
     });
-    let mut summary = NabSummary { results_dir, ..NabSummary::default() };
+    let mut summary = NabSummary {
+        results_dir,
+        ..NabSummary::default()
+    };
     for o in outcomes {
         let (rows, episodes) = o?;
         summary.files += 1;
@@ -128,7 +144,10 @@ fn data_files(data_dir: &Path) -> Result<Vec<(String, PathBuf)>, String> {
         if !dir.is_dir() {
             continue;
         }
-        let category = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let category = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         for f in read(&dir)? {
             let p = f.map_err(|e| e.to_string())?.path();
             if p.extension().is_some_and(|e| e == "csv") {
@@ -143,7 +162,10 @@ fn data_files(data_dir: &Path) -> Result<Vec<(String, PathBuf)>, String> {
 /// Scores one file; returns (rows, episodes).
 fn score_file(path: &Path, out_dir: &Path, detector: &str) -> Result<(usize, usize), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let subject = Subject::Series {
         window_size_ns: 0,
         scope: Arc::from("nab"),
@@ -161,7 +183,8 @@ fn score_file(path: &Path, out_dir: &Path, detector: &str) -> Result<(usize, usi
         let (ts, value) = line
             .split_once(',')
             .ok_or_else(|| format!("{}:{}: expected timestamp,value", path.display(), n + 1))?;
-        let at_ns = parse_timestamp(ts).ok_or_else(|| format!("{}:{}: bad timestamp {ts:?}", path.display(), n + 1))?;
+        let at_ns = parse_timestamp(ts)
+            .ok_or_else(|| format!("{}:{}: bad timestamp {ts:?}", path.display(), n + 1))?;
         let v: f64 = value.trim().parse().unwrap_or(f64::NAN);
         scores.clear();
         det.observe_value(&subject, at_ns, v, &mut scores);
@@ -216,7 +239,15 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
     let (y, m, day) = (d.next()??, d.next()??, d.next()??);
     let mut t = time.splitn(3, ':').map(|p| p.parse::<i64>().ok());
     let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 || hh < 0 || mm < 0 || ss < 0 {
+    if !(1..=12).contains(&m)
+        || !(1..=31).contains(&day)
+        || hh > 23
+        || mm > 59
+        || ss > 60
+        || hh < 0
+        || mm < 0
+        || ss < 0
+    {
         return None;
     }
     // days from the civil date (Howard Hinnant's algorithm)
@@ -237,8 +268,14 @@ mod tests {
     #[test]
     fn timestamps_parse_as_utc() {
         assert_eq!(parse_timestamp("1970-01-01 00:00:00"), Some(0));
-        assert_eq!(parse_timestamp("2014-07-01 00:30:00"), Some(1_404_174_600 * 1_000_000_000));
-        assert_eq!(parse_timestamp("2000-02-29 23:59:59"), Some(951_868_799 * 1_000_000_000));
+        assert_eq!(
+            parse_timestamp("2014-07-01 00:30:00"),
+            Some(1_404_174_600 * 1_000_000_000)
+        );
+        assert_eq!(
+            parse_timestamp("2000-02-29 23:59:59"),
+            Some(951_868_799 * 1_000_000_000)
+        );
         assert_eq!(parse_timestamp("2014-13-01 00:00:00"), None);
         assert_eq!(parse_timestamp("2014-07-01T00:00:00"), None);
     }
@@ -252,7 +289,10 @@ mod tests {
         let got: Vec<(f64, bool)> = scores.iter().map(|s| e.report(*s)).collect();
         assert_eq!(got[..2], [(0.1, false), (0.95, true)]);
         // the rest of the episode, until EPISODE_QUIET samples stayed below the threshold
-        assert!(got[2..3 + EPISODE_QUIET].iter().all(|g| *g == (0.0, false)), "{got:?}");
+        assert!(
+            got[2..3 + EPISODE_QUIET].iter().all(|g| *g == (0.0, false)),
+            "{got:?}"
+        );
         assert_eq!(got[3 + EPISODE_QUIET..], [(0.3, false), (0.99, true)]);
     }
 
@@ -263,20 +303,35 @@ mod tests {
         std::fs::create_dir_all(data.path().join("realDemo")).unwrap();
         let mut csv = String::from("timestamp,value\n");
         for i in 0..400 {
-            let v = if i == 300 { 500.0 } else { 10.0 + (i % 7) as f64 };
+            let v = if i == 300 {
+                500.0
+            } else {
+                10.0 + (i % 7) as f64
+            };
             let _ = writeln!(csv, "2015-01-01 {:02}:{:02}:00,{v}", (i / 60) % 24, i % 60);
         }
         std::fs::write(data.path().join("realDemo/demo_series.csv"), csv).unwrap();
         assert!(run(data.path(), out.path(), "bad_name").is_err());
         let summary = run(data.path(), out.path(), "spanline").unwrap();
         assert_eq!((summary.files, summary.rows), (1, 400));
-        let text = std::fs::read_to_string(out.path().join("spanline/realDemo/spanline_demo_series.csv")).unwrap();
+        let text = std::fs::read_to_string(
+            out.path()
+                .join("spanline/realDemo/spanline_demo_series.csv"),
+        )
+        .unwrap();
         let mut lines = text.lines();
         assert_eq!(lines.next(), Some("timestamp,value,anomaly_score"));
-        let scores: Vec<f64> = lines.map(|l| l.rsplit(',').next().unwrap().parse().unwrap()).collect();
+        let scores: Vec<f64> = lines
+            .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
+            .collect();
         assert_eq!(scores.len(), 400);
         assert!(scores.iter().all(|s| (0.0..=1.0).contains(s)));
-        let top = scores.iter().copied().enumerate().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+        let top = scores
+            .iter()
+            .copied()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap();
         assert_eq!(top.0, 300, "the spike scores highest");
     }
 }

@@ -62,22 +62,35 @@ impl Encoding {
     pub fn aggregate(&self, w: &WindowAggregate) -> (Vec<u8>, Vec<u8>) {
         let fields = aggregate_fields(w);
         match self {
-            Encoding::Avro { key_schema_id, value_schema_id } => {
+            Encoding::Avro {
+                key_schema_id,
+                value_schema_id,
+            } => {
                 let mut key = Vec::new();
                 avro::put_frame(&mut key, *key_schema_id);
                 crate::codec::avro_bin::put_str(&mut key, &w.key_string());
                 let mut value = Vec::new();
                 avro::put_frame(&mut value, *value_schema_id);
                 let record = apache_avro::types::Value::Record(
-                    fields.into_iter().map(|(name, v)| (name.to_string(), v.into_avro())).collect(),
+                    fields
+                        .into_iter()
+                        .map(|(name, v)| (name.to_string(), v.into_avro()))
+                        .collect(),
                 );
-                value.extend(avro::write_value(&AGGREGATE, record).expect("aggregate matches its schema"));
+                value.extend(
+                    avro::write_value(&AGGREGATE, record).expect("aggregate matches its schema"),
+                );
                 (key, value)
             }
             Encoding::Json => {
-                let map: serde_json::Map<String, serde_json::Value> =
-                    fields.into_iter().map(|(name, v)| (name.to_string(), v.into_json())).collect();
-                (w.key_string().into_bytes(), serde_json::to_vec(&map).expect("aggregate serialises"))
+                let map: serde_json::Map<String, serde_json::Value> = fields
+                    .into_iter()
+                    .map(|(name, v)| (name.to_string(), v.into_json()))
+                    .collect();
+                (
+                    w.key_string().into_bytes(),
+                    serde_json::to_vec(&map).expect("aggregate serialises"),
+                )
             }
         }
     }
@@ -86,12 +99,19 @@ impl Encoding {
     pub fn alert(&self, alert: &Alert) -> (Vec<u8>, Vec<u8>) {
         use apache_avro::types::Value;
         match self {
-            Encoding::Avro { key_schema_id, value_schema_id } => {
+            Encoding::Avro {
+                key_schema_id,
+                value_schema_id,
+            } => {
                 let mut key = Vec::new();
                 avro::put_frame(&mut key, *key_schema_id);
                 crate::codec::avro_bin::put_str(&mut key, &alert.fingerprint);
                 let map = |m: &std::collections::BTreeMap<String, String>| {
-                    Value::Map(m.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
+                    Value::Map(
+                        m.iter()
+                            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                            .collect(),
+                    )
                 };
                 let opt = |v: Option<Value>| match v {
                     None => Value::Union(0, Box::new(Value::Null)),
@@ -102,7 +122,10 @@ impl Encoding {
                     crate::model::AlertStatus::Resolved => Value::Enum(1, "resolved".into()),
                 };
                 let record = Value::Record(vec![
-                    ("fingerprint".into(), Value::String(alert.fingerprint.clone())),
+                    (
+                        "fingerprint".into(),
+                        Value::String(alert.fingerprint.clone()),
+                    ),
                     ("status".into(), status),
                     ("rule".into(), Value::String(alert.rule.clone())),
                     ("severity".into(), Value::String(alert.severity.clone())),
@@ -111,11 +134,21 @@ impl Encoding {
                     ("labels".into(), map(&alert.labels)),
                     ("annotations".into(), map(&alert.annotations)),
                     ("summary".into(), Value::String(alert.summary.clone())),
-                    ("suspected_service".into(), opt(alert.suspected_service.clone().map(Value::String))),
+                    (
+                        "suspected_service".into(),
+                        opt(alert.suspected_service.clone().map(Value::String)),
+                    ),
                     ("score".into(), Value::Double(alert.score)),
                     (
                         "exemplar_trace_ids".into(),
-                        Value::Array(alert.exemplar_trace_ids.iter().cloned().map(Value::String).collect()),
+                        Value::Array(
+                            alert
+                                .exemplar_trace_ids
+                                .iter()
+                                .cloned()
+                                .map(Value::String)
+                                .collect(),
+                        ),
                     ),
                 ]);
                 let mut value = Vec::new();
@@ -221,7 +254,12 @@ impl Field {
             Field::Str(v) => Value::String(v),
             Field::Dimensions(dims) => Value::Array(
                 dims.into_iter()
-                    .map(|(n, v)| Value::Record(vec![("name".into(), Value::String(n)), ("value".into(), Value::String(v))]))
+                    .map(|(n, v)| {
+                        Value::Record(vec![
+                            ("name".into(), Value::String(n)),
+                            ("value".into(), Value::String(v)),
+                        ])
+                    })
                     .collect(),
             ),
         }
@@ -231,11 +269,15 @@ impl Field {
         match self {
             Field::Long(v) => v.into(),
             // JSON has no NaN: an undefined quantile is null
-            Field::Double(v) => serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into),
-            Field::Str(v) => v.into(),
-            Field::Dimensions(dims) => {
-                dims.into_iter().map(|(n, v)| serde_json::json!({"name": n, "value": v})).collect::<Vec<_>>().into()
+            Field::Double(v) => {
+                serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into)
             }
+            Field::Str(v) => v.into(),
+            Field::Dimensions(dims) => dims
+                .into_iter()
+                .map(|(n, v)| serde_json::json!({"name": n, "value": v}))
+                .collect::<Vec<_>>()
+                .into(),
         }
     }
 }
@@ -247,7 +289,15 @@ fn aggregate_fields(w: &WindowAggregate) -> Vec<(&'static str, Field)> {
         ("window_end_unix_nano", Field::Long(w.window_end_ns)),
         ("window_size_ns", Field::Long(w.window_size_ns)),
         ("scope", Field::Str(w.scope.to_string())),
-        ("dimensions", Field::Dimensions(w.key.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect())),
+        (
+            "dimensions",
+            Field::Dimensions(
+                w.key
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect(),
+            ),
+        ),
         ("count", Field::Long(w.count as i64)),
         ("error_count", Field::Long(w.error_count as i64)),
         ("error_rate", Field::Double(w.error_rate())),
@@ -266,8 +316,9 @@ fn aggregate_fields(w: &WindowAggregate) -> Vec<(&'static str, Field)> {
     ]
 }
 
-static ALERT: std::sync::LazyLock<apache_avro::Schema> =
-    std::sync::LazyLock::new(|| apache_avro::Schema::parse_str(avro::ALERT_SCHEMA).expect("schemas/alert.avsc is valid"));
+static ALERT: std::sync::LazyLock<apache_avro::Schema> = std::sync::LazyLock::new(|| {
+    apache_avro::Schema::parse_str(avro::ALERT_SCHEMA).expect("schemas/alert.avsc is valid")
+});
 
 /// The JSON alert record: the fields of `schemas/alert.avsc`.
 fn alert_json(a: &Alert) -> Vec<u8> {
@@ -297,8 +348,14 @@ mod tests {
     use crate::model::AlertStatus;
 
     fn field(v: &Value, name: &str) -> Value {
-        let Value::Record(fields) = v else { panic!("not a record") };
-        fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap()
+        let Value::Record(fields) = v else {
+            panic!("not a record")
+        };
+        fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap()
     }
 
     #[test]
@@ -317,18 +374,34 @@ mod tests {
             score: 0.9,
             exemplar_trace_ids: vec!["0".repeat(32)],
         };
-        let enc = Encoding::Avro { key_schema_id: 1, value_schema_id: 2 };
+        let enc = Encoding::Avro {
+            key_schema_id: 1,
+            value_schema_id: 2,
+        };
         let (key, value) = enc.alert(&alert);
         let (id, datum) = avro::unframe(&value).unwrap();
         assert_eq!(id, 2);
         let v = avro::read_value(&ALERT, None, datum).unwrap();
         assert_eq!(field(&v, "status"), Value::Enum(1, "resolved".into()));
-        assert_eq!(field(&v, "ends_at"), Value::Union(1, Box::new(Value::Long(2_000))));
-        assert_eq!(field(&v, "suspected_service"), Value::Union(1, Box::new(Value::String("db".into()))));
+        assert_eq!(
+            field(&v, "ends_at"),
+            Value::Union(1, Box::new(Value::Long(2_000)))
+        );
+        assert_eq!(
+            field(&v, "suspected_service"),
+            Value::Union(1, Box::new(Value::String("db".into())))
+        );
         let (_, key_datum) = avro::unframe(&key).unwrap();
         let key_schema = apache_avro::Schema::parse_str(avro::ALERT_KEY_SCHEMA).unwrap();
-        assert_eq!(field(&avro::read_value(&key_schema, None, key_datum).unwrap(), "fingerprint"), Value::String("00ff".into()));
-        let json: serde_json::Value = serde_json::from_slice(&Encoding::Json.alert(&alert).1).unwrap();
+        assert_eq!(
+            field(
+                &avro::read_value(&key_schema, None, key_datum).unwrap(),
+                "fingerprint"
+            ),
+            Value::String("00ff".into())
+        );
+        let json: serde_json::Value =
+            serde_json::from_slice(&Encoding::Json.alert(&alert).1).unwrap();
         assert_eq!(json["status"], "resolved");
         assert_eq!(json["labels"]["service"], "orders");
     }

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use crate::codec::otlp::OtlpDecoder;
 use crate::config::PipelineConfig;
 use crate::kafka::offsets::OffsetTracker;
-use crate::output::Encoding;
 use crate::model::Span;
+use crate::output::Encoding;
 use crate::snapshots;
 use crate::stage::assemble::{Origin, Output, Pushed};
 use crate::stage::pipeline::{Emit, Stages};
@@ -87,17 +87,31 @@ impl Replayer {
         let mut tracker = OffsetTracker::default();
         tracker.assign(0);
         stages.assembler.assign(0, 0);
-        Ok(Self { stages, tracker, out: Vec::new(), offset: 0, late: 0 })
+        Ok(Self {
+            stages,
+            tracker,
+            out: Vec::new(),
+            offset: 0,
+            late: 0,
+        })
     }
 
     /// Feeds the spans of one input record; what the stages emit goes to `emits`.
     pub fn push(&mut self, spans: impl IntoIterator<Item = Span>, emits: &mut Vec<Emit>) {
         self.offset += 1;
         self.tracker.consumed(0, self.offset);
-        let origin = Origin { partition: 0, offset: self.offset };
+        let origin = Origin {
+            partition: 0,
+            offset: self.offset,
+        };
         for span in spans {
             // processing time is irrelevant here: one input, never idle
-            if self.stages.assembler.push(span, origin, 0, &mut self.tracker, &mut self.out) == Pushed::Late {
+            if self
+                .stages
+                .assembler
+                .push(span, origin, 0, &mut self.tracker, &mut self.out)
+                == Pushed::Late
+            {
                 self.late += 1;
             }
         }
@@ -141,21 +155,37 @@ impl Replayer {
 
 /// Replays `inputs` through the pipeline's stages and writes each output topic to
 /// `<out_dir>/<topic>.jsonl`.
-pub fn replay(config: &PipelineConfig, inputs: &[PathBuf], out_dir: &Path) -> Result<ReplaySummary, String> {
+pub fn replay(
+    config: &PipelineConfig,
+    inputs: &[PathBuf],
+    out_dir: &Path,
+) -> Result<ReplaySummary, String> {
     let mut replayer = Replayer::new(config)?;
     // the detectors continue from their snapshot, if there is one (never fatal)
     if let Some(topic) = config.detect().and_then(|d| d.snapshot_topic.as_ref()) {
         tracing::warn!(%topic, "replay does not read or write detect.snapshot_topic (it has no Kafka): the detectors start from warm-up");
     }
-    let snapshot_dir = config.detect().and_then(|d| d.snapshot_dir.clone()).map(snapshots::Store::Dir);
+    let snapshot_dir = config
+        .detect()
+        .and_then(|d| d.snapshot_dir.clone())
+        .map(snapshots::Store::Dir);
     if let (Some(store), Some(detector)) = (&snapshot_dir, replayer.stages.detector_mut()) {
         snapshots::apply(detector, store, snapshots::read(store));
     }
-    std::fs::create_dir_all(out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
-    let dead_letter = config.sources.first().and_then(|s| s.dead_letter_topic.clone());
-    let mut writers = Writers { dir: out_dir.to_path_buf(), files: Vec::new() };
+    std::fs::create_dir_all(out_dir)
+        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    let dead_letter = config
+        .sources
+        .first()
+        .and_then(|s| s.dead_letter_topic.clone());
+    let mut writers = Writers {
+        dir: out_dir.to_path_buf(),
+        files: Vec::new(),
+    };
     // the traces file exists even when nothing closes
-    writers.writer(&config.outputs.traces.topic).map_err(|e| e.to_string())?;
+    writers
+        .writer(&config.outputs.traces.topic)
+        .map_err(|e| e.to_string())?;
     let mut decoder = OtlpDecoder::default();
     let mut summary = ReplaySummary::default();
     let mut spans = Vec::new();
@@ -164,7 +194,8 @@ pub fn replay(config: &PipelineConfig, inputs: &[PathBuf], out_dir: &Path) -> Re
     for input in inputs {
         let reader = open(input).map_err(|e| format!("cannot read {}: {e}", input.display()))?;
         for (lineno, line) in reader.lines().enumerate() {
-            let line = line.map_err(|e| format!("{}: line {}: {e}", input.display(), lineno + 1))?;
+            let line =
+                line.map_err(|e| format!("{}: line {}: {e}", input.display(), lineno + 1))?;
             if line.trim().is_empty() {
                 continue;
             }
@@ -177,7 +208,9 @@ pub fn replay(config: &PipelineConfig, inputs: &[PathBuf], out_dir: &Path) -> Re
                         "reason": e.reason(), "error": e.to_string(),
                         "file": input.display().to_string(), "line": lineno + 1, "record": line,
                     });
-                    writers.line(topic, record.to_string().as_bytes()).map_err(io)?;
+                    writers
+                        .line(topic, record.to_string().as_bytes())
+                        .map_err(io)?;
                 }
                 continue;
             }
@@ -217,7 +250,9 @@ fn write_emits(
 ) -> std::io::Result<()> {
     for emit in emits.drain(..) {
         match emit {
-            Emit::Trace { trace, analysis, .. } => {
+            Emit::Trace {
+                trace, analysis, ..
+            } => {
                 summary.traces += 1;
                 let (_, value) = Encoding::Json.trace(&trace, analysis.as_deref());
                 writers.line(&config.outputs.traces.topic, &value)?;

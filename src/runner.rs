@@ -17,15 +17,15 @@ use crate::kafka::source::{Record, Source, SourceEvent};
 use crate::kafka::state::StateTopic;
 use crate::model::CloseReason;
 use crate::output::Encoding;
-use crate::stage::assemble::{Holds, Origin, Output, Pushed, Stats};
+use crate::sinks::AlertSinks;
+use crate::snapshots;
 use crate::stage::aggregate::AggregateStats;
+use crate::stage::assemble::{Holds, Origin, Output, Pushed, Stats};
+use crate::stage::detect::TrainedModel;
 use crate::stage::pipeline::{Emit, StageStats, Stages, TraceDigest};
 use crate::telemetry::http::Readiness;
 use crate::telemetry::metrics;
 use crate::telemetry::spanmetrics::SpanMetrics;
-use crate::sinks::AlertSinks;
-use crate::snapshots;
-use crate::stage::detect::TrainedModel;
 use tokio::sync::mpsc;
 
 /// Why a pipeline stopped with an error.
@@ -190,7 +190,9 @@ pub async fn run(
         }
     };
     // each output topic's encoding; Avro schemas are registered under <topic>-key/-value
-    let encoding = |output: Option<TopicOutput>, key_schema: &'static str, value_schema: &'static str| {
+    let encoding = |output: Option<TopicOutput>,
+                    key_schema: &'static str,
+                    value_schema: &'static str| {
         let register = &register;
         async move {
             let Some(o) = output else { return Ok(None) };
@@ -202,14 +204,33 @@ pub async fn run(
         }
     };
     let outs = &config.outputs;
-    let traces = encoding(Some(outs.traces.clone()), codec::avro::TRACE_KEY_SCHEMA, codec::avro::TRACE_SCHEMA)
-        .await?
-        .expect("traces output is required");
-    let late = encoding(outs.late.clone(), codec::avro::SPAN_KEY_SCHEMA, codec::avro::SPAN_SCHEMA).await?;
-    let aggregates =
-        encoding(outs.aggregates.clone(), codec::avro::AGGREGATE_KEY_SCHEMA, codec::avro::AGGREGATE_SCHEMA).await?;
-    let topic_of = |o: &Option<TopicOutput>| o.as_ref().map(|o| o.topic.clone()).unwrap_or_default();
-    let alerts = encoding(outs.alerts.clone(), codec::avro::ALERT_KEY_SCHEMA, codec::avro::ALERT_SCHEMA).await?;
+    let traces = encoding(
+        Some(outs.traces.clone()),
+        codec::avro::TRACE_KEY_SCHEMA,
+        codec::avro::TRACE_SCHEMA,
+    )
+    .await?
+    .expect("traces output is required");
+    let late = encoding(
+        outs.late.clone(),
+        codec::avro::SPAN_KEY_SCHEMA,
+        codec::avro::SPAN_SCHEMA,
+    )
+    .await?;
+    let aggregates = encoding(
+        outs.aggregates.clone(),
+        codec::avro::AGGREGATE_KEY_SCHEMA,
+        codec::avro::AGGREGATE_SCHEMA,
+    )
+    .await?;
+    let topic_of =
+        |o: &Option<TopicOutput>| o.as_ref().map(|o| o.topic.clone()).unwrap_or_default();
+    let alerts = encoding(
+        outs.alerts.clone(),
+        codec::avro::ALERT_KEY_SCHEMA,
+        codec::avro::ALERT_SCHEMA,
+    )
+    .await?;
     let mut topics = vec![
         outs.traces.topic.clone(),
         topic_of(&outs.late),
@@ -262,12 +283,18 @@ pub async fn run(
     let mut saver = None;
     if let (Some((store, every)), Some(detector)) = (&snapshot_store, stages.detector_mut()) {
         let s = store.clone();
-        let loaded = tokio::task::spawn_blocking(move || snapshots::read(&s)).await.map_err(|e| RunError::Config {
-            pipeline: pipeline.clone(),
-            message: format!("reading the detect snapshot: {e}"),
-        })?;
+        let loaded = tokio::task::spawn_blocking(move || snapshots::read(&s))
+            .await
+            .map_err(|e| RunError::Config {
+                pipeline: pipeline.clone(),
+                message: format!("reading the detect snapshot: {e}"),
+            })?;
         snapshots::apply(detector, store, loaded);
-        saver = Some(snapshots::Saver::new(store.clone(), *every, std::time::Instant::now()));
+        saver = Some(snapshots::Saver::new(
+            store.clone(),
+            *every,
+            std::time::Instant::now(),
+        ));
     }
     let (notify, notify_task) = match &config.outputs.notify {
         Some(c) => {
@@ -304,14 +331,22 @@ pub async fn run(
         pipeline: pipeline.clone(),
         sources,
         topic_source,
-        outputs: Outputs { topics, traces, late, aggregates, alerts },
+        outputs: Outputs {
+            topics,
+            traces,
+            late,
+            aggregates,
+            alerts,
+        },
         notify,
         trained: trained_tx,
         registry,
         stages,
         spanmetrics: SpanMetrics::new(
             config.aggregate().map_or(10_000, |a| a.max_series),
-            config.aggregate().map_or(600_000_000_000, |a| i64::try_from(a.idle_series_expiry.as_nanos()).unwrap_or(i64::MAX)),
+            config.aggregate().map_or(600_000_000_000, |a| {
+                i64::try_from(a.idle_series_expiry.as_nanos()).unwrap_or(i64::MAX)
+            }),
         ),
         tracker: OffsetTracker::default(),
         partitions: Partitions::default(),
@@ -404,7 +439,9 @@ pub async fn run(
         s.finish(d.snapshot()).await;
     }
     tracing::info!(pipeline = %pipeline, "pipeline stopped");
-    result.map(|()| RunSummary { slowest: runner.stages.slowest().to_vec() })
+    result.map(|()| RunSummary {
+        slowest: runner.stages.slowest().to_vec(),
+    })
 }
 
 impl Runner {
@@ -555,10 +592,18 @@ impl Runner {
         for emit in std::mem::take(&mut self.emits) {
             let mut emitted = None;
             let (index, (key, value), holds) = match emit {
-                Emit::Trace { trace, analysis, holds } => {
+                Emit::Trace {
+                    trace,
+                    analysis,
+                    holds,
+                } => {
                     let edges = analysis.as_ref().map_or(&[][..], |a| &a.edges[..]);
                     self.spanmetrics.observe(&trace, edges);
-                    (TRACES, self.outputs.traces.trace(&trace, analysis.as_deref()), holds)
+                    (
+                        TRACES,
+                        self.outputs.traces.trace(&trace, analysis.as_deref()),
+                        holds,
+                    )
                 }
                 Emit::Aggregate(window) => {
                     self.spanmetrics.observe_window(&window);
@@ -591,7 +636,11 @@ impl Runner {
                 }
             };
             let topic = &self.outputs.topics[index];
-            let lane = if index == ALERTS { Lane::Urgent } else { Lane::Bulk };
+            let lane = if index == ALERTS {
+                Lane::Urgent
+            } else {
+                Lane::Bulk
+            };
             self.sink
                 .send(
                     lane,

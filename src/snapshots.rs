@@ -97,13 +97,19 @@ pub fn read(store: &Store) -> Loaded {
         Store::Topic(t, written) => {
             let result = t
                 .read(TOPIC_TIMEOUT)
-                .map_err(|message| SnapshotError::Topic { topic: t.topic.clone(), message })
+                .map_err(|message| SnapshotError::Topic {
+                    topic: t.topic.clone(),
+                    message,
+                })
                 .and_then(|records| {
                     // what is there is what the next save replaces or deletes
                     *written.lock().expect("keys") = records.keys().cloned().collect();
                     Snapshot::from_records(records)
                 });
-            return Loaded { result, moved_to: None };
+            return Loaded {
+                result,
+                moved_to: None,
+            };
         }
     };
     let result = Snapshot::load(dir);
@@ -172,15 +178,21 @@ pub fn save(snapshot: Snapshot, store: &Store) -> Result<usize, SnapshotError> {
     let result = match store {
         Store::Dir(dir) => snapshot.save(dir).map(|(_, bytes)| bytes),
         Store::Topic(t, written) => {
-            let mut records: Vec<(String, Option<Vec<u8>>)> =
-                snapshot.into_records().into_iter().map(|(k, v)| (k, Some(v))).collect();
+            let mut records: Vec<(String, Option<Vec<u8>>)> = snapshot
+                .into_records()
+                .into_iter()
+                .map(|(k, v)| (k, Some(v)))
+                .collect();
             let keys: BTreeSet<String> = records.iter().map(|(k, _)| k.clone()).collect();
             let mut written = written.lock().expect("keys");
             // subjects dropped since the last save are deleted
             records.extend(written.difference(&keys).map(|k| (k.clone(), None)));
             let result = t
                 .write(&records, TOPIC_TIMEOUT)
-                .map_err(|message| SnapshotError::Topic { topic: t.topic.clone(), message });
+                .map_err(|message| SnapshotError::Topic {
+                    topic: t.topic.clone(),
+                    message,
+                });
             if result.is_ok() {
                 *written = keys;
             }
@@ -290,7 +302,10 @@ mod tests {
         assert!(!saver.due(t0 + 10 * every));
         saver.running.take().unwrap().abort();
         running.await.unwrap();
-        assert!(tmp.path().join(crate::stage::detect::SNAPSHOT_FILE).exists());
+        assert!(tmp
+            .path()
+            .join(crate::stage::detect::SNAPSHOT_FILE)
+            .exists());
         // the period counts from the start of the last save
         assert!(!saver.due(t0 + 2 * every - Duration::from_secs(1)));
         assert!(saver.due(t0 + 2 * every));
@@ -337,10 +352,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut d = Detector::new(DetectSettings::default());
         let store = Store::Dir(dir.path().to_path_buf());
-        assert_eq!(
-            apply(&mut d, &store, read(&store)),
-            Restored::Nothing
-        );
+        assert_eq!(apply(&mut d, &store, read(&store)), Restored::Nothing);
         std::fs::write(
             dir.path().join(SNAPSHOT_FILE),
             b"{\"version\": 1, \"series\": [",

@@ -57,7 +57,10 @@ fn describe(alerts: &[Alert]) -> String {
                 a.rule,
                 format!("{:?}", a.labels.get("service")),
                 a.suspected_service,
-                a.annotations.get("notification").map(String::as_str).unwrap_or("")
+                a.annotations
+                    .get("notification")
+                    .map(String::as_str)
+                    .unwrap_or("")
             )
         })
         .collect::<Vec<_>>()
@@ -67,14 +70,25 @@ fn describe(alerts: &[Alert]) -> String {
 // An hour of workload through every stage: minutes unoptimised, seconds optimised.
 // `scripts/test.sh` runs this file with `--release`, where it is not ignored.
 #[test]
-#[cfg_attr(debug_assertions, ignore = "slow unoptimised: scripts/test.sh runs it with --release")]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "slow unoptimised: scripts/test.sh runs it with --release"
+)]
 fn each_fault_fires_exactly_one_alert_on_the_faulty_service_and_resolves() {
     // (kind, service, start minute, minutes)
-    let faults = [("latency", "llm-openai", 20, 4), ("errors", "vector-store", 32, 4), ("outage", "search-agent", 44, 4)];
+    let faults = [
+        ("latency", "llm-openai", 20, 4),
+        ("errors", "vector-store", 32, 4),
+        ("outage", "search-agent", 44, 4),
+    ];
     let spec: Vec<String> = faults
         .iter()
         .map(|(k, s, at, len)| {
-            let kind = if *k == "latency" { "latency".to_string() } else { k.to_string() };
+            let kind = if *k == "latency" {
+                "latency".to_string()
+            } else {
+                k.to_string()
+            };
             format!("{kind}:{s}@{at}m+{len}m")
         })
         .collect();
@@ -82,7 +96,10 @@ fn each_fault_fires_exactly_one_alert_on_the_faulty_service_and_resolves() {
     let report = describe(&alerts);
     let firing: Vec<&Alert> = alerts
         .iter()
-        .filter(|a| a.status == AlertStatus::Firing && a.annotations.get("notification").is_none_or(|n| n == "new"))
+        .filter(|a| {
+            a.status == AlertStatus::Firing
+                && a.annotations.get("notification").is_none_or(|n| n == "new")
+        })
         .collect();
     for (kind, service, at, len) in faults {
         let start = START + at * 60 * S;
@@ -91,9 +108,18 @@ fn each_fault_fires_exactly_one_alert_on_the_faulty_service_and_resolves() {
             .iter()
             .filter(|a| a.starts_at_ms * 1_000_000 >= start && a.starts_at_ms * 1_000_000 < stop)
             .collect();
-        assert_eq!(during.len(), 1, "{kind} fault on {service}: {} new alerts\n{report}", during.len());
+        assert_eq!(
+            during.len(),
+            1,
+            "{kind} fault on {service}: {} new alerts\n{report}",
+            during.len()
+        );
         let alert = during[0];
-        assert_eq!(alert.suspected_service.as_deref(), Some(service), "{kind} fault\n{report}");
+        assert_eq!(
+            alert.suspected_service.as_deref(),
+            Some(service),
+            "{kind} fault\n{report}"
+        );
         assert!(
             alert.starts_at_ms * 1_000_000 <= start + 2 * WINDOW,
             "{kind} fault on {service} alerted {}s after it started\n{report}",
@@ -105,23 +131,41 @@ fn each_fault_fires_exactly_one_alert_on_the_faulty_service_and_resolves() {
             .find(|a| a.fingerprint == alert.fingerprint && a.status == AlertStatus::Resolved)
             .unwrap_or_else(|| panic!("{kind} alert never resolved\n{report}"));
         let ended = resolved.ends_at_ms.unwrap() * 1_000_000;
-        assert!(ended >= stop, "{kind} alert resolved before the fault ended\n{report}");
+        assert!(
+            ended >= stop,
+            "{kind} alert resolved before the fault ended\n{report}"
+        );
     }
     // nothing else fired outside the faults
     let outside = firing
         .iter()
         .filter(|a| {
             let t = a.starts_at_ms * 1_000_000;
-            !faults.iter().any(|(_, _, at, len)| t >= START + at * 60 * S && t < START + (at + len) * 60 * S)
+            !faults
+                .iter()
+                .any(|(_, _, at, len)| t >= START + at * 60 * S && t < START + (at + len) * 60 * S)
         })
         .count();
-    assert!(outside <= 1, "{outside} alerts outside fault windows\n{report}");
+    assert!(
+        outside <= 1,
+        "{outside} alerts outside fault windows\n{report}"
+    );
 }
 
 #[test]
-#[cfg_attr(debug_assertions, ignore = "slow unoptimised: scripts/test.sh runs it with --release")]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "slow unoptimised: scripts/test.sh runs it with --release"
+)]
 fn a_fault_free_hour_gives_at_most_one_alert() {
     let alerts = run(60, 8.0, "");
-    let firing = alerts.iter().filter(|a| a.status == AlertStatus::Firing).count();
-    assert!(firing <= 1, "{firing} alerts in a fault-free hour\n{}", describe(&alerts));
+    let firing = alerts
+        .iter()
+        .filter(|a| a.status == AlertStatus::Firing)
+        .count();
+    assert!(
+        firing <= 1,
+        "{firing} alerts in a fault-free hour\n{}",
+        describe(&alerts)
+    );
 }

@@ -335,17 +335,25 @@ async fn an_escalated_alert_replaces_its_lower_severity_in_alertmanager() {
 
     let mut warning = firing("LatencyHigh", "payments", "77aa00bb11cc22dd");
     warning.severity = "warning".to_owned();
-    warning.annotations.insert("notification".to_owned(), "new".to_owned());
+    warning
+        .annotations
+        .insert("notification".to_owned(), "new".to_owned());
     sinks.send(std::slice::from_ref(&warning));
-    am.poll("?active=true", "the warning", |all| severities(all) == ["warning"])
-        .await;
+    am.poll("?active=true", "the warning", |all| {
+        severities(all) == ["warning"]
+    })
+    .await;
 
     // what the alert stage emits on escalation: the same fingerprint, the raised
     // severity, and the severity it left
     let mut critical = warning.clone();
     critical.severity = "critical".to_owned();
-    critical.annotations.insert("notification".to_owned(), "escalation".to_owned());
-    critical.annotations.insert("escalated_from".to_owned(), "warning".to_owned());
+    critical
+        .annotations
+        .insert("notification".to_owned(), "escalation".to_owned());
+    critical
+        .annotations
+        .insert("escalated_from".to_owned(), "warning".to_owned());
     sinks.send(std::slice::from_ref(&critical));
     am.poll("?active=true", "only the critical alert active", |all| {
         severities(all) == ["critical"]
@@ -353,10 +361,17 @@ async fn an_escalated_alert_replaces_its_lower_severity_in_alertmanager() {
     .await;
 
     sinks.send(&[resolved(&critical)]);
-    am.poll("?active=true", "nothing of ours active", |all| severities(all).is_empty())
-        .await;
+    am.poll("?active=true", "nothing of ours active", |all| {
+        severities(all).is_empty()
+    })
+    .await;
     let stats = shut_down(&sinks, handle).await;
-    assert_eq!((stats[0].delivered, stats[0].failed), (3, 0), "{:?}", stats[0]);
+    assert_eq!(
+        (stats[0].delivered, stats[0].failed),
+        (3, 0),
+        "{:?}",
+        stats[0]
+    );
 }
 
 // ---------------------------------------------------------------------------------------

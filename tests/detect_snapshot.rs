@@ -415,7 +415,11 @@ outputs:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_runner_saves_periodically_and_on_shutdown_and_restores_at_start() {
     let tmp = tempfile::tempdir().unwrap();
-    let kafka = spanline::kafka::embedded::EmbeddedKafka::start(1, &["spans".to_string(), "traces".to_string()]).unwrap();
+    let kafka = spanline::kafka::embedded::EmbeddedKafka::start(
+        1,
+        &["spans".to_string(), "traces".to_string()],
+    )
+    .unwrap();
     live_runner_saves_and_restores(kafka.bootstrap(), Kept::Dir(tmp.path().join("live"))).await;
 }
 
@@ -443,7 +447,10 @@ async fn the_live_runner_keeps_its_snapshot_on_a_compacted_topic() {
     save(Detector::new(DetectSettings::default()).snapshot(), &store).unwrap();
     let records = state.read(Duration::from_secs(10)).unwrap();
     assert_eq!(records.keys().collect::<Vec<_>>(), ["meta"]);
-    let counts = Snapshot::from_records(records).unwrap().expect("a meta record").counts();
+    let counts = Snapshot::from_records(records)
+        .unwrap()
+        .expect("a meta record")
+        .counts();
     assert_eq!((counts.series, counts.root_operations), (0, 0));
 }
 
@@ -451,9 +458,14 @@ async fn the_live_runner_keeps_its_snapshot_on_a_compacted_topic() {
 /// snapshot, and it reads back.
 fn reads_back_whole(state: &spanline::kafka::state::StateTopic) {
     let records = state.read(Duration::from_secs(10)).unwrap();
-    let snap = spanline::stage::detect::Snapshot::from_records(records).unwrap().expect("a meta record");
+    let snap = spanline::stage::detect::Snapshot::from_records(records)
+        .unwrap()
+        .expect("a meta record");
     let counts = snap.counts();
-    assert!(counts.series >= 5 && counts.root_operations >= 1, "{counts:?}");
+    assert!(
+        counts.series >= 5 && counts.root_operations >= 1,
+        "{counts:?}"
+    );
 }
 
 /// The same on a real broker process (tansu), the snapshot topic created as an operator

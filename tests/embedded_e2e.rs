@@ -612,7 +612,10 @@ async fn alerts_reach_their_topic_keyed_by_fingerprint_and_their_acknowledgement
         }
     }
     let want: BTreeSet<String> = services.iter().map(|s| s.to_string()).collect();
-    assert!(want.is_subset(&fired), "firing alerts for {fired:?}, want {want:?}");
+    assert!(
+        want.is_subset(&fired),
+        "firing alerts for {fired:?}, want {want:?}"
+    );
     let acked = spanline::telemetry::metrics::ALERT_ACK_LATENCY.get_sample_count() - acked_before;
     assert!(
         acked >= services.len() as u64,

@@ -29,7 +29,9 @@ pub mod option {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         match Option::<String>::deserialize(d)? {
             None => Ok(None),
-            Some(text) => super::parse(&text).map(Some).map_err(serde::de::Error::custom),
+            Some(text) => super::parse(&text)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -41,7 +43,10 @@ pub mod list {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(ds: &[Duration], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(ds.iter().map(|d| humantime::format_duration(*d).to_string()))
+        s.collect_seq(
+            ds.iter()
+                .map(|d| humantime::format_duration(*d).to_string()),
+        )
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {

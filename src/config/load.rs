@@ -289,8 +289,12 @@ fn check_stages(v: &mut Value, path: &str, errors: &mut ConfigErrors) {
             Some("aggregate") => {
                 check_as::<super::AggregateConfig>(&mut without_type(item), &p, errors)
             }
-            Some("detect") => check_as::<crate::stage::detect::DetectConfig>(&mut without_type(item), &p, errors),
-            Some("alert") => check_as::<crate::stage::alert::AlertConfig>(&mut without_type(item), &p, errors),
+            Some("detect") => {
+                check_as::<crate::stage::detect::DetectConfig>(&mut without_type(item), &p, errors)
+            }
+            Some("alert") => {
+                check_as::<crate::stage::alert::AlertConfig>(&mut without_type(item), &p, errors)
+            }
             Some(other) => errors.push(
                 format!("{p}.type"),
                 format!("unknown stage type `{other}`"),

@@ -328,7 +328,10 @@ fn d_windows() -> Vec<Duration> {
 fn d_dimensions() -> BTreeMap<String, Vec<String>> {
     BTreeMap::from([
         ("service".to_string(), vec!["service".to_string()]),
-        ("operation".to_string(), vec!["service".to_string(), "operation".to_string()]),
+        (
+            "operation".to_string(),
+            vec!["service".to_string(), "operation".to_string()],
+        ),
         ("agent".to_string(), vec!["agent".to_string()]),
     ])
 }
@@ -357,7 +360,10 @@ impl AggregateConfig {
             windows: self
                 .windows
                 .iter()
-                .map(|w| WindowSpec { size_ns: nanos(*w), hop_ns: self.hop.map(nanos) })
+                .map(|w| WindowSpec {
+                    size_ns: nanos(*w),
+                    hop_ns: self.hop.map(nanos),
+                })
                 .collect(),
             dimension_sets: self
                 .dimensions
@@ -376,31 +382,54 @@ impl AggregateConfig {
 
     fn validate(&self, path: &str, errors: &mut ConfigErrors) {
         if self.windows.is_empty() {
-            errors.push(format!("{path}.windows"), "must list at least one window", "e.g. [10s, 1m]");
+            errors.push(
+                format!("{path}.windows"),
+                "must list at least one window",
+                "e.g. [10s, 1m]",
+            );
         }
         for (i, w) in self.windows.iter().enumerate() {
             if w.is_zero() {
-                errors.push(format!("{path}.windows[{i}]"), "must be more than 0", "e.g. 10s");
+                errors.push(
+                    format!("{path}.windows[{i}]"),
+                    "must be more than 0",
+                    "e.g. 10s",
+                );
             }
             if let Some(hop) = self.hop {
                 if hop.is_zero() || hop > *w || w.as_nanos() % hop.as_nanos().max(1) != 0 {
                     errors.push(
                         format!("{path}.hop"),
-                        format!("must divide every window size ({} does not)", humantime::format_duration(*w)),
+                        format!(
+                            "must divide every window size ({} does not)",
+                            humantime::format_duration(*w)
+                        ),
                         "e.g. windows: [1m] with hop: 10s",
                     );
                 }
             }
         }
         if self.dimensions.is_empty() {
-            errors.push(format!("{path}.dimensions"), "must name at least one dimension set", "e.g. service: [service]");
+            errors.push(
+                format!("{path}.dimensions"),
+                "must name at least one dimension set",
+                "e.g. service: [service]",
+            );
         }
         for (name, dims) in &self.dimensions {
             if dims.is_empty() {
-                errors.push(format!("{path}.dimensions.{name}"), "must list at least one dimension", "e.g. [service, operation]");
+                errors.push(
+                    format!("{path}.dimensions.{name}"),
+                    "must list at least one dimension",
+                    "e.g. [service, operation]",
+                );
             }
             if name == "service_graph" {
-                errors.push(format!("{path}.dimensions.{name}"), "is reserved for service-graph edges", "choose another name");
+                errors.push(
+                    format!("{path}.dimensions.{name}"),
+                    "is reserved for service-graph edges",
+                    "choose another name",
+                );
             }
             for (j, d) in dims.iter().enumerate() {
                 if let Err(e) = d.parse::<crate::stage::aggregate::Dimension>() {
@@ -409,10 +438,18 @@ impl AggregateConfig {
             }
         }
         if self.max_series == 0 {
-            errors.push(format!("{path}.max_series"), "must be at least 1", "e.g. 10000");
+            errors.push(
+                format!("{path}.max_series"),
+                "must be at least 1",
+                "e.g. 10000",
+            );
         }
         if self.idle_series_expiry.is_zero() {
-            errors.push(format!("{path}.idle_series_expiry"), "must be more than 0", "e.g. 10m");
+            errors.push(
+                format!("{path}.idle_series_expiry"),
+                "must be more than 0",
+                "e.g. 10m",
+            );
         }
     }
 }
@@ -522,7 +559,8 @@ impl PipelineConfig {
 
     /// True when any source or output needs the schema registry.
     pub fn needs_registry(&self) -> bool {
-        let avro = |o: &Option<TopicOutput>| o.as_ref().is_some_and(|o| o.format == OutputFormat::Avro);
+        let avro =
+            |o: &Option<TopicOutput>| o.as_ref().is_some_and(|o| o.format == OutputFormat::Avro);
         self.sources.iter().any(|s| s.format == Format::Avro)
             || self.outputs.traces.format == OutputFormat::Avro
             || avro(&self.outputs.late)
@@ -668,7 +706,11 @@ impl PipelineConfig {
                 }
                 StageConfig::Aggregate(a) => {
                     a.validate(&path, errors);
-                    if a.service_graph && !self.stages[..i].iter().any(|s| matches!(s, StageConfig::Analyze(_))) {
+                    if a.service_graph
+                        && !self.stages[..i]
+                            .iter()
+                            .any(|s| matches!(s, StageConfig::Analyze(_)))
+                    {
                         errors.push(
                             format!("{path}.service_graph"),
                             "needs an analyze stage before aggregate (edges come from analysis)",
@@ -685,19 +727,31 @@ impl PipelineConfig {
         if let Some(alerts) = &self.outputs.alerts {
             check_topic(errors, "outputs.alerts.topic", &alerts.topic);
             if self.alert().is_none() {
-                errors.push("outputs.alerts", "has no alert stage to write it", "add `- type: alert` or remove this output");
+                errors.push(
+                    "outputs.alerts",
+                    "has no alert stage to write it",
+                    "add `- type: alert` or remove this output",
+                );
             }
         }
         if let Some(notify) = &self.outputs.notify {
             notify.validate("outputs.notify", errors);
             if self.alert().is_none() {
-                errors.push("outputs.notify", "has no alert stage to deliver from", "add `- type: alert` or remove this output");
+                errors.push(
+                    "outputs.notify",
+                    "has no alert stage to deliver from",
+                    "add `- type: alert` or remove this output",
+                );
             }
         }
         if let Some(aggregates) = &self.outputs.aggregates {
             check_topic(errors, "outputs.aggregates.topic", &aggregates.topic);
             if self.aggregate().is_none() {
-                errors.push("outputs.aggregates", "has no aggregate stage to write it", "add `- type: aggregate` or remove this output");
+                errors.push(
+                    "outputs.aggregates",
+                    "has no aggregate stage to write it",
+                    "add `- type: aggregate` or remove this output",
+                );
             }
         }
         if self

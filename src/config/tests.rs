@@ -156,8 +156,14 @@ fn every_pipeline_file_in_the_repo_is_valid() {
 fn aggregate_stage_reads_windows_hop_and_dimensions() {
     let p = load_str(DEFAULT, env(&[])).unwrap();
     let a = p.aggregate().unwrap();
-    assert_eq!(a.windows, vec![Duration::from_secs(10), Duration::from_secs(60)]);
-    assert_eq!(a.dimensions["operation"], vec!["service", "operation", "span_kind"]);
+    assert_eq!(
+        a.windows,
+        vec![Duration::from_secs(10), Duration::from_secs(60)]
+    );
+    assert_eq!(
+        a.dimensions["operation"],
+        vec!["service", "operation", "span_kind"]
+    );
     let settings = a.settings();
     assert_eq!(settings.windows[0].size_ns, 10_000_000_000);
     assert_eq!(settings.dimension_sets.len(), 4);
@@ -165,7 +171,10 @@ fn aggregate_stage_reads_windows_hop_and_dimensions() {
 
     let hopping = DEFAULT.replace("windows: [10s, 1m]", "windows: [10s, 1m]\n    hop: 10s");
     let p = load_str(&hopping, env(&[])).unwrap();
-    assert_eq!(p.aggregate().unwrap().settings().windows[0].hop_ns, Some(10_000_000_000));
+    assert_eq!(
+        p.aggregate().unwrap().settings().windows[0].hop_ns,
+        Some(10_000_000_000)
+    );
 }
 
 #[test]
@@ -182,11 +191,17 @@ fn aggregate_errors_name_the_bad_dimension_and_window() {
     // service graph edges come from analysis
     let no_analyze = DEFAULT.replace("  - type: analyze\n", "  - type: analyze_removed\n");
     let errors = load_str(&no_analyze, env(&[])).unwrap_err();
-    assert!(errors.0.iter().any(|e| e.path == "stages[1].type"), "{errors}");
+    assert!(
+        errors.0.iter().any(|e| e.path == "stages[1].type"),
+        "{errors}"
+    );
     let text = DEFAULT.replace(
         "  - type: analyze\n    n_plus_one_min_calls: 3\n    dominant_dependency_share: 0.8\n    parallelizable_min_siblings: 2\n    parallelizable_min_saving_share: 0.25\n\n",
         "",
     );
     let errors = load_str(&text, env(&[])).unwrap_err();
-    assert!(errors.0.iter().any(|e| e.path == "stages[1].service_graph"), "{errors}");
+    assert!(
+        errors.0.iter().any(|e| e.path == "stages[1].service_graph"),
+        "{errors}"
+    );
 }

@@ -94,7 +94,10 @@ impl Sink {
                 .set("acks", "all")
                 .set("linger.ms", "5")
                 .set("compression.type", if urgent { "none" } else { "lz4" })
-                .set("queue.buffering.max.messages", if urgent { "10000" } else { "200000" });
+                .set(
+                    "queue.buffering.max.messages",
+                    if urgent { "10000" } else { "200000" },
+                );
             for (k, v) in properties {
                 config.set(k, v);
             }

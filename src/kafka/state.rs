@@ -53,7 +53,11 @@ impl StateTopic {
     /// Writes `records` (a `None` value is a tombstone: the key is deleted on compaction)
     /// and waits until Kafka has all of them or `timeout` passes; returns the bytes
     /// written.
-    pub fn write(&self, records: &[(String, Option<Vec<u8>>)], timeout: Duration) -> Result<usize, String> {
+    pub fn write(
+        &self,
+        records: &[(String, Option<Vec<u8>>)],
+        timeout: Duration,
+    ) -> Result<usize, String> {
         let mut config = self.config();
         config
             .set("enable.idempotence", "true")
@@ -61,8 +65,9 @@ impl StateTopic {
             .set("compression.type", "lz4")
             // a subject's state is a few hundred KB of JSON
             .set("message.max.bytes", "16000000");
-        let producer: ThreadedProducer<Failures> =
-            config.create_with_context(Failures::default()).map_err(|e| e.to_string())?;
+        let producer: ThreadedProducer<Failures> = config
+            .create_with_context(Failures::default())
+            .map_err(|e| e.to_string())?;
         let started = Instant::now();
         let mut bytes = 0;
         for (key, value) in records {
@@ -91,7 +96,10 @@ impl StateTopic {
         let failures = producer.context().0.lock().expect("failures");
         match failures.first() {
             None => Ok(bytes),
-            Some(first) => Err(format!("{} snapshot records not written, the first {first}", failures.len())),
+            Some(first) => Err(format!(
+                "{} snapshot records not written, the first {first}",
+                failures.len()
+            )),
         }
     }
 
@@ -141,7 +149,9 @@ impl StateTopic {
         while !pending.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(format!("timed out reading; partitions {pending:?} not read to their end"));
+                return Err(format!(
+                    "timed out reading; partitions {pending:?} not read to their end"
+                ));
             }
             match consumer.poll(left.min(Duration::from_millis(200))) {
                 None => {}

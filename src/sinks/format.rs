@@ -154,9 +154,15 @@ pub(crate) mod tests {
         let sent: Vec<Alert> = with_superseded(&raised, 1_714_564_900_000).collect();
         assert_eq!(sent.len(), 2);
         let (old, new) = (&sent[0], &sent[1]);
-        assert_eq!((old.status, old.severity.as_str()), (AlertStatus::Resolved, "warning"));
+        assert_eq!(
+            (old.status, old.severity.as_str()),
+            (AlertStatus::Resolved, "warning")
+        );
         assert_eq!(old.ends_at_ms, Some(1_714_564_900_000));
-        assert_eq!((old.fingerprint.as_str(), old.starts_at_ms), (raised.fingerprint.as_str(), raised.starts_at_ms));
+        assert_eq!(
+            (old.fingerprint.as_str(), old.starts_at_ms),
+            (raised.fingerprint.as_str(), raised.starts_at_ms)
+        );
         assert_eq!(new, &raised);
         // a clock behind the alert's start never ends it before it started
         let early: Vec<Alert> = with_superseded(&raised, 0).collect();

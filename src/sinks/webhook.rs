@@ -76,7 +76,8 @@ pub fn payloads(alerts: &[Arc<Alert>], external_url: Option<&str>, now_ms: i64) 
     let external_url = external_url.unwrap_or_default();
     let mut groups: Vec<(&str, Vec<WebhookAlert>)> = Vec::new();
     for alert in alerts {
-        let items = with_superseded(alert, now_ms).map(|a| WebhookAlert::new(&a, external_url, now_ms));
+        let items =
+            with_superseded(alert, now_ms).map(|a| WebhookAlert::new(&a, external_url, now_ms));
         match groups.iter_mut().find(|(rule, _)| *rule == alert.rule) {
             Some((_, members)) => members.extend(items),
             None => groups.push((&alert.rule, items.collect())),

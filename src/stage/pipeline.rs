@@ -5,10 +5,10 @@ use crate::config::PipelineConfig;
 use crate::model::{Alert, AnomalyScore, Span, Trace, TraceId};
 use crate::stage::aggregate::{Aggregator, WindowAggregate};
 use crate::stage::alert::AlertEngine;
-use crate::stage::detect::{Detector, TrainingJob, TrainedModel};
-use crate::stage::watermark::NO_WATERMARK;
 use crate::stage::analyze::{analyze, Analysis, AnalyzeSettings, FindingKind, Oddities};
 use crate::stage::assemble::{Assembler, Holds, Origin, Output};
+use crate::stage::detect::{Detector, TrainedModel, TrainingJob};
+use crate::stage::watermark::NO_WATERMARK;
 
 /// A record for an output topic.
 #[derive(Debug)]
@@ -113,7 +113,10 @@ impl Stages {
 
     /// Model trainings due: run them off the async threads, then [`Stages::install`].
     pub fn take_training_jobs(&mut self) -> Vec<TrainingJob> {
-        self.detector.as_mut().map(Detector::take_training_jobs).unwrap_or_default()
+        self.detector
+            .as_mut()
+            .map(Detector::take_training_jobs)
+            .unwrap_or_default()
     }
 
     /// Installs a trained model.
@@ -150,14 +153,21 @@ impl Stages {
                             e.observe_trace(&trace, a);
                         }
                     }
-                    emits.push(Emit::Trace { trace, analysis, holds });
+                    emits.push(Emit::Trace {
+                        trace,
+                        analysis,
+                        holds,
+                    });
                 }
             }
         }
         // spans of open traces all start at or after their earliest start, so windows
         // ending by then are complete (amendments arriving later are counted late)
         let asm = &self.assembler;
-        let watermark = asm.watermarks().current().min(asm.earliest_open_start().unwrap_or(i64::MAX));
+        let watermark = asm
+            .watermarks()
+            .current()
+            .min(asm.earliest_open_start().unwrap_or(i64::MAX));
         let mut windows = Vec::new();
         if let Some(agg) = &mut self.aggregator {
             agg.advance(watermark, &mut windows);
@@ -166,7 +176,12 @@ impl Stages {
     }
 
     /// Scores and alerts on closed windows, then emits everything in order.
-    fn after_windows(&mut self, windows: Vec<WindowAggregate>, watermark: i64, emits: &mut Vec<Emit>) {
+    fn after_windows(
+        &mut self,
+        windows: Vec<WindowAggregate>,
+        watermark: i64,
+        emits: &mut Vec<Emit>,
+    ) {
         for w in &windows {
             if let Some(d) = &mut self.detector {
                 d.observe_window(w, &mut self.scores);
@@ -189,27 +204,41 @@ impl Stages {
         self.scores.clear();
     }
 
-
-
     fn keep_if_slow(&mut self, trace: &Trace, a: &Analysis) {
         if trace.amendment {
             return;
         }
         let full = self.slowest.len() >= SLOWEST;
-        if full && self.slowest.last().is_some_and(|d| d.duration_ns >= a.duration_ns) {
+        if full
+            && self
+                .slowest
+                .last()
+                .is_some_and(|d| d.duration_ns >= a.duration_ns)
+        {
             return;
         }
         let root = match (&a.root_service, &a.root_name) {
             (Some(s), Some(n)) => format!("{s} {n}"),
             _ => "(no root)".to_string(),
         };
-        let bottleneck = a
-            .bottleneck
-            .as_ref()
-            .map(|b| format!("{} {} ({:.0}% of the critical path)", b.service, b.name, b.share * 100.0));
+        let bottleneck = a.bottleneck.as_ref().map(|b| {
+            format!(
+                "{} {} ({:.0}% of the critical path)",
+                b.service,
+                b.name,
+                b.share * 100.0
+            )
+        });
         let findings = a.findings.iter().map(|f| f.message.clone()).collect();
-        self.slowest.push(TraceDigest { trace_id: trace.trace_id, root, duration_ns: a.duration_ns, bottleneck, findings });
-        self.slowest.sort_by_key(|x| std::cmp::Reverse(x.duration_ns));
+        self.slowest.push(TraceDigest {
+            trace_id: trace.trace_id,
+            root,
+            duration_ns: a.duration_ns,
+            bottleneck,
+            findings,
+        });
+        self.slowest
+            .sort_by_key(|x| std::cmp::Reverse(x.duration_ns));
         self.slowest.truncate(SLOWEST);
     }
 

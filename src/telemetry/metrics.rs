@@ -222,24 +222,46 @@ pub static AGGREGATE_CALLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 pub static AGGREGATE_EXPIRED: LazyLock<IntCounter> = LazyLock::new(|| {
-    counter("spanline_aggregate_expired_series_total", "Aggregate keys forgotten after idle_series_expiry")
+    counter(
+        "spanline_aggregate_expired_series_total",
+        "Aggregate keys forgotten after idle_series_expiry",
+    )
 });
-pub static AGGREGATE_WINDOWS: LazyLock<IntCounter> =
-    LazyLock::new(|| counter("spanline_aggregate_windows_total", "Aggregate windows closed and emitted"));
-pub static AGGREGATE_OPEN_WINDOWS: LazyLock<IntGauge> =
-    LazyLock::new(|| gauge("spanline_aggregate_open_windows", "Aggregate windows open now"));
-pub static AGGREGATE_LIVE_SERIES: LazyLock<IntGauge> =
-    LazyLock::new(|| gauge("spanline_aggregate_live_series", "Aggregate keys live now over all window sizes and scopes"));
+pub static AGGREGATE_WINDOWS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "spanline_aggregate_windows_total",
+        "Aggregate windows closed and emitted",
+    )
+});
+pub static AGGREGATE_OPEN_WINDOWS: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "spanline_aggregate_open_windows",
+        "Aggregate windows open now",
+    )
+});
+pub static AGGREGATE_LIVE_SERIES: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "spanline_aggregate_live_series",
+        "Aggregate keys live now over all window sizes and scopes",
+    )
+});
 
-pub static ALERTS: LazyLock<IntCounterVec> =
-    LazyLock::new(|| counter_vec("spanline_alerts_total", "Alert events emitted, by rule, severity and status", &["rule", "severity", "status"]));
+pub static ALERTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "spanline_alerts_total",
+        "Alert events emitted, by rule, severity and status",
+        &["rule", "severity", "status"],
+    )
+});
 pub static ALERT_ACK_LATENCY: LazyLock<prometheus::Histogram> = LazyLock::new(|| {
     register(prometheus::Histogram::with_opts(
         prometheus::HistogramOpts::new(
             "spanline_alert_ack_latency_seconds",
             "From a window closing to its alert record being acknowledged by Kafka",
         )
-        .buckets(vec![0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0]),
+        .buckets(vec![
+            0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+        ]),
     ))
 });
 
@@ -250,21 +272,34 @@ pub static DETECT_SNAPSHOTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["result"],
     )
 });
-pub static DETECT_SNAPSHOT_BYTES: LazyLock<IntGauge> =
-    LazyLock::new(|| gauge("spanline_detect_snapshot_bytes", "Size of the last detect snapshot written"));
+pub static DETECT_SNAPSHOT_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "spanline_detect_snapshot_bytes",
+        "Size of the last detect snapshot written",
+    )
+});
 
 /// Moves the aggregate stage's counters forward and sets its gauges.
-pub fn publish_aggregates(last: &crate::stage::aggregate::AggregateStats, now: &crate::stage::aggregate::AggregateStats) {
+pub fn publish_aggregates(
+    last: &crate::stage::aggregate::AggregateStats,
+    now: &crate::stage::aggregate::AggregateStats,
+) {
     let d = |a: u64, b: u64| b.saturating_sub(a);
     for (outcome, a, b) in [
         ("span", last.spans, now.spans),
         ("edge", last.edges, now.edges),
         ("late_span", last.late_spans, now.late_spans),
         ("late_edge", last.late_edges, now.late_edges),
-        ("out_of_range", last.out_of_range_calls, now.out_of_range_calls),
+        (
+            "out_of_range",
+            last.out_of_range_calls,
+            now.out_of_range_calls,
+        ),
         ("overflow", last.overflowed_calls, now.overflowed_calls),
     ] {
-        AGGREGATE_CALLS.with_label_values(&[outcome]).inc_by(d(a, b));
+        AGGREGATE_CALLS
+            .with_label_values(&[outcome])
+            .inc_by(d(a, b));
     }
     AGGREGATE_EXPIRED.inc_by(d(last.expired_series, now.expired_series));
     AGGREGATE_WINDOWS.inc_by(d(last.aggregates_emitted, now.aggregates_emitted));
@@ -318,7 +353,14 @@ pub fn init() {
         FINDINGS.with_label_values(&[kind.as_str()]);
     }
     LazyLock::force(&TRACES_ANALYZED);
-    for outcome in ["span", "edge", "late_span", "late_edge", "out_of_range", "overflow"] {
+    for outcome in [
+        "span",
+        "edge",
+        "late_span",
+        "late_edge",
+        "out_of_range",
+        "overflow",
+    ] {
         AGGREGATE_CALLS.with_label_values(&[outcome]);
     }
     LazyLock::force(&AGGREGATE_EXPIRED);

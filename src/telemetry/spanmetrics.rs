@@ -108,7 +108,8 @@ pub static WINDOW_SLO: LazyLock<GaugeVec> = LazyLock::new(|| {
 
 /// Quantiles published per window series, as the `percentile` label (promtool reserves
 /// `quantile` for summaries).
-pub const WINDOW_QUANTILES: [(f64, &str); 4] = [(0.5, "p50"), (0.9, "p90"), (0.95, "p95"), (0.99, "p99")];
+pub const WINDOW_QUANTILES: [(f64, &str); 4] =
+    [(0.5, "p50"), (0.9, "p90"), (0.95, "p95"), (0.99, "p99")];
 
 pub static OVERFLOWED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     super::metrics::register_counter_vec(
@@ -256,7 +257,10 @@ impl SpanMetrics {
     pub fn observe_window(&mut self, w: &WindowAggregate) {
         let series: Vec<String> = w.key.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let labels = vec![
-            humantime::format_duration(std::time::Duration::from_nanos(w.window_size_ns.max(0) as u64)).to_string(),
+            humantime::format_duration(std::time::Duration::from_nanos(
+                w.window_size_ns.max(0) as u64
+            ))
+            .to_string(),
             w.scope.to_string(),
             series.join(","),
         ];
@@ -265,11 +269,17 @@ impl SpanMetrics {
         for (q, name) in WINDOW_QUANTILES {
             let v = w.quantile(q);
             if v.is_finite() {
-                WINDOW_LATENCY.with_label_values(&[refs[0], refs[1], refs[2], name]).set(v / 1e9);
+                WINDOW_LATENCY
+                    .with_label_values(&[refs[0], refs[1], refs[2], name])
+                    .set(v / 1e9);
             }
         }
-        WINDOW_ERROR_RATE.with_label_values(&refs).set(w.error_rate());
-        WINDOW_THROUGHPUT.with_label_values(&refs).set(w.throughput_per_s());
+        WINDOW_ERROR_RATE
+            .with_label_values(&refs)
+            .set(w.error_rate());
+        WINDOW_THROUGHPUT
+            .with_label_values(&refs)
+            .set(w.throughput_per_s());
         WINDOW_SLO.with_label_values(&refs).set(w.slo_compliance());
     }
 

@@ -421,7 +421,14 @@ impl Demo {
     pub fn start(bin: &Path) -> Self {
         Self::start_with_args(
             bin,
-            &["demo", "--no-workload", "--duration", "300s", "--http", "127.0.0.1:0"],
+            &[
+                "demo",
+                "--no-workload",
+                "--duration",
+                "300s",
+                "--http",
+                "127.0.0.1:0",
+            ],
         )
     }
 

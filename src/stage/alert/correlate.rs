@@ -295,7 +295,11 @@ impl Correlator {
                 }
             })
             .collect();
-        let focused: Vec<&TraceRecord> = flagged.iter().copied().filter(|r| r.end_ns >= focus_ns).collect();
+        let focused: Vec<&TraceRecord> = flagged
+            .iter()
+            .copied()
+            .filter(|r| r.end_ns >= focus_ns)
+            .collect();
         let evidence = if !focused.is_empty() {
             &focused
         } else if flagged.is_empty() {

@@ -92,7 +92,9 @@ impl AlertEngine {
                     let from = std::mem::replace(&mut inst.notice.severity, sev);
                     inst.notice.escalated = true;
                     let mut alert = self.emit(fp, Notification::Escalation, now);
-                    alert.annotations.insert(ESCALATED_FROM_ANNOTATION.into(), from);
+                    alert
+                        .annotations
+                        .insert(ESCALATED_FROM_ANNOTATION.into(), from);
                     out.push(alert);
                 }
                 None => repeats.push(fp),
@@ -177,9 +179,13 @@ impl AlertEngine {
                 _ => now,
             };
             let focus = began.saturating_sub(CORRELATION_FOCUS_NS);
-            n.correlation =
-                self.correlator
-                    .correlate(inst.service.as_deref(), inst.symptom, now, focus, &first);
+            n.correlation = self.correlator.correlate(
+                inst.service.as_deref(),
+                inst.symptom,
+                now,
+                focus,
+                &first,
+            );
             n.correlated_at_ns = Some(now);
         }
     }
@@ -220,7 +226,8 @@ impl AlertEngine {
             let same_cause = blamed_b.is_some() && blamed_b == blamed_a;
             // ... unless B's evidence blames B itself: then it is a cause of its own
             let a_is_cause = blamed_a == Some(sa) && blamed_b != Some(sb);
-            (blamed_b == Some(sa) || same_cause || a_is_cause) && reach.get(sb).is_some_and(|d| d.contains(sa))
+            (blamed_b == Some(sa) || same_cause || a_is_cause)
+                && reach.get(sb).is_some_and(|d| d.contains(sa))
         };
         for (fb, b) in &firing {
             if firing

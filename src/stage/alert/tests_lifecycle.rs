@@ -229,7 +229,10 @@ fn inhibition_holds_back_callers_of_the_root_cause_service() {
         .collect();
     assert_eq!(
         got,
-        [("resolved", "slow_service", "db"), ("new", "slow_service", "orders")]
+        [
+            ("resolved", "slow_service", "db"),
+            ("new", "slow_service", "orders")
+        ]
     );
     assert_eq!(e.stats().inhibited, 2, "gateway's episode goes on");
 }

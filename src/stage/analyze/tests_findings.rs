@@ -265,11 +265,20 @@ fn a_failed_call_no_server_answered_blames_the_callee() {
     // an outage: the orchestrator's call to search-agent failed fast, no SERVER span
     let a = run(vec![
         failed(server(1, 0, 0, 100, "orchestrator")),
-        failed(with_attrs(client(2, 1, 10, 12, "orchestrator"), &[("peer.service", "search-agent")])),
+        failed(with_attrs(
+            client(2, 1, 10, 12, "orchestrator"),
+            &[("peer.service", "search-agent")],
+        )),
     ]);
     let found = of_kind(&a, FindingKind::ErrorOrigin);
     assert_eq!(found.len(), 1);
     assert_eq!(&*found[0].service, "search-agent");
     assert_eq!(found[0].span_ids, [2]);
-    assert!(found[0].message.starts_with("search-agent failed to answer orchestrator"), "{}", found[0].message);
+    assert!(
+        found[0]
+            .message
+            .starts_with("search-agent failed to answer orchestrator"),
+        "{}",
+        found[0].message
+    );
 }

@@ -140,12 +140,15 @@ impl DetectConfig {
             min_samples: self.min_samples,
             baseline_windows: self.baseline_windows,
             retrain_every: self.retrain_every,
-            retrain_min_interval_ns: i64::try_from(self.retrain_min_interval.as_nanos()).unwrap_or(i64::MAX),
+            retrain_min_interval_ns: i64::try_from(self.retrain_min_interval.as_nanos())
+                .unwrap_or(i64::MAX),
             anomaly_threshold: self.anomaly_threshold,
             adapt_after: self.adapt_after,
             models,
             series_scopes: self.series_scopes.clone(),
-            window_size_ns: self.window.map(|w| i64::try_from(w.as_nanos()).unwrap_or(i64::MAX)),
+            window_size_ns: self
+                .window
+                .map(|w| i64::try_from(w.as_nanos()).unwrap_or(i64::MAX)),
             traces: self.traces,
             max_subjects: self.max_subjects,
         }
@@ -154,7 +157,11 @@ impl DetectConfig {
     /// Checks the values without I/O; every problem is pushed with its path.
     pub fn validate(&self, path: &str, errors: &mut ConfigErrors) {
         if self.min_samples < 10 {
-            errors.push(format!("{path}.min_samples"), "must be at least 10", "e.g. 30");
+            errors.push(
+                format!("{path}.min_samples"),
+                "must be at least 10",
+                "e.g. 30",
+            );
         }
         if self.baseline_windows < self.min_samples.max(10) {
             errors.push(
@@ -164,38 +171,86 @@ impl DetectConfig {
             );
         }
         if self.retrain_every == 0 {
-            errors.push(format!("{path}.retrain_every"), "must be at least 1", "e.g. 60");
+            errors.push(
+                format!("{path}.retrain_every"),
+                "must be at least 1",
+                "e.g. 60",
+            );
         }
         if !(self.anomaly_threshold > 0.0 && self.anomaly_threshold <= 1.0) {
-            errors.push(format!("{path}.anomaly_threshold"), "must be more than 0 and at most 1", "e.g. 0.9");
+            errors.push(
+                format!("{path}.anomaly_threshold"),
+                "must be more than 0 and at most 1",
+                "e.g. 0.9",
+            );
         }
         if self.adapt_after == 0 {
-            errors.push(format!("{path}.adapt_after"), "must be at least 1", "e.g. 30");
+            errors.push(
+                format!("{path}.adapt_after"),
+                "must be at least 1",
+                "e.g. 30",
+            );
         }
         if let Some(w) = self.window {
             if w.is_zero() {
-                errors.push(format!("{path}.window"), "must be more than 0", "one of the aggregate stage's windows, e.g. 10s");
+                errors.push(
+                    format!("{path}.window"),
+                    "must be more than 0",
+                    "one of the aggregate stage's windows, e.g. 10s",
+                );
             }
         }
         for (i, scope) in self.series_scopes.iter().enumerate() {
             if scope.is_empty() {
-                errors.push(format!("{path}.series_scopes[{i}]"), "must not be empty", "a dimension set name, e.g. service");
+                errors.push(
+                    format!("{path}.series_scopes[{i}]"),
+                    "must not be empty",
+                    "a dimension set name, e.g. service",
+                );
             }
         }
         if self.max_subjects == 0 {
-            errors.push(format!("{path}.max_subjects"), "must be at least 1", "e.g. 1000");
+            errors.push(
+                format!("{path}.max_subjects"),
+                "must be at least 1",
+                "e.g. 1000",
+            );
         }
-        if self.snapshot_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
-            errors.push(format!("{path}.snapshot_dir"), "must not be empty", "a directory, e.g. /var/lib/spanline/detect, or leave the key out");
+        if self
+            .snapshot_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            errors.push(
+                format!("{path}.snapshot_dir"),
+                "must not be empty",
+                "a directory, e.g. /var/lib/spanline/detect, or leave the key out",
+            );
         }
-        if self.snapshot_topic.as_ref().is_some_and(|t| t.trim().is_empty()) {
-            errors.push(format!("{path}.snapshot_topic"), "must not be empty", "a compacted topic, e.g. spanline-detect-state, or leave the key out");
+        if self
+            .snapshot_topic
+            .as_ref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            errors.push(
+                format!("{path}.snapshot_topic"),
+                "must not be empty",
+                "a compacted topic, e.g. spanline-detect-state, or leave the key out",
+            );
         }
         if self.snapshot_dir.is_some() && self.snapshot_topic.is_some() {
-            errors.push(format!("{path}.snapshot_topic"), "snapshot_dir is set too", "keep snapshots in one place: a directory or a topic");
+            errors.push(
+                format!("{path}.snapshot_topic"),
+                "snapshot_dir is set too",
+                "keep snapshots in one place: a directory or a topic",
+            );
         }
         if self.snapshot_every < Duration::from_secs(1) {
-            errors.push(format!("{path}.snapshot_every"), "must be at least 1s", "e.g. 1m");
+            errors.push(
+                format!("{path}.snapshot_every"),
+                "must be at least 1s",
+                "e.g. 1m",
+            );
         }
     }
 }
@@ -256,23 +311,38 @@ mod tests {
 
     #[test]
     fn a_snapshot_topic_is_one_place_to_keep_snapshots() {
-        let c: DetectConfig = serde_yaml::from_str("{snapshot_topic: spanline-detect-state, retrain_min_interval: 5m}").unwrap();
+        let c: DetectConfig = serde_yaml::from_str(
+            "{snapshot_topic: spanline-detect-state, retrain_min_interval: 5m}",
+        )
+        .unwrap();
         assert_eq!(c.snapshot_topic.as_deref(), Some("spanline-detect-state"));
         assert_eq!(c.settings().retrain_min_interval_ns, 300_000_000_000);
         let mut errors = ConfigErrors::default();
         c.validate("stages[3]", &mut errors);
         assert!(errors.0.is_empty(), "{errors:?}");
-        let both: DetectConfig = serde_yaml::from_str("{snapshot_topic: ' ', snapshot_dir: /tmp/x}").unwrap();
+        let both: DetectConfig =
+            serde_yaml::from_str("{snapshot_topic: ' ', snapshot_dir: /tmp/x}").unwrap();
         both.validate("stages[3]", &mut errors);
         let paths: Vec<&str> = errors.0.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(paths, ["stages[3].snapshot_topic", "stages[3].snapshot_topic"]);
-        assert!(errors.0[1].message.contains("snapshot_dir is set too"), "{errors:?}");
+        assert_eq!(
+            paths,
+            ["stages[3].snapshot_topic", "stages[3].snapshot_topic"]
+        );
+        assert!(
+            errors.0[1].message.contains("snapshot_dir is set too"),
+            "{errors:?}"
+        );
     }
 
     #[test]
     fn snapshot_keys_parse_and_default_to_off() {
-        let c: DetectConfig = serde_yaml::from_str("{snapshot_dir: /var/lib/spanline/detect, snapshot_every: 30s}").unwrap();
-        assert_eq!(c.snapshot_dir.as_deref(), Some(std::path::Path::new("/var/lib/spanline/detect")));
+        let c: DetectConfig =
+            serde_yaml::from_str("{snapshot_dir: /var/lib/spanline/detect, snapshot_every: 30s}")
+                .unwrap();
+        assert_eq!(
+            c.snapshot_dir.as_deref(),
+            Some(std::path::Path::new("/var/lib/spanline/detect"))
+        );
         assert_eq!(c.snapshot_every, Duration::from_secs(30));
         // `snapshot_dir: ${VAR:-}` with the variable unset leaves the key empty: off
         let c: DetectConfig = serde_yaml::from_str("snapshot_dir:").unwrap();

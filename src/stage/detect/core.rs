@@ -114,7 +114,9 @@ impl FeatureState {
         if seasonal_ok && self.resid_seas.n > 0 && self.resid_seas.mean < self.resid_roll.mean {
             // an hour that is always the same value still varies as much as a quarter of
             // the whole series
-            let floor = self.floor_at(rolling.center).max(SEASONAL_SPREAD_SHARE * rolling.spread);
+            let floor = self
+                .floor_at(rolling.center)
+                .max(SEASONAL_SPREAD_SHARE * rolling.spread);
             if let Some(s) = self.seasonal.baseline(at_ns, floor) {
                 return Some(s);
             }
@@ -175,9 +177,17 @@ impl Categories {
         let mass = if count == 0 {
             self.counts.values().filter(|c| **c == 1).count() as f64
         } else {
-            self.counts.values().filter(|c| **c <= count).map(|c| f64::from(*c)).sum()
+            self.counts
+                .values()
+                .filter(|c| **c <= count)
+                .map(|c| f64::from(*c))
+                .sum()
         };
-        (((1.0 + mass) / (n + 1.0)).ln().min(0.0), f64::from(count) / n.max(1.0), f64::from(top) / n.max(1.0))
+        (
+            ((1.0 + mass) / (n + 1.0)).ln().min(0.0),
+            f64::from(count) / n.max(1.0),
+            f64::from(top) / n.max(1.0),
+        )
     }
 }
 
@@ -254,7 +264,11 @@ impl Core {
             trail: VecDeque::new(),
             last_row: Vec::new(),
             history: VecDeque::new(),
-            categories: categorical.then(|| Categories { recent: VecDeque::new(), counts: FxHashMap::default(), cap }),
+            categories: categorical.then(|| Categories {
+                recent: VecDeque::new(),
+                counts: FxHashMap::default(),
+                cap,
+            }),
             held: VecDeque::new(),
             recent_flags: VecDeque::new(),
             since_train: 0,
@@ -268,7 +282,8 @@ impl Core {
 
     /// Appends a feature (a newly seen service's share); its past values count as 0.
     pub(super) fn add_feature(&mut self, spec: &FeatureSpec, s: &DetectSettings) {
-        self.features.push(FeatureState::new(spec, s.baseline_windows.max(1)));
+        self.features
+            .push(FeatureState::new(spec, s.baseline_windows.max(1)));
     }
 
     /// Installs a trained model if it answers the pending request.
@@ -300,13 +315,25 @@ impl Core {
 
     /// Scores one sample of raw feature values (non-finite ones are skipped) and learns
     /// from it unless it is flagged. None when no value is finite.
-    pub(super) fn observe(&mut self, at_ns: i64, raw: &[f64], tag: Option<u64>, s: &DetectSettings) -> Option<Outcome> {
+    pub(super) fn observe(
+        &mut self,
+        at_ns: i64,
+        raw: &[f64],
+        tag: Option<u64>,
+        s: &DetectSettings,
+    ) -> Option<Outcome> {
         let d = self.features.len();
         let x: Vec<f64> = self
             .features
             .iter()
             .zip(raw.iter().chain(std::iter::repeat(&f64::NAN)))
-            .map(|(f, v)| if v.is_finite() { f.scale.apply(*v) } else { f64::NAN })
+            .map(|(f, v)| {
+                if v.is_finite() {
+                    f.scale.apply(*v)
+                } else {
+                    f64::NAN
+                }
+            })
             .collect();
         let skipped = x.iter().filter(|v| !v.is_finite()).count();
         if skipped == d {
@@ -337,7 +364,12 @@ impl Core {
                 let z = b.deviations(x[i]);
                 zs[i] = Some(z);
                 ln_ps.push(f.calib.ln_p(z));
-                if let Some(zm) = short_shift(z, self.trail.iter().map(|t| t.get(i).copied().flatten().unwrap_or(f64::NAN))) {
+                if let Some(zm) = short_shift(
+                    z,
+                    self.trail
+                        .iter()
+                        .map(|t| t.get(i).copied().flatten().unwrap_or(f64::NAN)),
+                ) {
                     zs_short[i] = Some(zm);
                     ln_ps.push(f.calib_short.ln_p(zm));
                 }
@@ -353,7 +385,13 @@ impl Core {
         let row: Vec<f64> = x
             .iter()
             .enumerate()
-            .map(|(i, v)| if v.is_finite() { *v } else { self.last_row.get(i).copied().unwrap_or(0.0) })
+            .map(|(i, v)| {
+                if v.is_finite() {
+                    *v
+                } else {
+                    self.last_row.get(i).copied().unwrap_or(0.0)
+                }
+            })
             .collect();
         self.last_row.clone_from(&row);
         for (f, v) in self.features.iter_mut().zip(&x) {
@@ -362,7 +400,11 @@ impl Core {
             }
         }
         // the oldest entry's buffer is reused for this sample's deviations
-        let mut entry = if self.trail.len() + 1 >= SHORT { self.trail.pop_front().unwrap_or_default() } else { Vec::new() };
+        let mut entry = if self.trail.len() + 1 >= SHORT {
+            self.trail.pop_front().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         entry.clear();
         entry.extend(zs.iter().copied());
         self.trail.push_back(entry);
@@ -379,7 +421,8 @@ impl Core {
             m.score(&scaled, &mut scores);
             for (i, (score, ln_p_train)) in scores.into_iter().enumerate() {
                 let recent = &self.model_recent[i];
-                let ln_p_recent = ln_tail_p(recent.sorted(), score, m.beta_floor(i)).unwrap_or(f64::NEG_INFINITY);
+                let ln_p_recent =
+                    ln_tail_p(recent.sorted(), score, m.beta_floor(i)).unwrap_or(f64::NEG_INFINITY);
                 ln_ps.push(ln_p_train.max(ln_p_recent));
                 model_scores.push(score);
             }
@@ -397,7 +440,9 @@ impl Core {
                     continue;
                 }
                 match f.seasonal.usual(at_ns, *v) {
-                    Some((p, k)) if k >= SEASONAL_USUAL_K => usual = Some(usual.map_or(p, |u| u.min(p))),
+                    Some((p, k)) if k >= SEASONAL_USUAL_K => {
+                        usual = Some(usual.map_or(p, |u| u.min(p)))
+                    }
                     _ => {
                         usual = None;
                         break;
@@ -440,7 +485,13 @@ impl Core {
         }
         let mut adopted = false;
         if flagged {
-            self.held.push_back(Held { at_ns, x, row, tag, seq: self.seen });
+            self.held.push_back(Held {
+                at_ns,
+                x,
+                row,
+                tag,
+                seq: self.seen,
+            });
         } else {
             self.accept(at_ns, &x, row, tag);
         }
@@ -449,7 +500,11 @@ impl Core {
         if self.recent_flags.len() as u64 > window {
             self.recent_flags.pop_front();
         }
-        while self.held.front().is_some_and(|h| h.seq + window <= self.seen) {
+        while self
+            .held
+            .front()
+            .is_some_and(|h| h.seq + window <= self.seen)
+        {
             self.held.pop_front();
         }
         if flagged && self.recent_flags.iter().filter(|f| **f).count() >= s.adapt_after.max(1) {
@@ -457,7 +512,16 @@ impl Core {
             adopted = true;
         }
         let job = self.training_request(at_ns, s);
-        Some(Outcome { score, warm, model: model_name, explanations, skipped, flagged, adopted, job })
+        Some(Outcome {
+            score,
+            warm,
+            model: model_name,
+            explanations,
+            skipped,
+            flagged,
+            adopted,
+            job,
+        })
     }
 
     fn accept(&mut self, at_ns: i64, x: &[f64], row: Vec<f64>, tag: Option<u64>) {
@@ -501,7 +565,11 @@ impl Core {
         self.since_train = self.history.len() as u64;
     }
 
-    fn training_request(&mut self, at_ns: i64, s: &DetectSettings) -> Option<(u64, Vec<f64>, usize, Vec<f64>)> {
+    fn training_request(
+        &mut self,
+        at_ns: i64,
+        s: &DetectSettings,
+    ) -> Option<(u64, Vec<f64>, usize, Vec<f64>)> {
         let retrain = s.retrain_every.max(1) as u64;
         if let Some((_, asked_at)) = self.pending {
             // a request nobody answered (a dropped job) is asked again
@@ -511,8 +579,15 @@ impl Core {
         }
         let enough = self.history.len() >= s.min_samples.max(MIN_TRAIN_ROWS);
         // event time going backwards does not hold training back
-        let waited = self.trained_at_ns.and_then(|t| at_ns.checked_sub(t)).is_none_or(|d| d < 0 || d >= s.retrain_min_interval_ns);
-        let due = if self.model.is_none() { enough } else { self.since_train >= retrain && waited };
+        let waited = self
+            .trained_at_ns
+            .and_then(|t| at_ns.checked_sub(t))
+            .is_none_or(|d| d < 0 || d >= s.retrain_min_interval_ns);
+        let due = if self.model.is_none() {
+            enough
+        } else {
+            self.since_train >= retrain && waited
+        };
         if !due || s.models.is_empty() || !enough {
             return None;
         }
@@ -527,7 +602,9 @@ impl Core {
             rows.extend(std::iter::repeat_n(0.0, dim - r.len()));
         }
         // a spread under a feature's floor is not resolved
-        let floors: Vec<f64> = (0..dim).map(|i| self.features.get(i).map_or(1e-9, |f| f.floor.max(1e-9))).collect();
+        let floors: Vec<f64> = (0..dim)
+            .map(|i| self.features.get(i).map_or(1e-9, |f| f.floor.max(1e-9)))
+            .collect();
         Some((self.generation, rows, dim, floors))
     }
 }
@@ -638,7 +715,10 @@ mod tests {
         assert!((all - 1e-6).abs() < 1e-12, "{all}");
         // no underflow for extreme evidence, p = 0 stays 0, NaN is no evidence
         assert!((ln_harmonic_mean_p(&[-2000.0, -2000.0]) + 2000.0).abs() < 1e-9);
-        assert_eq!(ln_harmonic_mean_p(&[f64::NEG_INFINITY, -1.0]), f64::NEG_INFINITY);
+        assert_eq!(
+            ln_harmonic_mean_p(&[f64::NEG_INFINITY, -1.0]),
+            f64::NEG_INFINITY
+        );
         assert_eq!(ln_harmonic_mean_p(&[f64::NAN]), 0.0);
         assert!(ln_harmonic_mean_p(&[f64::NAN, -10.0]).is_finite());
     }

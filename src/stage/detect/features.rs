@@ -12,7 +12,12 @@ use crate::stage::analyze::Analysis;
 use super::core::{FeatureSpec, Scale};
 
 fn spec(name: &str, scale: Scale, floor: f64, floor_rel: f64) -> FeatureSpec {
-    FeatureSpec { name: name.to_string(), scale, floor, floor_rel }
+    FeatureSpec {
+        name: name.to_string(),
+        scale,
+        floor,
+        floor_rel,
+    }
 }
 
 /// Features of an aggregate series, in the order of [`window_features`]. Latencies and
@@ -31,7 +36,13 @@ pub(super) fn window_specs() -> Vec<FeatureSpec> {
 /// p50, p95, p99 latency, error rate, throughput of a closed window (NaN latencies
 /// without calls).
 pub(super) fn window_features(w: &WindowAggregate) -> [f64; 5] {
-    [w.quantile(0.5), w.quantile(0.95), w.quantile(0.99), w.error_rate(), w.throughput_per_s()]
+    [
+        w.quantile(0.5),
+        w.quantile(0.95),
+        w.quantile(0.99),
+        w.error_rate(),
+        w.throughput_per_s(),
+    ]
 }
 
 /// The one feature of a plain series (its spread floored at 0.1 % of its median).
@@ -59,7 +70,12 @@ pub(super) const MAX_SHARE_SERVICES: usize = 16;
 
 /// The fixed trace features and each service's share of the critical path.
 pub(super) fn trace_features(a: &Analysis) -> ([f64; 4], Vec<(Arc<str>, f64)>) {
-    let fixed = [a.duration_ns as f64, a.span_count as f64, a.depth as f64, a.error_count as f64];
+    let fixed = [
+        a.duration_ns as f64,
+        a.span_count as f64,
+        a.depth as f64,
+        a.error_count as f64,
+    ];
     let total: i64 = a.critical_path.iter().map(|s| s.self_time_ns.max(0)).sum();
     let mut shares: Vec<(Arc<str>, f64)> = Vec::new();
     if total > 0 {
@@ -98,18 +114,28 @@ impl Fnv {
 /// The structure signature: a hash of the multiset of links (parent service → child
 /// service, child name) of the trace's spans whose parent is in the trace.
 pub(super) fn structure_signature(t: &Trace) -> u64 {
-    let services: FxHashMap<SpanId, &str> = t.spans.iter().map(|s| (s.span_id, s.service())).collect();
+    let services: FxHashMap<SpanId, &str> =
+        t.spans.iter().map(|s| (s.span_id, s.service())).collect();
     let mut links: Vec<u64> = t
         .spans
         .iter()
         .filter(|s| !s.is_root())
         .filter_map(|s| {
             let parent = services.get(&s.parent_span_id)?;
-            Some(Fnv::new().bytes(parent.as_bytes()).bytes(s.service().as_bytes()).bytes(s.name.as_bytes()).0)
+            Some(
+                Fnv::new()
+                    .bytes(parent.as_bytes())
+                    .bytes(s.service().as_bytes())
+                    .bytes(s.name.as_bytes())
+                    .0,
+            )
         })
         .collect();
     links.sort_unstable();
-    links.iter().fold(Fnv::new(), |h, l| h.bytes(&l.to_le_bytes())).0
+    links
+        .iter()
+        .fold(Fnv::new(), |h, l| h.bytes(&l.to_le_bytes()))
+        .0
 }
 
 #[cfg(test)]
@@ -119,7 +145,13 @@ mod tests {
     use crate::testkit;
 
     fn trace(spans: Vec<crate::model::Span>) -> Trace {
-        Trace { trace_id: 1, spans, amendment: false, close_reason: CloseReason::Completed, incomplete: false }
+        Trace {
+            trace_id: 1,
+            spans,
+            amendment: false,
+            close_reason: CloseReason::Completed,
+            incomplete: false,
+        }
     }
 
     #[test]

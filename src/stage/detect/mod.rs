@@ -193,7 +193,11 @@ impl TrainingJob {
     /// Fits the models (standard scaling, then each model) and their score tails.
     pub fn run(self) -> TrainedModel {
         let model = model::train(&self.rows, self.dim, &self.floors, &self.models);
-        TrainedModel { target: self.target, generation: self.generation, model }
+        TrainedModel {
+            target: self.target,
+            generation: self.generation,
+            model,
+        }
     }
 
     /// Training vectors.
@@ -268,32 +272,64 @@ impl Detector {
                 Some(min) if w.window_size_ns == min => {}
                 _ => {
                     self.smallest_window_ns = Some(w.window_size_ns);
-                    self.series.retain(|k, _| k.window_size_ns == w.window_size_ns);
+                    self.series
+                        .retain(|k, _| k.window_size_ns == w.window_size_ns);
                 }
             },
         }
-        let key = SeriesKey { window_size_ns: w.window_size_ns, scope: w.scope.clone(), key: w.key.clone() };
+        let key = SeriesKey {
+            window_size_ns: w.window_size_ns,
+            scope: w.scope.clone(),
+            key: w.key.clone(),
+        };
         let raw = features::window_features(w);
-        let outcome = match tracked(&mut self.series, &key, &self.settings, &mut self.stats, || {
-            Core::new(&features::window_specs(), false, &self.settings)
-        }) {
+        let outcome = match tracked(
+            &mut self.series,
+            &key,
+            &self.settings,
+            &mut self.stats,
+            || Core::new(&features::window_specs(), false, &self.settings),
+        ) {
             Some(core) => core.observe(w.window_end_ns, &raw, None, &self.settings),
             None => return,
         };
-        let subject = Subject::Series { window_size_ns: key.window_size_ns, scope: key.scope.clone(), key: key.key.clone() };
+        let subject = Subject::Series {
+            window_size_ns: key.window_size_ns,
+            scope: key.scope.clone(),
+            key: key.key.clone(),
+        };
         self.finish(Target::Series(key), subject, w.window_end_ns, outcome, out);
     }
 
     /// Scores one value of a plain series (`subject` must be a [`Subject::Series`]; the
     /// scope filter does not apply) at event time `at_ns`, and learns from it.
-    pub fn observe_value(&mut self, subject: &Subject, at_ns: i64, value: f64, out: &mut Vec<AnomalyScore>) {
-        let Subject::Series { window_size_ns, scope, key } = subject else {
+    pub fn observe_value(
+        &mut self,
+        subject: &Subject,
+        at_ns: i64,
+        value: f64,
+        out: &mut Vec<AnomalyScore>,
+    ) {
+        let Subject::Series {
+            window_size_ns,
+            scope,
+            key,
+        } = subject
+        else {
             return;
         };
-        let key = SeriesKey { window_size_ns: *window_size_ns, scope: scope.clone(), key: key.clone() };
-        let outcome = match tracked(&mut self.values, &key, &self.settings, &mut self.stats, || {
-            Core::new(&features::value_specs(), false, &self.settings)
-        }) {
+        let key = SeriesKey {
+            window_size_ns: *window_size_ns,
+            scope: scope.clone(),
+            key: key.clone(),
+        };
+        let outcome = match tracked(
+            &mut self.values,
+            &key,
+            &self.settings,
+            &mut self.stats,
+            || Core::new(&features::value_specs(), false, &self.settings),
+        ) {
             Some(core) => core.observe(at_ns, &[value], None, &self.settings),
             None => return,
         };
@@ -309,30 +345,57 @@ impl Detector {
         let (Some(service), Some(name)) = (&a.root_service, &a.root_name) else {
             return;
         };
-        let key = TraceKey { root_service: service.clone(), root_operation: name.clone() };
+        let key = TraceKey {
+            root_service: service.clone(),
+            root_operation: name.clone(),
+        };
         let settings = &self.settings;
-        let Some(state) = tracked(&mut self.traces, &key, settings, &mut self.stats, || TraceState {
-            core: Core::new(&features::trace_specs(), true, settings),
-            services: Vec::new(),
+        let Some(state) = tracked(&mut self.traces, &key, settings, &mut self.stats, || {
+            TraceState {
+                core: Core::new(&features::trace_specs(), true, settings),
+                services: Vec::new(),
+            }
         }) else {
             return;
         };
         let (fixed, shares) = features::trace_features(a);
         for (svc, _) in &shares {
-            if state.services.len() < features::MAX_SHARE_SERVICES && !state.services.contains(svc) {
+            if state.services.len() < features::MAX_SHARE_SERVICES && !state.services.contains(svc)
+            {
                 state.core.add_feature(&features::share_spec(svc), settings);
                 state.services.push(svc.clone());
             }
         }
         let mut raw: Vec<f64> = fixed.to_vec();
-        raw.extend(state.services.iter().map(|svc| shares.iter().find(|(s, _)| s == svc).map_or(0.0, |(_, v)| *v)));
+        raw.extend(state.services.iter().map(|svc| {
+            shares
+                .iter()
+                .find(|(s, _)| s == svc)
+                .map_or(0.0, |(_, v)| *v)
+        }));
         let at_ns = t.end_ns();
-        let outcome = state.core.observe(at_ns, &raw, Some(features::structure_signature(t)), settings);
-        let subject = Subject::Trace { root_service: key.root_service.clone(), root_operation: key.root_operation.clone(), trace_id: t.trace_id };
+        let outcome = state.core.observe(
+            at_ns,
+            &raw,
+            Some(features::structure_signature(t)),
+            settings,
+        );
+        let subject = Subject::Trace {
+            root_service: key.root_service.clone(),
+            root_operation: key.root_operation.clone(),
+            trace_id: t.trace_id,
+        };
         self.finish(Target::Trace(key), subject, at_ns, outcome, out);
     }
 
-    fn finish(&mut self, target: Target, subject: Subject, at_ns: i64, outcome: Option<Outcome>, out: &mut Vec<AnomalyScore>) {
+    fn finish(
+        &mut self,
+        target: Target,
+        subject: Subject,
+        at_ns: i64,
+        outcome: Option<Outcome>,
+        out: &mut Vec<AnomalyScore>,
+    ) {
         let Some(o) = outcome else {
             self.stats.skipped_samples += 1;
             return;
@@ -345,9 +408,23 @@ impl Detector {
         self.stats.root_operations = self.traces.len();
         if let Some((generation, rows, dim, floors)) = o.job {
             self.stats.training_jobs += 1;
-            self.jobs.push(TrainingJob { target, generation, rows, dim, floors, models: self.settings.models.clone() });
+            self.jobs.push(TrainingJob {
+                target,
+                generation,
+                rows,
+                dim,
+                floors,
+                models: self.settings.models.clone(),
+            });
         }
-        out.push(AnomalyScore { subject, at_ns, score: o.score, warm: o.warm, model: o.model, explanations: o.explanations });
+        out.push(AnomalyScore {
+            subject,
+            at_ns,
+            score: o.score,
+            warm: o.warm,
+            model: o.model,
+            explanations: o.explanations,
+        });
     }
 
     /// The training jobs queued since the last call.
@@ -381,12 +458,30 @@ impl Detector {
     /// Whether a subject has an installed model (tests and status).
     pub fn has_model(&self, subject: &Subject) -> bool {
         match subject {
-            Subject::Series { window_size_ns, scope, key } => {
-                let k = SeriesKey { window_size_ns: *window_size_ns, scope: scope.clone(), key: key.clone() };
-                self.series.get(&k).or(self.values.get(&k)).is_some_and(Core::has_model)
+            Subject::Series {
+                window_size_ns,
+                scope,
+                key,
+            } => {
+                let k = SeriesKey {
+                    window_size_ns: *window_size_ns,
+                    scope: scope.clone(),
+                    key: key.clone(),
+                };
+                self.series
+                    .get(&k)
+                    .or(self.values.get(&k))
+                    .is_some_and(Core::has_model)
             }
-            Subject::Trace { root_service, root_operation, .. } => {
-                let k = TraceKey { root_service: root_service.clone(), root_operation: root_operation.clone() };
+            Subject::Trace {
+                root_service,
+                root_operation,
+                ..
+            } => {
+                let k = TraceKey {
+                    root_service: root_service.clone(),
+                    root_operation: root_operation.clone(),
+                };
                 self.traces.get(&k).is_some_and(|t| t.core.has_model())
             }
         }

@@ -20,7 +20,9 @@ use linfa::prelude::*;
 use linfa::DatasetBase;
 use linfa_clustering::{GaussianMixtureModel, KMeans};
 use linfa_nn::distance::L2Dist;
-use linfa_nn::{CommonNearestNeighbour, LinearSearchIndex, NearestNeighbour, NearestNeighbourIndex};
+use linfa_nn::{
+    CommonNearestNeighbour, LinearSearchIndex, NearestNeighbour, NearestNeighbourIndex,
+};
 use linfa_preprocessing::linear_scaling::LinearScaler;
 use linfa_svm::Svm;
 use ndarray::{Array2, ArrayView1, ArrayView2};
@@ -44,7 +46,12 @@ pub enum ModelKind {
 
 impl ModelKind {
     /// All kinds, in the order their names are joined.
-    pub const ALL: [ModelKind; 4] = [ModelKind::Kmeans, ModelKind::Gmm, ModelKind::Ocsvm, ModelKind::Knn];
+    pub const ALL: [ModelKind; 4] = [
+        ModelKind::Kmeans,
+        ModelKind::Gmm,
+        ModelKind::Ocsvm,
+        ModelKind::Knn,
+    ];
 
     /// The config and label name.
     pub fn as_str(self) -> &'static str {
@@ -123,10 +130,22 @@ struct Part {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum Fitted {
-    Kmeans { centroids: Vec<f64> },
-    Gmm { components: Vec<Component> },
-    Ocsvm { support: Vec<f64>, alpha: Vec<f64>, rho: f64, width: f64 },
-    Knn { points: Vec<f64>, k: usize },
+    Kmeans {
+        centroids: Vec<f64>,
+    },
+    Gmm {
+        components: Vec<Component>,
+    },
+    Ocsvm {
+        support: Vec<f64>,
+        alpha: Vec<f64>,
+        rho: f64,
+        width: f64,
+    },
+    Knn {
+        points: Vec<f64>,
+        k: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -163,11 +182,17 @@ impl Fitted {
                 let mut terms = [0.0; MAX_CLUSTERS];
                 let mut y = vec![0.0; d];
                 for (t, c) in terms.iter_mut().zip(components) {
-                    *t = c.ln_weight + c.ln_norm - 0.5 * mahalanobis_sq(&c.chol, &c.mean, x, &mut y);
+                    *t =
+                        c.ln_weight + c.ln_norm - 0.5 * mahalanobis_sq(&c.chol, &c.mean, x, &mut y);
                 }
                 -log_sum_exp(&terms[..components.len()])
             }
-            Fitted::Ocsvm { support, alpha, rho, width } => {
+            Fitted::Ocsvm {
+                support,
+                alpha,
+                rho,
+                width,
+            } => {
                 let total: f64 = alpha.iter().sum();
                 let sum: f64 = support
                     .chunks_exact(d)
@@ -270,7 +295,11 @@ impl ModelSet {
         out.clear();
         for p in &self.parts {
             let s = p.fitted.score(scaled, None);
-            let s = if s.is_nan() { f64::MAX } else { s.clamp(-f64::MAX, f64::MAX) };
+            let s = if s.is_nan() {
+                f64::MAX
+            } else {
+                s.clamp(-f64::MAX, f64::MAX)
+            };
             out.push((s, ln_tail_p(&p.tail, s, p.beta_floor).unwrap_or(0.0)));
         }
     }
@@ -288,7 +317,12 @@ impl ModelSet {
 
 /// Trains the requested models on `rows` (n × dim, row-major); None when too few rows or
 /// no model could be fitted. `floors` are the smallest standard deviations per feature.
-pub(super) fn train(rows: &[f64], dim: usize, floors: &[f64], kinds: &[ModelKind]) -> Option<ModelSet> {
+pub(super) fn train(
+    rows: &[f64],
+    dim: usize,
+    floors: &[f64],
+    kinds: &[ModelKind],
+) -> Option<ModelSet> {
     if dim == 0 || rows.len() < dim * MIN_TRAIN_ROWS || rows.iter().any(|v| !v.is_finite()) {
         return None;
     }
@@ -307,9 +341,16 @@ pub(super) fn train(rows: &[f64], dim: usize, floors: &[f64], kinds: &[ModelKind
         })
         .collect();
     let shrunk = Array2::from_shape_fn((n, dim), |(i, j)| raw[(i, j)] * shrink[j]);
-    let scaler = LinearScaler::standard().fit(&DatasetBase::from(shrunk)).ok()?;
+    let scaler = LinearScaler::standard()
+        .fit(&DatasetBase::from(shrunk))
+        .ok()?;
     // (v·f − o)·s = (v − o/f)·(s·f)
-    let offsets: Vec<f64> = scaler.offsets().iter().zip(&shrink).map(|(o, f)| o / f).collect();
+    let offsets: Vec<f64> = scaler
+        .offsets()
+        .iter()
+        .zip(&shrink)
+        .map(|(o, f)| o / f)
+        .collect();
     let scales: Vec<f64> = scaler
         .scales()
         .iter()
@@ -349,13 +390,22 @@ pub(super) fn train(rows: &[f64], dim: usize, floors: &[f64], kinds: &[ModelKind
                 ModelKind::Gmm => 0.5,
                 ModelKind::Ocsvm => 0.02,
             };
-            parts.push(Part { fitted, tail: thin_sorted(&scores, TAIL_VALUES), beta_floor });
+            parts.push(Part {
+                fitted,
+                tail: thin_sorted(&scores, TAIL_VALUES),
+                beta_floor,
+            });
         }
     }
     if parts.is_empty() {
         return None;
     }
-    Some(ModelSet { dim, offsets, scales, parts })
+    Some(ModelSet {
+        dim,
+        offsets,
+        scales,
+        parts,
+    })
 }
 
 fn count_distinct_rows(x: &Array2<f64>, enough: usize) -> usize {
@@ -377,7 +427,9 @@ fn thin_sorted(sorted: &[f64], max: usize) -> Vec<f64> {
     if n <= max {
         return sorted.to_vec();
     }
-    (0..max).map(|i| sorted[(i * (n - 1)) / (max - 1)]).collect()
+    (0..max)
+        .map(|i| sorted[(i * (n - 1)) / (max - 1)])
+        .collect()
 }
 
 fn fit(kind: ModelKind, x: &Array2<f64>, distinct: usize) -> Option<Fitted> {
@@ -386,9 +438,16 @@ fn fit(kind: ModelKind, x: &Array2<f64>, distinct: usize) -> Option<Fitted> {
     let data = DatasetBase::from(x.clone());
     match kind {
         ModelKind::Kmeans => {
-            let m = KMeans::params(clusters).max_n_iterations(100).tolerance(1e-4).fit(&data).ok()?;
+            let m = KMeans::params(clusters)
+                .max_n_iterations(100)
+                .tolerance(1e-4)
+                .fit(&data)
+                .ok()?;
             let centroids = m.centroids().iter().copied().collect::<Vec<_>>();
-            centroids.iter().all(|v| v.is_finite()).then_some(Fitted::Kmeans { centroids })
+            centroids
+                .iter()
+                .all(|v| v.is_finite())
+                .then_some(Fitted::Kmeans { centroids })
         }
         ModelKind::Gmm => {
             let m = GaussianMixtureModel::params(clusters)
@@ -402,14 +461,24 @@ fn fit(kind: ModelKind, x: &Array2<f64>, distinct: usize) -> Option<Fitted> {
             for c in 0..m.weights().len() {
                 let w = m.weights()[c];
                 let mean: Vec<f64> = m.means().row(c).to_vec();
-                let cov: Vec<f64> = m.covariances().index_axis(ndarray::Axis(0), c).iter().copied().collect();
+                let cov: Vec<f64> = m
+                    .covariances()
+                    .index_axis(ndarray::Axis(0), c)
+                    .iter()
+                    .copied()
+                    .collect();
                 if !(w > 0.0 && w.is_finite()) || mean.iter().any(|v| !v.is_finite()) {
                     return None;
                 }
                 let chol = cholesky(&cov, d)?;
                 let ln_det: f64 = (0..d).map(|i| 2.0 * chol[i * d + i].ln()).sum();
                 let ln_norm = -0.5 * (d as f64 * (2.0 * std::f64::consts::PI).ln() + ln_det);
-                components.push(Component { ln_weight: w.ln(), mean, chol, ln_norm });
+                components.push(Component {
+                    ln_weight: w.ln(),
+                    mean,
+                    chol,
+                    ln_norm,
+                });
             }
             (!components.is_empty() && components.len() <= MAX_CLUSTERS)
                 .then_some(Fitted::Gmm { components })
@@ -444,8 +513,13 @@ fn fit(kind: ModelKind, x: &Array2<f64>, distinct: usize) -> Option<Fitted> {
         }
         ModelKind::Knn => {
             // linfa-nn checks the index builds; scoring searches the stored vectors
-            CommonNearestNeighbour::LinearSearch.from_batch(x, L2Dist).ok()?;
-            Some(Fitted::Knn { points: x.iter().copied().collect(), k: KNN_K.min(n.saturating_sub(1)).max(1) })
+            CommonNearestNeighbour::LinearSearch
+                .from_batch(x, L2Dist)
+                .ok()?;
+            Some(Fitted::Knn {
+                points: x.iter().copied().collect(),
+                k: KNN_K.min(n.saturating_sub(1)).max(1),
+            })
         }
     }
 }
@@ -458,10 +532,14 @@ mod tests {
         // a deterministic cloud around (10, 100) with unit-ish spread
         let mut s = seed;
         let mut next = || {
-            s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            s = s
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             ((s >> 11) as f64 / (1u64 << 53) as f64) - 0.5
         };
-        (0..n).flat_map(|_| [10.0 + 2.0 * next(), 100.0 + 20.0 * next()]).collect()
+        (0..n)
+            .flat_map(|_| [10.0 + 2.0 * next(), 100.0 + 20.0 * next()])
+            .collect()
     }
 
     #[test]
@@ -476,7 +554,10 @@ mod tests {
         set.scale(&[30.0, 400.0], &mut scaled);
         set.score(&scaled, &mut ps);
         for (i, (t, o)) in typical.iter().zip(&ps).enumerate() {
-            assert!(o.1 < t.1 && o.1 < (0.01f64).ln(), "model {i}: typical {t:?}, outlier {o:?}");
+            assert!(
+                o.1 < t.1 && o.1 < (0.01f64).ln(),
+                "model {i}: typical {t:?}, outlier {o:?}"
+            );
         }
     }
 
@@ -484,8 +565,18 @@ mod tests {
     fn svm_weighted_sum_matches_linfa() {
         let rows = blob(120, 3);
         let x = Array2::from_shape_vec((120, 2), rows).unwrap();
-        let svm = Svm::params().nu_weight(SVM_NU).gaussian_kernel(2.0).fit(&DatasetBase::from(x.clone())).unwrap();
-        let Some(Fitted::Ocsvm { support, alpha, rho, width }) = fit(ModelKind::Ocsvm, &x, 4) else {
+        let svm = Svm::params()
+            .nu_weight(SVM_NU)
+            .gaussian_kernel(2.0)
+            .fit(&DatasetBase::from(x.clone()))
+            .unwrap();
+        let Some(Fitted::Ocsvm {
+            support,
+            alpha,
+            rho,
+            width,
+        }) = fit(ModelKind::Ocsvm, &x, 4)
+        else {
             panic!("svm fitted");
         };
         let p = [10.5, 90.0];
@@ -496,8 +587,15 @@ mod tests {
             .sum();
         let theirs = svm.weighted_sum(&ArrayView1::from(&p[..]));
         // linfa sums the kernel in another order: equal to float rounding
-        assert!((ours - theirs).abs() <= 1e-6 * theirs.abs().max(1.0), "{ours} vs {theirs}");
-        assert!((rho - svm.rho).abs() <= 1e-6 * svm.rho.abs().max(1.0), "{rho} vs {}", svm.rho);
+        assert!(
+            (ours - theirs).abs() <= 1e-6 * theirs.abs().max(1.0),
+            "{ours} vs {theirs}"
+        );
+        assert!(
+            (rho - svm.rho).abs() <= 1e-6 * svm.rho.abs().max(1.0),
+            "{rho} vs {}",
+            svm.rho
+        );
     }
 
     #[test]
@@ -508,16 +606,29 @@ mod tests {
         for v in [[5.0, 5.0], [6.0, 5.0], [1e300, -1e300]] {
             set.scale(&v, &mut scaled);
             set.score(&scaled, &mut ps);
-            assert!(ps.iter().all(|p| p.0.is_finite() && p.1.is_finite() && p.1 <= 0.0), "{ps:?}");
+            assert!(
+                ps.iter()
+                    .all(|p| p.0.is_finite() && p.1.is_finite() && p.1 <= 0.0),
+                "{ps:?}"
+            );
         }
     }
 
     #[test]
     fn gmm_density_matches_a_known_gaussian() {
         // one component, identity covariance: −ln N(0 | 0, I) in 2-d is ln 2π
-        let c = Component { ln_weight: 0.0, mean: vec![0.0, 0.0], chol: vec![1.0, 0.0, 0.0, 1.0], ln_norm: -(2.0 * std::f64::consts::PI).ln() };
-        let g = Fitted::Gmm { components: vec![c] };
+        let c = Component {
+            ln_weight: 0.0,
+            mean: vec![0.0, 0.0],
+            chol: vec![1.0, 0.0, 0.0, 1.0],
+            ln_norm: -(2.0 * std::f64::consts::PI).ln(),
+        };
+        let g = Fitted::Gmm {
+            components: vec![c],
+        };
         assert!((g.score(&[0.0, 0.0], None) - (2.0 * std::f64::consts::PI).ln()).abs() < 1e-12);
-        assert!((g.score(&[1.0, 1.0], None) - (2.0 * std::f64::consts::PI).ln() - 1.0).abs() < 1e-12);
+        assert!(
+            (g.score(&[1.0, 1.0], None) - (2.0 * std::f64::consts::PI).ln() - 1.0).abs() < 1e-12
+        );
     }
 }

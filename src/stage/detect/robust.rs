@@ -167,7 +167,9 @@ impl Baseline {
         }
         let center = w.median();
         let mean_ad = w.sorted().iter().map(|v| (v - center).abs()).sum::<f64>() / w.len() as f64;
-        let spread = (MAD_TO_SIGMA * w.mad(center)).max(0.5 * MEAN_AD_TO_SIGMA * mean_ad).max(floor);
+        let spread = (MAD_TO_SIGMA * w.mad(center))
+            .max(0.5 * MEAN_AD_TO_SIGMA * mean_ad)
+            .max(floor);
         Some(Baseline { center, spread }).filter(|b| b.center.is_finite() && b.spread > 0.0)
     }
 
@@ -270,7 +272,11 @@ pub(super) fn ln_tail_p(sorted: &[f64], a: f64, beta_floor: f64) -> Option<f64> 
     }
     let (xi, sigma) = gpd_fit(&sorted[n - k..], u, beta_floor);
     let y = a - u;
-    let ln_survival = if xi < 1e-6 { -y / sigma } else { -(xi * y / sigma).ln_1p() / xi };
+    let ln_survival = if xi < 1e-6 {
+        -y / sigma
+    } else {
+        -(xi * y / sigma).ln_1p() / xi
+    };
     Some(((k as f64 / nf).ln() + ln_survival).min(0.0))
 }
 
@@ -280,7 +286,11 @@ pub(super) fn ln_tail_p(sorted: &[f64], a: f64, beta_floor: f64) -> Option<f64> 
 fn gpd_fit(top: &[f64], u: f64, sigma_floor: f64) -> (f64, f64) {
     let k = top.len() as f64;
     let mean = top.iter().map(|v| v - u).sum::<f64>() / k;
-    let var = top.iter().map(|v| (v - u - mean) * (v - u - mean)).sum::<f64>() / (k - 1.0).max(1.0);
+    let var = top
+        .iter()
+        .map(|v| (v - u - mean) * (v - u - mean))
+        .sum::<f64>()
+        / (k - 1.0).max(1.0);
     if !(mean > 0.0 && var > 0.0 && mean.is_finite() && var.is_finite()) {
         return (0.0, mean.max(sigma_floor));
     }
@@ -376,10 +386,18 @@ mod tests {
         let mut s = values.to_vec();
         s.sort_by(f64::total_cmp);
         let n = s.len();
-        let med = if n % 2 == 1 { s[n / 2] } else { 0.5 * (s[n / 2 - 1] + s[n / 2]) };
+        let med = if n % 2 == 1 {
+            s[n / 2]
+        } else {
+            0.5 * (s[n / 2 - 1] + s[n / 2])
+        };
         let mut d: Vec<f64> = s.iter().map(|v| (v - med).abs()).collect();
         d.sort_by(f64::total_cmp);
-        if n % 2 == 1 { d[n / 2] } else { 0.5 * (d[n / 2 - 1] + d[n / 2]) }
+        if n % 2 == 1 {
+            d[n / 2]
+        } else {
+            0.5 * (d[n / 2 - 1] + d[n / 2])
+        }
     }
 
     #[test]
@@ -393,7 +411,10 @@ mod tests {
         ] {
             let w = window(&values);
             let med = w.median();
-            assert!((w.mad(med) - naive_mad(&values)).abs() < 1e-12, "{values:?}");
+            assert!(
+                (w.mad(med) - naive_mad(&values)).abs() < 1e-12,
+                "{values:?}"
+            );
         }
     }
 
@@ -417,7 +438,11 @@ mod tests {
         // five days of 1.0 every five minutes, with a nightly 100.0 at 03:00
         for day in 0..5 {
             for k in 0..288 {
-                s.push(day * DAY + k * FIVE_MIN, FIVE_MIN, if k == 36 { 100.0 } else { 1.0 });
+                s.push(
+                    day * DAY + k * FIVE_MIN,
+                    FIVE_MIN,
+                    if k == 36 { 100.0 } else { 1.0 },
+                );
             }
         }
         let three_am = 5 * DAY + 36 * FIVE_MIN;
@@ -425,8 +450,15 @@ mod tests {
         assert_eq!(k, 5, "once a night");
         assert!(p > 0.05, "{p}");
         assert_eq!(s.usual(three_am, 1000.0).unwrap().1, 0, "never that high");
-        assert_eq!(s.usual(three_am + 6 * NS_PER_HOUR, 100.0).unwrap().1, 0, "never at 09:00");
-        assert!(Seasonal::new().usual(three_am, 1.0).is_none(), "no history, no opinion");
+        assert_eq!(
+            s.usual(three_am + 6 * NS_PER_HOUR, 100.0).unwrap().1,
+            0,
+            "never at 09:00"
+        );
+        assert!(
+            Seasonal::new().usual(three_am, 1.0).is_none(),
+            "no history, no opinion"
+        );
     }
 
     #[test]
@@ -440,7 +472,11 @@ mod tests {
     #[test]
     fn gaussian_tail_is_close_to_known_values() {
         // two-sided tails of 1, 2 and 3 sigma, and a far one that must not underflow
-        for (z, p) in [(1.0, 0.317_310_5), (2.0, 0.045_500_26), (3.0, 0.002_699_796)] {
+        for (z, p) in [
+            (1.0, 0.317_310_5),
+            (2.0, 0.045_500_26),
+            (3.0, 0.002_699_796),
+        ] {
             assert!((ln_gauss_two_sided(z).exp() - p).abs() / p < 1e-6);
         }
         let far = ln_gauss_two_sided(1e6);

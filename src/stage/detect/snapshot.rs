@@ -33,11 +33,20 @@ pub enum SnapshotError {
     #[error("detect snapshot has version {found}, this build reads version {supported}")]
     Version { found: u32, supported: u32 },
     #[error("detect snapshot {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("detect snapshot {path} is not valid: {source}")]
-    Json { path: PathBuf, source: serde_json::Error },
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("detect snapshot record {key:?} is not valid: {source}")]
-    Record { key: String, source: serde_json::Error },
+    Record {
+        key: String,
+        source: serde_json::Error,
+    },
     #[error("detect snapshot topic {topic}: {message}")]
     Topic { topic: String, message: String },
 }
@@ -56,7 +65,10 @@ struct Envelope {
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Entry {
-    Meta { smallest_window_ns: Option<i64>, stats: DetectStats },
+    Meta {
+        smallest_window_ns: Option<i64>,
+        stats: DetectStats,
+    },
     Series(SeriesKey, Core),
     Value(SeriesKey, Core),
     Trace(TraceKey, TraceState),
@@ -67,9 +79,21 @@ impl Detector {
     pub fn snapshot(&self) -> Snapshot {
         let mut snap = Snapshot {
             version: SNAPSHOT_VERSION,
-            series: self.series.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            values: self.values.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            traces: self.traces.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            series: self
+                .series
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            values: self
+                .values
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            traces: self
+                .traces
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             smallest_window_ns: self.smallest_window_ns,
             stats: self.stats.clone(),
         };
@@ -83,7 +107,10 @@ impl Detector {
     /// off) are left out, and at most `max_subjects` of each kind are kept.
     pub fn restore(&mut self, s: Snapshot) -> Result<(), SnapshotError> {
         if s.version != SNAPSHOT_VERSION {
-            return Err(SnapshotError::Version { found: s.version, supported: SNAPSHOT_VERSION });
+            return Err(SnapshotError::Version {
+                found: s.version,
+                supported: SNAPSHOT_VERSION,
+            });
         }
         let unpend = |mut c: Core| {
             c.clear_pending();
@@ -95,8 +122,19 @@ impl Detector {
                 && set.window_size_ns.is_none_or(|w| w == k.window_size_ns)
         };
         let max = set.max_subjects;
-        self.series = s.series.into_iter().filter(|(k, _)| watched(k)).take(max).map(|(k, c)| (k, unpend(c))).collect();
-        self.values = s.values.into_iter().take(max).map(|(k, c)| (k, unpend(c))).collect();
+        self.series = s
+            .series
+            .into_iter()
+            .filter(|(k, _)| watched(k))
+            .take(max)
+            .map(|(k, c)| (k, unpend(c)))
+            .collect();
+        self.values = s
+            .values
+            .into_iter()
+            .take(max)
+            .map(|(k, c)| (k, unpend(c)))
+            .collect();
         self.traces = s
             .traces
             .into_iter()
@@ -137,7 +175,11 @@ impl Detector {
     /// Series, root operations and installed models tracked now (after a restore: what
     /// was restored).
     pub fn subject_counts(&self) -> SnapshotCounts {
-        let cores = self.series.values().chain(self.values.values()).chain(self.traces.values().map(|t| &t.core));
+        let cores = self
+            .series
+            .values()
+            .chain(self.values.values())
+            .chain(self.traces.values().map(|t| &t.core));
         SnapshotCounts {
             series: self.series.len() + self.values.len(),
             root_operations: self.traces.len(),
@@ -160,9 +202,23 @@ pub struct SnapshotCounts {
 impl Snapshot {
     /// A stable order of the subjects makes snapshots of equal state equal.
     fn sort(&mut self) {
-        self.series.sort_by(|a, b| (a.0.window_size_ns, &a.0.scope, &a.0.key).cmp(&(b.0.window_size_ns, &b.0.scope, &b.0.key)));
-        self.values.sort_by(|a, b| (a.0.window_size_ns, &a.0.scope, &a.0.key).cmp(&(b.0.window_size_ns, &b.0.scope, &b.0.key)));
-        self.traces.sort_by(|a, b| (&a.0.root_service, &a.0.root_operation).cmp(&(&b.0.root_service, &b.0.root_operation)));
+        self.series.sort_by(|a, b| {
+            (a.0.window_size_ns, &a.0.scope, &a.0.key).cmp(&(
+                b.0.window_size_ns,
+                &b.0.scope,
+                &b.0.key,
+            ))
+        });
+        self.values.sort_by(|a, b| {
+            (a.0.window_size_ns, &a.0.scope, &a.0.key).cmp(&(
+                b.0.window_size_ns,
+                &b.0.scope,
+                &b.0.key,
+            ))
+        });
+        self.traces.sort_by(|a, b| {
+            (&a.0.root_service, &a.0.root_operation).cmp(&(&b.0.root_service, &b.0.root_operation))
+        });
     }
 
     /// The snapshot as records for a compacted topic: (key, JSON value), the meta record
@@ -171,12 +227,24 @@ impl Snapshot {
     /// version.
     pub fn into_records(self) -> Vec<(String, Vec<u8>)> {
         let version = self.version;
-        let json = |entry: Entry| serde_json::to_vec(&Envelope { version, entry }).expect("snapshot state serializes");
+        let json = |entry: Entry| {
+            serde_json::to_vec(&Envelope { version, entry }).expect("snapshot state serializes")
+        };
         fn key(kind: &str, subject: &impl Serialize) -> String {
-            format!("{kind}/{}", serde_json::to_string(subject).expect("subject keys serialize"))
+            format!(
+                "{kind}/{}",
+                serde_json::to_string(subject).expect("subject keys serialize")
+            )
         }
-        let mut out = Vec::with_capacity(1 + self.series.len() + self.values.len() + self.traces.len());
-        out.push((META_KEY.to_string(), json(Entry::Meta { smallest_window_ns: self.smallest_window_ns, stats: self.stats })));
+        let mut out =
+            Vec::with_capacity(1 + self.series.len() + self.values.len() + self.traces.len());
+        out.push((
+            META_KEY.to_string(),
+            json(Entry::Meta {
+                smallest_window_ns: self.smallest_window_ns,
+                stats: self.stats,
+            }),
+        ));
         for (k, c) in self.series {
             out.push((key("series", &k), json(Entry::Series(k, c))));
         }
@@ -192,22 +260,40 @@ impl Snapshot {
     /// A snapshot from the latest record of each key of a snapshot topic; `Ok(None)`
     /// when there is no meta record (nothing was saved). A record of another version is
     /// [`SnapshotError::Version`].
-    pub fn from_records(records: impl IntoIterator<Item = (String, Vec<u8>)>) -> Result<Option<Snapshot>, SnapshotError> {
+    pub fn from_records(
+        records: impl IntoIterator<Item = (String, Vec<u8>)>,
+    ) -> Result<Option<Snapshot>, SnapshotError> {
         #[derive(Deserialize)]
         struct Version {
             version: u32,
         }
-        let mut snap = Snapshot { version: SNAPSHOT_VERSION, series: Vec::new(), values: Vec::new(), traces: Vec::new(), smallest_window_ns: None, stats: DetectStats::default() };
+        let mut snap = Snapshot {
+            version: SNAPSHOT_VERSION,
+            series: Vec::new(),
+            values: Vec::new(),
+            traces: Vec::new(),
+            smallest_window_ns: None,
+            stats: DetectStats::default(),
+        };
         let mut meta = false;
         for (key, value) in records {
-            let invalid = |source| SnapshotError::Record { key: key.clone(), source };
+            let invalid = |source| SnapshotError::Record {
+                key: key.clone(),
+                source,
+            };
             let v: Version = serde_json::from_slice(&value).map_err(invalid)?;
             if v.version != SNAPSHOT_VERSION {
-                return Err(SnapshotError::Version { found: v.version, supported: SNAPSHOT_VERSION });
+                return Err(SnapshotError::Version {
+                    found: v.version,
+                    supported: SNAPSHOT_VERSION,
+                });
             }
             let envelope: Envelope = serde_json::from_slice(&value).map_err(invalid)?;
             match envelope.entry {
-                Entry::Meta { smallest_window_ns, stats } => {
+                Entry::Meta {
+                    smallest_window_ns,
+                    stats,
+                } => {
                     meta = true;
                     snap.smallest_window_ns = smallest_window_ns;
                     snap.stats = stats;
@@ -223,7 +309,12 @@ impl Snapshot {
 
     /// Series, root operations and installed models it holds.
     pub fn counts(&self) -> SnapshotCounts {
-        let cores = self.series.iter().chain(&self.values).map(|(_, c)| c).chain(self.traces.iter().map(|(_, t)| &t.core));
+        let cores = self
+            .series
+            .iter()
+            .chain(&self.values)
+            .map(|(_, c)| c)
+            .chain(self.traces.iter().map(|(_, t)| &t.core));
         SnapshotCounts {
             series: self.series.len() + self.values.len(),
             root_operations: self.traces.len(),
@@ -237,9 +328,15 @@ impl Snapshot {
     pub fn save(&self, dir: &Path) -> Result<(PathBuf, usize), SnapshotError> {
         let path = dir.join(SNAPSHOT_FILE);
         let tmp = dir.join(format!(".{SNAPSHOT_FILE}.tmp"));
-        let io = |source| SnapshotError::Io { path: path.clone(), source };
+        let io = |source| SnapshotError::Io {
+            path: path.clone(),
+            source,
+        };
         std::fs::create_dir_all(dir).map_err(io)?;
-        let json = serde_json::to_vec(self).map_err(|source| SnapshotError::Json { path: path.clone(), source })?;
+        let json = serde_json::to_vec(self).map_err(|source| SnapshotError::Json {
+            path: path.clone(),
+            source,
+        })?;
         let mut f = std::fs::File::create(&tmp).map_err(io)?;
         f.write_all(&json).map_err(io)?;
         f.sync_all().map_err(io)?;
@@ -262,11 +359,18 @@ impl Snapshot {
         struct Version {
             version: u32,
         }
-        let v: Version = serde_json::from_slice(&bytes).map_err(|source| SnapshotError::Json { path: path.clone(), source })?;
+        let v: Version = serde_json::from_slice(&bytes).map_err(|source| SnapshotError::Json {
+            path: path.clone(),
+            source,
+        })?;
         if v.version != SNAPSHOT_VERSION {
-            return Err(SnapshotError::Version { found: v.version, supported: SNAPSHOT_VERSION });
+            return Err(SnapshotError::Version {
+                found: v.version,
+                supported: SNAPSHOT_VERSION,
+            });
         }
-        let snap: Snapshot = serde_json::from_slice(&bytes).map_err(|source| SnapshotError::Json { path, source })?;
+        let snap: Snapshot = serde_json::from_slice(&bytes)
+            .map_err(|source| SnapshotError::Json { path, source })?;
         Ok(Some(snap))
     }
 }
@@ -305,7 +409,12 @@ mod tests {
     }
 
     fn settings() -> DetectSettings {
-        DetectSettings { min_samples: 10, retrain_every: 10, models: vec![ModelKind::Knn], ..DetectSettings::default() }
+        DetectSettings {
+            min_samples: 10,
+            retrain_every: 10,
+            models: vec![ModelKind::Knn],
+            ..DetectSettings::default()
+        }
     }
 
     fn feed(d: &mut Detector, scope: &str, windows: std::ops::Range<i64>) -> Vec<AnomalyScore> {
@@ -326,10 +435,20 @@ mod tests {
         assert_eq!(path, dir.path().join(SNAPSHOT_FILE));
         let mut b = Detector::new(settings());
         assert!(b.load_snapshot(dir.path()).unwrap());
-        assert_eq!(b.subject_counts(), SnapshotCounts { series: 1, root_operations: 0, models: 1 });
+        assert_eq!(
+            b.subject_counts(),
+            SnapshotCounts {
+                series: 1,
+                root_operations: 0,
+                models: 1
+            }
+        );
         assert_eq!(b.subject_counts(), a.snapshot().counts());
         assert_eq!(b.stats(), a.stats());
-        let (sa, sb) = (feed(&mut a, "service", 120..130), feed(&mut b, "service", 120..130));
+        let (sa, sb) = (
+            feed(&mut a, "service", 120..130),
+            feed(&mut b, "service", 120..130),
+        );
         assert!(sb.iter().all(|s| s.warm && s.model != "mad"), "{sb:?}");
         for (x, y) in sa.iter().zip(&sb) {
             // JSON keeps floats to the last bit or one unit in the last place
@@ -348,12 +467,27 @@ mod tests {
         let file = dir.path().join(SNAPSHOT_FILE);
         std::fs::write(&file, br#"{"version": 99, "series": "from the future"}"#).unwrap();
         let e = d.load_snapshot(dir.path()).unwrap_err();
-        assert!(matches!(e, SnapshotError::Version { found: 99, supported: SNAPSHOT_VERSION }), "{e}");
+        assert!(
+            matches!(
+                e,
+                SnapshotError::Version {
+                    found: 99,
+                    supported: SNAPSHOT_VERSION
+                }
+            ),
+            "{e}"
+        );
         std::fs::write(&file, br#"{"version": 1, "series": [[{"bad": 1}"#).unwrap();
-        assert!(matches!(d.load_snapshot(dir.path()), Err(SnapshotError::Json { .. })));
+        assert!(matches!(
+            d.load_snapshot(dir.path()),
+            Err(SnapshotError::Json { .. })
+        ));
         let mut snap = Detector::new(settings()).snapshot();
         snap.version = SNAPSHOT_VERSION + 1;
-        assert!(matches!(d.restore(snap), Err(SnapshotError::Version { .. })));
+        assert!(matches!(
+            d.restore(snap),
+            Err(SnapshotError::Version { .. })
+        ));
     }
 
     #[test]
@@ -362,11 +496,17 @@ mod tests {
         feed(&mut a, "service", 0..12);
         feed(&mut a, "operation", 0..12);
         assert_eq!(a.subject_counts().series, 2);
-        let mut b = Detector::new(DetectSettings { series_scopes: vec!["service".into()], ..settings() });
+        let mut b = Detector::new(DetectSettings {
+            series_scopes: vec!["service".into()],
+            ..settings()
+        });
         b.restore(a.snapshot()).unwrap();
         assert_eq!(b.subject_counts().series, 1);
         assert_eq!(b.stats().series, 1);
-        let mut c = Detector::new(DetectSettings { window_size_ns: Some(60 * S), ..settings() });
+        let mut c = Detector::new(DetectSettings {
+            window_size_ns: Some(60 * S),
+            ..settings()
+        });
         c.restore(a.snapshot()).unwrap();
         assert_eq!(c.subject_counts().series, 0);
     }
@@ -382,21 +522,36 @@ mod tests {
         let keys: Vec<&str> = records.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys[0], META_KEY);
         assert_eq!(keys.len(), 1 + 2, "{keys:?}");
-        assert!(keys[1..].iter().all(|k| k.starts_with("series/")), "{keys:?}");
+        assert!(
+            keys[1..].iter().all(|k| k.starts_with("series/")),
+            "{keys:?}"
+        );
         // in any order (a compacted topic keeps the latest per key, not their order)
         let mut shuffled = records.clone();
         shuffled.reverse();
-        assert!(Snapshot::from_records(shuffled).unwrap() == Some(snap), "read back as written");
+        assert!(
+            Snapshot::from_records(shuffled).unwrap() == Some(snap),
+            "read back as written"
+        );
         // without the meta record nothing was saved
-        assert!(Snapshot::from_records(records[1..].to_vec()).unwrap().is_none());
+        assert!(Snapshot::from_records(records[1..].to_vec())
+            .unwrap()
+            .is_none());
         // a record of another version, or a damaged one, is an error
         let mut other = records.clone();
-        other[1].1 = format!(r#"{{"version": {}, "entry": "from the future"}}"#, SNAPSHOT_VERSION + 1).into_bytes();
+        other[1].1 = format!(
+            r#"{{"version": {}, "entry": "from the future"}}"#,
+            SNAPSHOT_VERSION + 1
+        )
+        .into_bytes();
         let e = Snapshot::from_records(other).unwrap_err();
         assert!(matches!(e, SnapshotError::Version { .. }), "{e}");
         let mut damaged = records;
         damaged[2].1.truncate(10);
         let e = Snapshot::from_records(damaged).unwrap_err();
-        assert!(matches!(&e, SnapshotError::Record { key, .. } if key.starts_with("series/")), "{e}");
+        assert!(
+            matches!(&e, SnapshotError::Record { key, .. } if key.starts_with("series/")),
+            "{e}"
+        );
     }
 }

@@ -23,7 +23,12 @@ pub(super) const SIZE: i64 = 10 * S;
 
 /// The window of scope `service`, key `service=<service>`, ending `i` windows after T0,
 /// with these latencies (ns), `errors` of them failed.
-pub(super) fn window_of(service: &str, i: i64, latencies_ns: &[f64], errors: u64) -> WindowAggregate {
+pub(super) fn window_of(
+    service: &str,
+    i: i64,
+    latencies_ns: &[f64],
+    errors: u64,
+) -> WindowAggregate {
     let mut w = WindowAggregate::empty(
         T0 + (i - 1) * SIZE,
         SIZE,
@@ -45,7 +50,11 @@ pub(super) fn window_of(service: &str, i: i64, latencies_ns: &[f64], errors: u64
 
 /// The subject of [`window_of`]'s series.
 pub(super) fn series(service: &str) -> Subject {
-    Subject::Series { window_size_ns: SIZE, scope: Arc::from("service"), key: vec![(Arc::from("service"), Arc::from(service))] }
+    Subject::Series {
+        window_size_ns: SIZE,
+        scope: Arc::from("service"),
+        key: vec![(Arc::from("service"), Arc::from(service))],
+    }
 }
 
 /// 100 calls: 80 around 100 ms, 15 around `200 ms · p95_factor` (the 95th percentile is
@@ -53,9 +62,15 @@ pub(super) fn series(service: &str) -> Subject {
 /// percentile); the whole window scaled by up to ±3 % and each call by up to ±10 %;
 /// 0–2 errors. Only p95 moves with `p95_factor` from 0.6 to 9 (below, the 15 calls
 /// fall among the 80 and p95 is the slowest of those).
-pub(super) fn normal(rng: &mut SmallRng, service: &str, i: i64, p95_factor: f64) -> WindowAggregate {
+pub(super) fn normal(
+    rng: &mut SmallRng,
+    service: &str,
+    i: i64,
+    p95_factor: f64,
+) -> WindowAggregate {
     let level = 1.0 + 0.06 * (rng.random::<f64>() - 0.5);
-    let mut jitter = |ms: f64, spread: f64| ms * MS * level * (1.0 + spread * (rng.random::<f64>() - 0.5));
+    let mut jitter =
+        |ms: f64, spread: f64| ms * MS * level * (1.0 + spread * (rng.random::<f64>() - 0.5));
     let mut lat = Vec::with_capacity(100);
     lat.extend((0..80).map(|_| jitter(100.0, 0.2)));
     lat.extend((0..15).map(|_| jitter(200.0 * p95_factor, 0.1)));
@@ -65,8 +80,16 @@ pub(super) fn normal(rng: &mut SmallRng, service: &str, i: i64, p95_factor: f64)
 }
 
 /// Windows `from..to` of `service`, each `normal` with the p95 factor `factor(i)`.
-fn windows(rng: &mut SmallRng, service: &str, from: i64, to: i64, factor: impl Fn(i64) -> f64) -> Vec<WindowAggregate> {
-    (from..to).map(|i| normal(rng, service, i, factor(i))).collect()
+fn windows(
+    rng: &mut SmallRng,
+    service: &str,
+    from: i64,
+    to: i64,
+    factor: impl Fn(i64) -> f64,
+) -> Vec<WindowAggregate> {
+    (from..to)
+        .map(|i| normal(rng, service, i, factor(i)))
+        .collect()
 }
 
 /// Observes one watched window and returns its score.
@@ -91,22 +114,37 @@ pub(super) fn feed(d: &mut Detector, ws: &[WindowAggregate]) -> Vec<AnomalyScore
 /// What every emitted score promises: a score in [0, 1] (0 when not warm), finite
 /// explanations ordered by |deviations|, at least one when warm.
 pub(super) fn check_score(s: &AnomalyScore) {
-    assert!(s.score.is_finite() && (0.0..=1.0).contains(&s.score), "score out of [0, 1]: {s:?}");
+    assert!(
+        s.score.is_finite() && (0.0..=1.0).contains(&s.score),
+        "score out of [0, 1]: {s:?}"
+    );
     if !s.warm {
         assert_eq!(s.score, 0.0, "a cold score is 0: {s:?}");
     } else {
-        assert!(!s.explanations.is_empty(), "a warm score is explained: {s:?}");
+        assert!(
+            !s.explanations.is_empty(),
+            "a warm score is explained: {s:?}"
+        );
     }
     for e in &s.explanations {
-        assert!(e.value.is_finite() && e.baseline.is_finite() && e.deviations.is_finite(), "explanation not finite: {s:?}");
+        assert!(
+            e.value.is_finite() && e.baseline.is_finite() && e.deviations.is_finite(),
+            "explanation not finite: {s:?}"
+        );
     }
     for pair in s.explanations.windows(2) {
-        assert!(pair[0].deviations.abs() >= pair[1].deviations.abs(), "explanations not largest first: {s:?}");
+        assert!(
+            pair[0].deviations.abs() >= pair[1].deviations.abs(),
+            "explanations not largest first: {s:?}"
+        );
     }
 }
 
 pub(super) fn explanation<'a>(s: &'a AnomalyScore, feature: &str) -> &'a Explanation {
-    s.explanations.iter().find(|e| e.feature == feature).unwrap_or_else(|| panic!("no {feature} in {s:?}"))
+    s.explanations
+        .iter()
+        .find(|e| e.feature == feature)
+        .unwrap_or_else(|| panic!("no {feature} in {s:?}"))
 }
 
 fn quantile(mut v: Vec<f64>, q: f64) -> f64 {
@@ -134,14 +172,23 @@ fn a_five_fold_p95_scores_high_and_is_explained_in_nanoseconds() {
     scores.iter().for_each(check_score);
     let normal_scores: Vec<f64> = scores.iter().filter(|s| s.warm).map(|s| s.score).collect();
     assert!(normal_scores.len() >= 150);
-    assert!(normal_scores.iter().all(|s| *s < threshold), "a normal window was flagged: {normal_scores:?}");
+    assert!(
+        normal_scores.iter().all(|s| *s < threshold),
+        "a normal window was flagged: {normal_scores:?}"
+    );
     let typical = quantile(normal_scores.clone(), 0.9);
-    assert!(typical < 0.2, "90 % of normal windows score under 0.2, not {typical}");
+    assert!(
+        typical < 0.2,
+        "90 % of normal windows score under 0.2, not {typical}"
+    );
     assert_eq!(d.stats().flagged, 0);
 
     let s = observe(&mut d, &slow);
     check_score(&s);
-    assert_eq!((&s.subject, s.at_ns, s.warm), (&series("api"), slow.window_end_ns, true));
+    assert_eq!(
+        (&s.subject, s.at_ns, s.warm),
+        (&series("api"), slow.window_end_ns, true)
+    );
     assert_ne!(s.model, "mad", "the trained models score too");
     assert!(s.score >= 0.95, "score {} of a five-fold p95", s.score);
     assert!(s.score > normal_scores.iter().copied().fold(0.0, f64::max));
@@ -151,19 +198,36 @@ fn a_five_fold_p95_scores_high_and_is_explained_in_nanoseconds() {
     let e = &s.explanations[0];
     assert_eq!(e.feature, "latency_p95_ns", "{s:?}");
     let p95 = slow.quantile(0.95);
-    assert!((e.value - p95).abs() <= 1e-9 * p95, "value {} is the window's p95 {p95} in ns", e.value);
+    assert!(
+        (e.value - p95).abs() <= 1e-9 * p95,
+        "value {} is the window's p95 {p95} in ns",
+        e.value
+    );
     let history_p95: Vec<f64> = history.iter().map(|w| w.quantile(0.95)).collect();
     let median_p95 = quantile(history_p95, 0.5);
-    assert!((e.baseline - median_p95).abs() <= 0.01 * median_p95, "baseline {} is about the median p95 {median_p95} ns", e.baseline);
+    assert!(
+        (e.baseline - median_p95).abs() <= 0.01 * median_p95,
+        "baseline {} is about the median p95 {median_p95} ns",
+        e.baseline
+    );
     assert!((4.0..6.0).contains(&(e.value / e.baseline)));
     assert!(e.deviations > 10.0, "{e:?}");
-    assert!(e.deviations <= max_log_deviations(e.value, e.baseline) * (1.0 + 1e-9), "{e:?}");
+    assert!(
+        e.deviations <= max_log_deviations(e.value, e.baseline) * (1.0 + 1e-9),
+        "{e:?}"
+    );
     // the other features are as usual
     for other in &s.explanations[1..] {
         assert!(other.deviations.abs() < 4.0, "{other:?}");
     }
-    assert!((explanation(&s, "throughput_per_s").value - 10.0).abs() < 1e-9, "calls per second");
-    assert!(explanation(&s, "error_rate").value <= 0.02, "a share of calls");
+    assert!(
+        (explanation(&s, "throughput_per_s").value - 10.0).abs() < 1e-9,
+        "calls per second"
+    );
+    assert!(
+        explanation(&s, "error_rate").value <= 0.02,
+        "a share of calls"
+    );
 
     // a five-fold drop of p95 (to under the p50 calls: p95 becomes the slowest of them,
     // about 110 ms) is explained with negative deviations
@@ -171,12 +235,20 @@ fn a_five_fold_p95_scores_high_and_is_explained_in_nanoseconds() {
     feed(&mut d, &history);
     let s = observe(&mut d, &fast);
     check_score(&s);
-    assert!(s.score >= threshold, "score {} of a five-fold drop of p95", s.score);
+    assert!(
+        s.score >= threshold,
+        "score {} of a five-fold drop of p95",
+        s.score
+    );
     let e = &s.explanations[0];
     assert_eq!(e.feature, "latency_p95_ns", "{s:?}");
     assert!((e.value - fast.quantile(0.95)).abs() <= 1e-9 * e.value);
     assert!((e.baseline - median_p95).abs() <= 0.01 * median_p95);
-    assert!(e.deviations < -10.0 && e.deviations.abs() <= max_log_deviations(e.value, e.baseline) * (1.0 + 1e-9), "{e:?}");
+    assert!(
+        e.deviations < -10.0
+            && e.deviations.abs() <= max_log_deviations(e.value, e.baseline) * (1.0 + 1e-9),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -193,9 +265,15 @@ fn nothing_is_scored_or_flagged_before_min_samples() {
         window_of("api", i, &vec![ms * MS; n], errors)
     };
     for min_samples in [10, 30] {
-        let settings = DetectSettings { min_samples, ..DetectSettings::default() };
+        let settings = DetectSettings {
+            min_samples,
+            ..DetectSettings::default()
+        };
         let mut d = Detector::new(settings);
-        let mut values = Detector::new(DetectSettings { min_samples, ..DetectSettings::default() });
+        let mut values = Detector::new(DetectSettings {
+            min_samples,
+            ..DetectSettings::default()
+        });
         let mut out = Vec::new();
         for i in 0..min_samples as i64 + 20 {
             let s = observe(&mut d, &wild(i));
@@ -210,9 +288,15 @@ fn nothing_is_scored_or_flagged_before_min_samples() {
             let cold = (i as usize) < min_samples;
             for s in [&s, &sv] {
                 if cold {
-                    assert!(!s.warm && s.score == 0.0, "window {i} of min_samples {min_samples}: {s:?}");
+                    assert!(
+                        !s.warm && s.score == 0.0,
+                        "window {i} of min_samples {min_samples}: {s:?}"
+                    );
                 } else if i as usize == min_samples {
-                    assert!(s.warm, "window {i} follows min_samples accepted ones: {s:?}");
+                    assert!(
+                        s.warm,
+                        "window {i} follows min_samples accepted ones: {s:?}"
+                    );
                 }
             }
             if cold {
@@ -263,13 +347,22 @@ fn flagged_samples_are_not_learnt_from() {
         assert!(s.score >= threshold, "{s:?}");
         let e = &s.explanations[0];
         assert_eq!((e.feature.as_str(), e.value), ("value", 400.0));
-        assert!((95.0..105.0).contains(&e.baseline) && e.deviations > 30.0, "{e:?}");
+        assert!(
+            (95.0..105.0).contains(&e.baseline) && e.deviations > 30.0,
+            "{e:?}"
+        );
         // each value of the burst is judged by the baseline before it
-        assert_eq!(s.explanations, spikes[0].explanations, "a value of the burst was learnt");
+        assert_eq!(
+            s.explanations, spikes[0].explanations,
+            "a value of the burst was learnt"
+        );
     }
     let accepted = feed_values(&mut c, &usual);
     assert!(accepted.iter().all(|s| s.score < threshold), "{accepted:?}");
-    assert_ne!(accepted[0].explanations, accepted[1].explanations, "the first 108 was learnt");
+    assert_ne!(
+        accepted[0].explanations, accepted[1].explanations,
+        "the first 108 was learnt"
+    );
 
     let skip = settings_context(&settings).max(3);
     for (k, v) in after.iter().enumerate() {
@@ -277,15 +370,27 @@ fn flagged_samples_are_not_learnt_from() {
         let z = &feed_values(&mut c, &[*v])[0];
         if x.score >= threshold {
             // a normal value with the burst in its model vector or short-term level
-            assert!(k < skip, "a normal value {k} after the burst is flagged: {x:?}");
+            assert!(
+                k < skip,
+                "a normal value {k} after the burst is flagged: {x:?}"
+            );
             continue;
         }
         let y = &feed_values(&mut b, &[*v])[0];
         // the same baseline (median and spread), so the same deviations
-        assert_eq!(x.explanations, y.explanations, "the burst moved the baseline");
-        assert_ne!(z.explanations, y.explanations, "values learnt move the baseline");
+        assert_eq!(
+            x.explanations, y.explanations,
+            "the burst moved the baseline"
+        );
+        assert_ne!(
+            z.explanations, y.explanations,
+            "values learnt move the baseline"
+        );
         if k >= skip {
-            assert!((x.score - y.score).abs() < 0.1, "normal value after the burst {x:?}, without it {y:?}");
+            assert!(
+                (x.score - y.score).abs() < 0.1,
+                "normal value after the burst {x:?}, without it {y:?}"
+            );
         }
     }
     assert_eq!((a.stats().adopted_changes, b.stats().flagged), (0, 0));
@@ -300,17 +405,26 @@ fn the_sample_after_a_burst_is_scored_as_usual() {
     let mut d = Detector::new(settings.clone());
     feed_values(&mut d, &history);
     let spikes = feed_values(&mut d, &[(200, 400.0), (201, 400.0)]);
-    assert!(spikes.iter().all(|s| s.score >= settings.anomaly_threshold), "{spikes:?}");
+    assert!(
+        spikes.iter().all(|s| s.score >= settings.anomaly_threshold),
+        "{spikes:?}"
+    );
     for s in feed_values(&mut d, &after) {
         assert!(s.explanations[0].deviations.abs() < 3.0);
-        assert!(s.score < settings.anomaly_threshold, "a usual value after the burst: {s:?}");
+        assert!(
+            s.score < settings.anomaly_threshold,
+            "a usual value after the burst: {s:?}"
+        );
     }
     assert_eq!(d.stats().flagged, 2, "only the burst is flagged");
 }
 
 /// Windows a model vector spans (the `context` setting where there is one).
 fn settings_context(s: &DetectSettings) -> usize {
-    serde_json::to_value(s).ok().and_then(|v| v.get("context").and_then(serde_json::Value::as_u64)).map_or(2, |c| c as usize)
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.get("context").and_then(serde_json::Value::as_u64))
+        .map_or(2, |c| c as usize)
 }
 
 #[test]
@@ -321,7 +435,10 @@ fn a_short_burst_is_flagged_throughout_and_still_scores_high_later() {
     let after = windows(&mut rng, "api", 205, 230, |_| 1.0);
     let again = normal(&mut rng, "api", 230, 5.0);
     let settings = DetectSettings::default();
-    let (mut a, mut b) = (Detector::new(settings.clone()), Detector::new(settings.clone()));
+    let (mut a, mut b) = (
+        Detector::new(settings.clone()),
+        Detector::new(settings.clone()),
+    );
     feed(&mut a, &history);
     feed(&mut b, &history);
     let burst_scores: Vec<f64> = feed(&mut a, &burst).iter().map(|s| s.score).collect();
@@ -331,36 +448,69 @@ fn a_short_burst_is_flagged_throughout_and_still_scores_high_later() {
     assert!(sb.score >= settings.anomaly_threshold, "{sb:?}");
     // nothing of the burst was learnt: every window of it is flagged, and the anomaly
     // scores the same with or without the burst before it
-    assert!(burst_scores.iter().all(|s| *s >= settings.anomaly_threshold), "burst scores {burst_scores:?}");
-    assert!(sa.score >= settings.anomaly_threshold, "the anomaly again after the burst: {sa:?}");
-    assert!((sa.score - sb.score).abs() < 0.01, "{} after the burst, {} without", sa.score, sb.score);
+    assert!(
+        burst_scores
+            .iter()
+            .all(|s| *s >= settings.anomaly_threshold),
+        "burst scores {burst_scores:?}"
+    );
+    assert!(
+        sa.score >= settings.anomaly_threshold,
+        "the anomaly again after the burst: {sa:?}"
+    );
+    assert!(
+        (sa.score - sb.score).abs() < 0.01,
+        "{} after the burst, {} without",
+        sa.score,
+        sb.score
+    );
 }
 
 #[test]
 fn a_persistent_level_shift_is_adopted_and_stops_scoring_high() {
     let mut rng = SmallRng::seed_from_u64(3);
-    let settings = DetectSettings { adapt_after: 10, ..DetectSettings::default() };
+    let settings = DetectSettings {
+        adapt_after: 10,
+        ..DetectSettings::default()
+    };
     let history = windows(&mut rng, "api", 0, 200, |_| 1.0);
     let shifted = windows(&mut rng, "api", 200, 260, |_| 3.0);
     let mut d = Detector::new(settings.clone());
     feed(&mut d, &history);
     let scores = feed(&mut d, &shifted);
     scores.iter().for_each(check_score);
-    let first_flags = scores.iter().take(2 * settings.adapt_after).filter(|s| s.score >= settings.anomaly_threshold).count();
-    assert!(first_flags >= settings.adapt_after, "the shift is flagged at first ({first_flags} of {})", 2 * settings.adapt_after);
+    let first_flags = scores
+        .iter()
+        .take(2 * settings.adapt_after)
+        .filter(|s| s.score >= settings.anomaly_threshold)
+        .count();
+    assert!(
+        first_flags >= settings.adapt_after,
+        "the shift is flagged at first ({first_flags} of {})",
+        2 * settings.adapt_after
+    );
     assert_eq!(d.stats().adopted_changes, 1, "adopted once");
     let level = shifted.iter().map(|w| w.quantile(0.95)).sum::<f64>() / shifted.len() as f64;
     for s in &scores[3 * settings.adapt_after..] {
-        assert!(s.score < settings.anomaly_threshold, "the new level is normal: {s:?}");
+        assert!(
+            s.score < settings.anomaly_threshold,
+            "the new level is normal: {s:?}"
+        );
         let e = explanation(s, "latency_p95_ns");
-        assert!((e.baseline / level - 1.0).abs() < 0.1, "the baseline is the new level {level}: {e:?}");
+        assert!(
+            (e.baseline / level - 1.0).abs() < 0.1,
+            "the baseline is the new level {level}: {e:?}"
+        );
     }
 }
 
 #[test]
 fn training_jobs_are_handed_out_run_elsewhere_and_installed_on_schedule() {
     fn sendable<T: Send + 'static>(_: &T) {}
-    let settings = DetectSettings { retrain_every: 20, ..DetectSettings::default() };
+    let settings = DetectSettings {
+        retrain_every: 20,
+        ..DetectSettings::default()
+    };
     let mut rng = SmallRng::seed_from_u64(4);
     let ws = windows(&mut rng, "api", 0, 170, |_| 1.0);
     let mut d = Detector::new(settings.clone());
@@ -378,24 +528,43 @@ fn training_jobs_are_handed_out_run_elsewhere_and_installed_on_schedule() {
             sendable(&job);
             asked.push((i, job.samples()));
             // the job owns its data: it runs on another thread
-            let model = std::thread::spawn(move || job.run()).join().expect("training does not panic");
+            let model = std::thread::spawn(move || job.run())
+                .join()
+                .expect("training does not panic");
             sendable(&model);
             d.install(model);
             assert!(d.has_model(&series("api")));
         }
-        assert!(d.take_training_jobs().is_empty(), "jobs are handed out once");
+        assert!(
+            d.take_training_jobs().is_empty(),
+            "jobs are handed out once"
+        );
     }
     assert_eq!(d.stats().flagged, 0, "every window was accepted");
     // first when 100 windows are accepted (the fewest a model trains on; min_samples is
     // less), then every retrain_every accepted windows, on the whole accepted history
     assert_eq!(asked, vec![(99, 100), (119, 120), (139, 140), (159, 160)]);
-    assert_eq!((d.stats().training_jobs, d.stats().models_installed, d.stats().models_stale), (4, 4, 0));
-    assert_eq!(observe(&mut d, &normal(&mut rng, "api", 170, 1.0)).model, "mad+kmeans+gmm+knn");
+    assert_eq!(
+        (
+            d.stats().training_jobs,
+            d.stats().models_installed,
+            d.stats().models_stale
+        ),
+        (4, 4, 0)
+    );
+    assert_eq!(
+        observe(&mut d, &normal(&mut rng, "api", 170, 1.0)).model,
+        "mad+kmeans+gmm+knn"
+    );
 }
 
 #[test]
 fn until_a_job_is_installed_the_baseline_scores_and_a_dropped_job_is_asked_again() {
-    let settings = DetectSettings { retrain_every: 20, models: vec![ModelKind::Knn], ..DetectSettings::default() };
+    let settings = DetectSettings {
+        retrain_every: 20,
+        models: vec![ModelKind::Knn],
+        ..DetectSettings::default()
+    };
     let mut rng = SmallRng::seed_from_u64(5);
     let ws = windows(&mut rng, "api", 0, 400, |_| 1.0);
     let mut d = Detector::new(settings.clone());
@@ -425,7 +594,10 @@ fn until_a_job_is_installed_the_baseline_scores_and_a_dropped_job_is_asked_again
 #[test]
 fn series_are_separate_subjects() {
     // baselines only (no models), ten services, one slow
-    let settings = DetectSettings { models: Vec::new(), ..DetectSettings::default() };
+    let settings = DetectSettings {
+        models: Vec::new(),
+        ..DetectSettings::default()
+    };
     let mut d = Detector::new(settings.clone());
     let mut rng = SmallRng::seed_from_u64(6);
     let services: Vec<String> = (0..10).map(|i| format!("svc-{i}")).collect();
@@ -458,7 +630,12 @@ fn a_busy_subject_trains_at_most_once_per_retrain_min_interval_of_event_time() {
         let mut out = Vec::new();
         let mut asked = Vec::new();
         for i in 0..3000i64 {
-            d.observe_value(&subject, T0 + i * S / 10, 100.0 + rng.random::<f64>(), &mut out);
+            d.observe_value(
+                &subject,
+                T0 + i * S / 10,
+                100.0 + rng.random::<f64>(),
+                &mut out,
+            );
             for job in d.take_training_jobs() {
                 asked.push(i);
                 d.install(job.run());

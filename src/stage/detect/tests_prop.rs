@@ -62,15 +62,24 @@ fn settings() -> impl Strategy<Value = DetectSettings> {
         5usize..10,
         prop::sample::subsequence(ModelKind::ALL.to_vec(), 0..=4),
     )
-        .prop_map(|(min_samples, baseline_windows, retrain_every, anomaly_threshold, adapt_after, models)| DetectSettings {
-            min_samples,
-            baseline_windows,
-            retrain_every,
-            anomaly_threshold,
-            adapt_after,
-            models,
-            ..DetectSettings::default()
-        })
+        .prop_map(
+            |(
+                min_samples,
+                baseline_windows,
+                retrain_every,
+                anomaly_threshold,
+                adapt_after,
+                models,
+            )| DetectSettings {
+                min_samples,
+                baseline_windows,
+                retrain_every,
+                anomaly_threshold,
+                adapt_after,
+                models,
+                ..DetectSettings::default()
+            },
+        )
 }
 
 /// How a case shapes its usual values: as drawn, one constant, or scaled to the
@@ -298,7 +307,12 @@ fn values_near_f64_max_are_explained_with_finite_deviations() {
 
 #[test]
 fn after_an_adopted_change_warm_scores_are_explained() {
-    let settings = DetectSettings { min_samples: 10, adapt_after: 1, models: Vec::new(), ..DetectSettings::default() };
+    let settings = DetectSettings {
+        min_samples: 10,
+        adapt_after: 1,
+        models: Vec::new(),
+        ..DetectSettings::default()
+    };
     // 20 values about 100, then a lasting change to 1000: the first is flagged and,
     // with adapt_after 1, adopted at once
     let mut v: Vec<f64> = (0..20).map(|i| 100.0 + f64::from(i % 5)).collect();
@@ -310,11 +324,20 @@ fn after_an_adopted_change_warm_scores_are_explained() {
 
 #[test]
 fn a_model_trains_on_values_near_f64_max() {
-    let settings = DetectSettings { min_samples: 10, models: vec![ModelKind::Knn], ..DetectSettings::default() };
+    let settings = DetectSettings {
+        min_samples: 10,
+        models: vec![ModelKind::Knn],
+        ..DetectSettings::default()
+    };
     let mut d = Detector::new(settings);
     let mut out = Vec::new();
     for i in 0..120 {
-        d.observe_value(&series("plain"), T0 + i * SIZE, 1e307 * (1.0 + 0.01 * (i % 3) as f64), &mut out);
+        d.observe_value(
+            &series("plain"),
+            T0 + i * SIZE,
+            1e307 * (1.0 + 0.01 * (i % 3) as f64),
+            &mut out,
+        );
         d.train_inline();
     }
     out.iter().for_each(check_score);
@@ -323,7 +346,11 @@ fn a_model_trains_on_values_near_f64_max() {
 
 #[test]
 fn a_series_at_f64_max_has_a_baseline() {
-    let settings = DetectSettings { min_samples: 10, models: Vec::new(), ..DetectSettings::default() };
+    let settings = DetectSettings {
+        min_samples: 10,
+        models: Vec::new(),
+        ..DetectSettings::default()
+    };
     let scores = values(settings, &[f64::MAX; 12]);
     // the 11th value is warm, and the rolling window then holds 10 values
     assert!(scores[10].warm);

@@ -34,8 +34,23 @@ enum Shape {
 }
 
 /// A span of trace `id` from `from_ms` to `to_ms` after `start_ns`.
-fn sp(id: u128, span: u64, parent: u64, start_ns: i64, from_ms: f64, to_ms: f64, service: &str) -> Span {
-    testkit::span(id, span, parent, start_ns + (from_ms * MS) as i64, start_ns + (to_ms * MS) as i64, service)
+fn sp(
+    id: u128,
+    span: u64,
+    parent: u64,
+    start_ns: i64,
+    from_ms: f64,
+    to_ms: f64,
+    service: &str,
+) -> Span {
+    testkit::span(
+        id,
+        span,
+        parent,
+        start_ns + (from_ms * MS) as i64,
+        start_ns + (to_ms * MS) as i64,
+        service,
+    )
 }
 
 fn named(mut s: Span, name: &str) -> Span {
@@ -44,7 +59,13 @@ fn named(mut s: Span, name: &str) -> Span {
 }
 
 fn trace(id: u128, spans: Vec<Span>) -> Trace {
-    let mut t = Trace { trace_id: id, spans, amendment: false, close_reason: CloseReason::Completed, incomplete: false };
+    let mut t = Trace {
+        trace_id: id,
+        spans,
+        amendment: false,
+        close_reason: CloseReason::Completed,
+        incomplete: false,
+    };
     t.sort_spans();
     t
 }
@@ -57,7 +78,11 @@ fn checkout(rng: &mut SmallRng, n: i64, shape: Shape) -> Trace {
     let mut j = |ms: f64, spread: f64| ms * (1.0 + spread * (rng.random::<f64>() - 0.5));
     let total = j(100.0, 0.1);
     let quick_db = matches!(shape, Shape::ApiBottleneck | Shape::ApiBottleneckExtraCall);
-    let db = if quick_db { j(8.0, 0.1) } else { j(0.6 * total, 0.1) };
+    let db = if quick_db {
+        j(8.0, 0.1)
+    } else {
+        j(0.6 * total, 0.1)
+    };
     let db_end = 10.0 + db;
     let cache_end = db_end + 2.0 + j(8.0, 0.2);
     let mut spans = vec![
@@ -70,7 +95,15 @@ fn checkout(rng: &mut SmallRng, n: i64, shape: Shape) -> Trace {
         spans[3] = named(spans[3].clone(), "cache mget");
     }
     if matches!(shape, Shape::ExtraCall | Shape::ApiBottleneckExtraCall) {
-        spans.push(sp(id, 5, 2, start, cache_end + 1.0, cache_end + 5.0, "auth"));
+        spans.push(sp(
+            id,
+            5,
+            2,
+            start,
+            cache_end + 1.0,
+            cache_end + 5.0,
+            "auth",
+        ));
     }
     trace(id, spans)
 }
@@ -104,7 +137,11 @@ fn observe(d: &mut Detector, t: &Trace) -> AnomalyScore {
 
 fn operation(s: &AnomalyScore) -> (&str, &str) {
     match &s.subject {
-        Subject::Trace { root_service, root_operation, .. } => (root_service, root_operation),
+        Subject::Trace {
+            root_service,
+            root_operation,
+            ..
+        } => (root_service, root_operation),
         other => panic!("not a trace subject: {other:?}"),
     }
 }
@@ -134,11 +171,22 @@ fn an_extra_service_call_at_a_normal_duration_scores_high() {
     let mut d = Detector::new(settings.clone());
     let normal = usual_history(&mut d, &mut rng);
     assert!(max(&normal) < 0.5, "usual traces score low: {normal:?}");
-    assert!(d.has_model(&Subject::Trace { root_service: "gateway".into(), root_operation: "GET /checkout".into(), trace_id: 0 }));
+    assert!(d.has_model(&Subject::Trace {
+        root_service: "gateway".into(),
+        root_operation: "GET /checkout".into(),
+        trace_id: 0
+    }));
 
     let t = checkout(&mut rng, 200, Shape::ExtraCall);
     let s = observe(&mut d, &t);
-    assert_eq!(s.subject, Subject::Trace { root_service: "gateway".into(), root_operation: "GET /checkout".into(), trace_id: t.trace_id });
+    assert_eq!(
+        s.subject,
+        Subject::Trace {
+            root_service: "gateway".into(),
+            root_operation: "GET /checkout".into(),
+            trace_id: t.trace_id
+        }
+    );
     assert_eq!(s.at_ns, t.end_ns());
     assert!(s.warm && s.score >= settings.anomaly_threshold, "{s:?}");
     // a structure none of the baseline's traces had: its share 0, the usual one's 1
@@ -147,9 +195,15 @@ fn an_extra_service_call_at_a_normal_duration_scores_high() {
     assert!(e.deviations < -2.0, "rarer than usual: {e:?}");
     // one more span, at the usual duration and depth
     let e = explanation(&s, "span_count");
-    assert!((e.value - 5.0).abs() < 1e-9 && (e.baseline - 4.0).abs() < 1e-9 && e.deviations > 2.0, "{e:?}");
+    assert!(
+        (e.value - 5.0).abs() < 1e-9 && (e.baseline - 4.0).abs() < 1e-9 && e.deviations > 2.0,
+        "{e:?}"
+    );
     let e = explanation(&s, "duration_ns");
-    assert!(e.deviations.abs() < 2.0 && (e.value - 100.0 * MS).abs() < 6.0 * MS, "{e:?}");
+    assert!(
+        e.deviations.abs() < 2.0 && (e.value - 100.0 * MS).abs() < 6.0 * MS,
+        "{e:?}"
+    );
     assert_eq!(explanation(&s, "depth").deviations, 0.0);
 }
 
@@ -161,13 +215,19 @@ fn a_new_span_tree_of_the_same_size_scores_well_above_usual_traces() {
     let normal = usual_history(&mut d, &mut rng);
     let s = observe(&mut d, &checkout(&mut rng, 200, Shape::Renamed));
     assert_eq!(s.explanations[0].feature, "structure", "{s:?}");
-    assert!(s.explanations[1..].iter().all(|e| e.deviations.abs() < 3.0), "{s:?}");
+    assert!(
+        s.explanations[1..].iter().all(|e| e.deviations.abs() < 3.0),
+        "{s:?}"
+    );
     // a structure never seen among n has probability (seen once + 1) / (n + 1)
     assert!(s.score >= 0.5 && s.score > max(&normal) + 0.3, "{s:?}");
     // seen again right after, it is still rare, not new
     let again = observe(&mut d, &checkout(&mut rng, 201, Shape::Renamed));
     let e = explanation(&again, "structure");
-    assert!(e.value > 0.0 && e.value < 0.02 && e.deviations < 0.0, "{again:?}");
+    assert!(
+        e.value > 0.0 && e.value < 0.02 && e.deviations < 0.0,
+        "{again:?}"
+    );
 }
 
 #[test]
@@ -192,14 +252,29 @@ fn a_moved_bottleneck_at_a_normal_duration_scores_high() {
     let normal = usual_history(&mut d, &mut rng);
     let t = checkout(&mut rng, 200, Shape::ApiBottleneck);
     let s = observe(&mut d, &t);
-    assert!(s.score >= settings.anomaly_threshold && s.score > max(&normal), "{s:?}");
+    assert!(
+        s.score >= settings.anomaly_threshold && s.score > max(&normal),
+        "{s:?}"
+    );
     // api's own work took over db's share of the critical path (shares in [0, 1])
-    let top: Vec<&str> = s.explanations[..2].iter().map(|e| e.feature.as_str()).collect();
-    assert!(top.contains(&"share.api") && top.contains(&"share.db"), "{s:?}");
+    let top: Vec<&str> = s.explanations[..2]
+        .iter()
+        .map(|e| e.feature.as_str())
+        .collect();
+    assert!(
+        top.contains(&"share.api") && top.contains(&"share.db"),
+        "{s:?}"
+    );
     let api = explanation(&s, "share.api");
-    assert!(api.value > 0.6 && (0.15..0.3).contains(&api.baseline) && api.deviations > 5.0, "{api:?}");
+    assert!(
+        api.value > 0.6 && (0.15..0.3).contains(&api.baseline) && api.deviations > 5.0,
+        "{api:?}"
+    );
     let db = explanation(&s, "share.db");
-    assert!(db.value < 0.15 && (0.5..0.7).contains(&db.baseline) && db.deviations < -5.0, "{db:?}");
+    assert!(
+        db.value < 0.15 && (0.5..0.7).contains(&db.baseline) && db.deviations < -5.0,
+        "{db:?}"
+    );
     // the same duration, spans and structure
     for f in ["duration_ns", "span_count", "depth", "structure"] {
         assert!(explanation(&s, f).deviations.abs() < 2.0, "{s:?}");
@@ -209,9 +284,16 @@ fn a_moved_bottleneck_at_a_normal_duration_scores_high() {
 #[test]
 fn root_operations_are_separate_subjects() {
     let mut rng = SmallRng::seed_from_u64(3);
-    let settings = DetectSettings { models: vec![ModelKind::Knn], ..DetectSettings::default() };
+    let settings = DetectSettings {
+        models: vec![ModelKind::Knn],
+        ..DetectSettings::default()
+    };
     let mut d = Detector::new(settings.clone());
-    let subject = |op: &str| Subject::Trace { root_service: "gateway".into(), root_operation: op.into(), trace_id: 0 };
+    let subject = |op: &str| Subject::Trace {
+        root_service: "gateway".into(),
+        root_operation: op.into(),
+        trace_id: 0,
+    };
     usual_history(&mut d, &mut rng);
     assert!(!d.has_model(&subject("GET /cart")));
     // cart traces start now: their own warm-up, whatever checkout has learnt
@@ -221,7 +303,10 @@ fn root_operations_are_separate_subjects() {
         let c = observe(&mut d, &cart(&mut rng, n));
         assert_eq!(operation(&c), ("gateway", "GET /cart"));
         assert_eq!(c.warm, n - 200 >= settings.min_samples as i64, "{c:?}");
-        assert!(c.score < settings.anomaly_threshold, "a usual cart trace: {c:?}");
+        assert!(
+            c.score < settings.anomaly_threshold,
+            "a usual cart trace: {c:?}"
+        );
     }
     assert_eq!(d.stats().root_operations, 2);
     assert!(d.has_model(&subject("GET /checkout")) && d.has_model(&subject("GET /cart")));
@@ -236,7 +321,10 @@ fn root_operations_are_separate_subjects() {
     assert_eq!(operation(&s), ("gateway", "GET /cart"));
     assert!(s.score >= settings.anomaly_threshold, "{s:?}");
     assert!(explanation(&s, "structure").deviations < 0.0);
-    assert!(explanation(&s, "duration_ns").deviations > 10.0, "five times as long: {s:?}");
+    assert!(
+        explanation(&s, "duration_ns").deviations > 10.0,
+        "five times as long: {s:?}"
+    );
     let s = observe(&mut d, &checkout(&mut rng, 401, Shape::Usual));
     assert!(s.score < settings.anomaly_threshold, "{s:?}");
 }
@@ -247,17 +335,26 @@ fn amendments_traces_without_root_and_disabled_traces_are_not_scored() {
     let t = checkout(&mut rng, 0, Shape::Usual);
     let a = analyze(&t, &AnalyzeSettings::default());
     let mut out = Vec::new();
-    let mut off = Detector::new(DetectSettings { traces: false, ..DetectSettings::default() });
+    let mut off = Detector::new(DetectSettings {
+        traces: false,
+        ..DetectSettings::default()
+    });
     off.observe_trace(&t, &a, &mut out);
     let mut d = Detector::new(DetectSettings::default());
-    let amendment = Trace { amendment: true, ..t.clone() };
+    let amendment = Trace {
+        amendment: true,
+        ..t.clone()
+    };
     d.observe_trace(&amendment, &a, &mut out);
     let orphans = trace(t.trace_id, t.spans[1..].to_vec());
     let mut rootless = analyze(&orphans, &AnalyzeSettings::default());
     rootless.root_service = None;
     d.observe_trace(&orphans, &rootless, &mut out);
     assert!(out.is_empty(), "{out:?}");
-    assert_eq!((off.stats().root_operations, d.stats().root_operations), (0, 0));
+    assert_eq!(
+        (off.stats().root_operations, d.stats().root_operations),
+        (0, 0)
+    );
 }
 
 #[test]
@@ -265,7 +362,10 @@ fn a_new_service_during_a_persistent_change_is_adopted() {
     // flagged traces are held; one whose new service adds a feature completes the
     // change: the held traces (without that feature) are adopted too
     let mut rng = SmallRng::seed_from_u64(5);
-    let settings = DetectSettings { adapt_after: 5, ..DetectSettings::default() };
+    let settings = DetectSettings {
+        adapt_after: 5,
+        ..DetectSettings::default()
+    };
     let mut d = Detector::new(settings.clone());
     usual_history(&mut d, &mut rng);
     // api becomes the bottleneck for good: four traces are flagged and held, then the
@@ -274,12 +374,25 @@ fn a_new_service_during_a_persistent_change_is_adopted() {
         let s = observe(&mut d, &checkout(&mut rng, n, Shape::ApiBottleneck));
         assert!(s.score >= settings.anomaly_threshold, "{s:?}");
     }
-    let s = observe(&mut d, &checkout(&mut rng, 204, Shape::ApiBottleneckExtraCall));
+    let s = observe(
+        &mut d,
+        &checkout(&mut rng, 204, Shape::ApiBottleneckExtraCall),
+    );
     assert!(s.score >= settings.anomaly_threshold, "{s:?}");
     assert_eq!(d.stats().adopted_changes, 1);
-    let later: Vec<AnomalyScore> = (205..240).map(|n| observe(&mut d, &checkout(&mut rng, n, Shape::ApiBottleneckExtraCall))).collect();
+    let later: Vec<AnomalyScore> = (205..240)
+        .map(|n| {
+            observe(
+                &mut d,
+                &checkout(&mut rng, n, Shape::ApiBottleneckExtraCall),
+            )
+        })
+        .collect();
     for s in &later[10..] {
-        assert!(s.score < settings.anomaly_threshold, "the new shape is usual: {s:?}");
+        assert!(
+            s.score < settings.anomaly_threshold,
+            "the new shape is usual: {s:?}"
+        );
         assert!(explanation(s, "share.api").baseline > 0.6, "{s:?}");
     }
 }
