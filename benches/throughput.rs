@@ -35,15 +35,16 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use spanline::codec::{avro, otlp, Format, SpanDecoder};
 use spanline::config::PipelineConfig;
+use spanline::driver::offsets::OffsetTracker;
+use spanline::driver::{Driver, DriverSettings, Effect, Event, OutputKind, OutputSpec, Outputs};
 use spanline::kafka::embedded::EmbeddedKafka;
-use spanline::kafka::offsets::OffsetTracker;
 use spanline::kafka::registry_client::RegistryClient;
 use spanline::model::{hex_trace_id, CloseReason, Edge, EventsBuilder, Span, Trace, TraceId};
+use spanline::output::Encoding;
 use spanline::runner::{self, wall_ms, Endpoints};
 use spanline::stage::aggregate::{AggregateStats, Aggregator, WindowAggregate};
 use spanline::stage::analyze::analyze;
 use spanline::stage::assemble::{Assembler, Origin, Output, Settings};
-use spanline::stage::pipeline::{Emit, Stages};
 use spanline::telemetry::http::Readiness;
 use spanline::telemetry::metrics;
 use spanline::workload::{partition_for_trace, Workload, WorkloadConfig};
@@ -705,6 +706,37 @@ struct StagesTally {
     secs: f64,
 }
 
+/// The default pipeline's driver as `spanline run` builds it, outputs Avro-encoded (with
+/// made-up schema ids), without Kafka: one input partition.
+fn bench_driver(config: &PipelineConfig) -> Driver {
+    let avro = |o: &spanline::config::TopicOutput| OutputSpec {
+        topic: o.topic.clone(),
+        encoding: Encoding::Avro {
+            key_schema_id: 1,
+            value_schema_id: 2,
+        },
+    };
+    let outs = &config.outputs;
+    let outputs = Outputs {
+        traces: avro(&outs.traces),
+        late: outs.late.as_ref().map(avro),
+        aggregates: outs.aggregates.as_ref().map(avro),
+        alerts: outs.alerts.as_ref().map(avro),
+    };
+    let settings = DriverSettings {
+        commit_interval_ms: 1000,
+        schema_registry: false,
+        span_metrics: true,
+    };
+    let mut driver = Driver::new(config, Driver::sources_of(config), outputs, settings);
+    let assigned = Event::Assigned {
+        partitions: vec![("spans".to_string(), 0)],
+        now_ms: wall_ms(),
+    };
+    driver.handle(assigned).expect("assigned");
+    driver
+}
+
 /// Figure 7: every stage of the default pipeline (assemble, analyze, aggregate and
 /// those after them) over pre-decoded spans, driven as `runner::run` drives them,
 /// without Kafka.
@@ -720,12 +752,7 @@ fn all_stages(spans: &[Span]) -> f64 {
         // cloned before the clock starts
         let input: Vec<Span> = spans[..n].to_vec();
         let mut input = input.into_iter();
-        let mut stages = Stages::new(&config);
-        let mut tracker = OffsetTracker::default();
-        tracker.assign(0);
-        stages.assembler.assign(0, wall_ms());
-        let mut out: Vec<Output> = Vec::new();
-        let mut emits: Vec<Emit> = Vec::new();
+        let mut driver = bench_driver(&config);
         let mut tally = StagesTally::default();
         let mut offset = 0i64;
         let (jobs, trainer_jobs) = std::sync::mpsc::channel();
@@ -746,72 +773,63 @@ fn all_stages(spans: &[Span]) -> f64 {
         loop {
             let now = wall_ms();
             let mut any = false;
+            // one record a span, a poll batch at a time, as the runner feeds the driver
             for span in input.by_ref().take(POLL_BATCH) {
-                tracker.consumed(0, offset);
-                let origin = Origin {
-                    partition: 0,
-                    offset,
-                };
-                let pushed = stages
-                    .assembler
-                    .push(span, origin, now, &mut tracker, &mut out);
-                black_box(pushed);
+                driver.push_spans("spans", 0, offset, [span], now);
                 offset += 1;
                 any = true;
             }
-            stages.assembler.advance(wall_ms(), &mut out);
-            stages.process(&mut out, &mut emits);
-            for emit in emits.drain(..) {
-                match emit {
-                    Emit::Trace {
-                        trace,
-                        analysis,
-                        holds,
-                    } => {
-                        for (p, o) in holds {
-                            tracker.release(p, o);
+            driver
+                .handle(Event::Tick { now_ms: wall_ms() })
+                .expect("no delivery fails here");
+            // as the runner does: every record acknowledged, models trained on another
+            // thread and installed once trained
+            for effect in driver.take_effects() {
+                match effect {
+                    Effect::Produce(p) => {
+                        match p.kind {
+                            OutputKind::Trace => tally.traces += 1,
+                            OutputKind::Late => tally.late += 1,
+                            OutputKind::Aggregate => tally.aggregates += 1,
+                            _ => tally.other += 1,
                         }
-                        tally.traces += 1;
-                        tally.spans_out += trace.spans.len();
-                        black_box((&trace, &analysis));
+                        black_box(&p.value);
+                        let acked = Event::Acked {
+                            topic: p.topic,
+                            holds: p.holds,
+                            error: None,
+                        };
+                        driver.handle(acked).expect("acknowledged");
                     }
-                    Emit::Late { span, origin } => {
-                        tracker.release(origin.partition, origin.offset);
-                        tally.late += 1;
-                        black_box(&span);
+                    Effect::Train(job) => {
+                        tally.trainings += 1;
+                        let _ = jobs.send(job);
                     }
+                    Effect::Commit(c) => driver.handle(Event::Committed(c)).expect("committed"),
                     other => {
-                        if let Emit::Aggregate(_) = other {
-                            tally.aggregates += 1;
-                        } else {
-                            tally.other += 1;
-                        }
                         black_box(&other);
                     }
                 }
             }
-            // as the runner does: models train on another thread, each installed once
-            // trained
-            for job in stages.take_training_jobs() {
-                tally.trainings += 1;
-                let _ = jobs.send(job);
-            }
             while let Ok(model) = trained.try_recv() {
                 tally.installed += 1;
-                stages.install(model);
+                driver.handle(Event::Trained(model)).expect("installed");
             }
             if !any {
                 break;
             }
         }
+        let asm = &driver.stages().assembler;
+        // every span added left in a trace record, but those still buffered
+        tally.spans_out = (asm.stats().spans_added as usize).saturating_sub(asm.buffered_spans());
         let secs = started.elapsed().as_secs_f64();
         drop((jobs, trained));
         tally.training = trainer.join().expect("trainer");
         tally.secs = secs;
-        tally.analyzed = stages.stats().analyzed;
-        tally.open = stages.assembler.open_traces();
+        tally.analyzed = driver.stages().stats().analyzed;
+        tally.open = driver.stages().assembler.open_traces();
         last = tally;
-        drop(stages);
+        drop(driver);
         (n, secs)
     });
     let stages: Vec<&str> = config.stages.iter().map(|s| s.type_name()).collect();

@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod driver;
 pub mod generate;
 pub mod kafka;
 pub mod model;

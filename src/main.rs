@@ -222,18 +222,42 @@ fn load(path: &std::path::Path) -> Result<PipelineConfig, String> {
     })
 }
 
-/// Completes on Ctrl-C, or after `duration` when given.
+/// Completes on SIGINT (Ctrl-C) or SIGTERM (`docker stop`, a Kubernetes pod stop), or
+/// after `duration` when given.
 pub async fn stop_after(duration: Option<Duration>) {
-    match duration {
-        Some(d) => {
-            tokio::select! {
-                _ = tokio::time::sleep(d) => {}
-                _ = tokio::signal::ctrl_c() => {}
+    let sleep = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = sleep => {}
+        signal = stop_signal() => tracing::info!(signal, "stopping"),
+    }
+}
+
+/// The first of SIGINT and SIGTERM.
+async fn stop_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops spanline");
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
             }
         }
-        None => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
     }
 }
 
@@ -281,7 +305,7 @@ pub async fn resolve(config: &PipelineConfig) -> Result<Embedded, String> {
         .as_ref()
         .map_or(config.kafka.brokers.clone(), |k| k.bootstrap().to_string());
     if kafka.is_none() {
-        check_brokers(&brokers, &config.kafka.properties)?;
+        check_brokers(&brokers, &config.kafka.common())?;
     }
     let registry = match config.schema_registry.as_ref().map(|s| s.url.as_str()) {
         Some("embedded") => Some(

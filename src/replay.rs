@@ -1,18 +1,21 @@
-//! `spanline replay`: the same stage code over recorded OTLP JSON lines, without Kafka,
-//! at full speed in event time.
+//! `spanline replay`: the same driver as live over recorded OTLP JSON lines, without
+//! Kafka, at full speed in event time.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::codec::otlp::OtlpDecoder;
+use std::sync::Arc;
+
+use crate::codec::Format;
 use crate::config::PipelineConfig;
-use crate::kafka::offsets::OffsetTracker;
-use crate::model::Span;
+use crate::driver::{
+    Driver, DriverSettings, Effect, Event, OutputKind, OutputSpec, Outputs, Produce, SourceSpec,
+};
+use crate::model::{Alert, Record, Span};
 use crate::output::Encoding;
 use crate::snapshots;
-use crate::stage::assemble::{Origin, Output, Pushed};
-use crate::stage::pipeline::{Emit, Stages};
+use crate::stage::pipeline::Stages;
 
 /// What a replay did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -66,88 +69,146 @@ impl Writers {
     }
 }
 
-/// The stages of a pipeline driven by recorded spans in event time, without Kafka: one
-/// input partition, never idle, holds released at once. `replay` feeds it from files;
-/// tests feed it generated spans.
+/// The name of replay's one input topic (a single partition, never idle).
+const INPUT: &str = "replay";
+
+/// What one step of a replay wrote: records in the order produced, and alert events.
+#[derive(Debug, Default)]
+pub struct Written {
+    pub records: Vec<Produce>,
+    pub alerts: Vec<Alert>,
+}
+
+impl Written {
+    /// Forgets what was written.
+    pub fn clear(&mut self) {
+        self.records.clear();
+        self.alerts.clear();
+    }
+}
+
+/// A pipeline's [`Driver`] fed from recorded spans in event time, without Kafka: one
+/// input partition, never idle, every record acknowledged at once, models trained
+/// inline. `replay` feeds it from files; tests feed it generated spans.
 pub struct Replayer {
-    stages: Stages,
-    tracker: OffsetTracker,
-    out: Vec<Output>,
+    driver: Driver,
     offset: i64,
-    late: u64,
 }
 
 impl Replayer {
-    /// The stages `config` declares.
+    /// The stages `config` declares, reading OTLP JSON lines, writing JSON records.
     pub fn new(config: &PipelineConfig) -> Result<Self, String> {
         if config.assemble().is_none() {
             return Err("the pipeline has no assemble stage".into());
         }
-        let mut stages = Stages::new(config);
-        let mut tracker = OffsetTracker::default();
-        tracker.assign(0);
-        stages.assembler.assign(0, 0);
-        Ok(Self {
-            stages,
-            tracker,
-            out: Vec::new(),
-            offset: 0,
-            late: 0,
-        })
+        let json = |topic: &str| OutputSpec {
+            topic: topic.to_string(),
+            encoding: Encoding::Json,
+        };
+        let outs = &config.outputs;
+        let outputs = Outputs {
+            traces: json(&outs.traces.topic),
+            late: outs.late.as_ref().map(|o| json(&o.topic)),
+            aggregates: outs.aggregates.as_ref().map(|o| json(&o.topic)),
+            alerts: outs.alerts.as_ref().map(|o| json(&o.topic)),
+        };
+        let source = SourceSpec {
+            name: config
+                .sources
+                .first()
+                .map_or_else(|| INPUT.to_string(), |s| s.name.clone()),
+            topics: vec![INPUT.to_string()],
+            format: Format::OtlpJson,
+            dead_letter_topic: config
+                .sources
+                .first()
+                .and_then(|s| s.dead_letter_topic.clone()),
+        };
+        let settings = DriverSettings {
+            commit_interval_ms: i64::MAX,
+            schema_registry: false,
+            span_metrics: false,
+        };
+        let mut driver = Driver::new(config, vec![source], outputs, settings);
+        // processing time is irrelevant here: one input, never idle
+        let assigned = Event::Assigned {
+            partitions: vec![(INPUT.to_string(), 0)],
+            now_ms: 0,
+        };
+        driver.handle(assigned).map_err(|e| e.to_string())?;
+        Ok(Self { driver, offset: 0 })
     }
 
-    /// Feeds the spans of one input record; what the stages emit goes to `emits`.
-    pub fn push(&mut self, spans: impl IntoIterator<Item = Span>, emits: &mut Vec<Emit>) {
+    /// Feeds the spans of one input record.
+    pub fn push(&mut self, spans: impl IntoIterator<Item = Span>, written: &mut Written) {
         self.offset += 1;
-        self.tracker.consumed(0, self.offset);
-        let origin = Origin {
+        self.driver.push_spans(INPUT, 0, self.offset, spans, 0);
+        self.settle(written);
+    }
+
+    /// Feeds one input record (an OTLP JSON line); a bad one is written to the
+    /// dead-letter topic, if there is one.
+    pub fn push_record(&mut self, payload: Vec<u8>, written: &mut Written) {
+        self.offset += 1;
+        let record = Record {
+            topic: Arc::from(INPUT),
             partition: 0,
             offset: self.offset,
+            key: None,
+            payload: Some(payload),
         };
-        for span in spans {
-            // processing time is irrelevant here: one input, never idle
-            if self
-                .stages
-                .assembler
-                .push(span, origin, 0, &mut self.tracker, &mut self.out)
-                == Pushed::Late
-            {
-                self.late += 1;
-            }
-        }
-        self.stages.assembler.advance(0, &mut self.out);
-        self.process(emits);
+        let records = Event::Records {
+            records: vec![record],
+            now_ms: 0,
+        };
+        self.handle(records, written);
     }
 
     /// End of input: event time runs out and every trace and window closes.
-    pub fn finish(&mut self, emits: &mut Vec<Emit>) {
-        self.stages.assembler.advance_to(i64::MAX, &mut self.out);
-        self.process(emits);
+    pub fn finish(&mut self, written: &mut Written) {
+        self.handle(Event::EndOfInput, written);
     }
 
-    /// Spans later than grace so far.
-    pub fn late_spans(&self) -> u64 {
-        self.late
-    }
-
-    /// The stages, for their statistics.
+    /// The driver's stages, for their statistics and state.
     pub fn stages(&self) -> &Stages {
-        &self.stages
+        self.driver.stages()
     }
 
-    fn process(&mut self, emits: &mut Vec<Emit>) {
-        let first = emits.len();
-        self.stages.process(&mut self.out, emits);
-        // replay trains inline: deterministic, and nothing else waits
-        for job in self.stages.take_training_jobs() {
-            self.stages.install(job.run());
-        }
-        // nothing waits for Kafka here: every output is acknowledged at once
-        for e in &emits[first..] {
-            if let Emit::Trace { holds, .. } = e {
-                for (p, o) in holds {
-                    self.tracker.release(*p, *o);
-                }
+    /// The driver's stages, to restore state into.
+    pub fn stages_mut(&mut self) -> &mut Stages {
+        self.driver.stages_mut()
+    }
+
+    fn handle(&mut self, event: Event, written: &mut Written) {
+        // nothing here fails: deliveries never do
+        let _ = self.driver.handle(event);
+        self.settle(written);
+    }
+
+    /// Carries out the driver's effects: records are taken at once, models train inline
+    /// (deterministic, and nothing else waits).
+    fn settle(&mut self, written: &mut Written) {
+        while self.driver.has_effects() {
+            for effect in self.driver.take_effects() {
+                let event = match effect {
+                    Effect::Produce(p) => {
+                        let acked = Event::Acked {
+                            topic: p.topic.clone(),
+                            holds: p.holds.clone(),
+                            error: None,
+                        };
+                        written.records.push(p);
+                        acked
+                    }
+                    Effect::Notify(alert) => {
+                        written.alerts.push(alert);
+                        continue;
+                    }
+                    Effect::Train(job) => Event::Trained(job.run()),
+                    Effect::Commit(commits) => Event::Committed(commits),
+                    Effect::FetchSchema { .. } => continue,
+                };
+                let _ = self.driver.handle(event);
             }
         }
     }
@@ -169,15 +230,11 @@ pub fn replay(
         .detect()
         .and_then(|d| d.snapshot_dir.clone())
         .map(snapshots::Store::Dir);
-    if let (Some(store), Some(detector)) = (&snapshot_dir, replayer.stages.detector_mut()) {
+    if let (Some(store), Some(detector)) = (&snapshot_dir, replayer.stages_mut().detector_mut()) {
         snapshots::apply(detector, store, snapshots::read(store));
     }
     std::fs::create_dir_all(out_dir)
         .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
-    let dead_letter = config
-        .sources
-        .first()
-        .and_then(|s| s.dead_letter_topic.clone());
     let mut writers = Writers {
         dir: out_dir.to_path_buf(),
         files: Vec::new(),
@@ -186,10 +243,8 @@ pub fn replay(
     writers
         .writer(&config.outputs.traces.topic)
         .map_err(|e| e.to_string())?;
-    let mut decoder = OtlpDecoder::default();
     let mut summary = ReplaySummary::default();
-    let mut spans = Vec::new();
-    let mut emits = Vec::new();
+    let mut written = Written::default();
     let io = |e: std::io::Error| format!("writing replay output: {e}");
     for input in inputs {
         let reader = open(input).map_err(|e| format!("cannot read {}: {e}", input.display()))?;
@@ -200,33 +255,20 @@ pub fn replay(
                 continue;
             }
             summary.lines += 1;
-            spans.clear();
-            if let Err(e) = decoder.decode_json(line.as_bytes(), &mut spans) {
-                summary.bad_lines += 1;
-                if let Some(topic) = &dead_letter {
-                    let record = serde_json::json!({
-                        "reason": e.reason(), "error": e.to_string(),
-                        "file": input.display().to_string(), "line": lineno + 1, "record": line,
-                    });
-                    writers
-                        .line(topic, record.to_string().as_bytes())
-                        .map_err(io)?;
-                }
-                continue;
-            }
-            summary.spans += spans.len() as u64;
-            replayer.push(spans.drain(..), &mut emits);
-            write_emits(config, &mut emits, &mut writers, &mut summary).map_err(io)?;
+            replayer.push_record(line.into_bytes(), &mut written);
+            let at = (input.as_path(), lineno + 1);
+            write(&mut written, &mut writers, &mut summary, Some(at)).map_err(io)?;
         }
     }
-    replayer.finish(&mut emits);
-    write_emits(config, &mut emits, &mut writers, &mut summary).map_err(io)?;
-    summary.late = replayer.late_spans();
+    replayer.finish(&mut written);
+    write(&mut written, &mut writers, &mut summary, None).map_err(io)?;
+    summary.late = replayer.stages().assembler.stats().late_routed;
+    summary.spans = replayer.driver.spans_read();
     for (_, w) in &mut writers.files {
         w.flush().map_err(io)?;
     }
     // saved once, at the end: the replay asked for it, so failing to write it is an error
-    if let (Some(dir), Some(detector)) = (&snapshot_dir, replayer.stages.detector()) {
+    if let (Some(dir), Some(detector)) = (&snapshot_dir, replayer.stages().detector()) {
         let snapshot = detector.snapshot();
         let counts = snapshot.counts();
         let bytes = snapshots::save(snapshot, dir).map_err(|e| e.to_string())?;
@@ -242,39 +284,41 @@ pub fn replay(
     Ok(summary)
 }
 
-fn write_emits(
-    config: &PipelineConfig,
-    emits: &mut Vec<Emit>,
+/// Writes what a step wrote to the topic files; a dead letter (from the input line at
+/// `at`) becomes a JSON line naming its reason, file and line.
+fn write(
+    written: &mut Written,
     writers: &mut Writers,
     summary: &mut ReplaySummary,
+    at: Option<(&Path, usize)>,
 ) -> std::io::Result<()> {
-    for emit in emits.drain(..) {
-        match emit {
-            Emit::Trace {
-                trace, analysis, ..
-            } => {
-                summary.traces += 1;
-                let (_, value) = Encoding::Json.trace(&trace, analysis.as_deref());
-                writers.line(&config.outputs.traces.topic, &value)?;
+    summary.alerts += written.alerts.len() as u64;
+    for p in written.records.drain(..) {
+        match p.kind {
+            OutputKind::Trace => summary.traces += 1,
+            OutputKind::Aggregate => summary.aggregates += 1,
+            OutputKind::DeadLetter => {
+                summary.bad_lines += 1;
+                let header = |name: &str| {
+                    p.headers
+                        .iter()
+                        .find(|(k, _)| *k == name)
+                        .map(|(_, v)| v.clone())
+                };
+                let record = serde_json::json!({
+                    "reason": header("spanline.error.reason"),
+                    "error": header("spanline.error.message"),
+                    "file": at.map(|(f, _)| f.display().to_string()),
+                    "line": at.map(|(_, l)| l),
+                    "record": String::from_utf8_lossy(&p.value),
+                });
+                writers.line(&p.topic, record.to_string().as_bytes())?;
+                continue;
             }
-            Emit::Late { span, .. } => {
-                if let Some(late) = &config.outputs.late {
-                    writers.line(&late.topic, &Encoding::Json.span(&span).1)?;
-                }
-            }
-            Emit::Alert(a) => {
-                summary.alerts += 1;
-                if let Some(out) = &config.outputs.alerts {
-                    writers.line(&out.topic, &Encoding::Json.alert(&a).1)?;
-                }
-            }
-            Emit::Aggregate(w) => {
-                summary.aggregates += 1;
-                if let Some(out) = &config.outputs.aggregates {
-                    writers.line(&out.topic, &Encoding::Json.aggregate(&w).1)?;
-                }
-            }
+            OutputKind::Late | OutputKind::Alert => {}
         }
+        writers.line(&p.topic, &p.value)?;
     }
+    written.clear();
     Ok(())
 }

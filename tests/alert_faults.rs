@@ -5,8 +5,7 @@
 
 use spanline::config::load_str;
 use spanline::model::{Alert, AlertStatus};
-use spanline::replay::Replayer;
-use spanline::stage::pipeline::Emit;
+use spanline::replay::{Replayer, Written};
 use spanline::workload::{parse_faults, Workload, WorkloadConfig};
 
 const S: i64 = 1_000_000_000;
@@ -25,7 +24,7 @@ fn run(minutes: i64, rate: f64, faults: &str) -> Vec<Alert> {
         faults: parse_faults(faults).unwrap(),
     });
     let mut pending: Vec<spanline::model::Span> = Vec::new();
-    let mut emits = Vec::new();
+    let mut written = Written::default();
     let mut alerts = Vec::new();
     let end = START + minutes * 60 * S;
     let mut now = START;
@@ -36,12 +35,10 @@ fn run(minutes: i64, rate: f64, faults: &str) -> Vec<Alert> {
         pending = rest;
         ended.sort_by_key(|s| s.end_ns);
         for chunk in ended.chunks(50) {
-            replayer.push(chunk.iter().cloned(), &mut emits);
+            replayer.push(chunk.iter().cloned(), &mut written);
         }
-        alerts.extend(emits.drain(..).filter_map(|e| match e {
-            Emit::Alert(a) => Some(a),
-            _ => None,
-        }));
+        alerts.append(&mut written.alerts);
+        written.clear();
     }
     alerts
 }

@@ -184,8 +184,13 @@ fn demo_prints_its_endpoints_status_and_summary_and_serves_metrics() {
 
 /// Sends SIGINT, as Ctrl-C does.
 fn interrupt(child: &std::process::Child) {
+    send(child, "INT");
+}
+
+/// Sends `SIG<signal>`.
+fn send(child: &std::process::Child, signal: &str) {
     let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
@@ -193,6 +198,16 @@ fn interrupt(child: &std::process::Child) {
 
 #[test]
 fn run_with_embedded_services_stops_cleanly_on_ctrl_c_and_logs_json() {
+    run_stops_cleanly_on("INT");
+}
+
+/// `docker stop` and a Kubernetes pod stop send SIGTERM: a clean stop, not a crash.
+#[test]
+fn run_stops_cleanly_on_sigterm() {
+    run_stops_cleanly_on("TERM");
+}
+
+fn run_stops_cleanly_on(signal: &str) {
     let mut child = spanline()
         .args([
             "--log-format",
@@ -224,7 +239,8 @@ fn run_with_embedded_services_stops_cleanly_on_ctrl_c_and_logs_json() {
         std::thread::park_timeout(Duration::from_millis(250));
     }
     assert!(ready, "pipeline never became ready");
-    interrupt(&child);
+    let asked = std::time::Instant::now();
+    send(&child, signal);
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(child.wait().unwrap().success(), "{stderr}");
@@ -232,6 +248,17 @@ fn run_with_embedded_services_stops_cleanly_on_ctrl_c_and_logs_json() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
+    assert!(
+        asked.elapsed() < Duration::from_secs(30),
+        "stopping took {:?}",
+        asked.elapsed()
+    );
+    let signal_name = format!("SIG{signal}");
+    assert!(
+        logs.iter().any(|l| l["fields"]["message"] == "stopping"
+            && l["fields"]["signal"] == signal_name.as_str()),
+        "{stderr}"
+    );
     assert!(
         logs.iter()
             .any(|l| l["fields"]["message"] == "pipeline stopped"),

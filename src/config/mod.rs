@@ -4,6 +4,7 @@
 //! The doc comment of every field is the user documentation of that key.
 
 pub(crate) mod duration;
+mod kafka;
 mod load;
 
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use kafka::KafkaConfig;
 pub(crate) use load::did_you_mean;
 pub use load::{interpolate, load_file, load_str, ConfigError, ConfigErrors};
 
@@ -38,35 +40,6 @@ pub struct PipelineConfig {
     /// The HTTP server for `/metrics`, `/healthz` and `/readyz`.
     #[serde(default)]
     pub http: HttpConfig,
-}
-
-/// Kafka connection and consumer-group settings.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaConfig {
-    /// Bootstrap servers (`host:port,host:port`), or `embedded` to start an in-process
-    /// Kafka-protocol broker (librdkafka's mock cluster).
-    pub brokers: String,
-    /// Consumer group id; run more processes with the same id to scale out.
-    pub group_id: String,
-    /// librdkafka properties passed through to consumer and producer unchanged
-    /// (`security.protocol`, `sasl.mechanism`, `sasl.username`, `ssl.ca.location`, ...).
-    #[serde(default)]
-    pub properties: BTreeMap<String, String>,
-    /// How often offsets that are safe to commit are committed.
-    #[serde(default = "default_commit_interval", with = "duration")]
-    pub commit_interval: Duration,
-    /// Partitions of each topic the embedded broker creates.
-    #[serde(default = "default_partitions")]
-    pub embedded_partitions: i32,
-}
-
-fn default_commit_interval() -> Duration {
-    Duration::from_secs(1)
-}
-
-fn default_partitions() -> i32 {
-    3
 }
 
 /// Confluent-compatible schema registry.
@@ -573,30 +546,7 @@ impl PipelineConfig {
         if self.name.trim().is_empty() {
             errors.push("name", "must not be empty", "give the pipeline a name");
         }
-        if self.kafka.brokers.trim().is_empty() {
-            errors.push(
-                "kafka.brokers",
-                "must not be empty",
-                "write host:port[,host:port] or `embedded`",
-            );
-        }
-        if self.kafka.group_id.trim().is_empty() {
-            errors.push(
-                "kafka.group_id",
-                "must not be empty",
-                "every pipeline needs a consumer group id",
-            );
-        }
-        if self.kafka.commit_interval.is_zero() {
-            errors.push("kafka.commit_interval", "must be more than 0", "e.g. 1s");
-        }
-        if !(1..=1024).contains(&self.kafka.embedded_partitions) {
-            errors.push(
-                "kafka.embedded_partitions",
-                "must be between 1 and 1024",
-                "e.g. 3",
-            );
-        }
+        self.kafka.validate(errors);
         if self.needs_registry() && self.schema_registry.is_none() {
             errors.push(
                 "schema_registry",

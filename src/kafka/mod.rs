@@ -1,8 +1,7 @@
-//! Kafka plumbing: offsets that may be committed, the consumer source, the producer sink,
+//! Kafka plumbing: the consumer source, the producer sink,
 //! the schema registry client and the embedded broker.
 
 pub mod embedded;
-pub mod offsets;
 pub mod registry_client;
 pub mod sink;
 pub mod source;

@@ -15,14 +15,16 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::ClientContext;
 use tokio::sync::mpsc;
 
-use crate::stage::assemble::Holds;
+use std::sync::Arc;
+
+use crate::model::Holds;
 use crate::telemetry::metrics;
 
 /// What a delivery report releases.
 #[derive(Debug)]
 pub struct Token {
-    /// Index of the topic in the sink's topic list (for metrics).
-    pub topic: usize,
+    /// The topic written to.
+    pub topic: Arc<str>,
     /// Input offsets to release once Kafka has the record.
     pub holds: Holds,
     /// When the record was emitted, for records whose delivery latency is measured
@@ -126,14 +128,14 @@ impl Sink {
         topic: &str,
         key: &[u8],
         value: &[u8],
-        headers: Option<OwnedHeaders>,
+        headers: &[(&str, String)],
         token: Token,
     ) -> KafkaResult<()> {
         let mut record = BaseRecord::with_opaque_to(topic, Box::new(token))
             .key(key)
             .payload(value);
-        if let Some(h) = headers {
-            record = record.headers(h);
+        if !headers.is_empty() {
+            record = record.headers(owned_headers(headers));
         }
         let producer = match lane {
             Lane::Bulk => &self.bulk,
@@ -160,44 +162,15 @@ impl Sink {
     }
 }
 
-/// Dead-letter headers: why the record failed and where it came from.
-pub fn dead_letter_headers(
-    reason: &str,
-    error: &str,
-    topic: &str,
-    partition: i32,
-    offset: i64,
-    schema_id: Option<u32>,
-) -> OwnedHeaders {
-    let partition = partition.to_string();
-    let offset = offset.to_string();
-    let schema_id = schema_id.map(|i| i.to_string());
-    let mut h = OwnedHeaders::new()
-        .insert(Header {
-            key: "spanline.error.reason",
-            value: Some(reason),
-        })
-        .insert(Header {
-            key: "spanline.error.message",
-            value: Some(error),
-        })
-        .insert(Header {
-            key: "spanline.source.topic",
-            value: Some(topic),
-        })
-        .insert(Header {
-            key: "spanline.source.partition",
-            value: Some(&partition),
-        })
-        .insert(Header {
-            key: "spanline.source.offset",
-            value: Some(&offset),
-        });
-    if let Some(id) = &schema_id {
-        h = h.insert(Header {
-            key: "spanline.source.schema_id",
-            value: Some(id),
-        });
-    }
-    h
+/// Record headers from (name, value) pairs.
+fn owned_headers(headers: &[(&str, String)]) -> OwnedHeaders {
+    headers.iter().fold(
+        OwnedHeaders::new_with_capacity(headers.len()),
+        |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: Some(value.as_str()),
+            })
+        },
+    )
 }

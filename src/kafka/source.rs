@@ -17,17 +17,8 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
 use tokio::sync::mpsc;
 
+pub use crate::model::Record;
 use crate::telemetry::metrics;
-
-/// One Kafka record, owned.
-#[derive(Debug, Clone)]
-pub struct Record {
-    pub topic: Arc<str>,
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub payload: Option<Vec<u8>>,
-}
 
 /// What the consumer thread reports.
 #[derive(Debug)]

@@ -5,6 +5,8 @@ mod alert;
 mod analysis;
 mod attrs;
 mod intern;
+mod offsets;
+mod record;
 mod span;
 mod trace;
 
@@ -12,5 +14,7 @@ pub use alert::{Alert, AlertStatus, AnomalyScore, Explanation, Subject};
 pub use analysis::{Edge, EdgeKind};
 pub use attrs::{AttrValue, Attributes, AttributesBuilder, Events, EventsBuilder};
 pub use intern::Interner;
+pub use offsets::{HoldOffsets, Holds, NoHolds, Origin};
+pub use record::Record;
 pub use span::{hex_span_id, hex_trace_id, Resource, Span, SpanId, SpanKind, StatusCode, TraceId};
 pub use trace::{CloseReason, Trace};

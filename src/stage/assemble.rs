@@ -8,22 +8,10 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rustc_hash::{FxHashMap, FxHashSet};
-use smallvec::SmallVec;
 
 use super::watermark::{Watermarks, NO_WATERMARK};
-use crate::kafka::offsets::OffsetTracker;
-use crate::model::{CloseReason, Span, SpanId, Trace, TraceId};
-
-/// Where a span was read from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Origin {
-    /// The runner's index of the (topic, partition).
-    pub partition: u32,
-    pub offset: i64,
-}
-
-/// Offsets an output holds until Kafka acknowledges it: the lowest per partition.
-pub type Holds = SmallVec<[(u32, i64); 2]>;
+use crate::model::{CloseReason, HoldOffsets, Span, SpanId, Trace, TraceId};
+pub use crate::model::{Holds, Origin};
 
 /// Assembly settings, in nanoseconds of event time unless named otherwise.
 #[derive(Debug, Clone, PartialEq)]
@@ -152,7 +140,7 @@ impl OpenTrace {
         }
     }
 
-    fn add(&mut self, span: Span, origin: Origin, tracker: &mut OffsetTracker) {
+    fn add(&mut self, span: Span, origin: Origin, tracker: &mut impl HoldOffsets) {
         if !self.holds.iter().any(|(p, _)| *p == origin.partition) {
             self.holds.push((origin.partition, origin.offset));
             tracker.hold(origin.partition, origin.offset);
@@ -284,7 +272,7 @@ impl Assembler {
         span: Span,
         origin: Origin,
         now_ms: i64,
-        tracker: &mut OffsetTracker,
+        tracker: &mut impl HoldOffsets,
         out: &mut Vec<Output>,
     ) -> Pushed {
         self.watermarks

@@ -240,6 +240,12 @@ impl Aggregator {
         self.closed_through_ns
     }
 
+    /// The largest window size: a call at event time t is only in windows ending by
+    /// t + this.
+    pub fn horizon_ns(&self) -> i64 {
+        self.sizes.iter().map(|s| s.size_ns).max().unwrap_or(0)
+    }
+
     /// Adds every span of a closed trace (or amendment) as a call, and `edges` (the
     /// trace's service-graph edges) when the service graph is on.
     pub fn add_trace(&mut self, trace: &Trace, edges: &[Edge]) {

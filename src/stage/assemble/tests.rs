@@ -1,6 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::driver::offsets::OffsetTracker;
 use crate::testkit;
 
 const MS: i64 = 1_000_000;

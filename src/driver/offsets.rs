@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
+use crate::model::HoldOffsets;
+
 #[derive(Debug, Default, Clone)]
 struct PartitionOffsets {
     /// One past the highest offset consumed.
@@ -30,6 +32,13 @@ impl PartitionOffsets {
 #[derive(Debug, Default, Clone)]
 pub struct OffsetTracker {
     partitions: FxHashMap<u32, PartitionOffsets>,
+}
+
+impl HoldOffsets for OffsetTracker {
+    #[inline]
+    fn hold(&mut self, partition: u32, offset: i64) {
+        OffsetTracker::hold(self, partition, offset);
+    }
 }
 
 impl OffsetTracker {

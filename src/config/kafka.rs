@@ -1,0 +1,245 @@
+//! The `kafka:` section: cluster, consumer group, and the librdkafka properties of each
+//! client.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{duration, ConfigErrors};
+
+/// Kafka connection and consumer-group settings.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers (`host:port,host:port`), or `embedded` to start an in-process
+    /// Kafka-protocol broker (librdkafka's mock cluster).
+    pub brokers: String,
+    /// Consumer group id; run more processes with the same id to scale out.
+    pub group_id: String,
+    /// librdkafka properties for every client (`security.protocol`, `sasl.mechanism`,
+    /// `sasl.username`, `ssl.ca.location`, ...). Consumer-only keys (`session.timeout.ms`,
+    /// `fetch.*`, `isolation.level`, ...) reach only the consumer and producer-only keys
+    /// (`linger.ms`, `compression.type`, ...) only the producers. `transactional.id` is
+    /// rejected: spanline does not run transactions.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// librdkafka properties for the consumer only, over `properties`.
+    #[serde(default)]
+    pub consumer_properties: BTreeMap<String, String>,
+    /// librdkafka properties for the producers only, over `properties`.
+    #[serde(default)]
+    pub producer_properties: BTreeMap<String, String>,
+    /// How often offsets that are safe to commit are committed.
+    #[serde(default = "default_commit_interval", with = "duration")]
+    pub commit_interval: Duration,
+    /// Partitions of each topic the embedded broker creates.
+    #[serde(default = "default_partitions")]
+    pub embedded_partitions: i32,
+}
+
+fn default_commit_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_partitions() -> i32 {
+    3
+}
+
+/// librdkafka properties that only a consumer reads (librdkafka's CONFIGURATION.md,
+/// marked C): given to a producer they only draw a warning.
+const CONSUMER_ONLY: &[&str] = &[
+    "group.id",
+    "group.instance.id",
+    "group.protocol",
+    "group.protocol.type",
+    "group.remote.assignor",
+    "partition.assignment.strategy",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "coordinator.query.interval.ms",
+    "max.poll.interval.ms",
+    "enable.auto.commit",
+    "auto.commit.interval.ms",
+    "enable.auto.offset.store",
+    "auto.offset.reset",
+    "queued.min.messages",
+    "queued.max.messages.kbytes",
+    "fetch.wait.max.ms",
+    "fetch.queue.backoff.ms",
+    "fetch.message.max.bytes",
+    "fetch.max.bytes",
+    "fetch.min.bytes",
+    "fetch.error.backoff.ms",
+    "max.partition.fetch.bytes",
+    "isolation.level",
+    "enable.partition.eof",
+    "check.crcs",
+    "consume.callback.max.messages",
+    "offset.store.method",
+];
+
+/// librdkafka properties that only a producer reads (marked P).
+const PRODUCER_ONLY: &[&str] = &[
+    "transactional.id",
+    "transaction.timeout.ms",
+    "enable.idempotence",
+    "enable.gapless.guarantee",
+    "queue.buffering.max.messages",
+    "queue.buffering.max.kbytes",
+    "queue.buffering.max.ms",
+    "linger.ms",
+    "message.send.max.retries",
+    "retries",
+    "batch.num.messages",
+    "batch.size",
+    "delivery.report.only.error",
+    "sticky.partitioning.linger.ms",
+    "acks",
+    "request.required.acks",
+    "request.timeout.ms",
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+    "partitioner",
+    "compression.codec",
+    "compression.type",
+    "compression.level",
+];
+
+impl KafkaConfig {
+    /// The properties the consumer is created with.
+    pub fn consumer(&self) -> BTreeMap<String, String> {
+        client(&self.properties, PRODUCER_ONLY, &self.consumer_properties)
+    }
+
+    /// The properties the producers are created with.
+    pub fn producer(&self) -> BTreeMap<String, String> {
+        client(&self.properties, CONSUMER_ONLY, &self.producer_properties)
+    }
+
+    /// The properties every kind of client reads (security and the like), for the
+    /// clients that both read and write (state topics, connection checks).
+    pub fn common(&self) -> BTreeMap<String, String> {
+        let both: Vec<&str> = CONSUMER_ONLY.iter().chain(PRODUCER_ONLY).copied().collect();
+        client(&self.properties, &both, &BTreeMap::new())
+    }
+
+    pub(super) fn validate(&self, errors: &mut ConfigErrors) {
+        if self.brokers.trim().is_empty() {
+            errors.push(
+                "kafka.brokers",
+                "must not be empty",
+                "write host:port[,host:port] or `embedded`",
+            );
+        }
+        if self.group_id.trim().is_empty() {
+            errors.push(
+                "kafka.group_id",
+                "must not be empty",
+                "every pipeline needs a consumer group id",
+            );
+        }
+        if self.commit_interval.is_zero() {
+            errors.push("kafka.commit_interval", "must be more than 0", "e.g. 1s");
+        }
+        if !(1..=1024).contains(&self.embedded_partitions) {
+            errors.push(
+                "kafka.embedded_partitions",
+                "must be between 1 and 1024",
+                "e.g. 3",
+            );
+        }
+        for (section, map) in [
+            ("properties", &self.properties),
+            ("producer_properties", &self.producer_properties),
+            ("consumer_properties", &self.consumer_properties),
+        ] {
+            if map.contains_key("transactional.id") {
+                errors.push(
+                    format!("kafka.{section}.transactional.id"),
+                    "is not supported: spanline begins no transactions, so a transactional producer would refuse every record",
+                    "remove it; delivery is at-least-once (consumers see whole records, possibly twice after a crash)",
+                );
+            }
+            for key in ["group.id", "bootstrap.servers", "enable.auto.commit"] {
+                if map.contains_key(key) {
+                    errors.push(
+                        format!("kafka.{section}.{key}"),
+                        "is set by spanline",
+                        "use kafka.group_id and kafka.brokers; offsets are committed by spanline when outputs are safe",
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// `common` without the `foreign` keys, then `own` over it.
+fn client(
+    common: &BTreeMap<String, String>,
+    foreign: &[&str],
+    own: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    common
+        .iter()
+        .filter(|(k, _)| !foreign.contains(&k.as_str()))
+        .chain(own)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kafka(properties: &[(&str, &str)]) -> KafkaConfig {
+        KafkaConfig {
+            brokers: "localhost:9092".into(),
+            group_id: "g".into(),
+            properties: properties
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            consumer_properties: BTreeMap::new(),
+            producer_properties: [("linger.ms".to_string(), "20".to_string())].into(),
+            commit_interval: Duration::from_secs(1),
+            embedded_partitions: 3,
+        }
+    }
+
+    #[test]
+    fn each_client_gets_only_the_properties_it_reads() {
+        let k = kafka(&[
+            ("security.protocol", "SASL_SSL"),
+            ("session.timeout.ms", "10000"),
+            ("compression.type", "zstd"),
+        ]);
+        let consumer = k.consumer();
+        let producer = k.producer();
+        assert_eq!(
+            consumer.get("security.protocol").map(String::as_str),
+            Some("SASL_SSL")
+        );
+        assert_eq!(
+            producer.get("security.protocol").map(String::as_str),
+            Some("SASL_SSL")
+        );
+        assert!(consumer.contains_key("session.timeout.ms"));
+        assert!(!producer.contains_key("session.timeout.ms"));
+        assert!(producer.contains_key("compression.type"));
+        assert!(!consumer.contains_key("compression.type"));
+        assert_eq!(producer.get("linger.ms").map(String::as_str), Some("20"));
+        assert!(!consumer.contains_key("linger.ms"));
+    }
+
+    #[test]
+    fn a_transactional_id_is_rejected_with_its_path() {
+        let mut errors = ConfigErrors::default();
+        kafka(&[("transactional.id", "spanline-1")]).validate(&mut errors);
+        let text = errors.to_string();
+        assert!(
+            text.contains("kafka.properties.transactional.id") && text.contains("at-least-once"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,553 @@
+//! The driver: spanline's one synchronous core, events in, effects out.
+//!
+//! It owns the stages, the partition table and the offset bookkeeping, and reads no
+//! clock and does no I/O: the Kafka runner ([`crate::runner`]), `replay`, the benchmarks
+//! and the tests all feed it [`Event`]s (records, assignments, acknowledgements, a tick
+//! at time t) and carry out the [`Effect`]s it returns (produce, notify, commit, fetch a
+//! schema, train a model). Live and replay therefore cannot drift apart, and the
+//! rebalance, acknowledgement and commit rules are tested here without a broker.
+
+pub mod offsets;
+mod partitions;
+mod step;
+mod windows;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use thiserror::Error;
+
+use crate::codec::{DecodeError, Format, SpanDecoder};
+use crate::config::PipelineConfig;
+use crate::model::{Alert, CloseReason, Holds, Record, Span};
+use crate::output::Encoding;
+use crate::stage::aggregate::AggregateStats;
+use crate::stage::assemble::{Output, Stats};
+use crate::stage::detect::{TrainedModel, TrainingJob};
+use crate::stage::pipeline::{Emit, StageStats, Stages, TraceDigest};
+use crate::telemetry::metrics;
+use crate::telemetry::spanmetrics::SpanMetrics;
+
+use offsets::OffsetTracker;
+use partitions::Partitions;
+use windows::WindowHolds;
+
+/// An input the driver reads: the records of `topics`, in `format`.
+#[derive(Debug, Clone)]
+pub struct SourceSpec {
+    pub name: String,
+    pub topics: Vec<String>,
+    pub format: Format,
+    pub dead_letter_topic: Option<String>,
+}
+
+/// One output topic and how its records are encoded.
+#[derive(Debug, Clone)]
+pub struct OutputSpec {
+    pub topic: String,
+    pub encoding: Encoding,
+}
+
+/// The output topics of a pipeline.
+#[derive(Debug, Clone)]
+pub struct Outputs {
+    pub traces: OutputSpec,
+    pub late: Option<OutputSpec>,
+    pub aggregates: Option<OutputSpec>,
+    pub alerts: Option<OutputSpec>,
+}
+
+/// What kind of record a [`Produce`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputKind {
+    Trace,
+    Late,
+    Aggregate,
+    Alert,
+    DeadLetter,
+}
+
+/// A record to write, holding the input offsets it depends on until Kafka has it.
+#[derive(Debug)]
+pub struct Produce {
+    pub kind: OutputKind,
+    pub topic: Arc<str>,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    /// Dead letters say why and where from.
+    pub headers: Vec<(&'static str, String)>,
+    /// Report these back in [`Event::Acked`] once the record is written.
+    pub holds: Holds,
+}
+
+/// Offsets to commit: the next offset to read per partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    id: u32,
+}
+
+/// What the driver asks its runner to do, in order.
+#[derive(Debug)]
+pub enum Effect {
+    /// Write a record; report [`Event::Acked`] when Kafka took it (or did not).
+    Produce(Produce),
+    /// Send an alert event to the notification sinks (Alertmanager, webhooks).
+    Notify(Alert),
+    /// Look up a writer schema in the registry and report [`Event::Schema`]; records
+    /// wait until then.
+    FetchSchema { source: usize, id: u32 },
+    /// Train a model off the hot path and report [`Event::Trained`].
+    Train(TrainingJob),
+    /// Commit these offsets and report [`Event::Committed`] when the broker took them.
+    Commit(Vec<Commit>),
+}
+
+/// What happened, as the runner saw it. Times are processing time in milliseconds.
+#[derive(Debug)]
+pub enum Event {
+    /// Partitions were assigned to this instance.
+    Assigned {
+        partitions: Vec<(String, i32)>,
+        now_ms: i64,
+    },
+    /// Partitions are being taken away: their open state is dropped (another instance
+    /// reads them again from the committed offsets).
+    Revoked(Vec<(String, i32)>),
+    /// Records in the order they were read.
+    Records { records: Vec<Record>, now_ms: i64 },
+    /// The answer to [`Effect::FetchSchema`].
+    Schema {
+        source: usize,
+        id: u32,
+        schema: Result<String, String>,
+    },
+    /// Kafka took (or refused) a record of [`Effect::Produce`].
+    Acked {
+        topic: Arc<str>,
+        holds: Holds,
+        error: Option<String>,
+    },
+    /// A model trained for [`Effect::Train`].
+    Trained(TrainedModel),
+    /// The broker took an [`Effect::Commit`].
+    Committed(Vec<Commit>),
+    /// Processing time passed: idle partitions, timeouts and the commit interval.
+    Tick { now_ms: i64 },
+    /// Commit whatever is safe now (shutdown).
+    CommitNow,
+    /// Close every open trace (shutdown with `flush_on_shutdown`).
+    Flush,
+    /// End of a finite input (replay): event time runs out, every trace and window
+    /// closes.
+    EndOfInput,
+}
+
+/// Why the driver cannot go on.
+#[derive(Debug, Error)]
+pub enum DriverError {
+    #[error("kafka did not take a record for {topic}: {message}; offsets were not committed past it, restart to re-read")]
+    Delivery { topic: String, message: String },
+}
+
+struct Source {
+    spec: SourceSpec,
+    decoder: SpanDecoder,
+}
+
+/// The driver's tunables that are not stage settings.
+#[derive(Debug, Clone)]
+pub struct DriverSettings {
+    /// How often offsets are committed, in processing-time milliseconds.
+    pub commit_interval_ms: i64,
+    /// Whether [`Effect::FetchSchema`] can be answered (a registry is configured).
+    pub schema_registry: bool,
+    /// Whether to feed spanline's span metrics (`/metrics`); off for replay.
+    pub span_metrics: bool,
+}
+
+/// The pure core of a pipeline.
+pub struct Driver {
+    sources: Vec<Source>,
+    topic_source: HashMap<Arc<str>, usize>,
+    outputs: Outputs,
+    topics: Topics,
+    stages: Stages,
+    spanmetrics: Option<SpanMetrics>,
+    tracker: OffsetTracker,
+    partitions: Partitions,
+    window_holds: WindowHolds,
+    settings: DriverSettings,
+    /// Records read but not processed: they wait while a schema is fetched.
+    pending: VecDeque<Record>,
+    /// The schema being fetched, if any (records wait).
+    blocked: Option<(usize, u32)>,
+    /// The schema just fetched, with the error adding it gave: the record that asked
+    /// for it is decoded once more, then dead-lettered if it still fails.
+    fetched: Option<(usize, u32, Option<DecodeError>)>,
+    now_ms: i64,
+    last_commit_ms: Option<i64>,
+    effects: Vec<Effect>,
+    out: Vec<Output>,
+    emits: Vec<Emit>,
+    spans: Vec<Span>,
+    due: Vec<(u32, i64)>,
+    published: Published,
+    /// Spans decoded or pushed so far.
+    spans_read: u64,
+}
+
+/// The output topics, shared with every record written to them.
+struct Topics {
+    traces: Arc<str>,
+    late: Option<Arc<str>>,
+    aggregates: Option<Arc<str>>,
+    alerts: Option<Arc<str>>,
+    dead_letters: Vec<Option<Arc<str>>>,
+}
+
+#[derive(Default)]
+struct Published {
+    assembler: Stats,
+    stages: StageStats,
+    aggregates: AggregateStats,
+}
+
+impl Driver {
+    /// The stages `config` declares, reading `sources` and writing `outputs`.
+    pub fn new(
+        config: &PipelineConfig,
+        sources: Vec<SourceSpec>,
+        outputs: Outputs,
+        settings: DriverSettings,
+    ) -> Self {
+        let mut topic_source = HashMap::new();
+        for (i, s) in sources.iter().enumerate() {
+            for t in &s.topics {
+                topic_source.insert(Arc::from(t.as_str()), i);
+            }
+        }
+        let arc = |o: &Option<OutputSpec>| o.as_ref().map(|o| Arc::from(o.topic.as_str()));
+        let topics = Topics {
+            traces: Arc::from(outputs.traces.topic.as_str()),
+            late: arc(&outputs.late),
+            aggregates: arc(&outputs.aggregates),
+            alerts: arc(&outputs.alerts),
+            dead_letters: sources
+                .iter()
+                .map(|s| s.dead_letter_topic.as_deref().map(Arc::from))
+                .collect(),
+        };
+        let spanmetrics = settings.span_metrics.then(|| {
+            let agg = config.aggregate();
+            SpanMetrics::new(
+                agg.map_or(10_000, |a| a.max_series),
+                agg.map_or(600_000_000_000, |a| {
+                    i64::try_from(a.idle_series_expiry.as_nanos()).unwrap_or(i64::MAX)
+                }),
+            )
+        });
+        Self {
+            sources: sources
+                .into_iter()
+                .map(|spec| Source {
+                    decoder: SpanDecoder::new(spec.format),
+                    spec,
+                })
+                .collect(),
+            topic_source,
+            outputs,
+            topics,
+            stages: Stages::new(config),
+            spanmetrics,
+            tracker: OffsetTracker::default(),
+            partitions: Partitions::default(),
+            window_holds: WindowHolds::default(),
+            settings,
+            pending: VecDeque::new(),
+            blocked: None,
+            fetched: None,
+            now_ms: 0,
+            last_commit_ms: None,
+            effects: Vec::new(),
+            out: Vec::new(),
+            emits: Vec::new(),
+            spans: Vec::new(),
+            due: Vec::new(),
+            published: Published::default(),
+            spans_read: 0,
+        }
+    }
+
+    /// The sources of `config`, as declared.
+    pub fn sources_of(config: &PipelineConfig) -> Vec<SourceSpec> {
+        config
+            .sources
+            .iter()
+            .map(|s| SourceSpec {
+                name: s.name.clone(),
+                topics: s.topics.clone(),
+                format: s.format,
+                dead_letter_topic: s.dead_letter_topic.clone(),
+            })
+            .collect()
+    }
+
+    /// Handles one event; its effects are then in [`Driver::take_effects`].
+    pub fn handle(&mut self, event: Event) -> Result<(), DriverError> {
+        match event {
+            Event::Assigned { partitions, now_ms } => {
+                self.now_ms = now_ms;
+                for (t, p) in &partitions {
+                    let id = self.partitions.assign(t, *p);
+                    self.tracker.assign(id);
+                    self.stages.assembler.assign(id, now_ms);
+                }
+            }
+            Event::Revoked(partitions) => {
+                let ids: Vec<u32> = partitions
+                    .iter()
+                    .filter_map(|(t, p)| self.partitions.revoke(t, *p))
+                    .collect();
+                for id in &ids {
+                    self.tracker.revoke(*id);
+                }
+                self.stages.assembler.revoke(&ids);
+                // records read before the revocation and not processed yet belong to
+                // the next owner now
+                self.pending
+                    .retain(|r| self.partitions.live(&r.topic, r.partition).is_some());
+            }
+            Event::Records { records, now_ms } => {
+                self.now_ms = now_ms;
+                self.pending.extend(records);
+                self.pump();
+            }
+            Event::Schema { source, id, schema } => {
+                if self.blocked == Some((source, id)) {
+                    self.blocked = None;
+                    let error = match schema {
+                        Ok(s) => self.sources[source].decoder.avro().add_schema(id, &s).err(),
+                        Err(message) => {
+                            tracing::warn!(%message, schema_id = id, "schema lookup failed");
+                            None
+                        }
+                    };
+                    self.fetched = Some((source, id, error));
+                    self.pump();
+                }
+            }
+            Event::Acked {
+                topic,
+                holds,
+                error,
+            } => {
+                if let Some(message) = error {
+                    metrics::PRODUCE_ERRORS.with_label_values(&[&topic]).inc();
+                    return Err(DriverError::Delivery {
+                        topic: topic.to_string(),
+                        message,
+                    });
+                }
+                metrics::PRODUCED.with_label_values(&[&topic]).inc();
+                for (p, o) in holds {
+                    self.tracker.release(p, o);
+                }
+            }
+            Event::Trained(model) => self.stages.install(model),
+            Event::Committed(commits) => {
+                metrics::COMMITS.inc();
+                for c in commits {
+                    self.tracker.committed(c.id, c.offset);
+                }
+            }
+            Event::Tick { now_ms } => {
+                self.now_ms = now_ms;
+                if self.blocked.is_none() {
+                    self.advance();
+                }
+                if let Some(s) = &mut self.spanmetrics {
+                    s.expire(self.stages.assembler.watermarks().current());
+                }
+                let due = self
+                    .last_commit_ms
+                    .is_none_or(|last| now_ms - last >= self.settings.commit_interval_ms);
+                if due {
+                    self.last_commit_ms = Some(now_ms);
+                    self.commit();
+                }
+            }
+            Event::CommitNow => self.commit(),
+            Event::Flush => {
+                self.stages
+                    .assembler
+                    .flush(CloseReason::Shutdown, &mut self.out);
+                self.step();
+            }
+            Event::EndOfInput => {
+                self.stages.assembler.advance_to(i64::MAX, &mut self.out);
+                self.step();
+            }
+        }
+        Ok(())
+    }
+
+    /// Feeds the spans of one input record at `offset` of the partition read as
+    /// (`topic`, `partition`), already decoded: for tests and benchmarks that generate
+    /// spans. The partition must be assigned.
+    pub fn push_spans(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        spans: impl IntoIterator<Item = Span>,
+        now_ms: i64,
+    ) {
+        self.now_ms = now_ms;
+        let Some(part) = self.partitions.live(topic, partition) else {
+            return;
+        };
+        self.tracker.consumed(part, offset);
+        let origin = crate::model::Origin {
+            partition: part,
+            offset,
+        };
+        for span in spans {
+            self.spans_read += 1;
+            self.stages
+                .assembler
+                .push(span, origin, now_ms, &mut self.tracker, &mut self.out);
+        }
+        self.advance();
+    }
+
+    /// The effects of the events handled so far, in the order they are to be carried
+    /// out.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// Whether the driver has effects waiting.
+    pub fn has_effects(&self) -> bool {
+        !self.effects.is_empty()
+    }
+
+    /// Spans decoded from records (or pushed) so far.
+    pub fn spans_read(&self) -> u64 {
+        self.spans_read
+    }
+
+    /// Whether this instance owns any input partition.
+    pub fn owns_partitions(&self) -> bool {
+        !self.partitions.is_empty()
+    }
+
+    /// The stages, for their statistics and state.
+    pub fn stages(&self) -> &Stages {
+        &self.stages
+    }
+
+    /// The stages, to restore state into.
+    pub fn stages_mut(&mut self) -> &mut Stages {
+        &mut self.stages
+    }
+
+    /// The slowest analysed traces so far, slowest first.
+    pub fn slowest(&self) -> &[TraceDigest] {
+        self.stages.slowest()
+    }
+
+    /// The output topics, as configured.
+    pub fn outputs(&self) -> &Outputs {
+        &self.outputs
+    }
+
+    /// Offsets held by unwritten outputs and open state, over all partitions.
+    pub fn held_offsets(&self) -> usize {
+        self.tracker.held()
+    }
+
+    /// The offset that may be committed for (`topic`, `partition`) now, if assigned.
+    pub fn committable(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.tracker
+            .committable(self.partitions.live(topic, partition)?)
+    }
+
+    /// Publishes what the stages counted since the last call, and the gauges, to the
+    /// process's metrics.
+    pub fn publish_metrics(&mut self) {
+        let asm = self.stages.assembler.stats().clone();
+        metrics::publish_assembler(&self.published.assembler, &asm);
+        self.published.assembler = asm;
+        let stages = self.stages.stats().clone();
+        metrics::publish_stages(&self.published.stages, &stages);
+        self.published.stages = stages;
+        if let Some(agg) = self.stages.aggregator() {
+            let now = agg.stats().clone();
+            metrics::publish_aggregates(&self.published.aggregates, &now);
+            self.published.aggregates = now;
+        }
+        let asm = &self.stages.assembler;
+        metrics::OPEN_TRACES.set(asm.open_traces() as i64);
+        metrics::BUFFERED_SPANS.set(asm.buffered_spans() as i64);
+        metrics::BUFFERED_BYTES.set(asm.buffered_bytes() as i64);
+        metrics::HELD_OFFSETS.set(self.tracker.held() as i64);
+        let wm = asm.watermarks().current();
+        if wm != crate::stage::watermark::NO_WATERMARK {
+            metrics::WATERMARK.set(wm as f64 / 1e9);
+        }
+        let now_s = self.now_ms as f64 / 1000.0;
+        for (id, pwm) in asm.watermarks().per_partition() {
+            if pwm == crate::stage::watermark::NO_WATERMARK {
+                continue;
+            }
+            let (t, p) = self.partitions.name(id);
+            metrics::WATERMARK_LAG
+                .with_label_values(&[&**t, &p.to_string()])
+                .set(now_s - pwm as f64 / 1e9);
+        }
+    }
+
+    fn commit(&mut self) {
+        let due: Vec<Commit> = self
+            .tracker
+            .to_commit()
+            .into_iter()
+            .map(|(id, offset)| {
+                let (topic, partition) = self.partitions.name(id);
+                Commit {
+                    topic: topic.clone(),
+                    partition,
+                    offset,
+                    id,
+                }
+            })
+            .collect();
+        if !due.is_empty() {
+            self.effects.push(Effect::Commit(due));
+        }
+    }
+
+    /// Processes waiting records until they run out or one waits for a schema.
+    fn pump(&mut self) {
+        while self.blocked.is_none() {
+            let Some(record) = self.pending.pop_front() else {
+                break;
+            };
+            self.record(record);
+        }
+        if self.blocked.is_none() {
+            self.advance();
+        }
+    }
+
+    fn advance(&mut self) {
+        self.stages.assembler.advance(self.now_ms, &mut self.out);
+        self.step();
+    }
+}

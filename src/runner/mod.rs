@@ -1,0 +1,367 @@
+//! The async shell around the [`Driver`]: one `select!` over consumer events, delivery
+//! reports, trained models, ticks and shutdown. Every decision is the driver's; this
+//! file turns Kafka into events and carries out the effects.
+
+mod setup;
+
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+use crate::config::PipelineConfig;
+use crate::driver::{Driver, DriverError, DriverSettings, Effect, Event, OutputKind};
+use crate::kafka::registry_client::RegistryClient;
+use crate::kafka::sink::{Ack, Lane, Sink, Token};
+use crate::kafka::source::{Source, SourceEvent};
+use crate::kafka::state::StateTopic;
+use crate::sinks::AlertSinks;
+use crate::snapshots;
+use crate::stage::detect::TrainedModel;
+use crate::stage::pipeline::TraceDigest;
+use crate::telemetry::http::Readiness;
+use crate::telemetry::metrics;
+
+/// Why a pipeline stopped with an error.
+#[derive(Debug, Error)]
+pub enum RunError {
+    #[error("pipeline {pipeline}: kafka: {message}")]
+    Kafka { pipeline: String, message: String },
+    #[error("pipeline {pipeline}: {message}")]
+    Registry { pipeline: String, message: String },
+    #[error("pipeline {pipeline}: {message}")]
+    Config { pipeline: String, message: String },
+    #[error("pipeline {pipeline}: {source}")]
+    Driver {
+        pipeline: String,
+        #[source]
+        source: DriverError,
+    },
+}
+
+/// Where the pipeline connects, after `embedded` was resolved.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub brokers: String,
+    pub registry: Option<String>,
+}
+
+/// What a pipeline run reports when it stops.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    /// The slowest analysed traces, slowest first.
+    pub slowest: Vec<TraceDigest>,
+}
+
+/// Processing time in milliseconds since the epoch.
+pub fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// How often the driver is ticked (idle partitions, timeouts, the commit interval).
+const TICK: Duration = Duration::from_millis(200);
+
+/// Carries out the driver's effects.
+struct Shell {
+    pipeline: String,
+    driver: Driver,
+    sink: Sink,
+    source: Source,
+    registry: Option<RegistryClient>,
+    notify: Option<AlertSinks>,
+    /// Trained models come back here from the blocking pool.
+    trained: mpsc::UnboundedSender<TrainedModel>,
+    /// Commit synchronously (the last commit, at shutdown).
+    sync_commits: bool,
+}
+
+/// Runs `config` until `shutdown` completes or an unrecoverable error happens.
+pub async fn run(
+    config: PipelineConfig,
+    endpoints: Endpoints,
+    ready: Readiness,
+    shutdown: impl Future<Output = ()>,
+) -> Result<RunSummary, RunError> {
+    let pipeline = config.name.clone();
+    metrics::init();
+    let kafka_err = |e: rdkafka::error::KafkaError| RunError::Kafka {
+        pipeline: pipeline.clone(),
+        message: e.to_string(),
+    };
+    let assemble = config
+        .assemble()
+        .ok_or_else(|| RunError::Config {
+            pipeline: pipeline.clone(),
+            message: "no assemble stage".into(),
+        })?
+        .clone();
+    let registry = setup::registry(&config, endpoints.registry.as_deref())?;
+    let outputs = setup::outputs(&config, registry.as_ref()).await?;
+    setup::metric_series(&config, &outputs);
+    let mut driver = Driver::new(
+        &config,
+        Driver::sources_of(&config),
+        outputs,
+        DriverSettings {
+            commit_interval_ms: i64::try_from(config.kafka.commit_interval.as_millis())
+                .unwrap_or(i64::MAX),
+            schema_registry: registry.is_some(),
+            span_metrics: true,
+        },
+    );
+    // the detectors continue from their snapshot, if there is one (never fatal), read
+    // before joining the consumer group
+    let snapshot_store = config.detect().and_then(|d| {
+        let store = match (&d.snapshot_dir, &d.snapshot_topic) {
+            (Some(dir), _) => snapshots::Store::Dir(dir.clone()),
+            (None, Some(topic)) => snapshots::Store::topic(StateTopic {
+                brokers: endpoints.brokers.clone(),
+                properties: config.kafka.common(),
+                topic: topic.clone(),
+            }),
+            (None, None) => return None,
+        };
+        Some((store, d.snapshot_every))
+    });
+    let mut saver = None;
+    if let (Some((store, every)), Some(detector)) =
+        (&snapshot_store, driver.stages_mut().detector_mut())
+    {
+        let s = store.clone();
+        let loaded = tokio::task::spawn_blocking(move || snapshots::read(&s))
+            .await
+            .map_err(|e| RunError::Config {
+                pipeline: pipeline.clone(),
+                message: format!("reading the detect snapshot: {e}"),
+            })?;
+        snapshots::apply(detector, store, loaded);
+        saver = Some(snapshots::Saver::new(
+            store.clone(),
+            *every,
+            std::time::Instant::now(),
+        ));
+    }
+    let (notify, notify_task) = match &config.outputs.notify {
+        Some(c) => {
+            let (sinks, task) = AlertSinks::start(c.clone());
+            (Some(sinks), Some(task))
+        }
+        None => (None, None),
+    };
+    let (trained_tx, mut trained_rx) = mpsc::unbounded_channel::<TrainedModel>();
+    let (sink, mut acks) =
+        Sink::start(&endpoints.brokers, &config.kafka.producer()).map_err(kafka_err)?;
+    let all_topics: Vec<String> = config
+        .sources
+        .iter()
+        .flat_map(|s| s.topics.clone())
+        .collect();
+    let (source, mut events) = Source::start(
+        &endpoints.brokers,
+        &config.kafka.group_id,
+        &config.kafka.consumer(),
+        &all_topics,
+    )
+    .map_err(kafka_err)?;
+    let mut shell = Shell {
+        pipeline: pipeline.clone(),
+        driver,
+        sink,
+        source,
+        registry,
+        notify,
+        trained: trained_tx,
+        sync_commits: false,
+    };
+    tracing::info!(pipeline = %pipeline, brokers = %endpoints.brokers, topics = ?all_topics, "pipeline started");
+
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    let result = loop {
+        let step = tokio::select! {
+            _ = &mut shutdown => break Ok(()),
+            event = events.recv() => match event {
+                Some(SourceEvent::Records(records)) => {
+                    shell.handle(Event::Records { records, now_ms: wall_ms() }).await
+                }
+                Some(SourceEvent::Assigned(partitions)) => {
+                    tracing::info!(partitions = ?partitions, "partitions assigned");
+                    shell.handle(Event::Assigned { partitions, now_ms: wall_ms() }).await
+                }
+                Some(SourceEvent::Revoked(partitions)) => {
+                    tracing::info!(partitions = ?partitions, "partitions revoked; their open traces were dropped");
+                    shell.handle(Event::Revoked(partitions)).await
+                }
+                Some(SourceEvent::Error(e)) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    Ok(())
+                }
+                None => break Err(RunError::Kafka { pipeline: pipeline.clone(), message: "consumer stopped".into() }),
+            },
+            Some(ack) = acks.recv() => shell.acked(ack).await,
+            Some(model) = trained_rx.recv() => shell.handle(Event::Trained(model)).await,
+            _ = tick.tick() => {
+                let step = shell.handle(Event::Tick { now_ms: wall_ms() }).await;
+                if let (Some(s), Some(d)) = (&mut saver, shell.driver.stages().detector()) {
+                    let now = std::time::Instant::now();
+                    if s.due(now) {
+                        s.start(now, d.snapshot());
+                    }
+                }
+                step
+            }
+        };
+        if let Err(e) = step {
+            break Err(e);
+        }
+        ready.set(shell.driver.owns_partitions());
+    };
+    ready.set(false);
+    // Shutdown: optionally flush open traces, wait for Kafka to take what was sent,
+    // commit what is safe, leave the group.
+    if result.is_ok() && assemble.flush_on_shutdown {
+        let _ = shell.handle(Event::Flush).await;
+    }
+    if let Err(e) = shell.sink.flush(Duration::from_secs(10)) {
+        tracing::warn!(error = %e, "producer flush incomplete");
+    }
+    while let Ok(ack) = acks.try_recv() {
+        let _ = shell.acked(ack).await;
+    }
+    shell.sync_commits = true;
+    let _ = shell.handle(Event::CommitNow).await;
+    if let (Some(n), Some(task)) = (&shell.notify, notify_task) {
+        n.shutdown(Duration::from_secs(5));
+        let _ = task.await;
+    }
+    shell.driver.publish_metrics();
+    let Shell { driver, source, .. } = shell;
+    tokio::task::spawn_blocking(move || source.stop())
+        .await
+        .ok();
+    // after leaving the group, so partitions move on while it is written; the learnt
+    // state is sound after an error too
+    if let (Some(s), Some(d)) = (saver, driver.stages().detector()) {
+        s.finish(d.snapshot()).await;
+    }
+    tracing::info!(pipeline = %pipeline, "pipeline stopped");
+    result.map(|()| RunSummary {
+        slowest: driver.slowest().to_vec(),
+    })
+}
+
+impl Shell {
+    /// Hands `event` to the driver and carries out every effect that follows.
+    async fn handle(&mut self, event: Event) -> Result<(), RunError> {
+        let is_tick = matches!(event, Event::Tick { .. });
+        self.driver
+            .handle(event)
+            .map_err(|e| self.driver_error(e))?;
+        self.execute().await?;
+        if is_tick {
+            self.driver.publish_metrics();
+        }
+        Ok(())
+    }
+
+    async fn acked(&mut self, ack: Ack) -> Result<(), RunError> {
+        let Token { topic, holds, .. } = ack.token;
+        let event = Event::Acked {
+            topic,
+            holds,
+            error: ack.error,
+        };
+        self.handle(event).await
+    }
+
+    fn driver_error(&self, source: DriverError) -> RunError {
+        RunError::Driver {
+            pipeline: self.pipeline.clone(),
+            source,
+        }
+    }
+
+    async fn execute(&mut self) -> Result<(), RunError> {
+        // a schema lookup feeds the driver again, which may have more effects
+        while self.driver.has_effects() {
+            for effect in self.driver.take_effects() {
+                self.effect(effect).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn effect(&mut self, effect: Effect) -> Result<(), RunError> {
+        match effect {
+            Effect::Produce(p) => {
+                let (lane, emitted) = match p.kind {
+                    // alerts on their own producer: never behind the traces' queue; an
+                    // alert's delivery latency counts from here
+                    OutputKind::Alert => (Lane::Urgent, Some(std::time::Instant::now())),
+                    _ => (Lane::Bulk, None),
+                };
+                let token = Token {
+                    topic: p.topic.clone(),
+                    holds: p.holds,
+                    emitted,
+                };
+                self.sink
+                    .send(lane, &p.topic, &p.key, &p.value, &p.headers, token)
+                    .await
+                    .map_err(|e| RunError::Kafka {
+                        pipeline: self.pipeline.clone(),
+                        message: format!("produce to {}: {e}", p.topic),
+                    })
+            }
+            Effect::Notify(alert) => {
+                if let Some(n) = &self.notify {
+                    n.send(std::slice::from_ref(&alert));
+                }
+                Ok(())
+            }
+            Effect::FetchSchema { source, id } => {
+                let schema = match &self.registry {
+                    Some(r) => r.schema(id).await,
+                    None => Err("no schema registry".to_string()),
+                };
+                self.driver
+                    .handle(Event::Schema { source, id, schema })
+                    .map_err(|e| self.driver_error(e))
+            }
+            Effect::Train(job) => {
+                let trained = self.trained.clone();
+                // model training is CPU-heavy: off the async threads
+                tokio::task::spawn_blocking(move || {
+                    let _ = trained.send(job.run());
+                });
+                Ok(())
+            }
+            Effect::Commit(commits) => {
+                let offsets: Vec<(String, i32, i64)> = commits
+                    .iter()
+                    .map(|c| (c.topic.to_string(), c.partition, c.offset))
+                    .collect();
+                let result = if self.sync_commits {
+                    self.source.commit_sync(&offsets)
+                } else {
+                    self.source.commit(&offsets)
+                };
+                match result {
+                    Ok(()) => self
+                        .driver
+                        .handle(Event::Committed(commits))
+                        .map_err(|e| self.driver_error(e)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "offset commit failed; will retry");
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+}
