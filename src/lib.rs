@@ -18,6 +18,7 @@ pub mod runner;
 pub mod sinks;
 pub mod snapshots;
 pub mod stage;
+pub mod state;
 pub mod telemetry;
 #[doc(hidden)]
 pub mod testkit;

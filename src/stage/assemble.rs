@@ -9,6 +9,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
+mod state;
+
+pub use state::{ClosedTraceState, OpenTraceState};
+
 use super::watermark::{Watermarks, NO_WATERMARK};
 use crate::model::{CloseReason, HoldOffsets, Span, SpanId, Trace, TraceId};
 pub use crate::model::{Holds, Origin};
@@ -106,6 +110,8 @@ struct OpenTrace {
     incomplete: bool,
     bytes: usize,
     deadline: (i64, u64),
+    /// Changed since the changelog last took the changes.
+    dirty: bool,
 }
 
 impl OpenTrace {
@@ -123,6 +129,7 @@ impl OpenTrace {
             incomplete: false,
             bytes: 0,
             deadline: (i64::MAX, 0),
+            dirty: false,
         }
     }
 
@@ -196,6 +203,8 @@ pub struct Assembler {
     buffered_spans: usize,
     buffered_bytes: usize,
     stats: Stats,
+    /// Changes kept for a changelog (see `state.rs`), when one is kept.
+    changes: Option<state::Changes>,
 }
 
 impl Assembler {
@@ -217,6 +226,7 @@ impl Assembler {
             buffered_spans: 0,
             buffered_bytes: 0,
             stats: Stats::default(),
+            changes: None,
         }
     }
 
@@ -325,6 +335,9 @@ impl Assembler {
             Pushed::Added
         };
         let trace = self.open.get_mut(&trace_id).expect("inserted above");
+        if let Some(changes) = &mut self.changes {
+            changes.open_changed(trace_id, &mut trace.dirty);
+        }
         self.buffered_spans += 1;
         self.buffered_bytes += span.memory_size();
         let start_before = trace.min_start;
@@ -407,6 +420,9 @@ impl Assembler {
             },
         );
         self.expiry.push_back((expires, id));
+        if let Some(changes) = &mut self.changes {
+            changes.closed_changed(id, trace.dirty);
+        }
 
         let mut closed = Trace {
             trace_id: id,
@@ -448,6 +464,9 @@ impl Assembler {
             self.expiry.pop_front();
             if self.closed.get(&id).is_some_and(|c| c.expires <= wm) {
                 self.closed.remove(&id);
+                if let Some(changes) = &mut self.changes {
+                    changes.forgotten(id);
+                }
             }
         }
     }
@@ -463,56 +482,6 @@ impl Assembler {
         let ids: Vec<TraceId> = self.due.values().copied().collect();
         for id in ids {
             self.close(id, reason, out);
-        }
-    }
-
-    /// Partitions were revoked: their spans leave the open traces (another consumer
-    /// re-reads them from the committed offsets), traces left empty are dropped, and the
-    /// watermark forgets them.
-    pub fn revoke(&mut self, revoked: &[u32]) {
-        for p in revoked {
-            self.watermarks.revoke(*p);
-        }
-        let mut emptied = Vec::new();
-        let mut touched = Vec::new();
-        for (id, t) in &mut self.open {
-            if !t.partitions.iter().any(|p| revoked.contains(p)) {
-                continue;
-            }
-            let before = t.spans.len();
-            let parts = std::mem::take(&mut t.partitions);
-            let mut keep = parts.iter().map(|p| !revoked.contains(p));
-            t.spans.retain(|_| keep.next().unwrap_or(true));
-            t.partitions = parts.into_iter().filter(|p| !revoked.contains(p)).collect();
-            t.holds.retain(|(p, _)| !revoked.contains(p));
-            let removed = before - t.spans.len();
-            self.stats.revoked_spans += removed as u64;
-            self.buffered_spans -= removed;
-            let bytes: usize = t.spans.iter().map(Span::memory_size).sum();
-            self.buffered_bytes -= t.bytes - bytes;
-            t.bytes = bytes;
-            self.starts.remove(&(t.min_start, *id));
-            t.min_start = t.spans.iter().map(|s| s.start_ns).min().unwrap_or(i64::MAX);
-            if !t.spans.is_empty() {
-                self.starts.insert((t.min_start, *id));
-            }
-            t.max_end = t.spans.iter().map(|s| s.end_ns).max().unwrap_or(i64::MIN);
-            t.has_root = t.spans.iter().any(Span::is_root);
-            t.seen = (t.spans.len() > LINEAR_DEDUP_LIMIT)
-                .then(|| t.spans.iter().map(|s| s.span_id).collect());
-            if t.spans.is_empty() {
-                emptied.push(*id);
-            } else {
-                touched.push(*id);
-            }
-        }
-        for id in emptied {
-            if let Some(t) = self.open.remove(&id) {
-                self.due.remove(&t.deadline);
-            }
-        }
-        for id in touched {
-            self.reschedule(id);
         }
     }
 }

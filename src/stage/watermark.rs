@@ -52,6 +52,22 @@ impl Watermarks {
         });
     }
 
+    /// The latest event time `partition` delivered, if it delivered anything (state kept
+    /// across restarts).
+    pub fn max_event(&self, partition: u32) -> Option<i64> {
+        self.partitions
+            .get(&partition)
+            .map(|p| p.max_event_ns)
+            .filter(|&ns| ns != NO_WATERMARK)
+    }
+
+    /// Restores the latest event time of an assigned `partition`; it only moves forward.
+    pub fn restore_max_event(&mut self, partition: u32, max_event_ns: i64) {
+        if let Some(p) = self.partitions.get_mut(&partition) {
+            p.max_event_ns = p.max_event_ns.max(max_event_ns);
+        }
+    }
+
     /// A partition was revoked: it no longer counts.
     pub fn revoke(&mut self, partition: u32) {
         self.partitions.remove(&partition);

@@ -1,0 +1,77 @@
+//! Stage state as changelog records: the keys and versioned values that the stateful
+//! stages keep in compacted Kafka topics, as Kafka Streams keeps its stores, so a
+//! restarted pipeline resumes from the state of its last commit instead of re-reading
+//! what it had already written.
+//!
+//! Every value starts with a format version byte; a record of an unknown version, or one
+//! that does not decode, is an error naming where it was read ([`StateError`]).
+
+pub mod assemble;
+
+use thiserror::Error;
+
+use crate::codec::avro_bin::AvroReadError;
+use crate::codec::DecodeError;
+
+/// The format version written in the first byte of every state value.
+pub const VERSION: u8 = 1;
+
+/// The stages that keep state, each in a changelog topic of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Store {
+    /// Open traces and the traces closed within `grace`.
+    Assemble,
+}
+
+impl Store {
+    /// Every store.
+    pub const ALL: [Store; 1] = [Store::Assemble];
+
+    /// The store's name, as in its topic name and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Store::Assemble => "assemble",
+        }
+    }
+
+    /// The changelog topic of this store for the consumer group `group_id`.
+    pub fn topic(self, group_id: &str) -> String {
+        format!("{group_id}-{}-changelog", self.name())
+    }
+}
+
+/// A state record that cannot be restored.
+#[derive(Debug, Error)]
+pub enum StateError {
+    #[error("state record of format version {found}, this spanline reads version {VERSION}")]
+    Version { found: u8 },
+    #[error("state record has an empty value")]
+    Empty,
+    #[error("state record key {0:?} is not one spanline writes")]
+    Key(Vec<u8>),
+    #[error("state record is damaged: {0}")]
+    Damaged(String),
+    #[error("state record names partition {0}, which no source topic has")]
+    Partition(String),
+}
+
+impl From<AvroReadError> for StateError {
+    fn from(e: AvroReadError) -> Self {
+        StateError::Damaged(e.to_string())
+    }
+}
+
+impl From<DecodeError> for StateError {
+    fn from(e: DecodeError) -> Self {
+        StateError::Damaged(e.to_string())
+    }
+}
+
+/// Checks the version byte and returns the rest of the value.
+fn versioned(value: &[u8]) -> Result<&[u8], StateError> {
+    match value.split_first() {
+        None => Err(StateError::Empty),
+        Some((&VERSION, rest)) => Ok(rest),
+        Some((&found, _)) => Err(StateError::Version { found }),
+    }
+}
