@@ -6,6 +6,7 @@
 //! Every value starts with a format version byte; a record of an unknown version, or one
 //! that does not decode, is an error naming where it was read ([`StateError`]).
 
+pub mod aggregate;
 pub mod assemble;
 
 use thiserror::Error;
@@ -21,16 +22,19 @@ pub const VERSION: u8 = 1;
 pub enum Store {
     /// Open traces and the traces closed within `grace`.
     Assemble,
+    /// Open aggregate windows.
+    Aggregate,
 }
 
 impl Store {
     /// Every store.
-    pub const ALL: [Store; 1] = [Store::Assemble];
+    pub const ALL: [Store; 2] = [Store::Assemble, Store::Aggregate];
 
     /// The store's name, as in its topic name and metric labels.
     pub fn name(self) -> &'static str {
         match self {
             Store::Assemble => "assemble",
+            Store::Aggregate => "aggregate",
         }
     }
 

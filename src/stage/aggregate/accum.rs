@@ -64,6 +64,32 @@ impl Placement {
     }
 }
 
+/// An accumulator as its window's changelog record keeps it.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub struct AccumState {
+    pub count: u64,
+    pub errors: u64,
+    pub min_ns: i64,
+    pub max_ns: i64,
+    pub sum_ns: i64,
+    pub slo_good: u64,
+    pub busy_ns: i64,
+    /// `PROFILE_SLOTS + 1` entries.
+    pub diff: Vec<i32>,
+    pub sketch: DDSketch,
+    /// Callee-side latency of edges: min, max, sum and sketch.
+    pub server: Option<(i64, i64, i64, DDSketch)>,
+}
+
+impl fmt::Debug for AccumState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccumState")
+            .field("count", &self.count)
+            .field("errors", &self.errors)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Clone)]
 struct Side {
     min_ns: i64,
@@ -109,6 +135,49 @@ impl Accum {
                 })
             }),
         }
+    }
+
+    /// The state to keep in a changelog.
+    pub(super) fn to_state(&self) -> AccumState {
+        AccumState {
+            count: self.count,
+            errors: self.errors,
+            min_ns: self.min_ns,
+            max_ns: self.max_ns,
+            sum_ns: self.sum_ns,
+            slo_good: self.slo_good,
+            busy_ns: self.busy_ns,
+            diff: self.diff.to_vec(),
+            sketch: self.sketch.clone(),
+            server: self
+                .server
+                .as_ref()
+                .map(|s| (s.min_ns, s.max_ns, s.sum_ns, s.sketch.clone())),
+        }
+    }
+
+    /// The accumulator a changelog kept; `None` when its profile does not fit.
+    pub(super) fn from_state(state: AccumState) -> Option<Self> {
+        let diff: Box<[i32; PROFILE_SLOTS + 1]> = state.diff.into_boxed_slice().try_into().ok()?;
+        Some(Self {
+            count: state.count,
+            errors: state.errors,
+            min_ns: state.min_ns,
+            max_ns: state.max_ns,
+            sum_ns: state.sum_ns,
+            slo_good: state.slo_good,
+            busy_ns: state.busy_ns,
+            diff,
+            sketch: state.sketch,
+            server: state.server.map(|(min_ns, max_ns, sum_ns, sketch)| {
+                Box::new(Side {
+                    min_ns,
+                    max_ns,
+                    sum_ns,
+                    sketch,
+                })
+            }),
+        })
     }
 
     #[inline]

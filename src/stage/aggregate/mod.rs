@@ -19,6 +19,7 @@ mod dimension;
 mod output;
 mod registry;
 mod settings;
+mod state;
 mod window;
 
 #[cfg(test)]
@@ -41,12 +42,13 @@ use accum::{Accum, Call, Placement};
 use dimension::{Reader, Text};
 use registry::{Registry, Values, OVERFLOW};
 
-pub use accum::{sketch_config, SKETCH_MAX_BINS, SKETCH_RELATIVE_ACCURACY};
+pub use accum::{sketch_config, AccumState, SKETCH_MAX_BINS, SKETCH_RELATIVE_ACCURACY};
 pub use dimension::{Dimension, DimensionParseError};
 pub use output::{ServerLatency, WindowAggregate, OVERFLOW_VALUE};
 pub use settings::{
     AggregateSettings, DimensionSet, SettingsError, WindowSpec, SERVICE_GRAPH_SCOPE,
 };
+pub use state::{SeriesState, WindowState};
 pub use window::{window_end, window_start, window_starts, WindowStarts, PROFILE_SLOTS};
 
 /// Counters and gauges of the aggregator, read by the metrics exporter.
@@ -116,6 +118,8 @@ struct OpenWindow {
     start_ns: i64,
     /// By scope index.
     scopes: Vec<WindowScope>,
+    /// Changed since the changelog last took the changes.
+    dirty: bool,
 }
 
 /// The state of one window size.
@@ -144,6 +148,8 @@ pub struct Aggregator {
     closed_through_ns: i64,
     stats: AggregateStats,
     scratch: String,
+    /// Windows whose changelog records are due, when a changelog is kept: (size, start).
+    changes: Option<Vec<(i64, i64)>>,
 }
 
 /// Per call, the id of each value of its key (`None`: no live key has it).
@@ -221,6 +227,7 @@ impl Aggregator {
             closed_through_ns: i64::MIN,
             stats: AggregateStats::default(),
             scratch: String::new(),
+            changes: None,
         }
     }
 
@@ -350,6 +357,10 @@ impl Aggregator {
             for &start in &starts {
                 let window =
                     open_window(&mut size.windows, start, self.scopes.len(), &mut self.stats);
+                if let (Some(changes), false) = (&mut self.changes, window.dirty) {
+                    window.dirty = true;
+                    changes.push((size.size_ns, start));
+                }
                 let at = Placement::new(call, start, size.size_ns);
                 for (s, &id) in scopes.clone().zip(&series) {
                     let ws = &mut window.scopes[s];
@@ -387,6 +398,9 @@ impl Aggregator {
                 let Some(window) = size.windows.pop_front() else {
                     break;
                 };
+                if let Some(changes) = &mut self.changes {
+                    changes.push((size.size_ns, window.start_ns));
+                }
                 self.stats.open_windows -= 1;
                 for (s, ws) in window.scopes.into_iter().enumerate() {
                     let scope = &self.scopes[s];
@@ -490,7 +504,14 @@ fn open_window<'w>(
     };
     if windows.get(at).is_none_or(|w| w.start_ns != start_ns) {
         let scopes = (0..scopes).map(|_| WindowScope::default()).collect();
-        windows.insert(at, OpenWindow { start_ns, scopes });
+        windows.insert(
+            at,
+            OpenWindow {
+                start_ns,
+                scopes,
+                dirty: false,
+            },
+        );
         stats.open_windows += 1;
     }
     &mut windows[at]
