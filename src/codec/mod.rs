@@ -71,6 +71,8 @@ pub enum DecodeError {
     Json(#[from] serde_json::Error),
     #[error("invalid span: {0}")]
     Invalid(String),
+    #[error("span time out of range: {0}")]
+    TimeOutOfRange(String),
 }
 
 impl DecodeError {
@@ -85,11 +87,12 @@ impl DecodeError {
             DecodeError::Proto(_) => "protobuf",
             DecodeError::Json(_) => "json",
             DecodeError::Invalid(_) => "invalid_span",
+            DecodeError::TimeOutOfRange(_) => "time_out_of_range",
         }
     }
 
     /// Every reason label, for pre-registering metrics.
-    pub const REASONS: [&'static str; 8] = [
+    pub const REASONS: [&'static str; 9] = [
         "empty",
         "bad_magic_byte",
         "unknown_schema_id",
@@ -98,10 +101,34 @@ impl DecodeError {
         "protobuf",
         "json",
         "invalid_span",
+        "time_out_of_range",
     ];
 }
 
-/// Rejects spans no trace can hold.
+/// 2100-01-01T00:00:00Z in unix nanoseconds: no span time is this late. A later time is
+/// a corrupt or mis-scaled value that would move the event-time watermark decades ahead
+/// and make every later span late.
+pub const MAX_TIME_NS: i64 = 4_102_444_800_000_000_000;
+
+/// Rejects a span time (`field` names it) before 1970 or from 2100 on. Taken as an
+/// `i128` so that OTLP's unsigned times are checked before they are narrowed.
+pub fn check_time(field: &str, ns: i128) -> Result<(), DecodeError> {
+    if ns < 0 {
+        Err(DecodeError::TimeOutOfRange(format!(
+            "{field} {ns} ns is before 1970-01-01"
+        )))
+    } else if ns >= i128::from(MAX_TIME_NS) {
+        Err(DecodeError::TimeOutOfRange(format!(
+            "{field} {ns} ns is after 2100-01-01, not a plausible span time"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+/// Rejects spans no trace can hold: zero ids, a span that is its own parent, times
+/// outside [`check_time`]'s range. An end before the start is kept (analysis records
+/// it as an oddity).
 pub fn validate_span(span: &Span) -> Result<(), DecodeError> {
     if span.trace_id == 0 {
         return Err(DecodeError::Invalid("trace id is all zeroes".into()));
@@ -112,7 +139,8 @@ pub fn validate_span(span: &Span) -> Result<(), DecodeError> {
     if span.parent_span_id == span.span_id {
         return Err(DecodeError::Invalid("span is its own parent".into()));
     }
-    Ok(())
+    check_time("start time", span.start_ns.into())?;
+    check_time("end time", span.end_ns.into())
 }
 
 /// Decodes records of one declared format.
@@ -144,6 +172,10 @@ impl SpanDecoder {
 
     /// Appends the spans of one record to `out`; on error `out` is unchanged.
     pub fn decode(&mut self, record: &[u8], out: &mut Vec<Span>) -> Result<(), DecodeError> {
+        if record.is_empty() {
+            // a tombstone or an empty value, whatever the format
+            return Err(DecodeError::Empty);
+        }
         match self.format {
             Format::Avro => {
                 out.push(self.avro.decode(record)?);
@@ -162,3 +194,5 @@ pub fn schema_id_of(record: &[u8]) -> Option<u32> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_prop;

@@ -85,6 +85,9 @@ impl OtlpDecoder {
                 )))
             }
         };
+        // checked before narrowing: a u64 beyond i64::MAX would wrap to before 1970
+        super::check_time("start time", s.start_time_unix_nano.into())?;
+        super::check_time("end time", s.end_time_unix_nano.into())?;
         let status = s.status.unwrap_or_default();
         let mut events = EventsBuilder::default();
         for e in &s.events {

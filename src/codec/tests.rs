@@ -3,7 +3,7 @@ use apache_avro::Schema;
 
 use super::avro::{self, read_span, write_span, write_trace, AvroSpanDecoder, ResourceCache};
 use super::avro_bin::Reader;
-use super::otlp::{encode_json, encode_proto, OtlpDecoder};
+use super::otlp::{self, encode_json, encode_proto, OtlpDecoder};
 use super::*;
 use crate::model::{
     AttrValue, AttributesBuilder, CloseReason, EventsBuilder, Interner, StatusCode, Trace,
@@ -291,4 +291,49 @@ fn resources_are_shared_between_spans() {
         dec.decode(&framed(3, s), &mut out).unwrap();
     }
     assert!(std::sync::Arc::ptr_eq(&out[0].resource, &out[1].resource));
+}
+
+#[test]
+fn times_before_1970_or_from_2100_on_are_rejected_with_their_own_reason() {
+    let mut dec = AvroSpanDecoder::default();
+    dec.add_schema(1, avro::SPAN_SCHEMA).unwrap();
+    let before_1970 = framed(1, &testkit::span(9, 1, 0, -1_000_000_000, 5, "x"));
+    let err = dec.decode(&before_1970).unwrap_err();
+    assert_eq!(err.reason(), "time_out_of_range");
+    assert!(err.to_string().contains("before 1970"), "{err}");
+    let after_2100 = framed(1, &testkit::span(9, 1, 0, 5, MAX_TIME_NS, "x"));
+    assert_eq!(
+        dec.decode(&after_2100).unwrap_err().reason(),
+        "time_out_of_range"
+    );
+    let last_good = framed(1, &testkit::span(9, 1, 0, 0, MAX_TIME_NS - 1, "x"));
+    assert!(dec.decode(&last_good).is_ok());
+
+    // OTLP times are unsigned: past i64::MAX they are checked before they could wrap
+    let mut req = otlp::to_request([&testkit::span(9, 1, 0, 5, 6, "x")]);
+    req.resource_spans[0].scope_spans[0].spans[0].end_time_unix_nano = u64::MAX;
+    let bytes = prost::Message::encode_to_vec(&req);
+    let err = OtlpDecoder::default()
+        .decode_proto(&bytes, &mut Vec::new())
+        .unwrap_err();
+    assert_eq!(err.reason(), "time_out_of_range");
+    assert!(err.to_string().contains("18446744073709551615"), "{err}");
+    // the year 2500 in OTLP/JSON
+    let json = String::from_utf8(encode_json([&testkit::span(9, 1, 0, 5, 6, "x")]))
+        .unwrap()
+        .replace("\"6\"", "\"16725225600000000000\"");
+    let err = OtlpDecoder::default()
+        .decode_json(json.as_bytes(), &mut Vec::new())
+        .unwrap_err();
+    assert_eq!(err.reason(), "time_out_of_range", "{json}");
+}
+
+#[test]
+fn empty_records_are_empty_in_every_format() {
+    for format in [Format::Avro, Format::OtlpProto, Format::OtlpJson] {
+        let err = SpanDecoder::new(format)
+            .decode(&[], &mut Vec::new())
+            .unwrap_err();
+        assert_eq!(err.reason(), "empty", "{format:?}");
+    }
 }

@@ -690,3 +690,112 @@ pub fn spawn_pipeline(
     ));
     (tx, task)
 }
+
+/// A record read by a [`Collector`].
+#[derive(Debug, Clone)]
+pub struct Collected {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+/// Reads topics from their beginning on a background thread and keeps every record, so
+/// that a test can produce a lot without losing output: the embedded broker keeps only
+/// about 5 MB per partition and drops older records past that. Stops on drop.
+pub struct Collector {
+    records: Arc<Mutex<Vec<Collected>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Collector {
+    /// Starts reading every partition (`0..partitions`) of `topics` at `bootstrap`.
+    pub fn start(bootstrap: &str, topics: &[&str], partitions: i32) -> Self {
+        use rdkafka::message::{Headers, Message};
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", "test-collector")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("collector consumer");
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for t in topics {
+            for p in 0..partitions {
+                tpl.add_partition_offset(t, p, rdkafka::Offset::Beginning)
+                    .expect("partition");
+            }
+        }
+        consumer.assign(&tpl).expect("assign");
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (out, stopped) = (Arc::clone(&records), Arc::clone(&stop));
+        let thread = thread::spawn(move || {
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) else {
+                    continue;
+                };
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|x| {
+                                let v = x.value.unwrap_or_default();
+                                (x.key.to_string(), String::from_utf8_lossy(v).into_owned())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let record = Collected {
+                    topic: m.topic().to_string(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().unwrap_or_default().to_vec(),
+                    value: m.payload().unwrap_or_default().to_vec(),
+                    headers,
+                };
+                out.lock().unwrap_or_else(|e| e.into_inner()).push(record);
+            }
+        });
+        Collector {
+            records,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Runs `f` over the records read so far, in the order read.
+    pub fn with<T>(&self, f: impl FnOnce(&[Collected]) -> T) -> T {
+        f(&self.records.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Waits until `done` holds for the records read so far; false when `timeout`
+    /// passes first.
+    pub fn wait_until(
+        &self,
+        timeout: Duration,
+        mut done: impl FnMut(&[Collected]) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.with(&mut done) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
