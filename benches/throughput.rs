@@ -727,6 +727,7 @@ fn bench_driver(config: &PipelineConfig) -> Driver {
         commit_interval_ms: 1000,
         schema_registry: false,
         span_metrics: true,
+        changelog: None,
     };
     let mut driver = Driver::new(config, Driver::sources_of(config), outputs, settings);
     let assigned = Event::Assigned {
@@ -797,6 +798,7 @@ fn all_stages(spans: &[Span]) -> f64 {
                         let acked = Event::Acked {
                             topic: p.topic,
                             holds: p.holds,
+                            epoch: p.epoch,
                             error: None,
                         };
                         driver.handle(acked).expect("acknowledged");

@@ -46,6 +46,10 @@ enum Command {
     Run {
         /// The pipeline file.
         pipeline: PathBuf,
+        /// Delete the state kept in the changelog topics instead of restoring it (after
+        /// a change that makes it unreadable); logged and counted.
+        #[arg(long)]
+        reset_state: bool,
     },
     /// Check pipeline files without connecting anywhere; reports every error.
     Validate {
@@ -119,7 +123,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
-            Command::Run { pipeline } => run(pipeline).await,
+            Command::Run {
+                pipeline,
+                reset_state,
+            } => run(pipeline, reset_state).await,
             Command::Replay {
                 pipeline,
                 input,
@@ -278,6 +285,13 @@ pub fn pipeline_topics(config: &PipelineConfig) -> Vec<String> {
     topics.extend(config.outputs.late.as_ref().map(|l| l.topic.clone()));
     topics.extend(config.outputs.aggregates.as_ref().map(|l| l.topic.clone()));
     topics.extend(config.outputs.alerts.as_ref().map(|l| l.topic.clone()));
+    if config.kafka.changelogs {
+        topics.extend(
+            spanline::state::Store::ALL
+                .iter()
+                .map(|s| s.topic(&config.kafka.group_id)),
+        );
+    }
     topics.sort();
     topics.dedup();
     topics
@@ -346,8 +360,9 @@ fn check_brokers(
         .map_err(|e| format!("cannot reach kafka brokers {brokers}: {e} (check kafka.brokers and kafka.properties)"))
 }
 
-async fn run(path: PathBuf) -> Result<(), String> {
-    let config = load(&path)?;
+async fn run(path: PathBuf, reset_state: bool) -> Result<(), String> {
+    let mut config = load(&path)?;
+    config.kafka.reset_state = reset_state;
     let embedded = resolve(&config).await?;
     let ready = Readiness::default();
     metrics::init();

@@ -128,6 +128,7 @@ impl Replayer {
             commit_interval_ms: i64::MAX,
             schema_registry: false,
             span_metrics: false,
+            changelog: None,
         };
         let mut driver = Driver::new(config, vec![source], outputs, settings);
         // processing time is irrelevant here: one input, never idle
@@ -195,6 +196,7 @@ impl Replayer {
                         let acked = Event::Acked {
                             topic: p.topic.clone(),
                             holds: p.holds.clone(),
+                            epoch: p.epoch,
                             error: None,
                         };
                         written.records.push(p);
@@ -316,6 +318,8 @@ fn write(
                 continue;
             }
             OutputKind::Late | OutputKind::Alert => {}
+            // replay keeps no changelog
+            OutputKind::Changelog => continue,
         }
         writers.line(&p.topic, &p.value)?;
     }

@@ -33,6 +33,16 @@ pub struct KafkaConfig {
     /// How often offsets that are safe to commit are committed.
     #[serde(default = "default_commit_interval", with = "duration")]
     pub commit_interval: Duration,
+    /// Keep the stages' state (open traces, open aggregate windows) in compacted
+    /// changelog topics named `<group_id>-<stage>-changelog`, created when missing, and
+    /// restore it when partitions are assigned, so a restart neither re-writes traces nor
+    /// loses window counts. `false`: state lives in memory and offsets stay held until it
+    /// is written out.
+    #[serde(default = "default_changelogs")]
+    pub changelogs: bool,
+    /// Delete the stored state instead of restoring it (the `--reset-state` flag).
+    #[serde(skip)]
+    pub reset_state: bool,
     /// Partitions of each topic the embedded broker creates.
     #[serde(default = "default_partitions")]
     pub embedded_partitions: i32,
@@ -44,6 +54,10 @@ fn default_commit_interval() -> Duration {
 
 fn default_partitions() -> i32 {
     3
+}
+
+fn default_changelogs() -> bool {
+    true
 }
 
 /// librdkafka properties that only a consumer reads (librdkafka's CONFIGURATION.md,
@@ -203,6 +217,8 @@ mod tests {
             consumer_properties: BTreeMap::new(),
             producer_properties: [("linger.ms".to_string(), "20".to_string())].into(),
             commit_interval: Duration::from_secs(1),
+            changelogs: true,
+            reset_state: false,
             embedded_partitions: 3,
         }
     }

@@ -7,13 +7,20 @@
 //! schema, train a model). Live and replay therefore cannot drift apart, and the
 //! rebalance, acknowledgement and commit rules are tested here without a broker.
 
+mod checkpoint;
 pub mod offsets;
 mod partitions;
+mod restore;
 mod step;
 mod windows;
 
+pub use checkpoint::ChangelogSettings;
+pub use restore::StateRecord;
+
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_checkpoint;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -68,6 +75,8 @@ pub enum OutputKind {
     Aggregate,
     Alert,
     DeadLetter,
+    /// A stage's state, on its changelog topic.
+    Changelog,
 }
 
 /// A record to write, holding the input offsets it depends on until Kafka has it.
@@ -75,12 +84,18 @@ pub enum OutputKind {
 pub struct Produce {
     pub kind: OutputKind,
     pub topic: Arc<str>,
+    /// The partition to write to; `None`: by the key's hash.
+    pub partition: Option<i32>,
     pub key: Vec<u8>,
     pub value: Vec<u8>,
+    /// Write no value: the key is deleted (changelog records).
+    pub tombstone: bool,
     /// Dead letters say why and where from.
     pub headers: Vec<(&'static str, String)>,
     /// Report these back in [`Event::Acked`] once the record is written.
     pub holds: Holds,
+    /// Report this back in [`Event::Acked`] too.
+    pub epoch: u64,
 }
 
 /// Offsets to commit: the next offset to read per partition.
@@ -131,7 +146,20 @@ pub enum Event {
     Acked {
         topic: Arc<str>,
         holds: Holds,
+        epoch: u64,
         error: Option<String>,
+    },
+    /// The latest records of a changelog's partitions, read before the partitions they
+    /// follow are processed.
+    Restore {
+        store: crate::state::Store,
+        records: Vec<StateRecord>,
+    },
+    /// Delete every key of these changelog records instead of restoring them
+    /// (`--reset-state`).
+    ResetState {
+        store: crate::state::Store,
+        records: Vec<StateRecord>,
     },
     /// A model trained for [`Effect::Train`].
     Trained(TrainedModel),
@@ -153,6 +181,14 @@ pub enum Event {
 pub enum DriverError {
     #[error("kafka did not take a record for {topic}: {message}; offsets were not committed past it, restart to re-read")]
     Delivery { topic: String, message: String },
+    #[error("state record at {topic} partition {partition} offset {offset} cannot be restored: {source}; run with --reset-state to start from empty state")]
+    State {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        #[source]
+        source: crate::state::StateError,
+    },
 }
 
 struct Source {
@@ -169,6 +205,8 @@ pub struct DriverSettings {
     pub schema_registry: bool,
     /// Whether to feed spanline's span metrics (`/metrics`); off for replay.
     pub span_metrics: bool,
+    /// Keep the stages' state in changelog topics and commit at checkpoints.
+    pub changelog: Option<ChangelogSettings>,
 }
 
 /// The pure core of a pipeline.
@@ -200,6 +238,8 @@ pub struct Driver {
     published: Published,
     /// Spans decoded or pushed so far.
     spans_read: u64,
+    /// Epochs and checkpoints, when state is kept in changelogs.
+    checkpoints: Option<checkpoint::Checkpoints>,
 }
 
 /// The output topics, shared with every record written to them.
@@ -252,6 +292,17 @@ impl Driver {
                 }),
             )
         });
+        let mut stages = Stages::new(config);
+        let checkpoints = settings
+            .changelog
+            .as_ref()
+            .map(checkpoint::Checkpoints::new);
+        if checkpoints.is_some() {
+            stages.assembler.track_changes();
+            if let Some(agg) = stages.aggregator_mut() {
+                agg.track_changes();
+            }
+        }
         Self {
             sources: sources
                 .into_iter()
@@ -263,7 +314,7 @@ impl Driver {
             topic_source,
             outputs,
             topics,
-            stages: Stages::new(config),
+            stages,
             spanmetrics,
             tracker: OffsetTracker::default(),
             partitions: Partitions::default(),
@@ -281,6 +332,7 @@ impl Driver {
             due: Vec::new(),
             published: Published::default(),
             spans_read: 0,
+            checkpoints,
         }
     }
 
@@ -317,7 +369,17 @@ impl Driver {
                 for id in &ids {
                     self.tracker.revoke(*id);
                 }
-                self.stages.assembler.revoke(&ids);
+                if self.checkpoints.is_some() {
+                    // the state was checkpointed: the next owner restores it, and so
+                    // does this instance if the partitions come back
+                    self.stages.clear_state();
+                    self.stages.assembler.track_changes();
+                    if let Some(agg) = self.stages.aggregator_mut() {
+                        agg.track_changes();
+                    }
+                } else {
+                    self.stages.assembler.revoke(&ids);
+                }
                 // records read before the revocation and not processed yet belong to
                 // the next owner now
                 self.pending
@@ -345,6 +407,7 @@ impl Driver {
             Event::Acked {
                 topic,
                 holds,
+                epoch,
                 error,
             } => {
                 if let Some(message) = error {
@@ -358,7 +421,13 @@ impl Driver {
                 for (p, o) in holds {
                     self.tracker.release(p, o);
                 }
+                if let Some(cp) = &mut self.checkpoints {
+                    cp.acked(epoch);
+                    self.advance_checkpoint();
+                }
             }
+            Event::Restore { store, records } => self.restore(store, records)?,
+            Event::ResetState { store, records } => self.reset_state(store, records),
             Event::Trained(model) => self.stages.install(model),
             Event::Committed(commits) => {
                 metrics::COMMITS.inc();
@@ -442,6 +511,16 @@ impl Driver {
         self.spans_read
     }
 
+    /// Whether a checkpoint is waiting for acknowledgements.
+    pub fn checkpoint_in_progress(&self) -> bool {
+        self.checkpoints.as_ref().is_some_and(|c| c.in_progress())
+    }
+
+    /// The changelog topic of `store`, when state is kept in changelogs.
+    pub fn changelog_topic(&self, store: crate::state::Store) -> Option<&str> {
+        self.checkpoints.as_ref().map(|c| c.topic(store).as_ref())
+    }
+
     /// Whether this instance owns any input partition.
     pub fn owns_partitions(&self) -> bool {
         !self.partitions.is_empty()
@@ -513,7 +592,13 @@ impl Driver {
         }
     }
 
+    /// Commits what is safe: at a checkpoint when state is kept in changelogs, else
+    /// below every held offset.
     fn commit(&mut self) {
+        if self.checkpoints.is_some() {
+            self.begin_checkpoint();
+            return;
+        }
         let due: Vec<Commit> = self
             .tracker
             .to_commit()

@@ -106,6 +106,23 @@ impl OffsetTracker {
         out
     }
 
+    /// Partitions read past their last commit, with the next offset to read: what a
+    /// checkpoint commits, the state being safe.
+    pub fn positions(&self) -> Vec<(u32, i64)> {
+        let mut out: Vec<(u32, i64)> = self
+            .partitions
+            .iter()
+            .filter_map(|(part, p)| {
+                let next = p.next?;
+                p.committed
+                    .is_none_or(|done| next > done)
+                    .then_some((*part, next))
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// Records that `offset` was committed for `partition`.
     pub fn committed(&mut self, partition: u32, offset: i64) {
         if let Some(p) = self.partitions.get_mut(&partition) {

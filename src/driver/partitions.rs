@@ -57,8 +57,7 @@ impl Partitions {
     }
 
     /// The ids of the assigned partitions, in no particular order.
-    #[cfg(test)]
-    pub fn assigned(&self) -> impl Iterator<Item = u32> + '_ {
+    pub fn live_ids(&self) -> impl Iterator<Item = u32> + '_ {
         self.live.values().flat_map(|p| p.values().copied())
     }
 }

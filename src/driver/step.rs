@@ -102,14 +102,17 @@ impl Driver {
         metrics::DEAD_LETTERED.with_label_values(&[reason]).inc();
         let mut holds = Holds::new();
         holds.push((part, rec.offset));
-        self.effects.push(Effect::Produce(Produce {
+        self.produce_output(Produce {
             kind: OutputKind::DeadLetter,
             topic,
+            partition: None,
             key: rec.key.unwrap_or_default(),
             value: payload,
+            tombstone: false,
             headers,
             holds,
-        }));
+            epoch: 0,
+        });
     }
 
     /// Runs the stages after assembly over what the assembler closed and turns what
@@ -124,7 +127,8 @@ impl Driver {
         // A trace counted in aggregate windows keeps its offsets held until those
         // windows close; the aggregates and alerts of the step that closes them hold
         // them on until they are written.
-        if let Some(agg) = self.stages.aggregator() {
+        // (with changelogs, the windows' state is safe at each checkpoint instead)
+        if let (Some(agg), None) = (self.stages.aggregator(), &self.checkpoints) {
             let horizon = agg.horizon_ns();
             for e in &self.emits {
                 if let Emit::Trace { trace, holds, .. } = e {
@@ -141,7 +145,7 @@ impl Driver {
         for emit in std::mem::take(&mut self.emits) {
             let produce = self.produce(emit, &step_holds);
             if let Some(p) = produce {
-                self.effects.push(Effect::Produce(p));
+                self.produce_output(p);
             }
         }
         for (p, o) in self.due.drain(..) {
@@ -212,10 +216,21 @@ impl Driver {
         Some(Produce {
             kind,
             topic,
+            partition: None,
             key,
             value,
+            tombstone: false,
             headers: Vec::new(),
             holds,
+            epoch: 0,
         })
+    }
+
+    /// Writes an output in the current epoch.
+    fn produce_output(&mut self, mut p: Produce) {
+        if let Some(cp) = &mut self.checkpoints {
+            p.epoch = cp.written();
+        }
+        self.effects.push(Effect::Produce(p));
     }
 }

@@ -7,12 +7,12 @@ use super::*;
 use crate::config::load_str;
 use crate::testkit;
 
-const S: i64 = 1_000_000_000;
+pub(super) const S: i64 = 1_000_000_000;
 const MS: i64 = 1_000_000;
 /// A multiple of every window size used here.
 const T0: i64 = 1_700_000_000 * S;
 
-fn pipeline(aggregate: bool, format: &str) -> PipelineConfig {
+pub(super) fn pipeline(aggregate: bool, format: &str) -> PipelineConfig {
     let aggregate = if aggregate {
         "  - type: aggregate\n    windows: [10s]\n    service_graph: false\n    dimensions:\n      service: [service]\n"
     } else {
@@ -69,6 +69,7 @@ fn driver_for(config: &PipelineConfig, schema_registry: bool) -> Driver {
         commit_interval_ms: 1000,
         schema_registry,
         span_metrics: false,
+        changelog: None,
     };
     let mut d = Driver::new(config, Driver::sources_of(config), outputs, settings);
     d.handle(Event::Assigned {
@@ -84,11 +85,11 @@ fn driver(aggregate: bool) -> Driver {
 }
 
 /// A root span of its own trace, at `at_ns` after T0, lasting 10 ms.
-fn root(trace: u128, at_ns: i64) -> Span {
+pub(super) fn root(trace: u128, at_ns: i64) -> Span {
     testkit::span(trace, 1, 0, T0 + at_ns, T0 + at_ns + 10 * MS, "svc")
 }
 
-fn produced(effects: Vec<Effect>) -> Vec<Produce> {
+pub(super) fn produced(effects: Vec<Effect>) -> Vec<Produce> {
     effects
         .into_iter()
         .filter_map(|e| match e {
@@ -98,11 +99,12 @@ fn produced(effects: Vec<Effect>) -> Vec<Produce> {
         .collect()
 }
 
-fn ack(d: &mut Driver, records: Vec<Produce>) {
+pub(super) fn ack(d: &mut Driver, records: Vec<Produce>) {
     for p in records {
         d.handle(Event::Acked {
             topic: p.topic,
             holds: p.holds,
+            epoch: p.epoch,
             error: None,
         })
         .unwrap();
@@ -275,6 +277,7 @@ fn a_failed_delivery_stops_the_driver_without_releasing() {
         .handle(Event::Acked {
             topic: p.topic,
             holds: p.holds,
+            epoch: p.epoch,
             error: Some("broker down".into()),
         })
         .unwrap_err();
@@ -379,6 +382,7 @@ fn ownership_follows_assignment() {
             commit_interval_ms: 1000,
             schema_registry: false,
             span_metrics: false,
+            changelog: None,
         },
     );
     assert!(!d.owns_partitions());
@@ -388,7 +392,7 @@ fn ownership_follows_assignment() {
     })
     .unwrap();
     assert!(d.owns_partitions());
-    assert_eq!(d.partitions.assigned().count(), 2);
+    assert_eq!(d.partitions.live_ids().count(), 2);
     d.handle(Event::Revoked(vec![
         ("spans".into(), 0),
         ("spans".into(), 1),

@@ -27,6 +27,8 @@ pub struct Token {
     pub topic: Arc<str>,
     /// Input offsets to release once Kafka has the record.
     pub holds: Holds,
+    /// The driver's epoch of the record.
+    pub epoch: u64,
     /// When the record was emitted, for records whose delivery latency is measured
     /// (`spanline_alert_ack_latency_seconds`, observed when Kafka acknowledges it).
     pub emitted: Option<std::time::Instant>,
@@ -122,18 +124,24 @@ impl Sink {
 
     /// Queues one record on `lane`'s producer; waits (asynchronously) while its queue
     /// is full.
+    #[allow(clippy::too_many_arguments)]
     pub async fn send(
         &self,
         lane: Lane,
         topic: &str,
+        partition: Option<i32>,
         key: &[u8],
-        value: &[u8],
+        value: Option<&[u8]>,
         headers: &[(&str, String)],
         token: Token,
     ) -> KafkaResult<()> {
-        let mut record = BaseRecord::with_opaque_to(topic, Box::new(token))
-            .key(key)
-            .payload(value);
+        let mut record = BaseRecord::with_opaque_to(topic, Box::new(token)).key(key);
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
         if !headers.is_empty() {
             record = record.headers(owned_headers(headers));
         }

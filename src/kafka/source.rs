@@ -27,11 +27,19 @@ pub enum SourceEvent {
     Records(Vec<Record>),
     /// Partitions were assigned.
     Assigned(Vec<(String, i32)>),
-    /// Partitions are being taken away: their state must be dropped.
-    Revoked(Vec<(String, i32)>),
+    /// Partitions are being taken away: their state must be written and dropped. The
+    /// rebalance waits (up to [`REVOKE_WAIT`]) until `done` is sent or dropped, so what
+    /// is safe can still be committed.
+    Revoked(Vec<(String, i32)>, RevokeDone),
     /// A consumer error that did not stop the consumer.
     Error(String),
 }
+
+/// How long a rebalance waits for the runner to finish with revoked partitions.
+pub const REVOKE_WAIT: Duration = Duration::from_secs(30);
+
+/// Sent (or dropped) when the runner is done with revoked partitions.
+pub type RevokeDone = std::sync::mpsc::SyncSender<()>;
 
 struct SourceContext {
     events: mpsc::Sender<SourceEvent>,
@@ -74,9 +82,13 @@ impl ClientContext for SourceContext {
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            let _ = self
+            let (done, wait) = std::sync::mpsc::sync_channel(1);
+            let sent = self
                 .events
-                .blocking_send(SourceEvent::Revoked(partitions(tpl)));
+                .blocking_send(SourceEvent::Revoked(partitions(tpl), done));
+            if sent.is_ok() && wait.recv_timeout(REVOKE_WAIT).is_err() {
+                tracing::warn!("revoked partitions not released within {REVOKE_WAIT:?}");
+            }
         }
     }
 
@@ -100,6 +112,7 @@ impl ConsumerContext for SourceContext {
 /// A running consumer.
 pub struct Source {
     consumer: Arc<BaseConsumer<SourceContext>>,
+    topics: Vec<String>,
     stop: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
 }
@@ -130,6 +143,7 @@ impl Source {
             config.create_with_context(SourceContext { events: tx.clone() })?;
         let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&refs)?;
+        let topics = topics.to_vec();
         let consumer = Arc::new(consumer);
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -147,11 +161,20 @@ impl Source {
         Ok((
             Self {
                 consumer,
+                topics,
                 stop,
                 thread: Some(thread),
             },
             rx,
         ))
+    }
+
+    /// Leaves and joins the group again: a member that joined while a crashed
+    /// predecessor was still registered can be left with no partitions by some brokers.
+    pub fn rejoin(&self) -> KafkaResult<()> {
+        self.consumer.unsubscribe();
+        let refs: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        self.consumer.subscribe(&refs)
     }
 
     /// Commits offsets (the next offset to read, per partition) without waiting.

@@ -173,3 +173,102 @@ impl StateTopic {
             .collect())
     }
 }
+
+/// How long partitions read to their reported end must stay quiet before a restore
+/// takes them as read.
+const QUIET: Duration = Duration::from_millis(300);
+
+/// The latest record of one key: (partition, offset, key, value; `None` a tombstone).
+pub type LatestRecord = (i32, i64, Vec<u8>, Option<Vec<u8>>);
+
+impl StateTopic {
+    /// The latest record of every key of `partitions` up to their end when called,
+    /// reading only committed transactions. A topic or partition that does not exist
+    /// reads as empty.
+    pub fn read_latest(
+        &self,
+        partitions: &[i32],
+        timeout: Duration,
+    ) -> Result<Vec<LatestRecord>, String> {
+        let mut config = self.config();
+        config
+            .set("group.id", format!("spanline-restore-{}", self.topic))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .set("isolation.level", "read_committed");
+        let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
+        let mut tpl = TopicPartitionList::new();
+        let mut ends = BTreeMap::new();
+        for &p in partitions {
+            let (low, high) = match consumer.fetch_watermarks(&self.topic, p, timeout) {
+                Ok(w) => w,
+                Err(KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition))
+                | Err(KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownPartition)) => continue,
+                Err(e) => return Err(format!("{} partition {p}: {e}", self.topic)),
+            };
+            if high > low {
+                tpl.add_partition_offset(&self.topic, p, Offset::Offset(low))
+                    .map_err(|e| e.to_string())?;
+                ends.insert(p, high);
+            }
+        }
+        // (partition, key) -> (offset, value)
+        type Latest = BTreeMap<(i32, Vec<u8>), (i64, Option<Vec<u8>>)>;
+        let mut latest = Latest::new();
+        if ends.is_empty() {
+            return Ok(Vec::new());
+        }
+        consumer.assign(&tpl).map_err(|e| e.to_string())?;
+        // Some brokers (tansu 0.6) report a high watermark below the last record of a
+        // batch: past the reported end, read on until the partitions are quiet.
+        let deadline = Instant::now() + timeout;
+        let mut quiet_since: Option<Instant> = None;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!(
+                    "timed out restoring {}; partitions {:?} not read to their end",
+                    self.topic,
+                    ends.keys().collect::<Vec<_>>()
+                ));
+            }
+            match consumer.poll(left.min(Duration::from_millis(100))) {
+                None => {
+                    // under read_committed the end can be a transaction marker: reached
+                    // when the position has
+                    let position = consumer.position().map_err(|e| e.to_string())?;
+                    ends.retain(|p, end| {
+                        position
+                            .find_partition(&self.topic, *p)
+                            .and_then(|e| e.offset().to_raw())
+                            .is_none_or(|o| o < *end)
+                    });
+                    let since = *quiet_since.get_or_insert_with(Instant::now);
+                    if ends.is_empty() && since.elapsed() >= QUIET {
+                        break;
+                    }
+                }
+                Some(Err(e)) => return Err(format!("{}: {e}", self.topic)),
+                Some(Ok(m)) => {
+                    quiet_since = None;
+                    if let Some(key) = m.key() {
+                        latest.insert(
+                            (m.partition(), key.to_vec()),
+                            (m.offset(), m.payload().map(<[u8]>::to_vec)),
+                        );
+                    }
+                    if ends
+                        .get(&m.partition())
+                        .is_some_and(|end| m.offset() + 1 >= *end)
+                    {
+                        ends.remove(&m.partition());
+                    }
+                }
+            }
+        }
+        Ok(latest
+            .into_iter()
+            .map(|((p, key), (offset, value))| (p, offset, key, value))
+            .collect())
+    }
+}

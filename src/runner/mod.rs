@@ -3,6 +3,7 @@
 //! file turns Kafka into events and carries out the effects.
 
 mod setup;
+mod state;
 
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -11,7 +12,9 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 use crate::config::PipelineConfig;
-use crate::driver::{Driver, DriverError, DriverSettings, Effect, Event, OutputKind};
+use crate::driver::{
+    ChangelogSettings, Driver, DriverError, DriverSettings, Effect, Event, OutputKind,
+};
 use crate::kafka::registry_client::RegistryClient;
 use crate::kafka::sink::{Ack, Lane, Sink, Token};
 use crate::kafka::source::{Source, SourceEvent};
@@ -32,6 +35,8 @@ pub enum RunError {
     Registry { pipeline: String, message: String },
     #[error("pipeline {pipeline}: {message}")]
     Config { pipeline: String, message: String },
+    #[error("pipeline {pipeline}: state: {message}")]
+    State { pipeline: String, message: String },
     #[error("pipeline {pipeline}: {source}")]
     Driver {
         pipeline: String,
@@ -65,6 +70,11 @@ pub fn wall_ms() -> i64 {
 /// How often the driver is ticked (idle partitions, timeouts, the commit interval).
 const TICK: Duration = Duration::from_millis(200);
 
+/// How long a member waits with no partitions before it joins the group again (then
+/// twice as long each time, up to [`REJOIN_MAX`]).
+const REJOIN_AFTER: Duration = Duration::from_secs(30);
+const REJOIN_MAX: Duration = Duration::from_secs(600);
+
 /// Carries out the driver's effects.
 struct Shell {
     pipeline: String,
@@ -77,6 +87,9 @@ struct Shell {
     trained: mpsc::UnboundedSender<TrainedModel>,
     /// Commit synchronously (the last commit, at shutdown).
     sync_commits: bool,
+    acks: mpsc::UnboundedReceiver<Ack>,
+    /// Where the changelogs are read from, when state is kept in them.
+    state: Option<state::Restorer>,
 }
 
 /// Runs `config` until `shutdown` completes or an unrecoverable error happens.
@@ -111,8 +124,16 @@ pub async fn run(
                 .unwrap_or(i64::MAX),
             schema_registry: registry.is_some(),
             span_metrics: true,
+            changelog: config.kafka.changelogs.then(|| ChangelogSettings {
+                group_id: config.kafka.group_id.clone(),
+            }),
         },
     );
+    let restorer = if config.kafka.changelogs {
+        Some(state::Restorer::prepare(&config, &endpoints, &driver).await?)
+    } else {
+        None
+    };
     // the detectors continue from their snapshot, if there is one (never fatal), read
     // before joining the consumer group
     let snapshot_store = config.detect().and_then(|d| {
@@ -153,7 +174,7 @@ pub async fn run(
         None => (None, None),
     };
     let (trained_tx, mut trained_rx) = mpsc::unbounded_channel::<TrainedModel>();
-    let (sink, mut acks) =
+    let (sink, acks) =
         Sink::start(&endpoints.brokers, &config.kafka.producer()).map_err(kafka_err)?;
     let all_topics: Vec<String> = config
         .sources
@@ -176,9 +197,12 @@ pub async fn run(
         notify,
         trained: trained_tx,
         sync_commits: false,
+        acks,
+        state: restorer,
     };
     tracing::info!(pipeline = %pipeline, brokers = %endpoints.brokers, topics = ?all_topics, "pipeline started");
 
+    let mut unassigned = Unassigned::new(std::time::Instant::now());
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -191,11 +215,12 @@ pub async fn run(
                 }
                 Some(SourceEvent::Assigned(partitions)) => {
                     tracing::info!(partitions = ?partitions, "partitions assigned");
-                    shell.handle(Event::Assigned { partitions, now_ms: wall_ms() }).await
+                    shell.assigned(partitions).await
                 }
-                Some(SourceEvent::Revoked(partitions)) => {
-                    tracing::info!(partitions = ?partitions, "partitions revoked; their open traces were dropped");
-                    shell.handle(Event::Revoked(partitions)).await
+                Some(SourceEvent::Revoked(partitions, done)) => {
+                    let revoked = shell.revoked(partitions).await;
+                    drop(done);
+                    revoked
                 }
                 Some(SourceEvent::Error(e)) => {
                     tracing::warn!(error = %e, "consumer error");
@@ -203,10 +228,16 @@ pub async fn run(
                 }
                 None => break Err(RunError::Kafka { pipeline: pipeline.clone(), message: "consumer stopped".into() }),
             },
-            Some(ack) = acks.recv() => shell.acked(ack).await,
+            Some(ack) = shell.acks.recv() => shell.acked(ack).await,
             Some(model) = trained_rx.recv() => shell.handle(Event::Trained(model)).await,
             _ = tick.tick() => {
                 let step = shell.handle(Event::Tick { now_ms: wall_ms() }).await;
+                if unassigned.due(shell.driver.owns_partitions(), std::time::Instant::now()) {
+                    tracing::warn!("no partitions assigned for a while; joining the consumer group again");
+                    if let Err(e) = shell.source.rejoin() {
+                        tracing::warn!(error = %e, "rejoining the consumer group failed");
+                    }
+                }
                 if let (Some(s), Some(d)) = (&mut saver, shell.driver.stages().detector()) {
                     let now = std::time::Instant::now();
                     if s.due(now) {
@@ -227,20 +258,16 @@ pub async fn run(
     if result.is_ok() && assemble.flush_on_shutdown {
         let _ = shell.handle(Event::Flush).await;
     }
-    if let Err(e) = shell.sink.flush(Duration::from_secs(10)) {
-        tracing::warn!(error = %e, "producer flush incomplete");
-    }
-    while let Ok(ack) = acks.try_recv() {
-        let _ = shell.acked(ack).await;
-    }
     shell.sync_commits = true;
-    let _ = shell.handle(Event::CommitNow).await;
+    let _ = shell.settle(Duration::from_secs(10)).await;
     if let (Some(n), Some(task)) = (&shell.notify, notify_task) {
         n.shutdown(Duration::from_secs(5));
         let _ = task.await;
     }
     shell.driver.publish_metrics();
     let Shell { driver, source, .. } = shell;
+    // leaving the group revokes the partitions: nobody waits for that any more
+    drop(events);
     tokio::task::spawn_blocking(move || source.stop())
         .await
         .ok();
@@ -253,6 +280,37 @@ pub async fn run(
     result.map(|()| RunSummary {
         slowest: driver.slowest().to_vec(),
     })
+}
+
+/// When a member with no partitions joins the group again.
+struct Unassigned {
+    since: Option<std::time::Instant>,
+    wait: Duration,
+}
+
+impl Unassigned {
+    fn new(now: std::time::Instant) -> Self {
+        Self {
+            since: Some(now),
+            wait: REJOIN_AFTER,
+        }
+    }
+
+    /// Whether to rejoin now, given whether partitions are owned at `now`.
+    fn due(&mut self, owns: bool, now: std::time::Instant) -> bool {
+        if owns {
+            self.since = None;
+            self.wait = REJOIN_AFTER;
+            return false;
+        }
+        let since = *self.since.get_or_insert(now);
+        if now.duration_since(since) < self.wait {
+            return false;
+        }
+        self.since = Some(now);
+        self.wait = (self.wait * 2).min(REJOIN_MAX);
+        true
+    }
 }
 
 impl Shell {
@@ -270,10 +328,16 @@ impl Shell {
     }
 
     async fn acked(&mut self, ack: Ack) -> Result<(), RunError> {
-        let Token { topic, holds, .. } = ack.token;
+        let Token {
+            topic,
+            holds,
+            epoch,
+            ..
+        } = ack.token;
         let event = Event::Acked {
             topic,
             holds,
+            epoch,
             error: ack.error,
         };
         self.handle(event).await
@@ -308,10 +372,20 @@ impl Shell {
                 let token = Token {
                     topic: p.topic.clone(),
                     holds: p.holds,
+                    epoch: p.epoch,
                     emitted,
                 };
+                let value = (!p.tombstone).then_some(p.value.as_slice());
                 self.sink
-                    .send(lane, &p.topic, &p.key, &p.value, &p.headers, token)
+                    .send(
+                        lane,
+                        &p.topic,
+                        p.partition,
+                        &p.key,
+                        value,
+                        &p.headers,
+                        token,
+                    )
                     .await
                     .map_err(|e| RunError::Kafka {
                         pipeline: self.pipeline.clone(),
@@ -363,5 +437,27 @@ impl Shell {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn an_unassigned_member_rejoins_with_backoff() {
+        let t0 = Instant::now();
+        let mut u = Unassigned::new(t0);
+        assert!(!u.due(false, t0 + Duration::from_secs(29)));
+        assert!(u.due(false, t0 + Duration::from_secs(30)));
+        assert!(
+            !u.due(false, t0 + Duration::from_secs(80)),
+            "then after 60 s"
+        );
+        assert!(u.due(false, t0 + Duration::from_secs(90)));
+        assert!(!u.due(true, t0 + Duration::from_secs(91)), "assigned");
+        assert!(!u.due(false, t0 + Duration::from_secs(100)));
+        assert!(u.due(false, t0 + Duration::from_secs(130)), "back to 30 s");
     }
 }

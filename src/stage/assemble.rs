@@ -186,6 +186,8 @@ impl OpenTrace {
 struct Closed {
     span_ids: Box<[SpanId]>,
     expires: i64,
+    /// The partition its first span came from (where its changelog record is kept).
+    partition: u32,
 }
 
 /// The assembler. Pure: time and offsets come in as arguments.
@@ -335,8 +337,13 @@ impl Assembler {
             Pushed::Added
         };
         let trace = self.open.get_mut(&trace_id).expect("inserted above");
+        let first_partition = trace
+            .partitions
+            .first()
+            .copied()
+            .unwrap_or(origin.partition);
         if let Some(changes) = &mut self.changes {
-            changes.open_changed(trace_id, &mut trace.dirty);
+            changes.open_changed(trace_id, first_partition, &mut trace.dirty);
         }
         self.buffered_spans += 1;
         self.buffered_bytes += span.memory_size();
@@ -412,16 +419,18 @@ impl Assembler {
             .current()
             .max(trace.max_end)
             .saturating_add(self.settings.grace_ns);
+        let partition = trace.partitions.first().copied().unwrap_or_default();
         self.closed.insert(
             id,
             Closed {
                 span_ids: ids.into_boxed_slice(),
                 expires,
+                partition,
             },
         );
         self.expiry.push_back((expires, id));
         if let Some(changes) = &mut self.changes {
-            changes.closed_changed(id, trace.dirty);
+            changes.closed_changed(id, partition, trace.dirty);
         }
 
         let mut closed = Trace {
@@ -463,9 +472,14 @@ impl Assembler {
             }
             self.expiry.pop_front();
             if self.closed.get(&id).is_some_and(|c| c.expires <= wm) {
-                self.closed.remove(&id);
-                if let Some(changes) = &mut self.changes {
-                    changes.forgotten(id);
+                let gone = self.closed.remove(&id);
+                if let (Some(changes), Some(c)) = (&mut self.changes, gone) {
+                    changes.forgotten(id, c.partition);
+                    // an open amendment's record now holds the prior span ids itself
+                    if let Some(t) = self.open.get_mut(&id) {
+                        let first = t.partitions.first().copied().unwrap_or(c.partition);
+                        changes.open_changed(id, first, &mut t.dirty);
+                    }
                 }
             }
         }

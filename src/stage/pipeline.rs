@@ -96,6 +96,19 @@ impl Stages {
         self.aggregator.as_ref()
     }
 
+    /// Forgets the open traces and windows (their state is kept elsewhere).
+    pub fn clear_state(&mut self) {
+        self.assembler = Assembler::new(self.assembler.settings().clone());
+        if let Some(agg) = &mut self.aggregator {
+            *agg = Aggregator::new(agg.settings().clone());
+        }
+    }
+
+    /// The aggregator, to track or restore its state.
+    pub fn aggregator_mut(&mut self) -> Option<&mut Aggregator> {
+        self.aggregator.as_mut()
+    }
+
     /// The detector, when the pipeline detects.
     pub fn detector(&self) -> Option<&Detector> {
         self.detector.as_ref()

@@ -4,7 +4,9 @@
 //! trace closed within `grace`. Values (after the version byte, Avro binary encoding):
 //! - open: flags (amendment, incomplete), the input partitions its spans came from (topic,
 //!   partition), then each span as its partition's index and its `schemas/span.avsc`
-//!   datum, then the span ids of the closed trace it amends;
+//!   datum, then the span ids of the closed trace it amends when that trace's own record
+//!   is gone (while it is there, it holds them: rewriting them with every change of the
+//!   amendment would make a long-amended trace's records grow without bound);
 //! - closed: the event time it is forgotten at, then its sorted span ids.
 
 use crate::codec::avro::{read_span, write_span, ResourceCache};
@@ -149,13 +151,23 @@ pub fn decode_open(
     })
 }
 
+/// The most span ids a closed trace's record keeps (800 kB, under Kafka's default
+/// 1 MB message size): a larger trace is remembered as closed without them, so a span of
+/// it read again after a restart is written as an amendment instead of dropped.
+pub const MAX_CLOSED_SPAN_IDS: usize = 100_000;
+
 /// Encodes a closed trace.
 pub fn encode_closed(trace: &ClosedTraceState<'_>) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(16 + trace.span_ids.len() * 8);
+    let ids = if trace.span_ids.len() > MAX_CLOSED_SPAN_IDS {
+        &[][..]
+    } else {
+        trace.span_ids
+    };
+    let mut buf = Vec::with_capacity(16 + ids.len() * 8);
     buf.push(VERSION);
     put_long(&mut buf, trace.expires);
-    put_long(&mut buf, trace.span_ids.len() as i64);
-    for id in trace.span_ids {
+    put_long(&mut buf, ids.len() as i64);
+    for id in ids {
         buf.extend_from_slice(&id.to_be_bytes());
     }
     buf

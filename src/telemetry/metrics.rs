@@ -186,6 +186,27 @@ pub static PRODUCE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 pub static COMMITS: LazyLock<IntCounter> =
     LazyLock::new(|| counter("spanline_offset_commits_total", "Offset commits sent"));
+pub static STATE_RECORDS_WRITTEN: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "spanline_state_records_written_total",
+        "State records (and tombstones) written to changelog topics, by topic",
+        &["topic"],
+    )
+});
+pub static STATE_RECORDS_RESTORED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "spanline_state_records_restored_total",
+        "State records read back from changelog topics, by topic",
+        &["topic"],
+    )
+});
+pub static STATE_RESETS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "spanline_state_resets_total",
+        "Changelogs deleted instead of restored (--reset-state), by topic",
+        &["topic"],
+    )
+});
 pub static HELD_OFFSETS: LazyLock<IntGauge> = LazyLock::new(|| {
     gauge(
         "spanline_held_offsets",

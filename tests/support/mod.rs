@@ -680,14 +680,29 @@ pub fn spawn_pipeline(
     tokio::task::JoinHandle<Result<spanline::runner::RunSummary, spanline::runner::RunError>>,
 ) {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(spanline::runner::run(
+    // SPANLINE_TEST_LOG=info (a tracing filter) shows the pipeline's own logs
+    if let Ok(filter) = env::var("SPANLINE_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+    let run = spanline::runner::run(
         config,
         endpoints,
         spanline::telemetry::http::Readiness::default(),
         async move {
             let _ = rx.await;
         },
-    ));
+    );
+    let task = tokio::spawn(async move {
+        let result = run.await;
+        // a test that waits for output fails later: say why the pipeline stopped now
+        if let Err(e) = &result {
+            eprintln!("pipeline stopped with an error: {e}");
+        }
+        result
+    });
     (tx, task)
 }
 

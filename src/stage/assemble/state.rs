@@ -5,36 +5,37 @@
 use super::*;
 use crate::model::NoHolds;
 
-/// Trace ids whose changelog records are due.
+/// Trace ids whose changelog records are due, with the partition each record is kept in
+/// (that of the trace's first span).
 #[derive(Debug, Default)]
 pub(super) struct Changes {
     /// Open-trace records: written if the trace is open when taken, else deleted.
-    open: Vec<TraceId>,
+    open: Vec<(TraceId, u32)>,
     /// Closed-trace records: written if remembered when taken, else deleted.
-    closed: Vec<TraceId>,
+    closed: Vec<(TraceId, u32)>,
 }
 
 impl Changes {
     /// An open trace changed; `dirty` is its flag (set once until taken).
     #[inline]
-    pub(super) fn open_changed(&mut self, id: TraceId, dirty: &mut bool) {
+    pub(super) fn open_changed(&mut self, id: TraceId, partition: u32, dirty: &mut bool) {
         if !*dirty {
             *dirty = true;
-            self.open.push(id);
+            self.open.push((id, partition));
         }
     }
 
     /// A trace closed: its open record goes, its closed record comes.
-    pub(super) fn closed_changed(&mut self, id: TraceId, was_dirty: bool) {
+    pub(super) fn closed_changed(&mut self, id: TraceId, partition: u32, was_dirty: bool) {
         if !was_dirty {
-            self.open.push(id);
+            self.open.push((id, partition));
         }
-        self.closed.push(id);
+        self.closed.push((id, partition));
     }
 
     /// A closed trace was forgotten (older than grace).
-    pub(super) fn forgotten(&mut self, id: TraceId) {
-        self.closed.push(id);
+    pub(super) fn forgotten(&mut self, id: TraceId, partition: u32) {
+        self.closed.push((id, partition));
     }
 }
 
@@ -69,18 +70,22 @@ impl Assembler {
     /// whose closed-trace record changed to `closed` (each once); read them with
     /// [`Assembler::open_trace`] and [`Assembler::closed_trace`] (`None`: delete the
     /// record).
-    pub fn take_changes(&mut self, open: &mut Vec<TraceId>, closed: &mut Vec<TraceId>) {
+    pub fn take_changes(
+        &mut self,
+        open: &mut Vec<(TraceId, u32)>,
+        closed: &mut Vec<(TraceId, u32)>,
+    ) {
         let Some(changes) = &mut self.changes else {
             return;
         };
-        for id in changes.open.drain(..) {
+        for (id, partition) in changes.open.drain(..) {
             if let Some(t) = self.open.get_mut(&id) {
                 if !t.dirty {
                     continue;
                 }
                 t.dirty = false;
             }
-            open.push(id);
+            open.push((id, partition));
         }
         closed.append(&mut changes.closed);
         closed.sort_unstable();
@@ -160,8 +165,21 @@ impl Assembler {
     }
 
     /// Restores a closed trace from its changelog record.
-    pub fn restore_closed(&mut self, id: TraceId, span_ids: Box<[SpanId]>, expires: i64) {
-        self.closed.insert(id, Closed { span_ids, expires });
+    pub fn restore_closed(
+        &mut self,
+        id: TraceId,
+        span_ids: Box<[SpanId]>,
+        expires: i64,
+        partition: u32,
+    ) {
+        self.closed.insert(
+            id,
+            Closed {
+                span_ids,
+                expires,
+                partition,
+            },
+        );
         self.expiry.push_back((expires, id));
     }
 

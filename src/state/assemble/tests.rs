@@ -32,13 +32,16 @@ fn restore(from: &mut Assembler, to: &mut Assembler) -> usize {
     let (mut open, mut closed) = (Vec::new(), Vec::new());
     from.take_changes(&mut open, &mut closed);
     let mut records: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
-    for id in open {
-        let value = from
-            .open_trace(id)
-            .map(|t| encode_open(&t, |p| NAMES[p as usize]));
+    for (id, _) in open {
+        let value = from.open_trace(id).map(|mut t| {
+            if from.closed_trace(id).is_some() {
+                t.prior = None;
+            }
+            encode_open(&t, |p| NAMES[p as usize])
+        });
         records.push((open_key(id), value));
     }
-    for id in closed {
+    for (id, _) in closed {
         let value = from.closed_trace(id).map(|c| encode_closed(&c));
         records.push((closed_key(id), value));
     }
@@ -47,12 +50,17 @@ fn restore(from: &mut Assembler, to: &mut Assembler) -> usize {
             records.push((watermark_key(topic, *partition), Some(encode_watermark(ns))));
         }
     }
+    // a restore reads the latest record of each key in key order: closed before open
+    records.sort_by(|a, b| a.0.cmp(&b.0));
     let (mut interner, mut resources) = (Interner::default(), ResourceCache::default());
     let mut out = Vec::new();
     for (key, value) in &records {
         match (parse_key(key).unwrap(), value) {
             (Key::Open(id), Some(v)) => {
-                let t = decode_open(v, &mut interner, &mut resources).unwrap();
+                let mut t = decode_open(v, &mut interner, &mut resources).unwrap();
+                if t.amendment && t.prior.as_ref().is_none_or(|p| p.is_empty()) {
+                    t.prior = to.closed_trace(id).map(|c| c.span_ids.into());
+                }
                 let parts = t
                     .partitions
                     .iter()
@@ -76,7 +84,7 @@ fn restore(from: &mut Assembler, to: &mut Assembler) -> usize {
             (Key::Open(id), None) => to.forget_open(id),
             (Key::Closed(id), Some(v)) => {
                 let (ids, expires) = decode_closed(v).unwrap();
-                to.restore_closed(id, ids, expires);
+                to.restore_closed(id, ids, expires, 0);
             }
             (Key::Closed(id), None) => to.forget_closed(id),
             (Key::Watermark(topic, partition), Some(v)) => {
@@ -188,16 +196,16 @@ fn changes_are_taken_once_and_closing_deletes_the_open_record() {
     push(&mut a, &[(1, 1, 0, 0, 0), (1, 2, 1, 1, 0)], &mut out);
     let (mut open, mut closed) = (Vec::new(), Vec::new());
     a.take_changes(&mut open, &mut closed);
-    assert_eq!((open.as_slice(), closed.len()), (&[1u128][..], 0));
+    assert_eq!((open.as_slice(), closed.len()), (&[(1u128, 0)][..], 0));
     a.take_changes(&mut open, &mut closed);
     assert_eq!(open.len(), 1, "nothing new");
     open.clear();
     // event time moves on: trace 1 closes
     push(&mut a, &[(2, 1, 0, 1_000, 0)], &mut out);
     a.take_changes(&mut open, &mut closed);
-    assert_eq!(open, [1, 2]);
+    assert_eq!(open, [(1, 0), (2, 0)]);
     assert!(a.open_trace(1).is_none(), "its open record is deleted");
-    assert_eq!(closed, [1]);
+    assert_eq!(closed, [(1, 0)]);
     assert_eq!(a.closed_trace(1).unwrap().span_ids, &[1, 2]);
 }
 

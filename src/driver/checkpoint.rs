@@ -1,0 +1,270 @@
+//! Checkpoints: the stages' state written to changelog topics, then the offsets
+//! committed at the consumer's position.
+//!
+//! Every record the driver writes belongs to an epoch. At a checkpoint the epoch ends:
+//! the consumer's position is noted and the state that changed is encoded. Its changelog
+//! records are written only once every output of that epoch and the earlier ones is
+//! acknowledged (a trace must be on its topic before the record saying it closed), and
+//! the position is committed only once the changelog records are acknowledged. So after
+//! a crash the committed offsets, the restored state and the outputs agree: what was
+//! read below the position is in the outputs or in the state, never only in memory.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+#[cfg(test)]
+use crate::model::TraceId;
+use crate::model::{Holds, Interner};
+use crate::state::{self, Store};
+use crate::telemetry::metrics;
+
+use super::{Commit, Driver, Effect, OutputKind, Produce};
+
+/// Acknowledgements of changelog records carry their epoch with this bit set.
+pub(super) const CHANGELOG_EPOCH: u64 = 1 << 63;
+
+/// Where the state goes: one compacted topic per store, named from the group id.
+#[derive(Debug, Clone)]
+pub struct ChangelogSettings {
+    pub group_id: String,
+}
+
+/// The epochs of a changelog-keeping driver.
+pub(super) struct Checkpoints {
+    assemble: Arc<str>,
+    aggregate: Arc<str>,
+    pub(super) epoch: u64,
+    /// Outputs not yet acknowledged, by epoch.
+    unacked: BTreeMap<u64, usize>,
+    pending: Option<Pending>,
+    pub(super) interner: Interner,
+    pub(super) resources: crate::codec::avro::ResourceCache,
+}
+
+#[derive(Debug)]
+struct Pending {
+    epoch: u64,
+    position: Vec<Commit>,
+    /// Changelog records waiting for the epoch's outputs.
+    records: Vec<Produce>,
+    /// Changelog records written, not yet acknowledged.
+    outstanding: usize,
+}
+
+impl Checkpoints {
+    pub(super) fn new(settings: &ChangelogSettings) -> Self {
+        Self {
+            assemble: Arc::from(Store::Assemble.topic(&settings.group_id)),
+            aggregate: Arc::from(Store::Aggregate.topic(&settings.group_id)),
+            epoch: 0,
+            unacked: BTreeMap::new(),
+            pending: None,
+            interner: Interner::default(),
+            resources: Default::default(),
+        }
+    }
+
+    /// The changelog topic of `store`.
+    pub(super) fn topic(&self, store: Store) -> &Arc<str> {
+        match store {
+            Store::Assemble => &self.assemble,
+            Store::Aggregate => &self.aggregate,
+        }
+    }
+
+    /// An output of the current epoch was written.
+    pub(super) fn written(&mut self) -> u64 {
+        *self.unacked.entry(self.epoch).or_default() += 1;
+        self.epoch
+    }
+
+    /// A record of `epoch` was acknowledged.
+    pub(super) fn acked(&mut self, epoch: u64) {
+        if epoch & CHANGELOG_EPOCH != 0 {
+            if let Some(p) = &mut self.pending {
+                p.outstanding = p.outstanding.saturating_sub(1);
+            }
+            return;
+        }
+        if let Some(n) = self.unacked.get_mut(&epoch) {
+            *n -= 1;
+            if *n == 0 {
+                self.unacked.remove(&epoch);
+            }
+        }
+    }
+
+    /// Whether a checkpoint is under way.
+    pub(super) fn in_progress(&self) -> bool {
+        self.pending.is_some()
+    }
+}
+
+impl Driver {
+    /// Ends the epoch: notes the position, encodes the changed state, and goes on with
+    /// [`Driver::advance_checkpoint`]. One checkpoint at a time.
+    pub(super) fn begin_checkpoint(&mut self) {
+        let Some(cp) = &self.checkpoints else { return };
+        if cp.in_progress() {
+            return;
+        }
+        let position: Vec<Commit> = self
+            .tracker
+            .positions()
+            .into_iter()
+            .map(|(id, offset)| {
+                let (topic, partition) = self.partitions.name(id);
+                Commit {
+                    topic: topic.clone(),
+                    partition,
+                    offset,
+                    id,
+                }
+            })
+            .collect();
+        let records = self.state_records();
+        if position.is_empty() && records.is_empty() {
+            return;
+        }
+        let cp = self.checkpoints.as_mut().expect("checked above");
+        let epoch = cp.epoch;
+        cp.epoch += 1;
+        cp.pending = Some(Pending {
+            epoch,
+            position,
+            records,
+            outstanding: 0,
+        });
+        self.advance_checkpoint();
+    }
+
+    /// Writes the changelog records once the epoch's outputs are acknowledged, and
+    /// commits once the records are.
+    pub(super) fn advance_checkpoint(&mut self) {
+        let Some(cp) = &mut self.checkpoints else {
+            return;
+        };
+        let Some(p) = &mut cp.pending else { return };
+        let outputs_done = cp.unacked.range(..=p.epoch).next().is_none();
+        if !outputs_done {
+            return;
+        }
+        if !p.records.is_empty() {
+            p.outstanding += p.records.len();
+            for r in p.records.drain(..) {
+                metrics::STATE_RECORDS_WRITTEN
+                    .with_label_values(&[r.topic.as_ref()])
+                    .inc();
+                self.effects.push(Effect::Produce(r));
+            }
+            return;
+        }
+        if p.outstanding > 0 {
+            return;
+        }
+        let done = cp.pending.take().expect("pending");
+        if !done.position.is_empty() {
+            self.effects.push(Effect::Commit(done.position));
+        }
+    }
+
+    /// Every changed piece of state as a changelog record.
+    fn state_records(&mut self) -> Vec<Produce> {
+        let Some(cp) = &self.checkpoints else {
+            return Vec::new();
+        };
+        let (assemble, aggregate) = (cp.assemble.clone(), cp.aggregate.clone());
+        let epoch = CHANGELOG_EPOCH | cp.epoch;
+        let mut out = Vec::new();
+        let record = |topic: &Arc<str>, partition: i32, key: Vec<u8>, value: Option<Vec<u8>>| {
+            Produce {
+                kind: OutputKind::Changelog,
+                topic: topic.clone(),
+                partition: Some(partition),
+                key,
+                value: value.unwrap_or_default(),
+                tombstone: false,
+                headers: Vec::new(),
+                holds: Holds::new(),
+                epoch,
+            }
+            .tombstone_if_empty()
+        };
+        let (mut open, mut closed) = (Vec::new(), Vec::new());
+        self.stages.assembler.take_changes(&mut open, &mut closed);
+        let name = |id: u32| {
+            let (t, p) = self.partitions.name(id);
+            (t.as_ref(), p)
+        };
+        for (id, part) in open {
+            let asm = &self.stages.assembler;
+            let value = asm.open_trace(id).map(|mut t| {
+                if asm.closed_trace(id).is_some() {
+                    t.prior = None;
+                }
+                state::assemble::encode_open(&t, name)
+            });
+            let p = name(part).1;
+            out.push(record(&assemble, p, state::assemble::open_key(id), value));
+        }
+        for (id, part) in closed {
+            let value = self
+                .stages
+                .assembler
+                .closed_trace(id)
+                .map(|c| state::assemble::encode_closed(&c));
+            let p = name(part).1;
+            out.push(record(&assemble, p, state::assemble::closed_key(id), value));
+        }
+        let live: Vec<u32> = self.partitions.live_ids().collect();
+        for id in live {
+            if let Some(ns) = self.stages.assembler.watermarks().max_event(id) {
+                let (t, p) = name(id);
+                let key = state::assemble::watermark_key(t, p);
+                let value = Some(state::assemble::encode_watermark(ns));
+                out.push(record(&assemble, p, key, value));
+            }
+        }
+        if let Some(agg) = self.stages.aggregator_mut() {
+            let mut windows = Vec::new();
+            agg.take_changes(&mut windows);
+            for (size, start) in windows {
+                let value = agg
+                    .window_state(size, start)
+                    .map(|w| state::aggregate::encode_window(&w));
+                out.push(record(
+                    &aggregate,
+                    0,
+                    state::aggregate::window_key(size, start),
+                    value,
+                ));
+            }
+            let through = agg.closed_through_ns();
+            let value = Some(state::aggregate::encode_closed_through(through));
+            out.push(record(
+                &aggregate,
+                0,
+                state::aggregate::closed_through_key(),
+                value,
+            ));
+        }
+        out
+    }
+}
+
+impl Produce {
+    /// A record with no value deletes its key (a compacted topic's tombstone).
+    fn tombstone_if_empty(mut self) -> Self {
+        self.tombstone = self.value.is_empty();
+        self
+    }
+}
+
+/// The trace id of an open-trace key, for tests.
+#[cfg(test)]
+pub(super) fn open_trace_of(key: &[u8]) -> Option<TraceId> {
+    match state::assemble::parse_key(key).ok()? {
+        state::assemble::Key::Open(id) => Some(id),
+        _ => None,
+    }
+}

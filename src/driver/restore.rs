@@ -1,0 +1,161 @@
+//! Restoring the stages' state from their changelog records, or deleting it.
+
+use std::sync::Arc;
+
+use crate::model::Holds;
+use crate::state::{self, StateError, Store};
+use crate::telemetry::metrics;
+
+use super::checkpoint::CHANGELOG_EPOCH;
+use super::{Driver, DriverError, Effect, OutputKind, Produce};
+
+/// The latest record of one key of a changelog partition.
+#[derive(Debug, Clone)]
+pub struct StateRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Vec<u8>,
+    /// `None`: a tombstone (compaction had not removed it yet).
+    pub value: Option<Vec<u8>>,
+}
+
+impl Driver {
+    /// Applies `records` of `store`'s changelog; a record that cannot be restored stops
+    /// the driver with an error naming where it was read.
+    pub(super) fn restore(
+        &mut self,
+        store: Store,
+        records: Vec<StateRecord>,
+    ) -> Result<(), DriverError> {
+        let topic = match self.changelog_topic(store) {
+            Some(t) => t.to_string(),
+            None => return Ok(()),
+        };
+        let n = records.len();
+        for r in records {
+            let at = (r.partition, r.offset);
+            let applied = match store {
+                Store::Assemble => self.restore_assemble(r),
+                Store::Aggregate => self.restore_aggregate(r),
+            };
+            applied.map_err(|source| DriverError::State {
+                topic: topic.clone(),
+                partition: at.0,
+                offset: at.1,
+                source,
+            })?;
+        }
+        self.stages.assembler.finish_restore();
+        metrics::STATE_RECORDS_RESTORED
+            .with_label_values(&[&topic])
+            .inc_by(n as u64);
+        // traces over the bounds close at once
+        self.step();
+        Ok(())
+    }
+
+    fn restore_assemble(&mut self, r: StateRecord) -> Result<(), StateError> {
+        use state::assemble::{decode_closed, decode_open, decode_watermark, parse_key, Key};
+        // state of a partition this instance does not own goes with its trace's first
+        // partition
+        let fallback = self
+            .partitions
+            .live_ids()
+            .find(|&id| self.partitions.name(id).1 == r.partition)
+            .or_else(|| self.partitions.live_ids().next());
+        let Some(fallback) = fallback else {
+            return Err(StateError::Partition(r.partition.to_string()));
+        };
+        match (parse_key(&r.key)?, r.value) {
+            (Key::Open(id), Some(v)) => {
+                let cp = self
+                    .checkpoints
+                    .as_mut()
+                    .expect("restoring needs changelogs");
+                let mut t = decode_open(&v, &mut cp.interner, &mut cp.resources)?;
+                if t.amendment && t.prior.as_ref().is_none_or(|p| p.is_empty()) {
+                    // closed records sort before open ones, so the closed trace is back
+                    t.prior = self
+                        .stages
+                        .assembler
+                        .closed_trace(id)
+                        .map(|c| c.span_ids.into());
+                }
+                let parts = t
+                    .partitions
+                    .iter()
+                    .map(|(topic, p)| self.partitions.live(topic, *p).unwrap_or(fallback))
+                    .collect();
+                self.stages.assembler.restore_open(
+                    id,
+                    t.spans,
+                    parts,
+                    t.prior,
+                    t.amendment,
+                    t.incomplete,
+                    &mut self.out,
+                );
+            }
+            (Key::Open(id), None) => self.stages.assembler.forget_open(id),
+            (Key::Closed(id), Some(v)) => {
+                let (ids, expires) = decode_closed(&v)?;
+                self.stages
+                    .assembler
+                    .restore_closed(id, ids, expires, fallback);
+            }
+            (Key::Closed(id), None) => self.stages.assembler.forget_closed(id),
+            (Key::Watermark(topic, p), Some(v)) => {
+                let ns = decode_watermark(&v)?;
+                if let Some(id) = self.partitions.live(&topic, p) {
+                    self.stages.assembler.restore_max_event(id, ns);
+                }
+            }
+            (Key::Watermark(..), None) => {}
+        }
+        Ok(())
+    }
+
+    fn restore_aggregate(&mut self, r: StateRecord) -> Result<(), StateError> {
+        use state::aggregate::{decode_closed_through, decode_window, parse_key, Key};
+        let Some(agg) = self.stages.aggregator_mut() else {
+            return Ok(());
+        };
+        match (parse_key(&r.key)?, r.value) {
+            (Key::Window(..), Some(v)) => {
+                let dropped = agg.restore_window(decode_window(&v)?);
+                if dropped > 0 {
+                    tracing::warn!(
+                        dropped,
+                        "restored window series that this pipeline no longer aggregates"
+                    );
+                }
+            }
+            (Key::ClosedThrough, Some(v)) => agg.restore_closed_through(decode_closed_through(&v)?),
+            (_, None) => {}
+        }
+        Ok(())
+    }
+
+    /// Deletes every key of `records` (`--reset-state`): the stages start empty.
+    pub(super) fn reset_state(&mut self, store: Store, records: Vec<StateRecord>) {
+        let Some(topic) = self.changelog_topic(store).map(Arc::<str>::from) else {
+            return;
+        };
+        let live: Vec<StateRecord> = records.into_iter().filter(|r| r.value.is_some()).collect();
+        metrics::STATE_RESETS.with_label_values(&[&topic]).inc();
+        tracing::warn!(%topic, keys = live.len(), "--reset-state: deleting the stored state instead of restoring it");
+        for r in live {
+            self.effects.push(Effect::Produce(Produce {
+                kind: OutputKind::Changelog,
+                topic: topic.clone(),
+                partition: Some(r.partition),
+                key: r.key,
+                value: Vec::new(),
+                tombstone: true,
+                headers: Vec::new(),
+                holds: Holds::new(),
+                epoch: CHANGELOG_EPOCH,
+            }));
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Checkpoints with changelogs, without a broker: state is written only after the
+//! outputs it depends on, offsets are committed only after the state, and a driver
+//! restored from the records continues where the first left off.
+
+use super::checkpoint::open_trace_of;
+use super::tests::{ack, pipeline, produced, root, S};
+use super::*;
+use crate::state::Store;
+
+fn driver_with_changelogs(config: &PipelineConfig) -> Driver {
+    let json = |topic: &str| OutputSpec {
+        topic: topic.into(),
+        encoding: Encoding::Json,
+    };
+    let outputs = Outputs {
+        traces: json("traces"),
+        late: None,
+        aggregates: config.aggregate().map(|_| json("aggregates")),
+        alerts: None,
+    };
+    let settings = DriverSettings {
+        commit_interval_ms: 1000,
+        schema_registry: false,
+        span_metrics: false,
+        changelog: Some(ChangelogSettings {
+            group_id: "g".into(),
+        }),
+    };
+    let mut d = Driver::new(config, Driver::sources_of(config), outputs, settings);
+    d.handle(Event::Assigned {
+        partitions: vec![("spans".into(), 0)],
+        now_ms: 0,
+    })
+    .unwrap();
+    d
+}
+
+fn commits(effects: &[Effect]) -> Vec<&Vec<Commit>> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Commit(c) => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The latest record of each key, as a restore reads them.
+fn latest(records: &[Produce]) -> Vec<(Store, StateRecord)> {
+    let mut by_key: Vec<(Store, StateRecord)> = Vec::new();
+    for (offset, p) in records.iter().enumerate() {
+        let store = if p.topic.contains("assemble") {
+            Store::Assemble
+        } else {
+            Store::Aggregate
+        };
+        by_key.retain(|(s, r)| !(*s == store && r.key == p.key));
+        by_key.push((
+            store,
+            StateRecord {
+                partition: p.partition.unwrap(),
+                offset: offset as i64,
+                key: p.key.clone(),
+                value: (!p.tombstone).then(|| p.value.clone()),
+            },
+        ));
+    }
+    by_key
+}
+
+#[test]
+fn state_follows_the_outputs_and_the_commit_follows_the_state() {
+    let config = pipeline(true, "otlp_json");
+    let mut d = driver_with_changelogs(&config);
+    d.push_spans("spans", 0, 0, [root(1, 0)], 0);
+    d.push_spans("spans", 0, 1, [root(2, S)], 0);
+    let traces = produced(d.take_effects());
+    assert_eq!(traces.len(), 1, "trace 1 closed");
+    d.handle(Event::Tick { now_ms: 10_000 }).unwrap();
+    assert!(
+        d.take_effects().is_empty(),
+        "state waits for trace 1's record"
+    );
+    assert!(d.checkpoint_in_progress());
+    ack(&mut d, traces);
+    let effects = d.take_effects();
+    assert!(
+        commits(&effects).is_empty(),
+        "the commit waits for the state"
+    );
+    let state = produced(effects);
+    assert!(state.iter().all(|p| p.kind == OutputKind::Changelog));
+    let open: Vec<(u128, bool)> = state
+        .iter()
+        .filter_map(|p| open_trace_of(&p.key).map(|id| (id, p.tombstone)))
+        .collect();
+    assert!(open.contains(&(2, false)), "trace 2 is open: {open:?}");
+    assert!(
+        open.contains(&(1, true)),
+        "trace 1's open record is deleted"
+    );
+    assert!(
+        state
+            .iter()
+            .any(|p| p.topic.as_ref() == "g-aggregate-changelog"),
+        "the open window of trace 1"
+    );
+    let records = latest(&state);
+    ack(&mut d, state);
+    let effects = d.take_effects();
+    let c = commits(&effects);
+    assert_eq!(c.len(), 1);
+    assert_eq!(
+        c[0][0].offset, 2,
+        "committed at the consumer's position: trace 2 is in the state"
+    );
+    assert!(!d.checkpoint_in_progress());
+
+    // a restart: the state comes back, the input resumes at offset 2
+    let mut restarted = driver_with_changelogs(&config);
+    for store in [Store::Assemble, Store::Aggregate] {
+        let records = records
+            .iter()
+            .filter(|(s, _)| *s == store)
+            .map(|(_, r)| r.clone())
+            .collect();
+        restarted.handle(Event::Restore { store, records }).unwrap();
+    }
+    assert_eq!(restarted.stages().assembler.open_traces(), 1);
+    restarted.push_spans("spans", 0, 2, [root(3, 20 * S)], 0);
+    let out = produced(restarted.take_effects());
+    let traces: Vec<&Produce> = out.iter().filter(|p| p.kind == OutputKind::Trace).collect();
+    assert_eq!(
+        traces.len(),
+        1,
+        "trace 2, restored, closes; trace 1 is not written again"
+    );
+    assert!(String::from_utf8_lossy(&traces[0].key).ends_with('2'));
+    let windows: Vec<serde_json::Value> = out
+        .iter()
+        .filter(|p| p.kind == OutputKind::Aggregate)
+        .map(|p| serde_json::from_slice(&p.value).unwrap())
+        .collect();
+    assert_eq!(windows.len(), 1, "{windows:?}");
+    assert_eq!(
+        windows[0]["count"], 2,
+        "both traces counted in [T0, T0+10s)"
+    );
+}
+
+#[test]
+fn a_damaged_state_record_names_where_it_was_read() {
+    let mut d = driver_with_changelogs(&pipeline(false, "otlp_json"));
+    let bad = StateRecord {
+        partition: 0,
+        offset: 41,
+        key: crate::state::assemble::open_key(7),
+        value: Some(vec![1, 200, 200, 200]),
+    };
+    let err = d
+        .handle(Event::Restore {
+            store: Store::Assemble,
+            records: vec![bad.clone()],
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("g-assemble-changelog partition 0 offset 41") && err.contains("--reset-state"),
+        "{err}"
+    );
+    let newer = StateRecord {
+        value: Some(vec![99]),
+        ..bad
+    };
+    let err = d
+        .handle(Event::Restore {
+            store: Store::Assemble,
+            records: vec![newer.clone()],
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("version 99"), "{err}");
+    // --reset-state deletes the key instead
+    d.handle(Event::ResetState {
+        store: Store::Assemble,
+        records: vec![newer],
+    })
+    .unwrap();
+    let tombstones = produced(d.take_effects());
+    assert_eq!(tombstones.len(), 1);
+    assert!(tombstones[0].tombstone && tombstones[0].kind == OutputKind::Changelog);
+}

@@ -1,0 +1,188 @@
+//! The runner's part in keeping state: changelog topics created when missing, restored
+//! when partitions are assigned (before their records are processed), checkpointed when
+//! partitions are revoked and when the pipeline stops.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use crate::config::PipelineConfig;
+use crate::driver::{Driver, Event, StateRecord};
+use crate::kafka::admin;
+use crate::kafka::state::StateTopic;
+use crate::state::Store;
+
+use super::{wall_ms, Endpoints, RunError, Shell};
+
+/// How long restoring one changelog may take.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Reads the changelogs of a pipeline.
+pub(super) struct Restorer {
+    brokers: String,
+    properties: std::collections::BTreeMap<String, String>,
+    reset: bool,
+}
+
+impl Restorer {
+    /// Creates the changelog topics that are missing, as many partitions as the most
+    /// partitioned source topic.
+    pub(super) async fn prepare(
+        config: &PipelineConfig,
+        endpoints: &Endpoints,
+        driver: &Driver,
+    ) -> Result<Self, RunError> {
+        let err = |message: String| RunError::State {
+            pipeline: config.name.clone(),
+            message,
+        };
+        let properties = config.kafka.common();
+        let sources: Vec<String> = config
+            .sources
+            .iter()
+            .flat_map(|s| s.topics.clone())
+            .collect();
+        let counts = {
+            let (b, p) = (endpoints.brokers.clone(), properties.clone());
+            tokio::task::spawn_blocking(move || admin::partition_counts(&b, &p, &sources))
+                .await
+                .map_err(|e| err(e.to_string()))?
+                .map_err(err)?
+        };
+        let partitions = counts.values().copied().max().unwrap_or(1).max(1);
+        let changelogs: Vec<(String, usize)> = Store::ALL
+            .iter()
+            .filter_map(|s| driver.changelog_topic(*s))
+            .map(|t| (t.to_string(), partitions))
+            .collect();
+        admin::ensure_changelogs(&endpoints.brokers, &properties, &changelogs)
+            .await
+            .map_err(err)?;
+        if config.kafka.reset_state {
+            tracing::warn!("--reset-state: stored state is deleted, not restored");
+        }
+        Ok(Self {
+            brokers: endpoints.brokers.clone(),
+            properties,
+            reset: config.kafka.reset_state,
+        })
+    }
+}
+
+impl Shell {
+    /// Partitions were assigned: their state is restored before their records come.
+    pub(super) async fn assigned(
+        &mut self,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<(), RunError> {
+        let numbers: BTreeSet<i32> = partitions.iter().map(|(_, p)| *p).collect();
+        self.handle(Event::Assigned {
+            partitions,
+            now_ms: wall_ms(),
+        })
+        .await?;
+        let Some(restorer) = &self.state else {
+            return Ok(());
+        };
+        let (brokers, properties, reset) = (
+            restorer.brokers.clone(),
+            restorer.properties.clone(),
+            restorer.reset,
+        );
+        for store in Store::ALL {
+            let Some(topic) = self.driver.changelog_topic(store).map(str::to_string) else {
+                continue;
+            };
+            // open traces follow their input partition; the windows live in partition 0
+            // with the owner of the inputs' partition 0
+            let parts: Vec<i32> = match store {
+                Store::Assemble => numbers.iter().copied().collect(),
+                Store::Aggregate => numbers.contains(&0).then_some(0).into_iter().collect(),
+            };
+            if parts.is_empty() {
+                continue;
+            }
+            let reader = StateTopic {
+                brokers: brokers.clone(),
+                properties: properties.clone(),
+                topic: topic.clone(),
+            };
+            let started = Instant::now();
+            let read =
+                tokio::task::spawn_blocking(move || reader.read_latest(&parts, RESTORE_TIMEOUT))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r)
+                    .map_err(|message| RunError::State {
+                        pipeline: self.pipeline.clone(),
+                        message,
+                    })?;
+            let records: Vec<StateRecord> = read
+                .into_iter()
+                .map(|(partition, offset, key, value)| StateRecord {
+                    partition,
+                    offset,
+                    key,
+                    value,
+                })
+                .collect();
+            let (n, bytes) = (
+                records.len(),
+                records
+                    .iter()
+                    .map(|r| r.key.len() + r.value.as_ref().map_or(0, Vec::len))
+                    .sum::<usize>(),
+            );
+            let event = if reset {
+                Event::ResetState { store, records }
+            } else {
+                Event::Restore { store, records }
+            };
+            self.handle(event).await?;
+            tracing::info!(%topic, records = n, bytes, elapsed_ms = started.elapsed().as_millis() as u64, reset, "state restored");
+        }
+        Ok(())
+    }
+
+    /// Partitions are being revoked: what is safe is written and committed while they
+    /// are still ours, then their state is dropped (the next owner restores it).
+    pub(super) async fn revoked(&mut self, partitions: Vec<(String, i32)>) -> Result<(), RunError> {
+        tracing::info!(partitions = ?partitions, "partitions revoked");
+        if self.state.is_some() {
+            let sync = std::mem::replace(&mut self.sync_commits, true);
+            let settled = self.settle(Duration::from_secs(10)).await;
+            self.sync_commits = sync;
+            settled?;
+        }
+        self.handle(Event::Revoked(partitions)).await
+    }
+
+    /// Commits what is safe and waits (at most `timeout`) until Kafka has every record
+    /// that commit depends on and the commit is sent.
+    pub(super) async fn settle(&mut self, timeout: Duration) -> Result<(), RunError> {
+        let deadline = Instant::now() + timeout;
+        self.handle(Event::CommitNow).await?;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Err(e) = self.sink.flush(left) {
+                tracing::warn!(error = %e, "producer flush incomplete");
+            }
+            while let Ok(ack) = self.acks.try_recv() {
+                self.acked(ack).await?;
+            }
+            if !self.driver.checkpoint_in_progress() {
+                break;
+            }
+            if left.is_zero() {
+                tracing::warn!(
+                    "checkpoint incomplete at the deadline; offsets stay at the last one"
+                );
+                break;
+            }
+        }
+        if self.state.is_none() {
+            // without changelogs, commit below what is still held
+            self.handle(Event::CommitNow).await?;
+        }
+        Ok(())
+    }
+}
