@@ -12,10 +12,12 @@ pub mod offsets;
 mod partitions;
 mod restore;
 mod step;
+mod types;
 mod windows;
 
 pub use checkpoint::ChangelogSettings;
 pub use restore::StateRecord;
+pub use types::*;
 
 #[cfg(test)]
 mod tests;
@@ -25,15 +27,11 @@ mod tests_checkpoint;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use thiserror::Error;
-
-use crate::codec::{DecodeError, Format, SpanDecoder};
+use crate::codec::{DecodeError, SpanDecoder};
 use crate::config::PipelineConfig;
-use crate::model::{Alert, CloseReason, Holds, Record, Span};
-use crate::output::Encoding;
+use crate::model::{CloseReason, Record, Span};
 use crate::stage::aggregate::AggregateStats;
 use crate::stage::assemble::{Output, Stats};
-use crate::stage::detect::{TrainedModel, TrainingJob};
 use crate::stage::pipeline::{Emit, StageStats, Stages, TraceDigest};
 use crate::telemetry::metrics;
 use crate::telemetry::spanmetrics::SpanMetrics;
@@ -42,171 +40,9 @@ use offsets::OffsetTracker;
 use partitions::Partitions;
 use windows::WindowHolds;
 
-/// An input the driver reads: the records of `topics`, in `format`.
-#[derive(Debug, Clone)]
-pub struct SourceSpec {
-    pub name: String,
-    pub topics: Vec<String>,
-    pub format: Format,
-    pub dead_letter_topic: Option<String>,
-}
-
-/// One output topic and how its records are encoded.
-#[derive(Debug, Clone)]
-pub struct OutputSpec {
-    pub topic: String,
-    pub encoding: Encoding,
-}
-
-/// The output topics of a pipeline.
-#[derive(Debug, Clone)]
-pub struct Outputs {
-    pub traces: OutputSpec,
-    pub late: Option<OutputSpec>,
-    pub aggregates: Option<OutputSpec>,
-    pub alerts: Option<OutputSpec>,
-}
-
-/// What kind of record a [`Produce`] writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputKind {
-    Trace,
-    Late,
-    Aggregate,
-    Alert,
-    DeadLetter,
-    /// A stage's state, on its changelog topic.
-    Changelog,
-}
-
-/// A record to write, holding the input offsets it depends on until Kafka has it.
-#[derive(Debug)]
-pub struct Produce {
-    pub kind: OutputKind,
-    pub topic: Arc<str>,
-    /// The partition to write to; `None`: by the key's hash.
-    pub partition: Option<i32>,
-    pub key: Vec<u8>,
-    pub value: Vec<u8>,
-    /// Write no value: the key is deleted (changelog records).
-    pub tombstone: bool,
-    /// Dead letters say why and where from.
-    pub headers: Vec<(&'static str, String)>,
-    /// Report these back in [`Event::Acked`] once the record is written.
-    pub holds: Holds,
-    /// Report this back in [`Event::Acked`] too.
-    pub epoch: u64,
-}
-
-/// Offsets to commit: the next offset to read per partition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Commit {
-    pub topic: Arc<str>,
-    pub partition: i32,
-    pub offset: i64,
-    id: u32,
-}
-
-/// What the driver asks its runner to do, in order.
-#[derive(Debug)]
-pub enum Effect {
-    /// Write a record; report [`Event::Acked`] when Kafka took it (or did not).
-    Produce(Produce),
-    /// Send an alert event to the notification sinks (Alertmanager, webhooks).
-    Notify(Alert),
-    /// Look up a writer schema in the registry and report [`Event::Schema`]; records
-    /// wait until then.
-    FetchSchema { source: usize, id: u32 },
-    /// Train a model off the hot path and report [`Event::Trained`].
-    Train(TrainingJob),
-    /// Commit these offsets and report [`Event::Committed`] when the broker took them.
-    Commit(Vec<Commit>),
-}
-
-/// What happened, as the runner saw it. Times are processing time in milliseconds.
-#[derive(Debug)]
-pub enum Event {
-    /// Partitions were assigned to this instance.
-    Assigned {
-        partitions: Vec<(String, i32)>,
-        now_ms: i64,
-    },
-    /// Partitions are being taken away: their open state is dropped (another instance
-    /// reads them again from the committed offsets).
-    Revoked(Vec<(String, i32)>),
-    /// Records in the order they were read.
-    Records { records: Vec<Record>, now_ms: i64 },
-    /// The answer to [`Effect::FetchSchema`].
-    Schema {
-        source: usize,
-        id: u32,
-        schema: Result<String, String>,
-    },
-    /// Kafka took (or refused) a record of [`Effect::Produce`].
-    Acked {
-        topic: Arc<str>,
-        holds: Holds,
-        epoch: u64,
-        error: Option<String>,
-    },
-    /// The latest records of a changelog's partitions, read before the partitions they
-    /// follow are processed.
-    Restore {
-        store: crate::state::Store,
-        records: Vec<StateRecord>,
-    },
-    /// Delete every key of these changelog records instead of restoring them
-    /// (`--reset-state`).
-    ResetState {
-        store: crate::state::Store,
-        records: Vec<StateRecord>,
-    },
-    /// A model trained for [`Effect::Train`].
-    Trained(TrainedModel),
-    /// The broker took an [`Effect::Commit`].
-    Committed(Vec<Commit>),
-    /// Processing time passed: idle partitions, timeouts and the commit interval.
-    Tick { now_ms: i64 },
-    /// Commit whatever is safe now (shutdown).
-    CommitNow,
-    /// Close every open trace (shutdown with `flush_on_shutdown`).
-    Flush,
-    /// End of a finite input (replay): event time runs out, every trace and window
-    /// closes.
-    EndOfInput,
-}
-
-/// Why the driver cannot go on.
-#[derive(Debug, Error)]
-pub enum DriverError {
-    #[error("kafka did not take a record for {topic}: {message}; offsets were not committed past it, restart to re-read")]
-    Delivery { topic: String, message: String },
-    #[error("state record at {topic} partition {partition} offset {offset} cannot be restored: {source}; run with --reset-state to start from empty state")]
-    State {
-        topic: String,
-        partition: i32,
-        offset: i64,
-        #[source]
-        source: crate::state::StateError,
-    },
-}
-
 struct Source {
     spec: SourceSpec,
     decoder: SpanDecoder,
-}
-
-/// The driver's tunables that are not stage settings.
-#[derive(Debug, Clone)]
-pub struct DriverSettings {
-    /// How often offsets are committed, in processing-time milliseconds.
-    pub commit_interval_ms: i64,
-    /// Whether [`Effect::FetchSchema`] can be answered (a registry is configured).
-    pub schema_registry: bool,
-    /// Whether to feed spanline's span metrics (`/metrics`); off for replay.
-    pub span_metrics: bool,
-    /// Keep the stages' state in changelog topics and commit at checkpoints.
-    pub changelog: Option<ChangelogSettings>,
 }
 
 /// The pure core of a pipeline.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::config::load_str;
+use crate::output::Encoding;
 use crate::testkit;
 
 pub(super) const S: i64 = 1_000_000_000;

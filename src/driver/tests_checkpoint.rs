@@ -5,6 +5,7 @@
 use super::checkpoint::open_trace_of;
 use super::tests::{ack, pipeline, produced, root, S};
 use super::*;
+use crate::output::Encoding;
 use crate::state::Store;
 
 fn driver_with_changelogs(config: &PipelineConfig) -> Driver {
