@@ -202,7 +202,7 @@ pub async fn run(
     };
     tracing::info!(pipeline = %pipeline, brokers = %endpoints.brokers, topics = ?all_topics, "pipeline started");
 
-    let mut unassigned = Unassigned::new(std::time::Instant::now());
+    let mut unassigned = Unassigned::new();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -215,6 +215,7 @@ pub async fn run(
                 }
                 Some(SourceEvent::Assigned(partitions)) => {
                     tracing::info!(partitions = ?partitions, "partitions assigned");
+                    unassigned.assigned(partitions.len(), std::time::Instant::now());
                     shell.assigned(partitions).await
                 }
                 Some(SourceEvent::Revoked(partitions, done)) => {
@@ -232,7 +233,7 @@ pub async fn run(
             Some(model) = trained_rx.recv() => shell.handle(Event::Trained(model)).await,
             _ = tick.tick() => {
                 let step = shell.handle(Event::Tick { now_ms: wall_ms() }).await;
-                if unassigned.due(shell.driver.owns_partitions(), std::time::Instant::now()) {
+                if unassigned.due(std::time::Instant::now()) {
                     tracing::warn!("no partitions assigned for a while; joining the consumer group again");
                     if let Err(e) = shell.source.rejoin() {
                         tracing::warn!(error = %e, "rejoining the consumer group failed");
@@ -282,32 +283,40 @@ pub async fn run(
     })
 }
 
-/// When a member with no partitions joins the group again.
+/// When a member that a rebalance left with no partitions joins the group again: only
+/// after an assignment that gave it nothing (a join still in progress is left alone).
 struct Unassigned {
     since: Option<std::time::Instant>,
     wait: Duration,
 }
 
 impl Unassigned {
-    fn new(now: std::time::Instant) -> Self {
+    fn new() -> Self {
         Self {
-            since: Some(now),
+            since: None,
             wait: REJOIN_AFTER,
         }
     }
 
-    /// Whether to rejoin now, given whether partitions are owned at `now`.
-    fn due(&mut self, owns: bool, now: std::time::Instant) -> bool {
-        if owns {
+    /// A rebalance assigned `partitions` partitions at `now`.
+    fn assigned(&mut self, partitions: usize, now: std::time::Instant) {
+        if partitions == 0 {
+            self.since.get_or_insert(now);
+        } else {
             self.since = None;
             self.wait = REJOIN_AFTER;
-            return false;
         }
-        let since = *self.since.get_or_insert(now);
+    }
+
+    /// Whether to rejoin now.
+    fn due(&mut self, now: std::time::Instant) -> bool {
+        let Some(since) = self.since else {
+            return false;
+        };
         if now.duration_since(since) < self.wait {
             return false;
         }
-        self.since = Some(now);
+        self.since = None;
         self.wait = (self.wait * 2).min(REJOIN_MAX);
         true
     }
@@ -446,18 +455,20 @@ mod tests {
     use std::time::Instant;
 
     #[test]
-    fn an_unassigned_member_rejoins_with_backoff() {
+    fn a_member_given_no_partitions_rejoins_with_backoff() {
         let t0 = Instant::now();
-        let mut u = Unassigned::new(t0);
-        assert!(!u.due(false, t0 + Duration::from_secs(29)));
-        assert!(u.due(false, t0 + Duration::from_secs(30)));
-        assert!(
-            !u.due(false, t0 + Duration::from_secs(80)),
-            "then after 60 s"
-        );
-        assert!(u.due(false, t0 + Duration::from_secs(90)));
-        assert!(!u.due(true, t0 + Duration::from_secs(91)), "assigned");
-        assert!(!u.due(false, t0 + Duration::from_secs(100)));
-        assert!(u.due(false, t0 + Duration::from_secs(130)), "back to 30 s");
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut u = Unassigned::new();
+        assert!(!u.due(at(100)), "a join in progress is left alone");
+        u.assigned(0, at(100));
+        assert!(!u.due(at(129)));
+        assert!(u.due(at(130)));
+        u.assigned(0, at(131));
+        assert!(!u.due(at(190)), "then after 60 s");
+        assert!(u.due(at(191)));
+        u.assigned(3, at(200));
+        assert!(!u.due(at(1000)), "assigned");
+        u.assigned(0, at(1000));
+        assert!(u.due(at(1030)), "back to 30 s");
     }
 }
