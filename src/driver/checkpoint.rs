@@ -108,20 +108,7 @@ impl Driver {
         if cp.in_progress() {
             return;
         }
-        let position: Vec<Commit> = self
-            .tracker
-            .positions()
-            .into_iter()
-            .map(|(id, offset)| {
-                let (topic, partition) = self.partitions.name(id);
-                Commit {
-                    topic: topic.clone(),
-                    partition,
-                    offset,
-                    id,
-                }
-            })
-            .collect();
+        let position = self.commits(self.tracker.positions());
         let records = self.state_records();
         if position.is_empty() && records.is_empty() {
             return;

@@ -377,16 +377,6 @@ impl Driver {
         self.stages.slowest()
     }
 
-    /// The output topics, as configured.
-    pub fn outputs(&self) -> &Outputs {
-        &self.outputs
-    }
-
-    /// Offsets held by unwritten outputs and open state, over all partitions.
-    pub fn held_offsets(&self) -> usize {
-        self.tracker.held()
-    }
-
     /// The offset that may be committed for (`topic`, `partition`) now, if assigned.
     pub fn committable(&self, topic: &str, partition: i32) -> Option<i64> {
         self.tracker
@@ -435,9 +425,15 @@ impl Driver {
             self.begin_checkpoint();
             return;
         }
-        let due: Vec<Commit> = self
-            .tracker
-            .to_commit()
+        let due = self.commits(self.tracker.to_commit());
+        if !due.is_empty() {
+            self.effects.push(Effect::Commit(due));
+        }
+    }
+
+    /// `offsets` (partition id, next offset to read) as commits by partition name.
+    fn commits(&self, offsets: Vec<(u32, i64)>) -> Vec<Commit> {
+        offsets
             .into_iter()
             .map(|(id, offset)| {
                 let (topic, partition) = self.partitions.name(id);
@@ -448,10 +444,7 @@ impl Driver {
                     id,
                 }
             })
-            .collect();
-        if !due.is_empty() {
-            self.effects.push(Effect::Commit(due));
-        }
+            .collect()
     }
 
     /// Processes waiting records until they run out or one waits for a schema.

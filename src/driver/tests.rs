@@ -56,6 +56,15 @@ stages:
 }
 
 fn driver_for(config: &PipelineConfig, schema_registry: bool) -> Driver {
+    driver_with(config, schema_registry, None)
+}
+
+/// A driver of `config` with JSON outputs and partition 0 of `spans` assigned.
+pub(super) fn driver_with(
+    config: &PipelineConfig,
+    schema_registry: bool,
+    changelog: Option<ChangelogSettings>,
+) -> Driver {
     let json = |topic: &str| OutputSpec {
         topic: topic.into(),
         encoding: Encoding::Json,
@@ -70,7 +79,7 @@ fn driver_for(config: &PipelineConfig, schema_registry: bool) -> Driver {
         commit_interval_ms: 1000,
         schema_registry,
         span_metrics: false,
-        changelog: None,
+        changelog,
     };
     let mut d = Driver::new(config, Driver::sources_of(config), outputs, settings);
     d.handle(Event::Assigned {

@@ -3,37 +3,15 @@
 //! restored from the records continues where the first left off.
 
 use super::checkpoint::open_trace_of;
-use super::tests::{ack, pipeline, produced, root, S};
+use super::tests::{ack, driver_with, pipeline, produced, root, S};
 use super::*;
-use crate::output::Encoding;
 use crate::state::Store;
 
 fn driver_with_changelogs(config: &PipelineConfig) -> Driver {
-    let json = |topic: &str| OutputSpec {
-        topic: topic.into(),
-        encoding: Encoding::Json,
+    let changelog = ChangelogSettings {
+        group_id: "g".into(),
     };
-    let outputs = Outputs {
-        traces: json("traces"),
-        late: None,
-        aggregates: config.aggregate().map(|_| json("aggregates")),
-        alerts: None,
-    };
-    let settings = DriverSettings {
-        commit_interval_ms: 1000,
-        schema_registry: false,
-        span_metrics: false,
-        changelog: Some(ChangelogSettings {
-            group_id: "g".into(),
-        }),
-    };
-    let mut d = Driver::new(config, Driver::sources_of(config), outputs, settings);
-    d.handle(Event::Assigned {
-        partitions: vec![("spans".into(), 0)],
-        now_ms: 0,
-    })
-    .unwrap();
-    d
+    driver_with(config, false, Some(changelog))
 }
 
 fn commits(effects: &[Effect]) -> Vec<&Vec<Commit>> {
