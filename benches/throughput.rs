@@ -807,7 +807,9 @@ fn all_stages(spans: &[Span]) -> f64 {
                         tally.trainings += 1;
                         let _ = jobs.send(job);
                     }
-                    Effect::Commit(c) => driver.handle(Event::Committed(c)).expect("committed"),
+                    Effect::Commit(c) | Effect::CommitTransaction(c) => {
+                        driver.handle(Event::Committed(c)).expect("committed")
+                    }
                     other => {
                         black_box(&other);
                     }

@@ -207,7 +207,9 @@ impl Replayer {
                         continue;
                     }
                     Effect::Train(job) => Event::Trained(job.run()),
-                    Effect::Commit(commits) => Event::Committed(commits),
+                    Effect::Commit(commits) | Effect::CommitTransaction(commits) => {
+                        Event::Committed(commits)
+                    }
                     Effect::FetchSchema { .. } => continue,
                 };
                 let _ = self.driver.handle(event);

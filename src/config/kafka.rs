@@ -40,6 +40,12 @@ pub struct KafkaConfig {
     /// is written out.
     #[serde(default = "default_changelogs")]
     pub changelogs: bool,
+    /// Names this process's transactional producer with `delivery: exactly_once`: its
+    /// `transactional.id` is `<group_id>-<instance_id>`. It must stay the same when the
+    /// process restarts (so the restarted one aborts what the crashed one left open) and
+    /// differ between the processes of a group. Default: the host name.
+    #[serde(default)]
+    pub instance_id: Option<String>,
     /// Delete the stored state instead of restoring it (the `--reset-state` flag).
     #[serde(skip)]
     pub reset_state: bool,
@@ -138,6 +144,41 @@ impl KafkaConfig {
         client(&self.properties, &both, &BTreeMap::new())
     }
 
+    /// The `transactional.id` of this process's producer with `delivery: exactly_once`.
+    pub fn transactional_id(&self) -> String {
+        let instance = self.instance_id.clone().unwrap_or_else(host_name);
+        format!("{}-{instance}", self.group_id)
+    }
+
+    pub(super) fn validate_delivery(&self, delivery: super::Delivery, errors: &mut ConfigErrors) {
+        if delivery != super::Delivery::ExactlyOnce {
+            return;
+        }
+        if !self.changelogs {
+            errors.push(
+                "delivery",
+                "exactly_once needs the state in changelogs",
+                "remove `kafka.changelogs: false`",
+            );
+        }
+        if self.brokers.trim() == "embedded" {
+            errors.push(
+                "delivery",
+                "exactly_once needs a broker that writes transaction markers; the embedded one does not",
+                "point kafka.brokers at a Kafka cluster, or use at_least_once",
+            );
+        }
+        if let Some(id) = &self.instance_id {
+            if id.trim().is_empty() {
+                errors.push(
+                    "kafka.instance_id",
+                    "must not be empty",
+                    "e.g. the pod name",
+                );
+            }
+        }
+    }
+
     pub(super) fn validate(&self, errors: &mut ConfigErrors) {
         if self.brokers.trim().is_empty() {
             errors.push(
@@ -171,8 +212,8 @@ impl KafkaConfig {
             if map.contains_key("transactional.id") {
                 errors.push(
                     format!("kafka.{section}.transactional.id"),
-                    "is not supported: spanline begins no transactions, so a transactional producer would refuse every record",
-                    "remove it; delivery is at-least-once (consumers see whole records, possibly twice after a crash)",
+                    "is set by spanline",
+                    "remove it and write `delivery: exactly_once` in the pipeline: spanline then names its transactional producer `<kafka.group_id>-<kafka.instance_id>` and commits outputs, state and offsets in one transaction",
                 );
             }
             for key in ["group.id", "bootstrap.servers", "enable.auto.commit"] {
@@ -202,6 +243,16 @@ fn client(
         .collect()
 }
 
+/// This host's name (`HOSTNAME`, else the kernel's), for a default instance id.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "spanline".to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,9 +269,35 @@ mod tests {
             producer_properties: [("linger.ms".to_string(), "20".to_string())].into(),
             commit_interval: Duration::from_secs(1),
             changelogs: true,
+            instance_id: None,
             reset_state: false,
             embedded_partitions: 3,
         }
+    }
+
+    #[test]
+    fn exactly_once_needs_changelogs_and_a_real_broker() {
+        let check = |k: &KafkaConfig| {
+            let mut errors = ConfigErrors::default();
+            k.validate_delivery(crate::config::Delivery::ExactlyOnce, &mut errors);
+            errors.to_string()
+        };
+        let mut k = kafka(&[]);
+        assert_eq!(check(&k), "");
+        k.instance_id = Some("pod-1".into());
+        assert_eq!(k.transactional_id(), "g-pod-1");
+        k.changelogs = false;
+        assert!(
+            check(&k).contains("needs the state in changelogs"),
+            "{}",
+            check(&k)
+        );
+        k.changelogs = true;
+        k.brokers = "embedded".into();
+        assert!(check(&k).contains("transaction markers"), "{}", check(&k));
+        let mut errors = ConfigErrors::default();
+        k.validate_delivery(crate::config::Delivery::AtLeastOnce, &mut errors);
+        assert_eq!(errors.to_string(), "", "at-least-once needs neither");
     }
 
     #[test]
@@ -254,7 +331,8 @@ mod tests {
         kafka(&[("transactional.id", "spanline-1")]).validate(&mut errors);
         let text = errors.to_string();
         assert!(
-            text.contains("kafka.properties.transactional.id") && text.contains("at-least-once"),
+            text.contains("kafka.properties.transactional.id")
+                && text.contains("delivery: exactly_once"),
             "{text}"
         );
     }

@@ -40,6 +40,26 @@ pub struct PipelineConfig {
     /// The HTTP server for `/metrics`, `/healthz` and `/readyz`.
     #[serde(default)]
     pub http: HttpConfig,
+    /// What a consumer of the outputs sees after a crash: `at_least_once` (whole records,
+    /// some written twice) or `exactly_once` (one Kafka transaction per commit interval
+    /// carries the outputs, the state changes and the input offsets; consumers set
+    /// `isolation.level=read_committed`).
+    #[serde(default)]
+    pub delivery: Delivery,
+}
+
+/// The delivery guarantee of a pipeline's outputs.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Outputs are written as they are made; offsets are committed once the outputs
+    /// and the state they depend on are safe. After a crash some whole records are
+    /// written again.
+    #[default]
+    AtLeastOnce,
+    /// Outputs, changelog records and offsets commit in one transaction per commit
+    /// interval; a crash aborts the open one.
+    ExactlyOnce,
 }
 
 /// Confluent-compatible schema registry.
@@ -547,6 +567,7 @@ impl PipelineConfig {
             errors.push("name", "must not be empty", "give the pipeline a name");
         }
         self.kafka.validate(errors);
+        self.kafka.validate_delivery(self.delivery, errors);
         if self.needs_registry() && self.schema_registry.is_none() {
             errors.push(
                 "schema_registry",

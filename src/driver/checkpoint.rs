@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 #[cfg(test)]
 use crate::model::TraceId;
-use crate::model::{Holds, Interner};
+use crate::model::{Alert, Holds, Interner};
 use crate::state::{self, Store};
 use crate::telemetry::metrics;
 
@@ -27,6 +27,10 @@ pub(super) const CHANGELOG_EPOCH: u64 = 1 << 63;
 #[derive(Debug, Clone)]
 pub struct ChangelogSettings {
     pub group_id: String,
+    /// Checkpoints commit a transaction holding the epoch's outputs, its changelog
+    /// records and the position ([`Effect::CommitTransaction`]), and notifications wait
+    /// for that commit.
+    pub exactly_once: bool,
 }
 
 /// The epochs of a changelog-keeping driver.
@@ -39,6 +43,15 @@ pub(super) struct Checkpoints {
     pending: Option<Pending>,
     pub(super) interner: Interner,
     pub(super) resources: crate::codec::avro::ResourceCache,
+    exactly_once: bool,
+    /// With exactly-once: whether the open transaction has outputs.
+    produced: bool,
+    /// With exactly-once: the position of the last transaction.
+    last_position: Vec<Commit>,
+    /// With exactly-once: notifications of alerts in the open transaction, and of those
+    /// in the transaction being committed.
+    notify_waiting: Vec<Alert>,
+    notify_committing: Vec<Alert>,
 }
 
 #[derive(Debug)]
@@ -61,7 +74,32 @@ impl Checkpoints {
             pending: None,
             interner: Interner::default(),
             resources: Default::default(),
+            exactly_once: settings.exactly_once,
+            produced: false,
+            last_position: Vec::new(),
+            notify_waiting: Vec::new(),
+            notify_committing: Vec::new(),
         }
+    }
+
+    /// Whether outputs commit in transactions.
+    pub(super) fn exactly_once(&self) -> bool {
+        self.exactly_once
+    }
+
+    /// With exactly-once, an alert's notification waits for the commit of the
+    /// transaction that holds its record; returns it back otherwise.
+    pub(super) fn defer_notification(&mut self, alert: Alert) -> Option<Alert> {
+        if !self.exactly_once {
+            return Some(alert);
+        }
+        self.notify_waiting.push(alert);
+        None
+    }
+
+    /// The transaction of the last checkpoint committed: its notifications may go.
+    pub(super) fn committed(&mut self) -> Vec<Alert> {
+        std::mem::take(&mut self.notify_committing)
     }
 
     /// The changelog topic of `store`.
@@ -74,6 +112,7 @@ impl Checkpoints {
 
     /// An output of the current epoch was written.
     pub(super) fn written(&mut self) -> u64 {
+        self.produced = true;
         *self.unacked.entry(self.epoch).or_default() += 1;
         self.epoch
     }
@@ -110,6 +149,10 @@ impl Driver {
         }
         let position = self.commits(self.tracker.positions());
         let records = self.state_records();
+        if cp_exactly_once(&self.checkpoints) {
+            self.commit_transaction(position, records);
+            return;
+        }
         if position.is_empty() && records.is_empty() {
             return;
         }
@@ -153,6 +196,32 @@ impl Driver {
         if !done.position.is_empty() {
             self.effects.push(Effect::Commit(done.position));
         }
+    }
+
+    /// Exactly-once: the changelog records join the open transaction, which commits
+    /// with the position; nothing waits for acknowledgements, since the transaction
+    /// makes the outputs, the state and the offsets visible together or not at all.
+    fn commit_transaction(&mut self, position: Vec<Commit>, records: Vec<Produce>) {
+        let cp = self.checkpoints.as_mut().expect("exactly-once checkpoints");
+        let unchanged = records.is_empty()
+            && !cp.produced
+            && cp.notify_waiting.is_empty()
+            && position == cp.last_position;
+        if unchanged {
+            return;
+        }
+        cp.epoch += 1;
+        cp.produced = false;
+        cp.last_position.clone_from(&position);
+        let waiting = std::mem::take(&mut cp.notify_waiting);
+        cp.notify_committing.extend(waiting);
+        for r in records {
+            metrics::STATE_RECORDS_WRITTEN
+                .with_label_values(&[r.topic.as_ref()])
+                .inc();
+            self.effects.push(Effect::Produce(r));
+        }
+        self.effects.push(Effect::CommitTransaction(position));
     }
 
     /// Every changed piece of state as a changelog record.
@@ -237,6 +306,10 @@ impl Driver {
         }
         out
     }
+}
+
+fn cp_exactly_once(checkpoints: &Option<Checkpoints>) -> bool {
+    checkpoints.as_ref().is_some_and(Checkpoints::exactly_once)
 }
 
 impl Produce {

@@ -270,6 +270,11 @@ impl Driver {
                 for c in commits {
                     self.tracker.committed(c.id, c.offset);
                 }
+                if let Some(cp) = &mut self.checkpoints {
+                    for alert in cp.committed() {
+                        self.effects.push(Effect::Notify(alert));
+                    }
+                }
             }
             Event::Tick { now_ms } => {
                 self.now_ms = now_ms;

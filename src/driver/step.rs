@@ -199,8 +199,15 @@ impl Driver {
                     .alerts
                     .as_ref()
                     .map(|o| o.encoding.alert(&alert));
-                self.effects.push(Effect::Notify(alert));
-                let topic = self.topics.alerts.clone()?;
+                let topic = self.topics.alerts.clone();
+                let notify = match &mut self.checkpoints {
+                    Some(cp) => cp.defer_notification(alert),
+                    None => Some(alert),
+                };
+                if let Some(alert) = notify {
+                    self.effects.push(Effect::Notify(alert));
+                }
+                let topic = topic?;
                 let holds = hold_step(&mut self.tracker);
                 (OutputKind::Alert, topic, record?, holds)
             }

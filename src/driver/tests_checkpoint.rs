@@ -10,8 +10,70 @@ use crate::state::Store;
 fn driver_with_changelogs(config: &PipelineConfig) -> Driver {
     let changelog = ChangelogSettings {
         group_id: "g".into(),
+        exactly_once: false,
     };
     driver_with(config, false, Some(changelog))
+}
+
+fn transactional_driver(config: &PipelineConfig) -> Driver {
+    let changelog = ChangelogSettings {
+        group_id: "g".into(),
+        exactly_once: true,
+    };
+    driver_with(config, false, Some(changelog))
+}
+
+#[test]
+fn exactly_once_commits_outputs_state_and_position_in_one_transaction() {
+    let config = pipeline(true, "otlp_json");
+    let mut d = transactional_driver(&config);
+    d.push_spans("spans", 0, 0, [root(1, 0)], 0);
+    d.push_spans("spans", 0, 1, [root(2, S)], 0);
+    let mut effects = d.take_effects();
+    d.handle(Event::Tick { now_ms: 10_000 }).unwrap();
+    assert!(
+        !d.checkpoint_in_progress(),
+        "nothing waits for acknowledgements"
+    );
+    effects.extend(d.take_effects());
+    let last = effects.last().expect("effects");
+    let Effect::CommitTransaction(position) = last else {
+        panic!("the checkpoint ends with the transaction's commit: {last:?}");
+    };
+    assert_eq!(position.len(), 1);
+    assert_eq!(position[0].offset, 2, "at the consumer's position");
+    let kinds: Vec<OutputKind> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Produce(p) => Some(p.kind),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        kinds[0],
+        OutputKind::Trace,
+        "trace 1, then its state: {kinds:?}"
+    );
+    assert!(kinds[1..].iter().all(|k| *k == OutputKind::Changelog));
+    assert!(
+        commits(&effects).is_empty(),
+        "no commit outside the transaction"
+    );
+
+    // nothing new: no empty transaction every interval
+    d.handle(Event::Tick { now_ms: 20_000 }).unwrap();
+    assert!(d.take_effects().is_empty());
+    // acknowledgements change nothing
+    ack(&mut d, produced(effects));
+    assert!(d.take_effects().is_empty());
+    // input that only moves the position is a transaction of its own
+    d.push_spans("spans", 0, 2, [], 0);
+    d.handle(Event::Tick { now_ms: 30_000 }).unwrap();
+    let effects = d.take_effects();
+    assert!(
+        matches!(effects.last(), Some(Effect::CommitTransaction(p)) if p[0].offset == 3),
+        "{effects:?}"
+    );
 }
 
 fn commits(effects: &[Effect]) -> Vec<&Vec<Commit>> {

@@ -91,6 +91,11 @@ pub enum Effect {
     Train(TrainingJob),
     /// Commit these offsets and report [`Event::Committed`] when the broker took them.
     Commit(Vec<Commit>),
+    /// Exactly-once: add these offsets to the open transaction (with the consumer's
+    /// group metadata) and commit it; every record produced since the last one is in
+    /// it. Report [`Event::Committed`] when it committed; a failed commit ends the run
+    /// (the transaction is aborted, and a restart resumes from the last committed one).
+    CommitTransaction(Vec<Commit>),
 }
 
 /// What happened, as the runner saw it. Times are processing time in milliseconds.
@@ -133,7 +138,8 @@ pub enum Event {
     },
     /// A model trained for [`Effect::Train`].
     Trained(TrainedModel),
-    /// The broker took an [`Effect::Commit`].
+    /// The broker took an [`Effect::Commit`] or committed an
+    /// [`Effect::CommitTransaction`].
     Committed(Vec<Commit>),
     /// Processing time passed: idle partitions, timeouts and the commit interval.
     Tick { now_ms: i64 },

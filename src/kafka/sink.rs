@@ -3,15 +3,18 @@
 //!
 //! Alerts have a producer of their own ([`Lane::Urgent`]): its own connection and queue,
 //! no linger, so an alert is not queued behind the traces and aggregates of a busy
-//! pipeline waiting for a saturated broker.
+//! pipeline waiting for a saturated broker. With exactly-once delivery there is one
+//! transactional producer for everything, since one transaction spans every output.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::ClientContext;
 use tokio::sync::mpsc;
 
@@ -19,6 +22,9 @@ use std::sync::Arc;
 
 use crate::model::Holds;
 use crate::telemetry::metrics;
+
+/// How long a transaction step (init, offsets, commit, abort) may take.
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a delivery report releases.
 #[derive(Debug)]
@@ -79,15 +85,19 @@ impl ProducerContext for SinkContext {
 /// The running producers.
 pub struct Sink {
     bulk: ThreadedProducer<SinkContext>,
-    urgent: ThreadedProducer<SinkContext>,
+    /// `None` with transactions: alerts go through `bulk`, in the same transaction.
+    urgent: Option<ThreadedProducer<SinkContext>>,
 }
 
 impl Sink {
     /// Creates the two idempotent producers (acks=all); `properties` are passed through
-    /// to both, except that the urgent one never lingers.
+    /// to both, except that the urgent one never lingers. With a `transactional_id`,
+    /// one transactional producer instead, its transactions initialised (which aborts
+    /// what an earlier producer of the same id left open and fences it).
     pub fn start(
         brokers: &str,
         properties: &BTreeMap<String, String>,
+        transactional_id: Option<&str>,
     ) -> KafkaResult<(Self, mpsc::UnboundedReceiver<Ack>)> {
         let (tx, rx) = mpsc::unbounded_channel();
         let config = |urgent: bool| {
@@ -108,18 +118,62 @@ impl Sink {
             if urgent {
                 // whatever the properties say
                 config.set("linger.ms", "0");
-                // ids that name one producer
-                for key in ["client.id", "transactional.id"] {
-                    if let Some(id) = properties.get(key) {
-                        config.set(key, format!("{id}-alerts"));
-                    }
+                // an id that names one producer
+                if let Some(id) = properties.get("client.id") {
+                    config.set("client.id", format!("{id}-alerts"));
                 }
             }
             config
         };
+        if let Some(id) = transactional_id {
+            let mut c = config(false);
+            c.set("transactional.id", id)
+                .set("transaction.timeout.ms", "60000");
+            let bulk: ThreadedProducer<SinkContext> =
+                c.create_with_context(SinkContext { acks: tx })?;
+            bulk.init_transactions(TXN_TIMEOUT)?;
+            return Ok((Self { bulk, urgent: None }, rx));
+        }
         let bulk = config(false).create_with_context(SinkContext { acks: tx.clone() })?;
         let urgent = config(true).create_with_context(SinkContext { acks: tx })?;
-        Ok((Self { bulk, urgent }, rx))
+        Ok((
+            Self {
+                bulk,
+                urgent: Some(urgent),
+            },
+            rx,
+        ))
+    }
+
+    /// Whether records go out in transactions.
+    pub fn transactional(&self) -> bool {
+        self.urgent.is_none()
+    }
+
+    /// Begins a transaction (a local step: the broker hears of it with the first record).
+    pub fn begin(&self) -> KafkaResult<()> {
+        self.bulk.begin_transaction()
+    }
+
+    /// Adds the consumer's `offsets` to the open transaction and commits it: every
+    /// record sent since [`Sink::begin`] becomes visible to `read_committed` readers
+    /// together with the offsets. Blocks until the broker answers.
+    pub fn commit(
+        &self,
+        offsets: &TopicPartitionList,
+        group: &ConsumerGroupMetadata,
+    ) -> KafkaResult<()> {
+        if offsets.count() > 0 {
+            self.bulk
+                .send_offsets_to_transaction(offsets, group, TXN_TIMEOUT)?;
+        }
+        self.bulk.commit_transaction(TXN_TIMEOUT)
+    }
+
+    /// Aborts the open transaction: nothing sent in it is ever visible to
+    /// `read_committed` readers.
+    pub fn abort(&self) -> KafkaResult<()> {
+        self.bulk.abort_transaction(TXN_TIMEOUT)
     }
 
     /// Queues one record on `lane`'s producer; waits (asynchronously) while its queue
@@ -145,9 +199,9 @@ impl Sink {
         if !headers.is_empty() {
             record = record.headers(owned_headers(headers));
         }
-        let producer = match lane {
-            Lane::Bulk => &self.bulk,
-            Lane::Urgent => &self.urgent,
+        let producer = match (lane, &self.urgent) {
+            (Lane::Urgent, Some(urgent)) => urgent,
+            _ => &self.bulk,
         };
         loop {
             match producer.send(record) {
@@ -165,7 +219,9 @@ impl Sink {
     /// Waits until every queued record is delivered or `timeout` passes.
     pub fn flush(&self, timeout: Duration) -> KafkaResult<()> {
         let started = std::time::Instant::now();
-        self.urgent.flush(timeout)?;
+        if let Some(urgent) = &self.urgent {
+            urgent.flush(timeout)?;
+        }
         self.bulk.flush(timeout.saturating_sub(started.elapsed()))
     }
 }

@@ -9,7 +9,9 @@ use std::thread;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance,
+};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
@@ -179,20 +181,20 @@ impl Source {
 
     /// Commits offsets (the next offset to read, per partition) without waiting.
     pub fn commit(&self, offsets: &[(String, i32, i64)]) -> KafkaResult<()> {
-        let mut tpl = TopicPartitionList::new();
-        for (topic, partition, offset) in offsets {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
-        }
-        self.consumer.commit(&tpl, CommitMode::Async)
+        self.consumer
+            .commit(&offset_list(offsets)?, CommitMode::Async)
     }
 
     /// Commits and waits for the broker's answer (shutdown).
     pub fn commit_sync(&self, offsets: &[(String, i32, i64)]) -> KafkaResult<()> {
-        let mut tpl = TopicPartitionList::new();
-        for (topic, partition, offset) in offsets {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
-        }
-        self.consumer.commit(&tpl, CommitMode::Sync)
+        self.consumer
+            .commit(&offset_list(offsets)?, CommitMode::Sync)
+    }
+
+    /// The consumer's group membership, which a transaction's offsets are committed
+    /// under (a member of an older generation is fenced).
+    pub fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {
+        self.consumer.group_metadata()
     }
 
     /// Stops polling and leaves the group.
@@ -208,6 +210,15 @@ impl Drop for Source {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// Offsets (the next offset to read, per partition) as librdkafka's list.
+pub fn offset_list(offsets: &[(String, i32, i64)]) -> KafkaResult<TopicPartitionList> {
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition, offset) in offsets {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+    }
+    Ok(tpl)
 }
 
 const BATCH: usize = 1024;

@@ -11,13 +11,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-use crate::config::PipelineConfig;
+use rdkafka::error::KafkaError;
+
+use crate::config::{Delivery, PipelineConfig};
 use crate::driver::{
     ChangelogSettings, Driver, DriverError, DriverSettings, Effect, Event, OutputKind,
 };
 use crate::kafka::registry_client::RegistryClient;
 use crate::kafka::sink::{Ack, Lane, Sink, Token};
-use crate::kafka::source::{Source, SourceEvent};
+use crate::kafka::source::{offset_list, Source, SourceEvent};
 use crate::kafka::state::StateTopic;
 use crate::sinks::AlertSinks;
 use crate::snapshots;
@@ -79,7 +81,9 @@ const REJOIN_MAX: Duration = Duration::from_secs(600);
 struct Shell {
     pipeline: String,
     driver: Driver,
-    sink: Sink,
+    sink: std::sync::Arc<Sink>,
+    /// With exactly-once: whether a transaction is open.
+    txn_open: bool,
     source: Source,
     registry: Option<RegistryClient>,
     notify: Option<AlertSinks>,
@@ -112,6 +116,7 @@ pub async fn run(
             message: "no assemble stage".into(),
         })?
         .clone();
+    let exactly_once = config.delivery == Delivery::ExactlyOnce;
     let registry = setup::registry(&config, endpoints.registry.as_deref())?;
     let outputs = setup::outputs(&config, registry.as_ref()).await?;
     setup::metric_series(&config, &outputs);
@@ -126,14 +131,10 @@ pub async fn run(
             span_metrics: true,
             changelog: config.kafka.changelogs.then(|| ChangelogSettings {
                 group_id: config.kafka.group_id.clone(),
+                exactly_once,
             }),
         },
     );
-    let restorer = if config.kafka.changelogs {
-        Some(state::Restorer::prepare(&config, &endpoints, &driver).await?)
-    } else {
-        None
-    };
     // the detectors continue from their snapshot, if there is one (never fatal), read
     // before joining the consumer group
     let snapshot_store = config.detect().and_then(|d| {
@@ -174,24 +175,52 @@ pub async fn run(
         None => (None, None),
     };
     let (trained_tx, mut trained_rx) = mpsc::unbounded_channel::<TrainedModel>();
-    let (sink, acks) =
-        Sink::start(&endpoints.brokers, &config.kafka.producer()).map_err(kafka_err)?;
+    // with transactions, before the changelogs are read: initialising them aborts what a
+    // crashed predecessor of this instance left open, which readers would wait for
+    let transactional_id = exactly_once.then(|| config.kafka.transactional_id());
+    let (sink, acks) = {
+        let (brokers, properties) = (endpoints.brokers.clone(), config.kafka.producer());
+        let id = transactional_id.clone();
+        tokio::task::spawn_blocking(move || Sink::start(&brokers, &properties, id.as_deref()))
+            .await
+            .map_err(|e| RunError::Config {
+                pipeline: pipeline.clone(),
+                message: format!("starting the producers: {e}"),
+            })?
+            .map_err(kafka_err)?
+    };
+    if let Some(id) = &transactional_id {
+        tracing::info!(transactional_id = %id, "exactly-once: transactions initialised");
+    }
+    let restorer = if config.kafka.changelogs {
+        Some(state::Restorer::prepare(&config, &endpoints, &driver).await?)
+    } else {
+        None
+    };
     let all_topics: Vec<String> = config
         .sources
         .iter()
         .flat_map(|s| s.topics.clone())
         .collect();
+    let mut consumer = config.kafka.consumer();
+    if exactly_once {
+        // input written in transactions upstream: only what committed
+        consumer
+            .entry("isolation.level".into())
+            .or_insert_with(|| "read_committed".into());
+    }
     let (source, mut events) = Source::start(
         &endpoints.brokers,
         &config.kafka.group_id,
-        &config.kafka.consumer(),
+        &consumer,
         &all_topics,
     )
     .map_err(kafka_err)?;
     let mut shell = Shell {
         pipeline: pipeline.clone(),
         driver,
-        sink,
+        sink: std::sync::Arc::new(sink),
+        txn_open: false,
         source,
         registry,
         notify,
@@ -385,6 +414,12 @@ impl Shell {
                     emitted,
                 };
                 let value = (!p.tombstone).then_some(p.value.as_slice());
+                if self.sink.transactional() && !self.txn_open {
+                    self.sink
+                        .begin()
+                        .map_err(|e| self.kafka_error("begin a transaction", e))?;
+                    self.txn_open = true;
+                }
                 self.sink
                     .send(
                         lane,
@@ -445,6 +480,73 @@ impl Shell {
                     }
                 }
             }
+            Effect::CommitTransaction(commits) => {
+                self.commit_transaction(&commits).await?;
+                self.driver
+                    .handle(Event::Committed(commits))
+                    .map_err(|e| self.driver_error(e))
+            }
+        }
+    }
+
+    /// Commits the open transaction with `commits` as the consumer's offsets (one is
+    /// begun for offsets alone). A commit that fails is aborted and ends the run: the
+    /// stages' state is ahead of what committed, and a restart resumes from there.
+    async fn commit_transaction(
+        &mut self,
+        commits: &[crate::driver::Commit],
+    ) -> Result<(), RunError> {
+        if !self.txn_open {
+            self.sink
+                .begin()
+                .map_err(|e| self.kafka_error("begin a transaction", e))?;
+            self.txn_open = true;
+        }
+        let offsets: Vec<(String, i32, i64)> = commits
+            .iter()
+            .map(|c| (c.topic.to_string(), c.partition, c.offset))
+            .collect();
+        let list = offset_list(&offsets).map_err(|e| self.kafka_error("list the offsets", e))?;
+        let group = self
+            .source
+            .group_metadata()
+            .ok_or_else(|| RunError::Kafka {
+                pipeline: self.pipeline.clone(),
+                message: "the consumer has no group metadata for the transaction".into(),
+            })?;
+        let sink = self.sink.clone();
+        let committed = tokio::task::spawn_blocking(move || {
+            let mut tries = 0;
+            loop {
+                match sink.commit(&list, &group) {
+                    Err(KafkaError::Transaction(e)) if e.is_retriable() && tries < 5 => tries += 1,
+                    other => return other,
+                }
+            }
+        })
+        .await
+        .map_err(|e| RunError::Kafka {
+            pipeline: self.pipeline.clone(),
+            message: format!("committing the transaction: {e}"),
+        })?;
+        self.txn_open = false;
+        if let Err(e) = committed {
+            let sink = self.sink.clone();
+            let aborted = tokio::task::spawn_blocking(move || sink.abort()).await;
+            tracing::error!(error = %e, aborted = ?aborted, "transaction commit failed");
+            return Err(self.kafka_error(
+                "commit the transaction (aborted; a restart resumes from the last committed one)",
+                e,
+            ));
+        }
+        metrics::TRANSACTIONS.inc();
+        Ok(())
+    }
+
+    fn kafka_error(&self, what: &str, e: KafkaError) -> RunError {
+        RunError::Kafka {
+            pipeline: self.pipeline.clone(),
+            message: format!("{what}: {e}"),
         }
     }
 }

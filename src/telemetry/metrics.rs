@@ -186,6 +186,12 @@ pub static PRODUCE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 pub static COMMITS: LazyLock<IntCounter> =
     LazyLock::new(|| counter("spanline_offset_commits_total", "Offset commits sent"));
+pub static TRANSACTIONS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "spanline_transactions_committed_total",
+        "Transactions committed (delivery: exactly_once)",
+    )
+});
 pub static STATE_RECORDS_WRITTEN: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
         "spanline_state_records_written_total",
@@ -404,6 +410,7 @@ pub fn init() {
     LazyLock::force(&DUPLICATES);
     LazyLock::force(&WATERMARK);
     LazyLock::force(&COMMITS);
+    LazyLock::force(&TRANSACTIONS);
     LazyLock::force(&HELD_OFFSETS);
     LazyLock::force(&WATERMARK_LAG);
     LazyLock::force(&CONSUMER_LAG);
