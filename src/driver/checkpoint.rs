@@ -52,6 +52,10 @@ pub(super) struct Checkpoints {
     /// in the transaction being committed.
     notify_waiting: Vec<Alert>,
     notify_committing: Vec<Alert>,
+    /// What the last records of the watermarks and of the emitted-through time said:
+    /// unchanged values are not written again.
+    written_watermarks: std::collections::HashMap<u32, i64>,
+    written_closed_through: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -79,6 +83,8 @@ impl Checkpoints {
             last_position: Vec::new(),
             notify_waiting: Vec::new(),
             notify_committing: Vec::new(),
+            written_watermarks: std::collections::HashMap::new(),
+            written_closed_through: None,
         }
     }
 
@@ -272,10 +278,13 @@ impl Driver {
             let p = name(part).1;
             out.push(record(&assemble, p, state::assemble::closed_key(id), value));
         }
-        let live: Vec<u32> = self.partitions.live_ids().collect();
-        for id in live {
+        let cp = self.checkpoints.as_mut().expect("checked above");
+        for id in self.partitions.live_ids() {
             if let Some(ns) = self.stages.assembler.watermarks().max_event(id) {
-                let (t, p) = name(id);
+                if cp.written_watermarks.insert(id, ns) == Some(ns) {
+                    continue;
+                }
+                let (t, p) = self.partitions.name(id);
                 let key = state::assemble::watermark_key(t, p);
                 let value = Some(state::assemble::encode_watermark(ns));
                 out.push(record(&assemble, p, key, value));
@@ -296,6 +305,9 @@ impl Driver {
                 ));
             }
             let through = agg.closed_through_ns();
+            if cp.written_closed_through.replace(through) == Some(through) {
+                return out;
+            }
             let value = Some(state::aggregate::encode_closed_through(through));
             out.push(record(
                 &aggregate,
