@@ -37,6 +37,7 @@ pub struct ChangelogSettings {
 pub(super) struct Checkpoints {
     assemble: Arc<str>,
     aggregate: Arc<str>,
+    alert: Arc<str>,
     pub(super) epoch: u64,
     /// Outputs not yet acknowledged, by epoch.
     unacked: BTreeMap<u64, usize>,
@@ -56,6 +57,10 @@ pub(super) struct Checkpoints {
     /// unchanged values are not written again.
     written_watermarks: std::collections::HashMap<u32, i64>,
     written_closed_through: Option<i64>,
+    /// A hash of each alert instance's last record, and of the lifecycle record: only
+    /// what changed is written.
+    pub(super) written_alerts: std::collections::HashMap<u64, u64>,
+    written_alert_meta: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -73,6 +78,7 @@ impl Checkpoints {
         Self {
             assemble: Arc::from(Store::Assemble.topic(&settings.group_id)),
             aggregate: Arc::from(Store::Aggregate.topic(&settings.group_id)),
+            alert: Arc::from(Store::Alert.topic(&settings.group_id)),
             epoch: 0,
             unacked: BTreeMap::new(),
             pending: None,
@@ -85,7 +91,18 @@ impl Checkpoints {
             notify_committing: Vec::new(),
             written_watermarks: std::collections::HashMap::new(),
             written_closed_through: None,
+            written_alerts: std::collections::HashMap::new(),
+            written_alert_meta: None,
         }
+    }
+
+    /// The state was dropped (partitions revoked): what was last written is no longer
+    /// this instance's to compare with.
+    pub(super) fn forget_written(&mut self) {
+        self.written_watermarks.clear();
+        self.written_closed_through = None;
+        self.written_alerts.clear();
+        self.written_alert_meta = None;
     }
 
     /// Whether outputs commit in transactions.
@@ -113,6 +130,7 @@ impl Checkpoints {
         match store {
             Store::Assemble => &self.assemble,
             Store::Aggregate => &self.aggregate,
+            Store::Alert => &self.alert,
         }
     }
 
@@ -305,19 +323,58 @@ impl Driver {
                 ));
             }
             let through = agg.closed_through_ns();
-            if cp.written_closed_through.replace(through) == Some(through) {
-                return out;
+            if cp.written_closed_through.replace(through) != Some(through) {
+                let value = Some(state::aggregate::encode_closed_through(through));
+                out.push(record(
+                    &aggregate,
+                    0,
+                    state::aggregate::closed_through_key(),
+                    value,
+                ));
             }
-            let value = Some(state::aggregate::encode_closed_through(through));
-            out.push(record(
-                &aggregate,
-                0,
-                state::aggregate::closed_through_key(),
-                value,
-            ));
+        }
+        if let Some(engine) = self.stages.alerts() {
+            let alert = cp.alert.clone();
+            let mut live = std::collections::HashSet::new();
+            for (fp, inst) in engine.instances() {
+                live.insert(fp);
+                let value = state::alert::encode_instance(inst);
+                let hash = hash_of(&value);
+                if cp.written_alerts.insert(fp, hash) != Some(hash) {
+                    out.push(record(
+                        &alert,
+                        0,
+                        state::alert::instance_key(fp),
+                        Some(value),
+                    ));
+                }
+            }
+            let gone: Vec<u64> = cp
+                .written_alerts
+                .keys()
+                .filter(|fp| !live.contains(fp))
+                .copied()
+                .collect();
+            for fp in gone {
+                cp.written_alerts.remove(&fp);
+                out.push(record(&alert, 0, state::alert::instance_key(fp), None));
+            }
+            let meta = state::alert::encode_meta(&engine.lifecycle_meta());
+            let hash = hash_of(&meta);
+            if cp.written_alert_meta.replace(hash) != Some(hash) {
+                out.push(record(&alert, 0, state::alert::meta_key(), Some(meta)));
+            }
         }
         out
     }
+}
+
+/// A hash of a record's bytes, to tell whether it changed.
+fn hash_of(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
 }
 
 fn cp_exactly_once(checkpoints: &Option<Checkpoints>) -> bool {

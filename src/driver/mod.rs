@@ -22,6 +22,8 @@ pub use types::*;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_alerts;
+#[cfg(test)]
 mod tests_checkpoint;
 
 use std::collections::{HashMap, VecDeque};
@@ -205,9 +207,10 @@ impl Driver {
                 for id in &ids {
                     self.tracker.revoke(*id);
                 }
-                if self.checkpoints.is_some() {
+                if let Some(cp) = &mut self.checkpoints {
                     // the state was checkpointed: the next owner restores it, and so
                     // does this instance if the partitions come back
+                    cp.forget_written();
                     self.stages.clear_state();
                     self.stages.assembler.track_changes();
                     if let Some(agg) = self.stages.aggregator_mut() {

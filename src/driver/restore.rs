@@ -37,6 +37,7 @@ impl Driver {
             let applied = match store {
                 Store::Assemble => self.restore_assemble(r),
                 Store::Aggregate => self.restore_aggregate(r),
+                Store::Alert => self.restore_alert(r),
             };
             applied.map_err(|source| DriverError::State {
                 topic: topic.clone(),
@@ -132,6 +133,27 @@ impl Driver {
             }
             (Key::ClosedThrough, Some(v)) => agg.restore_closed_through(decode_closed_through(&v)?),
             (_, None) => {}
+        }
+        Ok(())
+    }
+
+    fn restore_alert(&mut self, r: StateRecord) -> Result<(), StateError> {
+        use crate::stage::alert::Restored;
+        use state::alert::{decode_instance, decode_meta, parse_key, Key};
+        let Some(engine) = self.stages.alerts_mut() else {
+            return Ok(());
+        };
+        match (parse_key(&r.key)?, r.value) {
+            (Key::Instance(_), Some(v)) => {
+                if engine.restore_instance(decode_instance(&v)?) == Restored::UnknownRule {
+                    tracing::warn!(
+                        "restored alert state of a rule this pipeline no longer has: dropped"
+                    );
+                }
+            }
+            (Key::Instance(fp), None) => engine.forget_instance(fp),
+            (Key::Meta, Some(v)) => engine.restore_meta(decode_meta(&v)?),
+            (Key::Meta, None) => {}
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::span::TraceId;
 
@@ -53,7 +53,7 @@ pub struct AnomalyScore {
 }
 
 /// Alert status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertStatus {
     Firing,
@@ -72,7 +72,7 @@ impl AlertStatus {
 
 /// An alert event: a firing alert (also re-sent on `repeat_interval` and on escalation)
 /// or its resolution.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     /// Stable identity: hex of a hash of the rule name and the sorted labels.
     pub fingerprint: String,

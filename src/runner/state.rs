@@ -92,11 +92,13 @@ impl Shell {
             let Some(topic) = self.driver.changelog_topic(store).map(str::to_string) else {
                 continue;
             };
-            // open traces follow their input partition; the windows live in partition 0
-            // with the owner of the inputs' partition 0
+            // open traces follow their input partition; the windows and the alerts live
+            // in partition 0 with the owner of the inputs' partition 0
             let parts: Vec<i32> = match store {
                 Store::Assemble => numbers.iter().copied().collect(),
-                Store::Aggregate => numbers.contains(&0).then_some(0).into_iter().collect(),
+                Store::Aggregate | Store::Alert => {
+                    numbers.contains(&0).then_some(0).into_iter().collect()
+                }
             };
             if parts.is_empty() {
                 continue;

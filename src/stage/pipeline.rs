@@ -96,11 +96,15 @@ impl Stages {
         self.aggregator.as_ref()
     }
 
-    /// Forgets the open traces and windows (their state is kept elsewhere).
+    /// Forgets the open traces, windows and alert lifecycles (their state is kept
+    /// elsewhere).
     pub fn clear_state(&mut self) {
         self.assembler = Assembler::new(self.assembler.settings().clone());
         if let Some(agg) = &mut self.aggregator {
             *agg = Aggregator::new(agg.settings().clone());
+        }
+        if let Some(e) = &mut self.alerts {
+            e.clear_lifecycle();
         }
     }
 
@@ -122,6 +126,11 @@ impl Stages {
     /// The alert engine, when the pipeline alerts.
     pub fn alerts(&self) -> Option<&AlertEngine> {
         self.alerts.as_ref()
+    }
+
+    /// The alert engine, to restore its lifecycle.
+    pub fn alerts_mut(&mut self) -> Option<&mut AlertEngine> {
+        self.alerts.as_mut()
     }
 
     /// Model trainings due: run them off the async threads, then [`Stages::install`].

@@ -7,6 +7,7 @@
 //! that does not decode, is an error naming where it was read ([`StateError`]).
 
 pub mod aggregate;
+pub mod alert;
 pub mod assemble;
 
 use thiserror::Error;
@@ -24,17 +25,20 @@ pub enum Store {
     Assemble,
     /// Open aggregate windows.
     Aggregate,
+    /// The alert stage's lifecycle.
+    Alert,
 }
 
 impl Store {
     /// Every store.
-    pub const ALL: [Store; 2] = [Store::Assemble, Store::Aggregate];
+    pub const ALL: [Store; 3] = [Store::Assemble, Store::Aggregate, Store::Alert];
 
     /// The store's name, as in its topic name and metric labels.
     pub fn name(self) -> &'static str {
         match self {
             Store::Assemble => "assemble",
             Store::Aggregate => "aggregate",
+            Store::Alert => "alert",
         }
     }
 

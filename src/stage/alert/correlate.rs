@@ -120,7 +120,7 @@ impl TraceRecord {
 }
 
 /// What an alert is correlated with.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Correlation {
     pub suspected: Option<String>,
     /// Hex trace ids, at most [`MAX_EXEMPLARS`].

@@ -3,13 +3,15 @@
 
 use std::collections::VecDeque;
 
+use serde::{Deserialize, Serialize};
+
 use super::config::{Direction, Indicator};
 use super::settings::Condition;
 use crate::model::AnomalyScore;
 use crate::stage::aggregate::WindowAggregate;
 
 /// One decision about a series at one event time.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Eval {
     /// The condition holds.
     pub active: bool,
@@ -33,7 +35,7 @@ impl Eval {
 }
 
 /// What a series remembers between decisions, per rule kind.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum EvalState {
     Stateless,
     Baseline(RollingBaseline),
@@ -259,7 +261,7 @@ pub fn burn_rate(history: &VecDeque<(i64, u64, u64)>, since: i64, objective: f64
 }
 
 /// The last `capacity` values of a series, summarised by median and robust scale.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RollingBaseline {
     values: VecDeque<f64>,
     capacity: usize,

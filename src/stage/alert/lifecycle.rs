@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use serde::{Deserialize, Serialize};
+
 use super::correlate::Correlation;
 use super::eval::{Eval, EvalState};
 use super::settings::{Condition, Rule, Symptom};
@@ -11,7 +13,7 @@ use super::validate::NOTIFICATION_ANNOTATION;
 use crate::model::{Alert, AlertStatus, TraceId};
 
 /// Where an instance is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Phase {
     Inactive,
     /// The condition holds since `since_ns`, not yet for the rule's `for`.
@@ -58,7 +60,7 @@ impl Notification {
 }
 
 /// Emission state of the current firing episode.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Notice {
     /// When the instance's group batch is due.
     pub due_ns: i64,
@@ -76,8 +78,8 @@ pub struct Notice {
     pub correlated_at_ns: Option<i64>,
 }
 
-/// A rule applied to one series.
-#[derive(Debug)]
+/// A rule applied to one series; all of it is the series' alert state (changelogs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Instance {
     pub rule: usize,
     pub fingerprint: String,

@@ -55,6 +55,7 @@ mod eval;
 mod lifecycle;
 mod notify;
 mod settings;
+mod state;
 mod template;
 mod validate;
 mod validate_condition;
@@ -86,14 +87,15 @@ pub use config::{
     RuleConfig, SeriesSelector, SloBurnConfig, ThresholdConfig, TraceSelector, TrendConfig,
 };
 pub use correlate::MAX_EXEMPLARS;
-pub use lifecycle::Notification;
+pub use lifecycle::{Instance, Notification, Phase};
 pub use settings::{AlertSettings, Condition, CorrelationSettings, Field, Rule, Select, Symptom};
+pub use state::{LifecycleMeta, Restored};
 pub use template::{fingerprint, glob_match, label_name, Template};
 pub use validate::{ESCALATED_FROM_ANNOTATION, NOTIFICATION_ANNOTATION, RESERVED_LABELS};
 
 use correlate::Correlator;
 use eval::EvalState;
-use lifecycle::{Instance, Notice, Phase, Transition};
+use lifecycle::{Notice, Transition};
 use template::{format_ns, hex64, Fnv};
 
 /// Counters and gauges of the alert stage, read by the metrics exporter.

@@ -108,7 +108,7 @@ impl Field {
 }
 
 /// What kind of evidence the correlation looks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Symptom {
     /// Slow or anomalous traces; the suspect is the service whose critical-path
     /// self-time share grew most.

@@ -1,0 +1,66 @@
+//! The alert stage's changelog records.
+//!
+//! Keys: `i` + the instance's fingerprint (8 bytes big-endian) for one alert instance,
+//! and `m` for the engine's group batches and waiting resolutions. Values, after the
+//! version byte: postcard encodings of [`Instance`] and [`LifecycleMeta`].
+
+use crate::stage::alert::{Instance, LifecycleMeta};
+
+use super::{versioned, StateError, VERSION};
+
+const INSTANCE: u8 = b'i';
+const META: u8 = b'm';
+
+/// What a key names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    /// The instance of a fingerprint.
+    Instance(u64),
+    /// Group batches and waiting resolutions.
+    Meta,
+}
+
+/// The key of an instance's record.
+pub fn instance_key(fingerprint: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(INSTANCE);
+    k.extend_from_slice(&fingerprint.to_be_bytes());
+    k
+}
+
+/// The key of the lifecycle record.
+pub fn meta_key() -> Vec<u8> {
+    vec![META]
+}
+
+/// Parses a key of this store.
+pub fn parse_key(key: &[u8]) -> Result<Key, StateError> {
+    match key {
+        [INSTANCE, rest @ ..] if rest.len() == 8 => Ok(Key::Instance(u64::from_be_bytes(
+            rest.try_into().expect("8 bytes"),
+        ))),
+        [META] => Ok(Key::Meta),
+        _ => Err(StateError::Key(key.to_vec())),
+    }
+}
+
+/// Encodes an instance.
+pub fn encode_instance(instance: &Instance) -> Vec<u8> {
+    // an instance always serialises
+    postcard::to_extend(instance, vec![VERSION]).expect("serialisable alert instance")
+}
+
+/// Decodes an instance.
+pub fn decode_instance(value: &[u8]) -> Result<Instance, StateError> {
+    postcard::from_bytes(versioned(value)?).map_err(|e| StateError::Damaged(e.to_string()))
+}
+
+/// Encodes the lifecycle record.
+pub fn encode_meta(meta: &LifecycleMeta) -> Vec<u8> {
+    postcard::to_extend(meta, vec![VERSION]).expect("serialisable alert lifecycle")
+}
+
+/// Decodes the lifecycle record.
+pub fn decode_meta(value: &[u8]) -> Result<LifecycleMeta, StateError> {
+    postcard::from_bytes(versioned(value)?).map_err(|e| StateError::Damaged(e.to_string()))
+}
