@@ -299,8 +299,9 @@ impl Kept {
     }
 }
 
-/// The live runner restores at start, saves every `snapshot_every` while running and
-/// again when it stops.
+/// Without changelogs (`kafka.changelogs: false`; with them the detectors' state is in
+/// the detect changelog), the live runner restores at start, saves every
+/// `snapshot_every` while running and again when it stops.
 async fn live_runner_saves_and_restores(bootstrap: &str, kept: Kept) {
     use spanline::config::load_str;
     use spanline::runner::Endpoints;
@@ -311,7 +312,7 @@ async fn live_runner_saves_and_restores(bootstrap: &str, kept: Kept) {
         &format!(
             r#"
 name: live-snapshots
-kafka: {{brokers: embedded, group_id: live-snapshots, commit_interval: 200ms}}
+kafka: {{brokers: embedded, group_id: live-snapshots, commit_interval: 200ms, changelogs: false}}
 sources:
   - {{name: spans, topics: [spans], format: otlp_json}}
 stages:

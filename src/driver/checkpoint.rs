@@ -20,6 +20,9 @@ use crate::telemetry::metrics;
 
 use super::{Commit, Driver, Effect, OutputKind, Produce};
 
+/// The largest state value written (brokers take 1 MB records by default).
+const MAX_STATE_RECORD: usize = 900_000;
+
 /// Acknowledgements of changelog records carry their epoch with this bit set.
 pub(super) const CHANGELOG_EPOCH: u64 = 1 << 63;
 
@@ -38,6 +41,7 @@ pub(super) struct Checkpoints {
     assemble: Arc<str>,
     aggregate: Arc<str>,
     alert: Arc<str>,
+    detect: Arc<str>,
     pub(super) epoch: u64,
     /// Outputs not yet acknowledged, by epoch.
     unacked: BTreeMap<u64, usize>,
@@ -79,6 +83,7 @@ impl Checkpoints {
             assemble: Arc::from(Store::Assemble.topic(&settings.group_id)),
             aggregate: Arc::from(Store::Aggregate.topic(&settings.group_id)),
             alert: Arc::from(Store::Alert.topic(&settings.group_id)),
+            detect: Arc::from(Store::Detect.topic(&settings.group_id)),
             epoch: 0,
             unacked: BTreeMap::new(),
             pending: None,
@@ -131,6 +136,7 @@ impl Checkpoints {
             Store::Assemble => &self.assemble,
             Store::Aggregate => &self.aggregate,
             Store::Alert => &self.alert,
+            Store::Detect => &self.detect,
         }
     }
 
@@ -331,6 +337,20 @@ impl Driver {
                     state::aggregate::closed_through_key(),
                     value,
                 ));
+            }
+        }
+        if let Some(detector) = self.stages.detector_mut() {
+            for (key, value) in detector.take_changes() {
+                if value.as_ref().is_some_and(|v| v.len() > MAX_STATE_RECORD) {
+                    // larger than a broker takes by default: this subject starts afresh
+                    // after a restart
+                    metrics::STATE_RECORDS_OVERSIZE
+                        .with_label_values(&[cp.detect.as_ref()])
+                        .inc();
+                    tracing::warn!(%key, bytes = value.as_ref().map_or(0, Vec::len), "detector state too large for its changelog: not written");
+                    continue;
+                }
+                out.push(record(&cp.detect, 0, key.into_bytes(), value));
             }
         }
         if let Some(engine) = self.stages.alerts() {

@@ -136,10 +136,7 @@ impl Driver {
             .as_ref()
             .map(checkpoint::Checkpoints::new);
         if checkpoints.is_some() {
-            stages.assembler.track_changes();
-            if let Some(agg) = stages.aggregator_mut() {
-                agg.track_changes();
-            }
+            stages.track_changes();
         }
         Self {
             sources: sources
@@ -212,10 +209,7 @@ impl Driver {
                     // does this instance if the partitions come back
                     cp.forget_written();
                     self.stages.clear_state();
-                    self.stages.assembler.track_changes();
-                    if let Some(agg) = self.stages.aggregator_mut() {
-                        agg.track_changes();
-                    }
+                    self.stages.track_changes();
                 } else {
                     self.stages.assembler.revoke(&ids);
                 }

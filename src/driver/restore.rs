@@ -32,12 +32,20 @@ impl Driver {
             None => return Ok(()),
         };
         let n = records.len();
+        if store == Store::Detect {
+            self.restore_detect(&topic, records)?;
+            metrics::STATE_RECORDS_RESTORED
+                .with_label_values(&[&topic])
+                .inc_by(n as u64);
+            return Ok(());
+        }
         for r in records {
             let at = (r.partition, r.offset);
             let applied = match store {
                 Store::Assemble => self.restore_assemble(r),
                 Store::Aggregate => self.restore_aggregate(r),
                 Store::Alert => self.restore_alert(r),
+                Store::Detect => unreachable!("restored as a whole"),
             };
             applied.map_err(|source| DriverError::State {
                 topic: topic.clone(),
@@ -133,6 +141,36 @@ impl Driver {
             }
             (Key::ClosedThrough, Some(v)) => agg.restore_closed_through(decode_closed_through(&v)?),
             (_, None) => {}
+        }
+        Ok(())
+    }
+
+    /// The detectors' state comes back as a whole, as from a snapshot topic.
+    fn restore_detect(
+        &mut self,
+        topic: &str,
+        records: Vec<StateRecord>,
+    ) -> Result<(), DriverError> {
+        let Some(detector) = self.stages.detector_mut() else {
+            return Ok(());
+        };
+        let at = records.first().map_or((0, 0), |r| (r.partition, r.offset));
+        let error = |source: StateError| DriverError::State {
+            topic: topic.to_string(),
+            partition: at.0,
+            offset: at.1,
+            source,
+        };
+        let live = records.into_iter().filter_map(|r| {
+            let key = String::from_utf8_lossy(&r.key).into_owned();
+            r.value.map(|v| (key, v))
+        });
+        let snapshot = crate::stage::detect::Snapshot::from_records(live)
+            .map_err(|e| error(StateError::Damaged(e.to_string())))?;
+        if let Some(s) = snapshot {
+            detector
+                .restore(s)
+                .map_err(|e| error(StateError::Damaged(e.to_string())))?;
         }
         Ok(())
     }

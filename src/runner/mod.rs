@@ -138,6 +138,14 @@ pub async fn run(
     // the detectors continue from their snapshot, if there is one (never fatal), read
     // before joining the consumer group
     let snapshot_store = config.detect().and_then(|d| {
+        if config.kafka.changelogs {
+            if d.snapshot_dir.is_some() || d.snapshot_topic.is_some() {
+                tracing::info!(
+                    "the detectors' state is kept in the detect changelog; snapshot_dir and snapshot_topic serve replay only"
+                );
+            }
+            return None;
+        }
         let store = match (&d.snapshot_dir, &d.snapshot_topic) {
             (Some(dir), _) => snapshots::Store::Dir(dir.clone()),
             (None, Some(topic)) => snapshots::Store::topic(StateTopic {

@@ -96,7 +96,7 @@ impl Shell {
             // in partition 0 with the owner of the inputs' partition 0
             let parts: Vec<i32> = match store {
                 Store::Assemble => numbers.iter().copied().collect(),
-                Store::Aggregate | Store::Alert => {
+                Store::Aggregate | Store::Alert | Store::Detect => {
                     numbers.contains(&0).then_some(0).into_iter().collect()
                 }
             };

@@ -96,8 +96,8 @@ impl Stages {
         self.aggregator.as_ref()
     }
 
-    /// Forgets the open traces, windows and alert lifecycles (their state is kept
-    /// elsewhere).
+    /// Forgets the open traces, windows, alert lifecycles and learnt detector state
+    /// (their state is kept elsewhere).
     pub fn clear_state(&mut self) {
         self.assembler = Assembler::new(self.assembler.settings().clone());
         if let Some(agg) = &mut self.aggregator {
@@ -105,6 +105,20 @@ impl Stages {
         }
         if let Some(e) = &mut self.alerts {
             e.clear_lifecycle();
+        }
+        if let Some(d) = &mut self.detector {
+            *d = Detector::new(d.settings().clone());
+        }
+    }
+
+    /// Notes from now on what state changes, for the changelogs.
+    pub fn track_changes(&mut self) {
+        self.assembler.track_changes();
+        if let Some(agg) = &mut self.aggregator {
+            agg.track_changes();
+        }
+        if let Some(d) = &mut self.detector {
+            d.track_changes();
         }
     }
 

@@ -27,11 +27,18 @@ pub enum Store {
     Aggregate,
     /// The alert stage's lifecycle.
     Alert,
+    /// The detectors' learnt state, in the detect snapshot's record format.
+    Detect,
 }
 
 impl Store {
     /// Every store.
-    pub const ALL: [Store; 3] = [Store::Assemble, Store::Aggregate, Store::Alert];
+    pub const ALL: [Store; 4] = [
+        Store::Assemble,
+        Store::Aggregate,
+        Store::Detect,
+        Store::Alert,
+    ];
 
     /// The store's name, as in its topic name and metric labels.
     pub fn name(self) -> &'static str {
@@ -39,6 +46,7 @@ impl Store {
             Store::Assemble => "assemble",
             Store::Aggregate => "aggregate",
             Store::Alert => "alert",
+            Store::Detect => "detect",
         }
     }
 

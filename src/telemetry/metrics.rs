@@ -213,6 +213,13 @@ pub static STATE_RESETS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["topic"],
     )
 });
+pub static STATE_RECORDS_OVERSIZE: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "spanline_state_records_oversize_total",
+        "State records not written because they exceed 900 kB (the subject starts afresh after a restart), by topic",
+        &["topic"],
+    )
+});
 pub static HELD_OFFSETS: LazyLock<IntGauge> = LazyLock::new(|| {
     gauge(
         "spanline_held_offsets",
@@ -411,6 +418,7 @@ pub fn init() {
     LazyLock::force(&WATERMARK);
     LazyLock::force(&COMMITS);
     LazyLock::force(&TRANSACTIONS);
+    LazyLock::force(&STATE_RECORDS_OVERSIZE);
     LazyLock::force(&HELD_OFFSETS);
     LazyLock::force(&WATERMARK_LAG);
     LazyLock::force(&CONSUMER_LAG);

@@ -63,7 +63,9 @@ pub struct DetectConfig {
     /// (`spanline_detect_snapshots_total{result="rejected"}`), moved aside to
     /// `detect-snapshot.rejected.json`, and the detectors start from warm-up. Written
     /// atomically every `snapshot_every` and when the pipeline stops, not when it is
-    /// killed (`replay`: at the end).
+    /// killed (`replay`: at the end). `run` and `demo` use it only with
+    /// `kafka.changelogs: false`: with changelogs the detectors' state is checkpointed
+    /// in `<group_id>-detect-changelog` with the rest of the pipeline's state.
     /// Default: none, nothing is saved.
     #[serde(default)]
     pub snapshot_dir: Option<PathBuf>,

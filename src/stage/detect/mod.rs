@@ -52,6 +52,7 @@
 //! [`DetectStats::skipped_values`]; missing model inputs are imputed from the baseline);
 //! a sample with no finite value is skipped whole and gets no score.
 
+mod changelog;
 mod config;
 mod core;
 mod features;
@@ -231,6 +232,8 @@ pub struct Detector {
     smallest_window_ns: Option<i64>,
     jobs: Vec<TrainingJob>,
     stats: DetectStats,
+    /// The subjects whose state changed since the last checkpoint, when tracked.
+    changed: Option<rustc_hash::FxHashSet<Target>>,
 }
 
 impl Detector {
@@ -244,6 +247,7 @@ impl Detector {
             smallest_window_ns: None,
             jobs: Vec::new(),
             stats: DetectStats::default(),
+            changed: None,
         }
     }
 
@@ -272,8 +276,14 @@ impl Detector {
                 Some(min) if w.window_size_ns == min => {}
                 _ => {
                     self.smallest_window_ns = Some(w.window_size_ns);
-                    self.series
-                        .retain(|k, _| k.window_size_ns == w.window_size_ns);
+                    let changed = &mut self.changed;
+                    self.series.retain(|k, _| {
+                        let keep = k.window_size_ns == w.window_size_ns;
+                        if let (false, Some(c)) = (keep, changed.as_mut()) {
+                            c.insert(Target::Series(k.clone()));
+                        }
+                        keep
+                    });
                 }
             },
         }
@@ -396,6 +406,9 @@ impl Detector {
         outcome: Option<Outcome>,
         out: &mut Vec<AnomalyScore>,
     ) {
+        if let Some(c) = &mut self.changed {
+            c.insert(target.clone());
+        }
         let Some(o) = outcome else {
             self.stats.skipped_samples += 1;
             return;
@@ -443,12 +456,16 @@ impl Detector {
     /// Installs a trained model; one for a subject that is gone, or that asked for a
     /// newer model since, is dropped (and counted).
     pub fn install(&mut self, m: TrainedModel) {
+        let target = m.target.clone();
         let core = match &m.target {
             Target::Series(k) => self.series.get_mut(k),
             Target::Value(k) => self.values.get_mut(k),
             Target::Trace(k) => self.traces.get_mut(k).map(|t| &mut t.core),
         };
         if core.is_some_and(|c| c.install(m.generation, m.model)) {
+            if let Some(c) = &mut self.changed {
+                c.insert(target);
+            }
             self.stats.models_installed += 1;
         } else {
             self.stats.models_stale += 1;

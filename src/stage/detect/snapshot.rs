@@ -51,6 +51,14 @@ pub enum SnapshotError {
     Topic { topic: String, message: String },
 }
 
+/// The key of a subject's record on a snapshot topic or changelog.
+pub(super) fn record_key(kind: &str, subject: &impl Serialize) -> String {
+    format!(
+        "{kind}/{}",
+        serde_json::to_string(subject).expect("subject keys serialize")
+    )
+}
+
 /// Key of a snapshot topic's record holding the version, the smallest window and the
 /// counters; the other records hold one subject each, keyed by kind and subject.
 pub const META_KEY: &str = "meta";
@@ -230,12 +238,6 @@ impl Snapshot {
         let json = |entry: Entry| {
             serde_json::to_vec(&Envelope { version, entry }).expect("snapshot state serializes")
         };
-        fn key(kind: &str, subject: &impl Serialize) -> String {
-            format!(
-                "{kind}/{}",
-                serde_json::to_string(subject).expect("subject keys serialize")
-            )
-        }
         let mut out =
             Vec::with_capacity(1 + self.series.len() + self.values.len() + self.traces.len());
         out.push((
@@ -246,13 +248,13 @@ impl Snapshot {
             }),
         ));
         for (k, c) in self.series {
-            out.push((key("series", &k), json(Entry::Series(k, c))));
+            out.push((record_key("series", &k), json(Entry::Series(k, c))));
         }
         for (k, c) in self.values {
-            out.push((key("value", &k), json(Entry::Value(k, c))));
+            out.push((record_key("value", &k), json(Entry::Value(k, c))));
         }
         for (k, t) in self.traces {
-            out.push((key("trace", &k), json(Entry::Trace(k, t))));
+            out.push((record_key("trace", &k), json(Entry::Trace(k, t))));
         }
         out
     }
@@ -376,7 +378,7 @@ impl Snapshot {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::Arc;
 
     use super::*;
@@ -408,7 +410,7 @@ mod tests {
         w
     }
 
-    fn settings() -> DetectSettings {
+    pub(in crate::stage::detect) fn settings() -> DetectSettings {
         DetectSettings {
             min_samples: 10,
             retrain_every: 10,
@@ -417,7 +419,11 @@ mod tests {
         }
     }
 
-    fn feed(d: &mut Detector, scope: &str, windows: std::ops::Range<i64>) -> Vec<AnomalyScore> {
+    pub(in crate::stage::detect) fn feed(
+        d: &mut Detector,
+        scope: &str,
+        windows: std::ops::Range<i64>,
+    ) -> Vec<AnomalyScore> {
         let mut out = Vec::new();
         for i in windows {
             d.observe_window(&window(scope, "api", i), &mut out);
