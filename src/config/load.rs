@@ -199,6 +199,7 @@ const TOP_LEVEL: &[&str] = &[
     "stages",
     "outputs",
     "http",
+    "delivery",
 ];
 const REQUIRED: &[&str] = &["name", "kafka", "sources", "stages", "outputs"];
 
@@ -239,6 +240,9 @@ fn check_sections(root: &mut Value, errors: &mut ConfigErrors) {
     });
     section("http", &mut |v, p, e| {
         check_as::<super::HttpConfig>(v, p, e)
+    });
+    section("delivery", &mut |v, p, e| {
+        check_as::<super::Delivery>(v, p, e)
     });
     section("sources", &mut |v, p, e| {
         check_list::<super::SourceConfig>(v, p, e)

@@ -205,3 +205,24 @@ fn aggregate_errors_name_the_bad_dimension_and_window() {
         "{errors}"
     );
 }
+
+#[test]
+fn delivery_is_at_least_once_unless_the_file_says_exactly_once() {
+    let p = load_str(DEFAULT, env(&[])).unwrap();
+    assert_eq!(p.delivery, Delivery::AtLeastOnce);
+    let on_kafka = DEFAULT.replace("brokers: ${SPANLINE_BROKERS:-embedded}", "brokers: k:9092");
+    assert_ne!(
+        on_kafka, DEFAULT,
+        "the default pipeline names its brokers so"
+    );
+    let p = load_str(&format!("{on_kafka}\ndelivery: exactly_once\n"), env(&[])).unwrap();
+    assert_eq!(p.delivery, Delivery::ExactlyOnce);
+    let e = load_str(&format!("{on_kafka}\ndelivery: exactly_twice\n"), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("delivery"), "{e}");
+    let e = load_str(&format!("{DEFAULT}\ndelivery: exactly_once\n"), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("transaction markers"), "{e}");
+}

@@ -9,7 +9,6 @@
 // Each integration test crate uses a different subset of these helpers.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
 use std::env;
 use std::ffi::OsStr;
 use std::fs::File;
@@ -22,8 +21,6 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 
@@ -69,7 +66,8 @@ pub fn python_script(name: &str) -> PathBuf {
     repo_root().join("tests/python").join(name)
 }
 
-/// `name` on `PATH`, else in `$HOME/.cargo/bin` (where `cargo install` puts it).
+/// `name` on `PATH`, else in `.venv/tools` (where `.ci/run` installs brokers), else in
+/// `$HOME/.cargo/bin` (where `cargo install` puts it).
 pub fn find_program(name: &str) -> Option<PathBuf> {
     let on_path = env::var_os("PATH")
         .map(|paths| {
@@ -82,6 +80,7 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
         env::var_os("HOME").map(|home| Path::new(&home).join(".cargo/bin").join(name));
     on_path
         .into_iter()
+        .chain(Some(repo_root().join(".venv/tools").join(name)))
         .chain(in_cargo_home)
         .find(|p| p.is_file())
 }
@@ -104,7 +103,7 @@ pub fn file_tail(path: &Path, n: usize) -> String {
 }
 
 /// A temporary log file a child process writes to, and the handle to give it.
-fn log_file(dir: &Path, name: &str) -> (PathBuf, Stdio) {
+pub fn log_file(dir: &Path, name: &str) -> (PathBuf, Stdio) {
     let path = dir.join(name);
     let file =
         File::create(&path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
@@ -189,189 +188,11 @@ pub fn run_python(python: &Path, script: &str, args: &[&OsStr], timeout: Duratio
 }
 
 /// How long a started broker or demo may take to become ready.
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A real tansu broker process on a loopback port, in-memory storage; killed on Drop.
-pub struct Tansu {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-    log: PathBuf,
-}
-
-impl Tansu {
-    /// The tansu binary, if installed.
-    pub fn bin() -> Option<PathBuf> {
-        find_program("tansu")
-    }
-
-    /// Starts a broker when tansu is installed; `None` (test skipped) when it is not.
-    pub fn start_or_skip() -> Option<Self> {
-        let bin = Self::bin();
-        if !require_or_skip("the tansu broker (cargo install tansu)", bin.is_some()) {
-            return None;
-        }
-        bin.map(|bin| Self::start(&bin))
-    }
-
-    /// Starts `bin` as a broker and waits until it answers metadata requests.
-    pub fn start(bin: &Path) -> Self {
-        // The port is free when chosen but could be taken before tansu binds it: retry.
-        let mut last_failure = String::new();
-        for attempt in 0..3 {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let port = free_port();
-            let url = format!("tcp://127.0.0.1:{port}");
-            let (log, stderr) = log_file(dir.path(), &format!("tansu-{attempt}.log"));
-            let mut cmd = Command::new(bin);
-            cmd.args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            // tansu reads its settings from the environment too; keep the test's own.
-            .env_remove("SCHEMA_REGISTRY")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr);
-            let child = cmd
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-            let mut broker = Tansu {
-                child,
-                port,
-                _dir: dir,
-                log,
-            };
-            match broker.wait_ready() {
-                Ok(()) => return broker,
-                // Exited early: most likely the port was taken, so try another one.
-                Err(failure) if broker.child.try_wait().is_ok_and(|s| s.is_some()) => {
-                    last_failure = failure
-                }
-                Err(failure) => panic!("tansu did not start: {failure}"),
-            }
-        }
-        panic!("tansu did not start: {last_failure}");
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Polls metadata until the broker answers, it exits, or [`READY_TIMEOUT`] passes.
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let consumer: BaseConsumer = self.client_config().create().expect("metadata client");
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("tansu exited with {status}\n{}", self.log_tail()));
-            }
-            let last = match consumer.fetch_metadata(None, Duration::from_millis(500)) {
-                Ok(md) if !md.brokers().is_empty() => return Ok(()),
-                Ok(_) => "metadata lists no brokers".to_string(),
-                Err(e) => e.to_string(),
-            };
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "tansu on port {} gave no metadata within {READY_TIMEOUT:?} ({last})\n{}",
-                    self.port,
-                    self.log_tail()
-                ));
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// A client config for this broker, reconnecting quickly.
-    pub fn client_config(&self) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", self.bootstrap())
-            .set("reconnect.backoff.ms", "50")
-            .set("reconnect.backoff.max.ms", "500");
-        config
-    }
-
-    /// `host:port` for `bootstrap.servers`.
-    pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// The last lines tansu logged, for failure messages.
-    pub fn log_tail(&self) -> String {
-        format!(
-            "--- tansu log ({}) ---\n{}",
-            self.log.display(),
-            file_tail(&self.log, 40)
-        )
-    }
-
-    /// Creates topics with the Kafka admin API and waits until metadata shows them with
-    /// their partitions (tansu does not auto-create topics).
-    pub fn create_topics(&self, topics: &[(&str, i32)]) {
-        let admin: AdminClient<DefaultClientContext> =
-            self.client_config().create().expect("admin client");
-        let new: Vec<NewTopic<'_>> = topics
-            .iter()
-            .map(|&(name, n)| NewTopic::new(name, n, TopicReplication::Fixed(1)))
-            .collect();
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        let results = futures::executor::block_on(admin.create_topics(&new, &opts))
-            .unwrap_or_else(|e| panic!("create topics {topics:?}: {e}\n{}", self.log_tail()));
-        for result in results {
-            if let Err((name, code)) = result {
-                if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
-                    panic!("create topic {name}: {code}\n{}", self.log_tail());
-                }
-            }
-        }
-        self.wait_for_topics(topics);
-    }
-
-    /// Waits until metadata lists every topic with its partition count.
-    pub fn wait_for_topics(&self, topics: &[(&str, i32)]) {
-        let consumer: BaseConsumer = self.client_config().create().expect("metadata client");
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            let seen: HashMap<String, usize> = consumer
-                .fetch_metadata(None, Duration::from_secs(2))
-                .map(|md| {
-                    md.topics()
-                        .iter()
-                        .filter(|t| t.error().is_none())
-                        .map(|t| (t.name().to_string(), t.partitions().len()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let missing: Vec<_> = topics
-                .iter()
-                .filter(|(name, n)| seen.get(*name) != Some(&(*n as usize)))
-                .collect();
-            if missing.is_empty() {
-                return;
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "topics {missing:?} not in metadata (saw {seen:?})\n{}",
-                    self.log_tail()
-                );
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+mod tansu;
+#[allow(unused_imports)]
+pub use tansu::Tansu;
 
 /// What `spanline demo` printed about where it serves.
 #[derive(Debug, Clone, Default)]
