@@ -134,7 +134,10 @@ fn chaos(delivery: &str) {
     let config = tmp.path().join("chaos.yaml");
     let group = format!("chaos-{delivery}-{}", std::process::id());
     std::fs::write(&config, pipeline(&broker.bootstrap(), &group, delivery)).unwrap();
-    let log = tmp.path().join("spanline.log");
+    // kept after the test, for a look at what happened when it fails
+    let log =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("chaos-{delivery}.log"));
+    let _ = std::fs::remove_file(&log);
 
     // the input: traces of the demo workload with an error burst, one span a record,
     // spread over the partitions by span id (not keyed by trace id), in end-time order
@@ -270,7 +273,8 @@ fn chaos(delivery: &str) {
     let report = check::compare(&expected, &found, FAULTY, delivery == "exactly_once")
         .unwrap_or_else(|e| {
             panic!(
-                "{delivery}: {e}\n{counters}\n{}",
+                "{delivery}: {e}\ninput: {}\n{counters}\n{}",
+                check::input_summary(&broker),
                 support::file_tail(&log, 40)
             )
         });

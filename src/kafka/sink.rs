@@ -158,16 +158,20 @@ impl Sink {
     /// Adds the consumer's `offsets` to the open transaction and commits it: every
     /// record sent since [`Sink::begin`] becomes visible to `read_committed` readers
     /// together with the offsets. Blocks until the broker answers.
+    /// Steps that time out (a broker restarting, say) are tried again, up to
+    /// [`TXN_TRIES`] times; an error that needs an abort is returned at once.
     pub fn commit(
         &self,
         offsets: &TopicPartitionList,
         group: &ConsumerGroupMetadata,
     ) -> KafkaResult<()> {
         if offsets.count() > 0 {
-            self.bulk
-                .send_offsets_to_transaction(offsets, group, TXN_TIMEOUT)?;
+            retried("sending the offsets", || {
+                self.bulk
+                    .send_offsets_to_transaction(offsets, group, TXN_TIMEOUT)
+            })?;
         }
-        self.bulk.commit_transaction(TXN_TIMEOUT)
+        retried("committing", || self.bulk.commit_transaction(TXN_TIMEOUT))
     }
 
     /// Aborts the open transaction: nothing sent in it is ever visible to
@@ -223,6 +227,33 @@ impl Sink {
             urgent.flush(timeout)?;
         }
         self.bulk.flush(timeout.saturating_sub(started.elapsed()))
+    }
+}
+
+/// How often a transaction step that timed out is tried.
+const TXN_TRIES: usize = 10;
+
+/// Runs a transaction step, again while it fails in a way that may pass.
+fn retried(what: &str, mut step: impl FnMut() -> KafkaResult<()>) -> KafkaResult<()> {
+    let mut tries = 1;
+    loop {
+        match step() {
+            Err(e) if retriable(&e) && tries < TXN_TRIES => {
+                tracing::warn!(error = %e, tries, "{what} the transaction failed; trying again");
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether a transaction step may succeed when tried again (librdkafka: retriable
+/// errors, and a flush that timed out).
+fn retriable(e: &KafkaError) -> bool {
+    match e {
+        KafkaError::Transaction(t) => t.is_retriable() && !t.txn_requires_abort(),
+        KafkaError::Flush(code) => *code == RDKafkaErrorCode::OperationTimedOut,
+        _ => false,
     }
 }
 

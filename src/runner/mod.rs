@@ -523,20 +523,12 @@ impl Shell {
                 message: "the consumer has no group metadata for the transaction".into(),
             })?;
         let sink = self.sink.clone();
-        let committed = tokio::task::spawn_blocking(move || {
-            let mut tries = 0;
-            loop {
-                match sink.commit(&list, &group) {
-                    Err(KafkaError::Transaction(e)) if e.is_retriable() && tries < 5 => tries += 1,
-                    other => return other,
-                }
-            }
-        })
-        .await
-        .map_err(|e| RunError::Kafka {
-            pipeline: self.pipeline.clone(),
-            message: format!("committing the transaction: {e}"),
-        })?;
+        let committed = tokio::task::spawn_blocking(move || sink.commit(&list, &group))
+            .await
+            .map_err(|e| RunError::Kafka {
+                pipeline: self.pipeline.clone(),
+                message: format!("committing the transaction: {e}"),
+            })?;
         self.txn_open = false;
         if let Err(e) = committed {
             let sink = self.sink.clone();

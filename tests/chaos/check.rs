@@ -34,6 +34,8 @@ pub struct AlertEvent {
 pub struct Found {
     /// Every trace record: its spans, by trace id.
     pub traces: BTreeMap<String, Vec<BTreeSet<u64>>>,
+    /// Where each trace's records are: (partition, offset), by trace id.
+    pub trace_offsets: BTreeMap<String, Vec<(i32, i64)>>,
     pub amendments: usize,
     /// Every aggregate record's count, by (service, window start).
     pub windows: BTreeMap<(String, i64), Vec<i64>>,
@@ -44,8 +46,9 @@ pub struct Found {
 impl Found {
     pub fn read(broker: &Tansu) -> Self {
         let mut found = Found::default();
-        for t in read_all(broker, "traces", PARTITIONS) {
+        for (at, t) in read_all_at(broker, "traces", PARTITIONS) {
             let id = t["trace_id"].as_str().unwrap().to_string();
+            found.trace_offsets.entry(id.clone()).or_default().push(at);
             found.amendments += usize::from(t["amendment"] != false);
             let spans = t["spans"]
                 .as_array()
@@ -174,8 +177,14 @@ pub fn compare(
 
     let duplicates = trace_duplicates + window_duplicates + alert_duplicates;
     if exactly_once && (duplicates > 0 || overcounted > 0) {
+        let twice: Vec<(&String, &Vec<(i32, i64)>)> = found
+            .trace_offsets
+            .iter()
+            .filter(|(_, at)| at.len() > 1)
+            .take(10)
+            .collect();
         return Err(format!(
-            "exactly-once wrote duplicates: {trace_duplicates} trace records, {window_duplicates} window records ({overcounted} overcounted), {alert_duplicates} alert records"
+            "exactly-once wrote duplicates: {trace_duplicates} trace records, {window_duplicates} window records ({overcounted} overcounted), {alert_duplicates} alert records; traces written twice at (partition, offset): {twice:?}"
         ));
     }
     Ok(format!(
@@ -204,6 +213,19 @@ pub fn wait_for_traces(broker: &Tansu, expected: &Expected, timeout: Duration) {
 
 /// Every committed record of `topic` from the start, as JSON.
 pub fn read_all(broker: &Tansu, topic: &str, partitions: i32) -> Vec<serde_json::Value> {
+    read_all_at(broker, topic, partitions)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect()
+}
+
+/// Every committed record of `topic` from the start, as JSON, with its partition and
+/// offset.
+pub fn read_all_at(
+    broker: &Tansu,
+    topic: &str,
+    partitions: i32,
+) -> Vec<((i32, i64), serde_json::Value)> {
     let consumer: BaseConsumer = broker
         .client_config()
         .set("group.id", format!("reader-{}", std::process::id()))
@@ -238,7 +260,8 @@ pub fn read_all(broker: &Tansu, topic: &str, partitions: i32) -> Vec<serde_json:
             Some(Ok(m)) => {
                 quiet_since = None;
                 if let Some(v) = m.payload() {
-                    out.push(serde_json::from_slice(v).unwrap());
+                    let at = (m.partition(), m.offset());
+                    out.push((at, serde_json::from_slice(v).unwrap()));
                 }
             }
             _ => {
@@ -257,4 +280,22 @@ pub fn read_all(broker: &Tansu, topic: &str, partitions: i32) -> Vec<serde_json:
         }
     }
     panic!("{topic} not read to its end: {ends:?}");
+}
+
+/// How many span records the input topic holds, and how many of them repeat a span
+/// (a producer retry after a broker restart writes a record twice).
+pub fn input_summary(broker: &Tansu) -> String {
+    let mut seen = BTreeSet::new();
+    let mut records = 0;
+    let mut repeated = 0;
+    for ((p, o), v) in read_all_at(broker, "spans", PARTITIONS) {
+        records += 1;
+        if !seen.insert(v.to_string()) {
+            repeated += 1;
+            if repeated <= 5 {
+                println!("repeated input record at partition {p} offset {o}");
+            }
+        }
+    }
+    format!("{records} records, {repeated} repeat an earlier one")
 }

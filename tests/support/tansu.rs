@@ -265,6 +265,9 @@ impl Tansu {
 
 impl Drop for Tansu {
     fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!("{}", self.log_tail());
+        }
         self.stop();
     }
 }
