@@ -119,3 +119,36 @@ fn a_restarted_driver_continues_the_alert_lifecycle_from_its_changelog() {
         assert_eq!(got, expected, "restarted after window {stop_after}");
     }
 }
+
+#[test]
+fn exactly_once_notifies_only_after_the_transaction_with_the_alert_committed() {
+    let config = alerting();
+    let changelog = ChangelogSettings {
+        group_id: "g".into(),
+        exactly_once: true,
+    };
+    let mut d = driver_with(&config, false, Some(changelog));
+    let mut offset = 0;
+    let mut early = Vec::new();
+    for w in 0..3 {
+        early.extend(feed(&mut d, w, &mut offset));
+    }
+    assert!(
+        early.is_empty(),
+        "no notification before a commit: {early:?}"
+    );
+    d.handle(Event::Tick { now_ms: 10_000 }).unwrap();
+    let effects = d.take_effects();
+    assert!(notifications(&effects).is_empty(), "not while committing");
+    let Some(Effect::CommitTransaction(position)) = effects.last() else {
+        panic!("a transaction commit: {effects:?}");
+    };
+    let alert_records = effects
+        .iter()
+        .filter(|e| matches!(e, Effect::Produce(p) if p.topic.as_ref() == "g-alert-changelog"))
+        .count();
+    assert!(alert_records > 0, "the alert's state is in the transaction");
+    d.handle(Event::Committed(position.clone())).unwrap();
+    let after = notifications(&d.take_effects());
+    assert_eq!(after, [(AlertStatus::Firing, "new".to_string())]);
+}

@@ -1,0 +1,177 @@
+//! Restore of the assembler's changelog: 200,000 open traces (4 spans each, taken from the
+//! synthetic workload without their roots, so they stay open) are checkpointed by the
+//! default pipeline's driver, written to the changelog topic of the embedded broker, then
+//! read back to the end and restored into a new driver, as `spanline run` does when it
+//! is assigned the partition. Prints the changelog's bytes and the read and restore times.
+//!
+//! `cargo bench --bench restore` (`-- 50000` for another number of open traces).
+
+use std::time::{Duration, Instant};
+
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+
+use spanline::config::load_str;
+use spanline::driver::{
+    ChangelogSettings, Driver, DriverSettings, Effect, Event, OutputSpec, Outputs, StateRecord,
+};
+use spanline::kafka::embedded::EmbeddedKafka;
+use spanline::kafka::state::StateTopic;
+use spanline::model::Span;
+use spanline::output::Encoding;
+use spanline::state::Store;
+use spanline::workload::{Workload, WorkloadConfig};
+
+const PIPELINE: &str = include_str!("../pipelines/trace-analytics.yaml");
+const GROUP: &str = "bench-restore";
+const SPANS_PER_TRACE: usize = 4;
+
+fn driver(config: &spanline::config::PipelineConfig) -> Driver {
+    let json = |topic: &str| OutputSpec {
+        topic: topic.into(),
+        encoding: Encoding::Json,
+    };
+    let outputs = Outputs {
+        traces: json("traces"),
+        late: None,
+        aggregates: None,
+        alerts: None,
+    };
+    let settings = DriverSettings {
+        commit_interval_ms: 1000,
+        schema_registry: false,
+        span_metrics: false,
+        changelog: Some(ChangelogSettings {
+            group_id: GROUP.into(),
+            exactly_once: false,
+        }),
+    };
+    let mut d = Driver::new(config, Driver::sources_of(config), outputs, settings);
+    d.handle(Event::Assigned {
+        partitions: vec![("spans".into(), 0)],
+        now_ms: 0,
+    })
+    .expect("assigned");
+    d
+}
+
+/// Spans of workload traces without their roots, `SPANS_PER_TRACE` per trace.
+fn templates() -> Vec<Vec<Span>> {
+    let mut workload = Workload::new(WorkloadConfig {
+        seed: 3,
+        traces_per_second: 50.0,
+        start_ns: 1_700_000_000_000_000_000,
+        faults: Vec::new(),
+    });
+    let spans = workload.generate_traces(2_000);
+    let mut by_trace: std::collections::BTreeMap<u128, Vec<Span>> = Default::default();
+    for s in spans.into_iter().filter(|s| s.parent_span_id != 0) {
+        by_trace.entry(s.trace_id).or_default().push(s);
+    }
+    by_trace
+        .into_values()
+        .filter(|v| v.len() >= SPANS_PER_TRACE)
+        .map(|mut v| {
+            v.truncate(SPANS_PER_TRACE);
+            v
+        })
+        .collect()
+}
+
+fn main() {
+    let traces: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(200_000);
+    let mut config = load_str(PIPELINE, |_| None).expect("default pipeline");
+    config.kafka.group_id = GROUP.into();
+    let templates = templates();
+    let mut d = driver(&config);
+    let t0 = templates[0][0].start_ns;
+    for i in 0..traces {
+        let id = 0x5000_0000_0000_0000_0000_0000_0000_0000u128 + i as u128;
+        let spans = templates[i % templates.len()].iter().map(|s| {
+            let mut s = s.clone();
+            s.trace_id = id;
+            // all within one second: nothing reaches a bound
+            s.end_ns = t0 + (s.end_ns - s.start_ns).min(500_000_000);
+            s.start_ns = t0;
+            s
+        });
+        d.push_spans("spans", 0, i as i64, spans, 0);
+    }
+    let open = d.stages().assembler.open_traces();
+    d.handle(Event::Tick { now_ms: 10_000 }).expect("tick");
+    let records: Vec<_> = d
+        .take_effects()
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Produce(p) if p.topic.ends_with("assemble-changelog") => Some(p),
+            _ => None,
+        })
+        .collect();
+    let bytes: usize = records.iter().map(|r| r.key.len() + r.value.len()).sum();
+
+    let topic = Store::Assemble.topic(GROUP);
+    let kafka = EmbeddedKafka::start(1, std::slice::from_ref(&topic)).expect("embedded broker");
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", kafka.bootstrap())
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "2000000")
+        .create()
+        .expect("producer");
+    for r in &records {
+        let mut record = BaseRecord::<[u8], [u8]>::to(&topic)
+            .key(&r.key[..])
+            .partition(0);
+        if !r.tombstone {
+            record = record.payload(&r.value[..]);
+        }
+        while let Err((_, back)) = producer.send(record) {
+            record = back;
+            producer.poll(Duration::from_millis(5));
+        }
+    }
+    producer.flush(Duration::from_secs(120)).expect("flush");
+
+    let reader = StateTopic {
+        brokers: kafka.bootstrap().to_string(),
+        properties: Default::default(),
+        topic: topic.clone(),
+    };
+    let started = Instant::now();
+    let read = reader
+        .read_latest(&[0], Duration::from_secs(300))
+        .expect("read the changelog");
+    let read_s = started.elapsed().as_secs_f64();
+    let state: Vec<StateRecord> = read
+        .into_iter()
+        .map(|(partition, offset, key, value)| StateRecord {
+            partition,
+            offset,
+            key,
+            value,
+        })
+        .collect();
+    let n = state.len();
+    let mut restored = driver(&config);
+    let started = Instant::now();
+    restored
+        .handle(Event::Restore {
+            store: Store::Assemble,
+            records: state,
+        })
+        .expect("restore");
+    let restore_s = started.elapsed().as_secs_f64();
+    let back = restored.stages().assembler.open_traces();
+    assert_eq!(back, open, "every open trace is back");
+    println!("restore_open_traces: {open} ({SPANS_PER_TRACE} spans each)");
+    println!(
+        "restore_changelog_bytes: {bytes} ({:.0} bytes per open trace, {n} records)",
+        bytes as f64 / open.max(1) as f64
+    );
+    println!("restore_read_s: {read_s:.2} (reading the changelog partition to its end from the embedded broker)");
+    println!("restore_apply_s: {restore_s:.2} (decoding and restoring into the assembler)");
+    println!("restore_total_s: {:.2}", read_s + restore_s);
+}
