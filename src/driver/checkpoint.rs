@@ -353,6 +353,46 @@ impl Driver {
                 out.push(record(&cp.detect, 0, key.into_bytes(), value));
             }
         }
+        self.alert_records(&mut out);
+        // each changelog partition written to ends the checkpoint with a marker
+        let mut written: Vec<(Arc<str>, i32)> = out
+            .iter()
+            .map(|r| (r.topic.clone(), r.partition.unwrap_or(0)))
+            .collect();
+        written.sort();
+        written.dedup();
+        for (topic, partition) in written {
+            let value = Some(epoch.to_be_bytes().to_vec());
+            out.push(record(
+                &topic,
+                partition,
+                state::CHECKPOINT_MARKER.to_vec(),
+                value,
+            ));
+        }
+        out
+    }
+
+    /// The alert instances and lifecycle that changed since the last checkpoint.
+    fn alert_records(&mut self, out: &mut Vec<Produce>) {
+        let Some(cp) = self.checkpoints.as_mut() else {
+            return;
+        };
+        let epoch = CHANGELOG_EPOCH | cp.epoch;
+        let record = |topic: &Arc<str>, key: Vec<u8>, value: Option<Vec<u8>>| {
+            Produce {
+                kind: OutputKind::Changelog,
+                topic: topic.clone(),
+                partition: Some(0),
+                key,
+                value: value.unwrap_or_default(),
+                tombstone: false,
+                headers: Vec::new(),
+                holds: Holds::new(),
+                epoch,
+            }
+            .tombstone_if_empty()
+        };
         if let Some(engine) = self.stages.alerts() {
             let alert = cp.alert.clone();
             let mut live = std::collections::HashSet::new();
@@ -361,12 +401,7 @@ impl Driver {
                 let value = state::alert::encode_instance(inst);
                 let hash = hash_of(&value);
                 if cp.written_alerts.insert(fp, hash) != Some(hash) {
-                    out.push(record(
-                        &alert,
-                        0,
-                        state::alert::instance_key(fp),
-                        Some(value),
-                    ));
+                    out.push(record(&alert, state::alert::instance_key(fp), Some(value)));
                 }
             }
             let gone: Vec<u64> = cp
@@ -377,15 +412,14 @@ impl Driver {
                 .collect();
             for fp in gone {
                 cp.written_alerts.remove(&fp);
-                out.push(record(&alert, 0, state::alert::instance_key(fp), None));
+                out.push(record(&alert, state::alert::instance_key(fp), None));
             }
             let meta = state::alert::encode_meta(&engine.lifecycle_meta());
             let hash = hash_of(&meta);
             if cp.written_alert_meta.replace(hash) != Some(hash) {
-                out.push(record(&alert, 0, state::alert::meta_key(), Some(meta)));
+                out.push(record(&alert, state::alert::meta_key(), Some(meta)));
             }
         }
-        out
     }
 }
 

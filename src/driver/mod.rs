@@ -261,6 +261,7 @@ impl Driver {
             }
             Event::Restore { store, records } => self.restore(store, records)?,
             Event::ResetState { store, records } => self.reset_state(store, records),
+            Event::Repair { store, records } => self.repair(store, records),
             Event::Trained(model) => self.stages.install(model),
             Event::Committed(commits) => {
                 metrics::COMMITS.inc();

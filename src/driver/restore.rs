@@ -31,6 +31,11 @@ impl Driver {
             Some(t) => t.to_string(),
             None => return Ok(()),
         };
+        // checkpoint markers are read past, not restored
+        let records: Vec<StateRecord> = records
+            .into_iter()
+            .filter(|r| r.key != state::CHECKPOINT_MARKER)
+            .collect();
         let n = records.len();
         if store == Store::Detect {
             self.restore_detect(&topic, records)?;
@@ -194,6 +199,30 @@ impl Driver {
             (Key::Meta, None) => {}
         }
         Ok(())
+    }
+
+    /// Writes `records` back (a value, or a tombstone for `None`): after them the
+    /// changelog says again what its last complete checkpoint said.
+    pub(super) fn repair(&mut self, store: Store, records: Vec<StateRecord>) {
+        let Some(topic) = self.changelog_topic(store).map(Arc::<str>::from) else {
+            return;
+        };
+        if !records.is_empty() {
+            tracing::warn!(%topic, keys = records.len(), "undoing a checkpoint a crash cut short");
+        }
+        for r in records {
+            self.effects.push(Effect::Produce(Produce {
+                kind: OutputKind::Changelog,
+                topic: topic.clone(),
+                partition: Some(r.partition),
+                key: r.key,
+                tombstone: r.value.is_none(),
+                value: r.value.unwrap_or_default(),
+                headers: Vec::new(),
+                holds: Holds::new(),
+                epoch: CHANGELOG_EPOCH,
+            }));
+        }
     }
 
     /// Deletes every key of `records` (`--reset-state`): the stages start empty.

@@ -130,6 +130,12 @@ pub enum Event {
         store: crate::state::Store,
         records: Vec<StateRecord>,
     },
+    /// Write these changelog records back as they were at the last checkpoint (`None`: a
+    /// tombstone): they undo a checkpoint that a crash cut short.
+    Repair {
+        store: crate::state::Store,
+        records: Vec<StateRecord>,
+    },
     /// Delete every key of these changelog records instead of restoring them
     /// (`--reset-state`).
     ResetState {

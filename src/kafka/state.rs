@@ -181,6 +181,18 @@ const QUIET: Duration = Duration::from_millis(300);
 /// The latest record of one key: (partition, offset, key, value; `None` a tombstone).
 pub type LatestRecord = (i32, i64, Vec<u8>, Option<Vec<u8>>);
 
+/// A changelog as of its last complete checkpoint.
+#[derive(Debug, Default)]
+pub struct Checkpointed {
+    /// The latest record of every key up to the last checkpoint marker of its partition
+    /// (all of a partition that has no marker: a changelog written before markers).
+    pub records: Vec<LatestRecord>,
+    /// Keys written after the last marker (a checkpoint cut short by a crash), with their
+    /// value as of that marker (`None`: the key did not exist then). Writing these back
+    /// undoes the unfinished checkpoint.
+    pub repairs: Vec<LatestRecord>,
+}
+
 impl StateTopic {
     /// The latest record of every key of `partitions` up to their end when called,
     /// reading only committed transactions. A topic or partition that does not exist
@@ -190,6 +202,19 @@ impl StateTopic {
         partitions: &[i32],
         timeout: Duration,
     ) -> Result<Vec<LatestRecord>, String> {
+        self.read_checkpointed(partitions, timeout, crate::state::CHECKPOINT_MARKER)
+            .map(|c| c.records)
+    }
+
+    /// The latest record of every key of `partitions` as of the last record whose key is
+    /// `marker` in each partition (every record when `marker` is empty or a partition has
+    /// none), and the keys written after it; reading only committed transactions.
+    pub fn read_checkpointed(
+        &self,
+        partitions: &[i32],
+        timeout: Duration,
+        marker: &[u8],
+    ) -> Result<Checkpointed, String> {
         let mut config = self.config();
         config
             .set("group.id", format!("spanline-restore-{}", self.topic))
@@ -212,11 +237,13 @@ impl StateTopic {
                 ends.insert(p, high);
             }
         }
-        // (partition, key) -> (offset, value)
+        // (partition, key) -> (offset, value), as of the last marker and after it
         type Latest = BTreeMap<(i32, Vec<u8>), (i64, Option<Vec<u8>>)>;
         let mut latest = Latest::new();
+        let mut tail = Latest::new();
+        let mut marked = std::collections::BTreeSet::new();
         if ends.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Checkpointed::default());
         }
         consumer.assign(&tpl).map_err(|e| e.to_string())?;
         // Some brokers (tansu 0.6) report a high watermark below the last record of a
@@ -251,11 +278,28 @@ impl StateTopic {
                 Some(Err(e)) => return Err(format!("{}: {e}", self.topic)),
                 Some(Ok(m)) => {
                     quiet_since = None;
-                    if let Some(key) = m.key() {
-                        latest.insert(
-                            (m.partition(), key.to_vec()),
-                            (m.offset(), m.payload().map(<[u8]>::to_vec)),
-                        );
+                    match m.key() {
+                        Some(key) if !marker.is_empty() && key == marker => {
+                            // a checkpoint is complete: what came before it counts
+                            let p = m.partition();
+                            marked.insert(p);
+                            let done: Vec<(i32, Vec<u8>)> = tail
+                                .range((p, Vec::new())..)
+                                .take_while(|(k, _)| k.0 == p)
+                                .map(|(k, _)| k.clone())
+                                .collect();
+                            for k in done {
+                                let v = tail.remove(&k).expect("listed");
+                                latest.insert(k, v);
+                            }
+                        }
+                        Some(key) => {
+                            tail.insert(
+                                (m.partition(), key.to_vec()),
+                                (m.offset(), m.payload().map(<[u8]>::to_vec)),
+                            );
+                        }
+                        None => {}
                     }
                     if ends
                         .get(&m.partition())
@@ -266,9 +310,21 @@ impl StateTopic {
                 }
             }
         }
-        Ok(latest
-            .into_iter()
-            .map(|((p, key), (offset, value))| (p, offset, key, value))
-            .collect())
+        let mut repairs = Vec::new();
+        for ((p, key), v) in tail {
+            if marked.contains(&p) {
+                let before = latest.get(&(p, key.clone()));
+                repairs.push((p, v.0, key, before.and_then(|b| b.1.clone())));
+            } else {
+                latest.insert((p, key), v);
+            }
+        }
+        Ok(Checkpointed {
+            records: latest
+                .into_iter()
+                .map(|((p, key), (offset, value))| (p, offset, key, value))
+                .collect(),
+            repairs,
+        })
     }
 }

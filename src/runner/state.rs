@@ -9,7 +9,7 @@ use crate::config::PipelineConfig;
 use crate::driver::{Driver, Event, StateRecord};
 use crate::kafka::admin;
 use crate::kafka::state::StateTopic;
-use crate::state::Store;
+use crate::state::{Store, CHECKPOINT_MARKER};
 
 use super::{wall_ms, Endpoints, RunError, Shell};
 
@@ -109,24 +109,28 @@ impl Shell {
                 topic: topic.clone(),
             };
             let started = Instant::now();
-            let read =
-                tokio::task::spawn_blocking(move || reader.read_latest(&parts, RESTORE_TIMEOUT))
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r)
-                    .map_err(|message| RunError::State {
-                        pipeline: self.pipeline.clone(),
-                        message,
-                    })?;
-            let records: Vec<StateRecord> = read
-                .into_iter()
-                .map(|(partition, offset, key, value)| StateRecord {
-                    partition,
-                    offset,
-                    key,
-                    value,
-                })
-                .collect();
+            let read = tokio::task::spawn_blocking(move || {
+                reader.read_checkpointed(&parts, RESTORE_TIMEOUT, CHECKPOINT_MARKER)
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
+            .map_err(|message| RunError::State {
+                pipeline: self.pipeline.clone(),
+                message,
+            })?;
+            let as_records = |v: Vec<crate::kafka::state::LatestRecord>| -> Vec<StateRecord> {
+                v.into_iter()
+                    .map(|(partition, offset, key, value)| StateRecord {
+                        partition,
+                        offset,
+                        key,
+                        value,
+                    })
+                    .collect()
+            };
+            let mut records = as_records(read.records);
+            let repairs = as_records(read.repairs);
             let (n, bytes) = (
                 records.len(),
                 records
@@ -135,8 +139,20 @@ impl Shell {
                     .sum::<usize>(),
             );
             let event = if reset {
+                // the keys of an unfinished checkpoint are deleted too
+                records.extend(repairs.iter().map(|r| StateRecord {
+                    value: Some(Vec::new()),
+                    ..r.clone()
+                }));
                 Event::ResetState { store, records }
             } else {
+                if !repairs.is_empty() {
+                    self.handle(Event::Repair {
+                        store,
+                        records: repairs,
+                    })
+                    .await?;
+                }
                 Event::Restore { store, records }
             };
             self.handle(event).await?;

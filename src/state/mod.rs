@@ -18,6 +18,13 @@ use crate::codec::DecodeError;
 /// The format version written in the first byte of every state value.
 pub const VERSION: u8 = 1;
 
+/// The key of the record that ends a checkpoint in each changelog partition it wrote
+/// to (its value: the checkpoint's epoch, 8 bytes big-endian). A restore takes the state
+/// as of the last one; what follows it is a checkpoint a crash cut short, undone by
+/// writing the keys back ([`crate::driver::Event::Repair`]). No store's key starts with
+/// a zero byte.
+pub const CHECKPOINT_MARKER: &[u8] = b"\0checkpoint";
+
 /// The stages that keep state, each in a changelog topic of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Store {

@@ -196,16 +196,19 @@ pub fn compare(
     ))
 }
 
-/// Waits until every fed trace is on the traces topic (or `timeout` passes).
-pub fn wait_for_traces(broker: &Tansu, expected: &Expected, timeout: Duration) {
+/// Waits until every fed trace is on the traces topic; false when `timeout` passed.
+pub fn wait_for_traces(broker: &Tansu, expected: &Expected, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         let seen: BTreeSet<String> = read_all(broker, "traces", PARTITIONS)
             .iter()
             .filter_map(|t| t["trace_id"].as_str().map(str::to_string))
             .collect();
-        if expected.traces.keys().all(|t| seen.contains(t)) || Instant::now() > deadline {
-            return;
+        if expected.traces.keys().all(|t| seen.contains(t)) {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
         }
         std::thread::park_timeout(Duration::from_secs(1));
     }
