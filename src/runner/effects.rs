@@ -1,0 +1,203 @@
+//! Carrying out the driver's effects: produce, notify, fetch a schema, train, commit
+//! offsets or a transaction.
+
+use rdkafka::error::KafkaError;
+
+use crate::driver::{DriverError, Effect, Event, OutputKind};
+use crate::kafka::sink::{Ack, Lane, Token};
+use crate::kafka::source::offset_list;
+use crate::telemetry::metrics;
+
+use super::{RunError, Shell};
+
+impl Shell {
+    /// Hands `event` to the driver and carries out every effect that follows.
+    pub(super) async fn handle(&mut self, event: Event) -> Result<(), RunError> {
+        let is_tick = matches!(event, Event::Tick { .. });
+        self.driver
+            .handle(event)
+            .map_err(|e| self.driver_error(e))?;
+        self.execute().await?;
+        if is_tick {
+            self.driver.publish_metrics();
+        }
+        Ok(())
+    }
+
+    pub(super) async fn acked(&mut self, ack: Ack) -> Result<(), RunError> {
+        let Token {
+            topic,
+            holds,
+            epoch,
+            ..
+        } = ack.token;
+        let event = Event::Acked {
+            topic,
+            holds,
+            epoch,
+            error: ack.error,
+        };
+        self.handle(event).await
+    }
+
+    pub(super) fn driver_error(&self, source: DriverError) -> RunError {
+        RunError::Driver {
+            pipeline: self.pipeline.clone(),
+            source,
+        }
+    }
+
+    async fn execute(&mut self) -> Result<(), RunError> {
+        // a schema lookup feeds the driver again, which may have more effects
+        while self.driver.has_effects() {
+            for effect in self.driver.take_effects() {
+                self.effect(effect).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn effect(&mut self, effect: Effect) -> Result<(), RunError> {
+        match effect {
+            Effect::Produce(p) => {
+                let (lane, emitted) = match p.kind {
+                    // alerts on their own producer: never behind the traces' queue; an
+                    // alert's delivery latency counts from here
+                    OutputKind::Alert => (Lane::Urgent, Some(std::time::Instant::now())),
+                    _ => (Lane::Bulk, None),
+                };
+                let token = Token {
+                    topic: p.topic.clone(),
+                    holds: p.holds,
+                    epoch: p.epoch,
+                    emitted,
+                };
+                let value = (!p.tombstone).then_some(p.value.as_slice());
+                if self.sink.transactional() && !self.txn_open {
+                    self.sink
+                        .begin()
+                        .map_err(|e| self.kafka_error("begin a transaction", e))?;
+                    self.txn_open = true;
+                }
+                self.sink
+                    .send(
+                        lane,
+                        &p.topic,
+                        p.partition,
+                        &p.key,
+                        value,
+                        &p.headers,
+                        token,
+                    )
+                    .await
+                    .map_err(|e| RunError::Kafka {
+                        pipeline: self.pipeline.clone(),
+                        message: format!("produce to {}: {e}", p.topic),
+                    })
+            }
+            Effect::Notify(alert) => {
+                if let Some(n) = &self.notify {
+                    n.send(std::slice::from_ref(&alert));
+                }
+                Ok(())
+            }
+            Effect::FetchSchema { source, id } => {
+                let schema = match &self.registry {
+                    Some(r) => r.schema(id).await,
+                    None => Err("no schema registry".to_string()),
+                };
+                self.driver
+                    .handle(Event::Schema { source, id, schema })
+                    .map_err(|e| self.driver_error(e))
+            }
+            Effect::Train(job) => {
+                let trained = self.trained.clone();
+                // model training is CPU-heavy: off the async threads
+                tokio::task::spawn_blocking(move || {
+                    let _ = trained.send(job.run());
+                });
+                Ok(())
+            }
+            Effect::Commit(commits) => {
+                let offsets: Vec<(String, i32, i64)> = commits
+                    .iter()
+                    .map(|c| (c.topic.to_string(), c.partition, c.offset))
+                    .collect();
+                let result = if self.sync_commits {
+                    self.source.commit_sync(&offsets)
+                } else {
+                    self.source.commit(&offsets)
+                };
+                match result {
+                    Ok(()) => self
+                        .driver
+                        .handle(Event::Committed(commits))
+                        .map_err(|e| self.driver_error(e)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "offset commit failed; will retry");
+                        Ok(())
+                    }
+                }
+            }
+            Effect::CommitTransaction(commits) => {
+                self.commit_transaction(&commits).await?;
+                self.driver
+                    .handle(Event::Committed(commits))
+                    .map_err(|e| self.driver_error(e))
+            }
+        }
+    }
+
+    /// Commits the open transaction with `commits` as the consumer's offsets (one is
+    /// begun for offsets alone). A commit that fails is aborted and ends the run: the
+    /// stages' state is ahead of what committed, and a restart resumes from there.
+    async fn commit_transaction(
+        &mut self,
+        commits: &[crate::driver::Commit],
+    ) -> Result<(), RunError> {
+        if !self.txn_open {
+            self.sink
+                .begin()
+                .map_err(|e| self.kafka_error("begin a transaction", e))?;
+            self.txn_open = true;
+        }
+        let offsets: Vec<(String, i32, i64)> = commits
+            .iter()
+            .map(|c| (c.topic.to_string(), c.partition, c.offset))
+            .collect();
+        let list = offset_list(&offsets).map_err(|e| self.kafka_error("list the offsets", e))?;
+        let group = self
+            .source
+            .group_metadata()
+            .ok_or_else(|| RunError::Kafka {
+                pipeline: self.pipeline.clone(),
+                message: "the consumer has no group metadata for the transaction".into(),
+            })?;
+        let sink = self.sink.clone();
+        let committed = tokio::task::spawn_blocking(move || sink.commit(&list, &group))
+            .await
+            .map_err(|e| RunError::Kafka {
+                pipeline: self.pipeline.clone(),
+                message: format!("committing the transaction: {e}"),
+            })?;
+        self.txn_open = false;
+        if let Err(e) = committed {
+            let sink = self.sink.clone();
+            let aborted = tokio::task::spawn_blocking(move || sink.abort()).await;
+            tracing::error!(error = %e, aborted = ?aborted, "transaction commit failed");
+            return Err(self.kafka_error(
+                "commit the transaction (aborted; a restart resumes from the last committed one)",
+                e,
+            ));
+        }
+        metrics::TRANSACTIONS.inc();
+        Ok(())
+    }
+
+    fn kafka_error(&self, what: &str, e: KafkaError) -> RunError {
+        RunError::Kafka {
+            pipeline: self.pipeline.clone(),
+            message: format!("{what}: {e}"),
+        }
+    }
+}
