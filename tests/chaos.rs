@@ -93,15 +93,7 @@ http: {{listen: "127.0.0.1:0"}}
     )
 }
 
-/// Not run by default: on tansu-eos it writes duplicates (25 of 1,000 traces written
-/// twice in one run with 3 kills and no broker restart, each time a run of consecutive
-/// records written again right after the first copy), and after a broker restart the
-/// producer cannot deliver to some partitions until it is restarted, whose restore then
-/// waits on a transaction the broker never closes. Whether the broker's transaction
-/// handling or spanline's is at fault is not found yet (see the notes of issue
-/// "Durable state and exactly-once"). Run it with `cargo test --test chaos -- --ignored`.
 #[test]
-#[ignore = "exactly-once on tansu-eos writes duplicates; cause not found yet"]
 fn exactly_once_under_kills_and_broker_restarts() {
     chaos("exactly_once");
 }
