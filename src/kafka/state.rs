@@ -181,6 +181,19 @@ const QUIET: Duration = Duration::from_millis(300);
 /// The latest record of one key: (partition, offset, key, value; `None` a tombstone).
 pub type LatestRecord = (i32, i64, Vec<u8>, Option<Vec<u8>>);
 
+/// Why a changelog could not be read for a restore.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("reading {topic}: {source}")]
+    Kafka {
+        topic: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("timed out restoring {topic}; partitions {partitions:?} not read to their end")]
+    Timeout { topic: String, partitions: Vec<i32> },
+}
+
 /// A changelog as of its last complete checkpoint.
 #[derive(Debug, Default)]
 pub struct Checkpointed {
@@ -201,7 +214,7 @@ impl StateTopic {
         &self,
         partitions: &[i32],
         timeout: Duration,
-    ) -> Result<Vec<LatestRecord>, String> {
+    ) -> Result<Vec<LatestRecord>, RestoreError> {
         self.read_checkpointed(partitions, timeout, crate::state::CHECKPOINT_MARKER)
             .map(|c| c.records)
     }
@@ -214,14 +227,18 @@ impl StateTopic {
         partitions: &[i32],
         timeout: Duration,
         marker: &[u8],
-    ) -> Result<Checkpointed, String> {
+    ) -> Result<Checkpointed, RestoreError> {
         let mut config = self.config();
         config
             .set("group.id", format!("spanline-restore-{}", self.topic))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
             .set("isolation.level", "read_committed");
-        let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
+        let kafka = |source: KafkaError| RestoreError::Kafka {
+            topic: self.topic.clone(),
+            source,
+        };
+        let consumer: BaseConsumer = config.create().map_err(kafka)?;
         let mut tpl = TopicPartitionList::new();
         let mut ends = BTreeMap::new();
         for &p in partitions {
@@ -229,11 +246,11 @@ impl StateTopic {
                 Ok(w) => w,
                 Err(KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition))
                 | Err(KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownPartition)) => continue,
-                Err(e) => return Err(format!("{} partition {p}: {e}", self.topic)),
+                Err(e) => return Err(kafka(e)),
             };
             if high > low {
                 tpl.add_partition_offset(&self.topic, p, Offset::Offset(low))
-                    .map_err(|e| e.to_string())?;
+                    .map_err(kafka)?;
                 ends.insert(p, high);
             }
         }
@@ -245,7 +262,7 @@ impl StateTopic {
         if ends.is_empty() {
             return Ok(Checkpointed::default());
         }
-        consumer.assign(&tpl).map_err(|e| e.to_string())?;
+        consumer.assign(&tpl).map_err(kafka)?;
         // Some brokers (tansu 0.6) report a high watermark below the last record of a
         // batch: past the reported end, read on until the partitions are quiet.
         let deadline = Instant::now() + timeout;
@@ -253,17 +270,16 @@ impl StateTopic {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(format!(
-                    "timed out restoring {}; partitions {:?} not read to their end",
-                    self.topic,
-                    ends.keys().collect::<Vec<_>>()
-                ));
+                return Err(RestoreError::Timeout {
+                    topic: self.topic.clone(),
+                    partitions: ends.keys().copied().collect(),
+                });
             }
             match consumer.poll(left.min(Duration::from_millis(100))) {
                 None => {
                     // under read_committed the end can be a transaction marker: reached
                     // when the position has
-                    let position = consumer.position().map_err(|e| e.to_string())?;
+                    let position = consumer.position().map_err(kafka)?;
                     ends.retain(|p, end| {
                         position
                             .find_partition(&self.topic, *p)
@@ -275,7 +291,7 @@ impl StateTopic {
                         break;
                     }
                 }
-                Some(Err(e)) => return Err(format!("{}: {e}", self.topic)),
+                Some(Err(e)) => return Err(kafka(e)),
                 Some(Ok(m)) => {
                     quiet_since = None;
                     match m.key() {

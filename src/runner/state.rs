@@ -114,7 +114,7 @@ impl Shell {
             })
             .await
             .map_err(|e| e.to_string())
-            .and_then(|r| r)
+            .and_then(|r| r.map_err(|e| e.to_string()))
             .map_err(|message| RunError::State {
                 pipeline: self.pipeline.clone(),
                 message,
