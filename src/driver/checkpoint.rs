@@ -263,18 +263,7 @@ impl Driver {
         let epoch = CHANGELOG_EPOCH | cp.epoch;
         let mut out = Vec::new();
         let record = |topic: &Arc<str>, partition: i32, key: Vec<u8>, value: Option<Vec<u8>>| {
-            Produce {
-                kind: OutputKind::Changelog,
-                topic: topic.clone(),
-                partition: Some(partition),
-                key,
-                value: value.unwrap_or_default(),
-                tombstone: false,
-                headers: Vec::new(),
-                holds: Holds::new(),
-                epoch,
-            }
-            .tombstone_if_empty()
+            changelog_record(topic, partition, key, value, epoch)
         };
         let (mut open, mut closed) = (Vec::new(), Vec::new());
         self.stages.assembler.take_changes(&mut open, &mut closed);
@@ -380,18 +369,7 @@ impl Driver {
         };
         let epoch = CHANGELOG_EPOCH | cp.epoch;
         let record = |topic: &Arc<str>, key: Vec<u8>, value: Option<Vec<u8>>| {
-            Produce {
-                kind: OutputKind::Changelog,
-                topic: topic.clone(),
-                partition: Some(0),
-                key,
-                value: value.unwrap_or_default(),
-                tombstone: false,
-                headers: Vec::new(),
-                holds: Holds::new(),
-                epoch,
-            }
-            .tombstone_if_empty()
+            changelog_record(topic, 0, key, value, epoch)
         };
         if let Some(engine) = self.stages.alerts() {
             let alert = cp.alert.clone();
@@ -435,11 +413,26 @@ fn cp_exactly_once(checkpoints: &Option<Checkpoints>) -> bool {
     checkpoints.as_ref().is_some_and(Checkpoints::exactly_once)
 }
 
-impl Produce {
-    /// A record with no value deletes its key (a compacted topic's tombstone).
-    fn tombstone_if_empty(mut self) -> Self {
-        self.tombstone = self.value.is_empty();
-        self
+/// A changelog record of `key` in `partition`; `None` (or an empty value) deletes the
+/// key (a compacted topic's tombstone).
+pub(super) fn changelog_record(
+    topic: &Arc<str>,
+    partition: i32,
+    key: Vec<u8>,
+    value: Option<Vec<u8>>,
+    epoch: u64,
+) -> Produce {
+    let value = value.unwrap_or_default();
+    Produce {
+        kind: OutputKind::Changelog,
+        topic: topic.clone(),
+        partition: Some(partition),
+        key,
+        tombstone: value.is_empty(),
+        value,
+        headers: Vec::new(),
+        holds: Holds::new(),
+        epoch,
     }
 }
 

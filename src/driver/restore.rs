@@ -2,12 +2,11 @@
 
 use std::sync::Arc;
 
-use crate::model::Holds;
 use crate::state::{self, StateError, Store};
 use crate::telemetry::metrics;
 
-use super::checkpoint::CHANGELOG_EPOCH;
-use super::{Driver, DriverError, Effect, OutputKind, Produce};
+use super::checkpoint::{changelog_record, CHANGELOG_EPOCH};
+use super::{Driver, DriverError, Effect};
 
 /// The latest record of one key of a changelog partition.
 #[derive(Debug, Clone)]
@@ -211,17 +210,8 @@ impl Driver {
             tracing::warn!(%topic, keys = records.len(), "undoing a checkpoint a crash cut short");
         }
         for r in records {
-            self.effects.push(Effect::Produce(Produce {
-                kind: OutputKind::Changelog,
-                topic: topic.clone(),
-                partition: Some(r.partition),
-                key: r.key,
-                tombstone: r.value.is_none(),
-                value: r.value.unwrap_or_default(),
-                headers: Vec::new(),
-                holds: Holds::new(),
-                epoch: CHANGELOG_EPOCH,
-            }));
+            let record = changelog_record(&topic, r.partition, r.key, r.value, CHANGELOG_EPOCH);
+            self.effects.push(Effect::Produce(record));
         }
     }
 
@@ -234,17 +224,8 @@ impl Driver {
         metrics::STATE_RESETS.with_label_values(&[&topic]).inc();
         tracing::warn!(%topic, keys = live.len(), "--reset-state: deleting the stored state instead of restoring it");
         for r in live {
-            self.effects.push(Effect::Produce(Produce {
-                kind: OutputKind::Changelog,
-                topic: topic.clone(),
-                partition: Some(r.partition),
-                key: r.key,
-                value: Vec::new(),
-                tombstone: true,
-                headers: Vec::new(),
-                holds: Holds::new(),
-                epoch: CHANGELOG_EPOCH,
-            }));
+            let record = changelog_record(&topic, r.partition, r.key, None, CHANGELOG_EPOCH);
+            self.effects.push(Effect::Produce(record));
         }
     }
 }
