@@ -10,6 +10,8 @@ use tokio::sync::watch;
 
 use spanline::codec::Format;
 use spanline::config;
+
+use crate::CliError;
 use spanline::generate::{self, GenerateOptions};
 use spanline::model::CloseReason;
 use spanline::runner;
@@ -136,7 +138,7 @@ fn top_services(family: &str, extra: Option<(&str, &str)>, n: usize) -> Vec<(Str
     top
 }
 
-pub async fn run(args: DemoArgs) -> Result<(), String> {
+pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     let text = match &args.pipeline {
         Some(p) => {
             std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?
@@ -151,7 +153,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     }
     let faults = parse_faults(&args.faults).map_err(|e| format!("--faults: {e}"))?;
     let embedded = crate::resolve(&config).await?;
-    metrics::init();
+    telemetry::init();
     let ready = Readiness::default();
     let (addr, _server) = telemetry::http::serve(args.http, ready.clone())
         .await

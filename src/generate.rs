@@ -5,10 +5,11 @@ use std::future::Future;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
 use crate::codec::{avro, otlp, Format};
-use crate::kafka::registry_client::RegistryClient;
+use crate::kafka::registry_client::{RegistryClient, RegistryError};
 use crate::model::{hex_trace_id, Span};
 use crate::runner::wall_ms;
 use crate::workload::{Delivered, Delivery, DeliveryConfig, Fault, Workload, WorkloadConfig};
@@ -39,39 +40,63 @@ pub struct GenerateSummary {
     pub malformed: u64,
 }
 
+/// Why `generate` stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error("kafka producer: {0}")]
+    Producer(#[source] KafkaError),
+    #[error("cannot reach kafka brokers {brokers}: {source}")]
+    Unreachable {
+        brokers: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("topic {topic} does not exist on {brokers}")]
+    NoTopic { topic: String, brokers: String },
+    #[error("--format avro needs --schema-registry")]
+    NoRegistry,
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("kafka producer flush: {0}")]
+    Flush(#[source] KafkaError),
+}
+
 /// Produces until `stop` completes.
 pub async fn generate(
     opts: GenerateOptions,
     stop: impl Future<Output = ()>,
-) -> Result<GenerateSummary, String> {
+) -> Result<GenerateSummary, GenerateError> {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", &opts.brokers)
         .set("linger.ms", "10")
         .set("queue.buffering.max.messages", "500000")
         .create()
-        .map_err(|e| format!("kafka producer: {e}"))?;
+        .map_err(GenerateError::Producer)?;
     let metadata = tokio::task::block_in_place(|| {
         producer
             .client()
             .fetch_metadata(Some(&opts.topic), Duration::from_secs(10))
     })
-    .map_err(|e| format!("cannot reach kafka brokers {}: {e}", opts.brokers))?;
+    .map_err(|source| GenerateError::Unreachable {
+        brokers: opts.brokers.clone(),
+        source,
+    })?;
     let partitions = metadata
         .topics()
         .first()
         .map_or(0, |t| t.partitions().len()) as u32;
     if partitions == 0 {
-        return Err(format!(
-            "topic {} does not exist on {}",
-            opts.topic, opts.brokers
-        ));
+        return Err(GenerateError::NoTopic {
+            topic: opts.topic.clone(),
+            brokers: opts.brokers.clone(),
+        });
     }
     let schema_id = match opts.format {
         Format::Avro => {
             let url = opts
                 .registry
                 .as_deref()
-                .ok_or("--format avro needs --schema-registry")?;
+                .ok_or(GenerateError::NoRegistry)?;
             let client = RegistryClient::new(url, None, None)?;
             Some(
                 client
@@ -126,7 +151,7 @@ pub async fn generate(
     let flushed =
         tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
     if let Ok(Err(e)) = flushed {
-        return Err(format!("kafka producer flush: {e}"));
+        return Err(GenerateError::Flush(e));
     }
     Ok(summary)
 }

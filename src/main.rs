@@ -12,7 +12,7 @@ use spanline::config::{self, PipelineConfig};
 use spanline::generate::{self, GenerateOptions};
 use spanline::kafka::embedded::EmbeddedKafka;
 use spanline::runner::{self, Endpoints};
-use spanline::telemetry::{self, http::Readiness, metrics};
+use spanline::telemetry::{self, http::Readiness};
 use spanline::workload::parse_faults;
 
 mod demo;
@@ -193,6 +193,9 @@ fn main() -> ExitCode {
     }
 }
 
+/// What a command reports when it fails: the error's message names its causes.
+pub type CliError = Box<dyn std::error::Error + Send + Sync>;
+
 fn fail(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::FAILURE
@@ -218,14 +221,14 @@ fn validate(paths: &[PathBuf]) -> ExitCode {
     }
 }
 
-fn load(path: &std::path::Path) -> Result<PipelineConfig, String> {
+fn load(path: &std::path::Path) -> Result<PipelineConfig, CliError> {
     config::load_file(path).map_err(|errors| {
         let lines: Vec<String> = errors
             .0
             .iter()
             .map(|e| format!("{}: {e}", path.display()))
             .collect();
-        format!("invalid pipeline\n{}", lines.join("\n"))
+        CliError::from(format!("invalid pipeline\n{}", lines.join("\n")))
     })
 }
 
@@ -306,7 +309,7 @@ pub struct Embedded {
 
 /// Starts `embedded` broker and registry where the pipeline names them, and checks that
 /// real ones are reachable.
-pub async fn resolve(config: &PipelineConfig) -> Result<Embedded, String> {
+pub async fn resolve(config: &PipelineConfig) -> Result<Embedded, CliError> {
     let kafka = if config.kafka.brokers == "embedded" {
         Some(EmbeddedKafka::start(
             config.kafka.embedded_partitions,
@@ -347,7 +350,7 @@ pub async fn resolve(config: &PipelineConfig) -> Result<Embedded, String> {
 fn check_brokers(
     brokers: &str,
     properties: &std::collections::BTreeMap<String, String>,
-) -> Result<(), String> {
+) -> Result<(), CliError> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let mut cfg = rdkafka::ClientConfig::new();
     cfg.set("bootstrap.servers", brokers);
@@ -357,15 +360,15 @@ fn check_brokers(
     let consumer: BaseConsumer = cfg.create().map_err(|e| format!("kafka client: {e}"))?;
     tokio::task::block_in_place(|| consumer.fetch_metadata(None, Duration::from_secs(10)))
         .map(|_| ())
-        .map_err(|e| format!("cannot reach kafka brokers {brokers}: {e} (check kafka.brokers and kafka.properties)"))
+        .map_err(|e| format!("cannot reach kafka brokers {brokers}: {e} (check kafka.brokers and kafka.properties)").into())
 }
 
-async fn run(path: PathBuf, reset_state: bool) -> Result<(), String> {
+async fn run(path: PathBuf, reset_state: bool) -> Result<(), CliError> {
     let mut config = load(&path)?;
     config.kafka.reset_state = reset_state;
     let embedded = resolve(&config).await?;
     let ready = Readiness::default();
-    metrics::init();
+    telemetry::init();
     let (addr, _server) = telemetry::http::serve(config.http.listen, ready.clone())
         .await
         .map_err(|e| {
@@ -382,5 +385,5 @@ async fn run(path: PathBuf, reset_state: bool) -> Result<(), String> {
     runner::run(config, embedded.endpoints.clone(), ready, stop_after(None))
         .await
         .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(CliError::from)
 }

@@ -77,28 +77,53 @@ pub fn settings() -> DetectSettings {
     }
 }
 
+/// Why a NAB run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum NabError {
+    #[error("detector name {0:?} must be non-empty, without '_', '/' or a leading '.'")]
+    DetectorName(String),
+    #[error("no CSV files under {}: expected <category>/<file>.csv", .0.display())]
+    NoData(PathBuf),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}:{line}: {problem}", path.display())]
+    Row {
+        path: PathBuf,
+        line: usize,
+        problem: String,
+    },
+    #[error("a worker panicked")]
+    Panicked,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> NabError + '_ {
+    move |source| NabError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// Runs the detector over `data_dir` (category subfolders of CSV files) and writes NAB
 /// result files under `out_dir/<detector>/`. The name must not contain `_` (NAB splits
 /// file names on it) nor a path separator.
-pub fn run(data_dir: &Path, out_dir: &Path, detector: &str) -> Result<NabSummary, String> {
+pub fn run(data_dir: &Path, out_dir: &Path, detector: &str) -> Result<NabSummary, NabError> {
     if detector.is_empty() || detector.contains(['_', '/', '\\']) || detector.starts_with('.') {
-        return Err(format!(
-            "detector name {detector:?} must be non-empty, without '_', '/' or a leading '.'"
-        ));
+        return Err(NabError::DetectorName(detector.to_string()));
     }
     let files = data_files(data_dir)?;
     if files.is_empty() {
-        return Err(format!(
-            "no CSV files under {}: expected <category>/<file>.csv",
-            data_dir.display()
-        ));
+        return Err(NabError::NoData(data_dir.to_path_buf()));
     }
     let results_dir = out_dir.join(detector);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(files.len());
-    let outcomes: Vec<Result<(usize, usize), String>> = std::thread::scope(|scope| {
+    let outcomes: Vec<Result<(usize, usize), NabError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 scope.spawn(|| {
@@ -118,7 +143,7 @@ pub fn run(data_dir: &Path, out_dir: &Path, detector: &str) -> Result<NabSummary
             .into_iter()
             .flat_map(|h| {
                 h.join()
-                    .unwrap_or_else(|_| vec![Err("a worker panicked".to_string())])
+                    .unwrap_or_else(|_| vec![Err(NabError::Panicked)])
             })
             .collect()
     });
@@ -136,11 +161,11 @@ pub fn run(data_dir: &Path, out_dir: &Path, detector: &str) -> Result<NabSummary
 }
 
 /// (category, path) of every `*.csv` in the category folders, sorted.
-fn data_files(data_dir: &Path) -> Result<Vec<(String, PathBuf)>, String> {
-    let read = |p: &Path| std::fs::read_dir(p).map_err(|e| format!("{}: {e}", p.display()));
+fn data_files(data_dir: &Path) -> Result<Vec<(String, PathBuf)>, NabError> {
+    let read = |p: &Path| std::fs::read_dir(p).map_err(io(p));
     let mut out = Vec::new();
     for entry in read(data_dir)? {
-        let dir = entry.map_err(|e| e.to_string())?.path();
+        let dir = entry.map_err(io(data_dir))?.path();
         if !dir.is_dir() {
             continue;
         }
@@ -149,7 +174,7 @@ fn data_files(data_dir: &Path) -> Result<Vec<(String, PathBuf)>, String> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         for f in read(&dir)? {
-            let p = f.map_err(|e| e.to_string())?.path();
+            let p = f.map_err(io(&dir))?.path();
             if p.extension().is_some_and(|e| e == "csv") {
                 out.push((category.clone(), p));
             }
@@ -160,8 +185,8 @@ fn data_files(data_dir: &Path) -> Result<Vec<(String, PathBuf)>, String> {
 }
 
 /// Scores one file; returns (rows, episodes).
-fn score_file(path: &Path, out_dir: &Path, detector: &str) -> Result<(usize, usize), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+fn score_file(path: &Path, out_dir: &Path, detector: &str) -> Result<(usize, usize), NabError> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -182,9 +207,17 @@ fn score_file(path: &Path, out_dir: &Path, detector: &str) -> Result<(usize, usi
         }
         let (ts, value) = line
             .split_once(',')
-            .ok_or_else(|| format!("{}:{}: expected timestamp,value", path.display(), n + 1))?;
+            .ok_or_else(|| NabError::Row {
+                path: path.to_path_buf(),
+                line: n + 1,
+                problem: "expected timestamp,value".into(),
+            })?;
         let at_ns = parse_timestamp(ts)
-            .ok_or_else(|| format!("{}:{}: bad timestamp {ts:?}", path.display(), n + 1))?;
+            .ok_or_else(|| NabError::Row {
+                path: path.to_path_buf(),
+                line: n + 1,
+                problem: format!("bad timestamp {ts:?}"),
+            })?;
         let v: f64 = value.trim().parse().unwrap_or(f64::NAN);
         scores.clear();
         det.observe_value(&subject, at_ns, v, &mut scores);
@@ -195,9 +228,9 @@ fn score_file(path: &Path, out_dir: &Path, detector: &str) -> Result<(usize, usi
         rows += 1;
         let _ = writeln!(out, "{ts},{},{reported}", value.trim());
     }
-    std::fs::create_dir_all(out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
+    std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
     let file = out_dir.join(format!("{detector}_{stem}.csv"));
-    std::fs::write(&file, out).map_err(|e| format!("{}: {e}", file.display()))?;
+    std::fs::write(&file, out).map_err(io(&file))?;
     Ok((rows, episodes))
 }
 

@@ -2,9 +2,9 @@
 
 use crate::codec::avro;
 use crate::config::OutputFormat;
+use crate::model::Analysis;
+use crate::model::WindowAggregate;
 use crate::model::{hex_span_id, hex_trace_id, Alert, Span, Trace};
-use crate::stage::aggregate::WindowAggregate;
-use crate::stage::analyze::Analysis;
 
 /// How one output topic is encoded.
 #[derive(Debug, Clone)]

@@ -10,11 +10,12 @@ use std::sync::Arc;
 use crate::codec::Format;
 use crate::config::PipelineConfig;
 use crate::driver::{
-    Driver, DriverSettings, Effect, Event, OutputKind, OutputSpec, Outputs, Produce, SourceSpec,
+    Driver, DriverError, DriverSettings, Effect, Event, OutputKind, OutputSpec, Outputs, Produce, SourceSpec,
 };
 use crate::model::{Alert, Record, Span};
 use crate::output::Encoding;
 use crate::snapshots;
+use crate::stage::detect::SnapshotError;
 use crate::stage::pipeline::Stages;
 
 /// What a replay did.
@@ -95,11 +96,41 @@ pub struct Replayer {
     offset: i64,
 }
 
+/// Why a replay stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("the pipeline has no assemble stage")]
+    NoAssemble,
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+    #[error("{}: {source}", path.display())]
+    Input {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: line {line}: {source}", path.display())]
+    Line {
+        path: PathBuf,
+        line: usize,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing replay output to {}: {source}", dir.display())]
+    Output {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("saving the detect snapshot: {0}")]
+    Snapshot(#[source] SnapshotError),
+}
+
 impl Replayer {
     /// The stages `config` declares, reading OTLP JSON lines, writing JSON records.
-    pub fn new(config: &PipelineConfig) -> Result<Self, String> {
+    pub fn new(config: &PipelineConfig) -> Result<Self, ReplayError> {
         if config.assemble().is_none() {
-            return Err("the pipeline has no assemble stage".into());
+            return Err(ReplayError::NoAssemble);
         }
         let json = |topic: &str| OutputSpec {
             topic: topic.to_string(),
@@ -136,7 +167,7 @@ impl Replayer {
             partitions: vec![(INPUT.to_string(), 0)],
             now_ms: 0,
         };
-        driver.handle(assigned).map_err(|e| e.to_string())?;
+        driver.handle(assigned)?;
         Ok(Self { driver, offset: 0 })
     }
 
@@ -224,7 +255,7 @@ pub fn replay(
     config: &PipelineConfig,
     inputs: &[PathBuf],
     out_dir: &Path,
-) -> Result<ReplaySummary, String> {
+) -> Result<ReplaySummary, ReplayError> {
     let mut replayer = Replayer::new(config)?;
     // the detectors continue from their snapshot, if there is one (never fatal)
     if let Some(topic) = config.detect().and_then(|d| d.snapshot_topic.as_ref()) {
@@ -237,8 +268,11 @@ pub fn replay(
     if let (Some(store), Some(detector)) = (&snapshot_dir, replayer.stages_mut().detector_mut()) {
         snapshots::apply(detector, store, snapshots::read(store));
     }
-    std::fs::create_dir_all(out_dir)
-        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    let io = |source: std::io::Error| ReplayError::Output {
+        dir: out_dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(out_dir).map_err(io)?;
     let mut writers = Writers {
         dir: out_dir.to_path_buf(),
         files: Vec::new(),
@@ -246,15 +280,20 @@ pub fn replay(
     // the traces file exists even when nothing closes
     writers
         .writer(&config.outputs.traces.topic)
-        .map_err(|e| e.to_string())?;
+        .map_err(io)?;
     let mut summary = ReplaySummary::default();
     let mut written = Written::default();
-    let io = |e: std::io::Error| format!("writing replay output: {e}");
     for input in inputs {
-        let reader = open(input).map_err(|e| format!("cannot read {}: {e}", input.display()))?;
+        let reader = open(input).map_err(|source| ReplayError::Input {
+            path: input.clone(),
+            source,
+        })?;
         for (lineno, line) in reader.lines().enumerate() {
-            let line =
-                line.map_err(|e| format!("{}: line {}: {e}", input.display(), lineno + 1))?;
+            let line = line.map_err(|source| ReplayError::Line {
+                path: input.clone(),
+                line: lineno + 1,
+                source,
+            })?;
             if line.trim().is_empty() {
                 continue;
             }
@@ -275,7 +314,7 @@ pub fn replay(
     if let (Some(dir), Some(detector)) = (&snapshot_dir, replayer.stages().detector()) {
         let snapshot = detector.snapshot();
         let counts = snapshot.counts();
-        let bytes = snapshots::save(snapshot, dir).map_err(|e| e.to_string())?;
+        let bytes = snapshots::save(snapshot, dir).map_err(ReplayError::Snapshot)?;
         tracing::info!(
             dir = %dir,
             bytes,

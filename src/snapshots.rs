@@ -97,9 +97,9 @@ pub fn read(store: &Store) -> Loaded {
         Store::Topic(t, written) => {
             let result = t
                 .read(TOPIC_TIMEOUT)
-                .map_err(|message| SnapshotError::Topic {
+                .map_err(|e| SnapshotError::Topic {
                     topic: t.topic.clone(),
-                    message,
+                    source: Box::new(e),
                 })
                 .and_then(|records| {
                     // what is there is what the next save replaces or deletes
@@ -189,9 +189,9 @@ pub fn save(snapshot: Snapshot, store: &Store) -> Result<usize, SnapshotError> {
             records.extend(written.difference(&keys).map(|k| (k.clone(), None)));
             let result = t
                 .write(&records, TOPIC_TIMEOUT)
-                .map_err(|message| SnapshotError::Topic {
+                .map_err(|e| SnapshotError::Topic {
                     topic: t.topic.clone(),
-                    message,
+                    source: Box::new(e),
                 });
             if result.is_ok() {
                 *written = keys;

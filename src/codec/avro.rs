@@ -14,10 +14,10 @@ use rustc_hash::FxHashMap;
 
 use super::avro_bin::{self, AvroReadError, Reader};
 use super::DecodeError;
+use crate::model::Analysis;
 use crate::model::{
     hex_trace_id, Attributes, Events, Interner, Resource, Span, SpanKind, StatusCode, Trace,
 };
-use crate::stage::analyze::Analysis;
 
 /// `schemas/span.avsc`.
 pub const SPAN_SCHEMA: &str = include_str!("../../schemas/span.avsc");

@@ -1,77 +1,12 @@
 //! Reading pipeline files: interpolation, parsing, and collecting every error.
 
-use std::fmt;
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
 use super::{PipelineConfig, StageConfig};
-
-/// One problem in a pipeline file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// Where: `stages[0].idle_gap`; empty for the whole file.
-    pub path: String,
-    /// What is wrong.
-    pub message: String,
-    /// How to fix it.
-    pub hint: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = if self.path.is_empty() {
-            "(file)"
-        } else {
-            &self.path
-        };
-        write!(f, "{path}: {}", self.message)?;
-        if !self.hint.is_empty() {
-            write!(f, " (hint: {})", self.hint)?;
-        }
-        Ok(())
-    }
-}
-
-/// All problems found in one file.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl ConfigErrors {
-    /// Records one problem.
-    pub fn push(
-        &mut self,
-        path: impl Into<String>,
-        message: impl Into<String>,
-        hint: impl Into<String>,
-    ) {
-        self.0.push(ConfigError {
-            path: path.into(),
-            message: message.into(),
-            hint: hint.into(),
-        });
-    }
-
-    /// True when nothing was found.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
+use crate::model::{did_you_mean, ConfigErrors};
 
 /// Replaces `${VAR}` and `${VAR:-default}` with environment values. A `$$` stays a
 /// literal `$`. Unset variables without a default are errors, reported by line.
@@ -281,29 +216,17 @@ fn check_stages(v: &mut Value, path: &str, errors: &mut ConfigErrors) {
             None => errors.push(
                 format!("{p}.type"),
                 "is missing",
-                format!("one of: {}", StageConfig::known_types().join(", ")),
+                format!("one of: {}", StageConfig::TYPES.join(", ")),
             ),
-            // check the variant's own struct so that paths and hints name its fields
-            Some("assemble") => {
-                check_as::<super::AssembleConfig>(&mut without_type(item), &p, errors)
+            Some(name) => {
+                if !StageConfig::check_body(name, &mut without_type(item), &p, errors) {
+                    errors.push(
+                        format!("{p}.type"),
+                        format!("unknown stage type `{name}`"),
+                        hint_for(name, StageConfig::TYPES),
+                    );
+                }
             }
-            Some("analyze") => {
-                check_as::<super::AnalyzeConfig>(&mut without_type(item), &p, errors)
-            }
-            Some("aggregate") => {
-                check_as::<super::AggregateConfig>(&mut without_type(item), &p, errors)
-            }
-            Some("detect") => {
-                check_as::<crate::stage::detect::DetectConfig>(&mut without_type(item), &p, errors)
-            }
-            Some("alert") => {
-                check_as::<crate::stage::alert::AlertConfig>(&mut without_type(item), &p, errors)
-            }
-            Some(other) => errors.push(
-                format!("{p}.type"),
-                format!("unknown stage type `{other}`"),
-                hint_for(other, StageConfig::known_types()),
-            ),
         }
     }
 }
@@ -318,7 +241,7 @@ fn without_type(item: &Value) -> Value {
 
 /// Deserialises `v` as `T`, recording every unknown key and every bad value (each is
 /// removed and the parse retried), with paths under `path`.
-fn check_as<T: DeserializeOwned>(v: &mut Value, path: &str, errors: &mut ConfigErrors) {
+pub(super) fn check_as<T: DeserializeOwned>(v: &mut Value, path: &str, errors: &mut ConfigErrors) {
     let mut removed: Vec<String> = Vec::new();
     for _ in 0..64 {
         let result: Result<T, _> = serde_path_to_error::deserialize(v.clone());
@@ -404,18 +327,4 @@ fn remove_at(v: &mut Value, path: &serde_path_to_error::Path) -> bool {
 
 fn hint_for(got: &str, known: &[&str]) -> String {
     did_you_mean(got, known, "known keys")
-}
-
-/// `did you mean `x`?` when a known word is close to `got`, else the known words after
-/// `label` (empty when there are none).
-pub(crate) fn did_you_mean(got: &str, known: &[&str], label: &str) -> String {
-    let best = known
-        .iter()
-        .map(|k| (strsim::jaro_winkler(got, k), *k))
-        .max_by(|a, b| a.0.total_cmp(&b.0));
-    match best {
-        Some((score, k)) if score > 0.8 => format!("did you mean `{k}`?"),
-        _ if known.is_empty() => String::new(),
-        _ => format!("{label}: {}", known.join(", ")),
-    }
 }

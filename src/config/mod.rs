@@ -3,22 +3,24 @@
 //!
 //! The doc comment of every field is the user documentation of that key.
 
-pub(crate) mod duration;
 mod kafka;
 mod load;
+mod stages;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::model::duration;
+pub use crate::model::{did_you_mean, ConfigError, ConfigErrors};
 pub use kafka::KafkaConfig;
-pub(crate) use load::did_you_mean;
-pub use load::{interpolate, load_file, load_str, ConfigError, ConfigErrors};
+pub use load::{interpolate, load_file, load_str};
+pub use stages::StageConfig;
 
 use crate::codec::Format;
-use crate::stage::assemble;
+pub use crate::stage::aggregate::AggregateConfig;
+pub use crate::stage::analyze::AnalyzeConfig;
+pub use crate::stage::assemble::AssembleConfig;
 
 /// A pipeline: where spans come from, what is done to them, where results go.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -90,361 +92,6 @@ pub struct SourceConfig {
     /// Without it such records are counted and logged, then skipped.
     #[serde(default)]
     pub dead_letter_topic: Option<String>,
-}
-
-/// A processing stage, chosen by `type`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum StageConfig {
-    /// Groups spans into traces by trace id in event time.
-    Assemble(AssembleConfig),
-    /// Explains each closed trace: summary, critical path, bottleneck, service-graph
-    /// edges, findings.
-    Analyze(AnalyzeConfig),
-    /// RED figures per event-time window and monitoring scope.
-    Aggregate(AggregateConfig),
-    /// Anomaly scores for aggregate series and traces (robust baselines and linfa models).
-    Detect(crate::stage::detect::DetectConfig),
-    /// Alert rules with an Alertmanager-like lifecycle.
-    Alert(crate::stage::alert::AlertConfig),
-}
-
-impl StageConfig {
-    /// The `type` name.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            StageConfig::Assemble(_) => "assemble",
-            StageConfig::Analyze(_) => "analyze",
-            StageConfig::Aggregate(_) => "aggregate",
-            StageConfig::Detect(_) => "detect",
-            StageConfig::Alert(_) => "alert",
-        }
-    }
-
-    /// Field names of a stage type, or None for an unknown type.
-    pub fn known_types() -> &'static [&'static str] {
-        &["assemble", "analyze", "aggregate", "detect", "alert"]
-    }
-}
-
-/// Settings of the `assemble` stage.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct AssembleConfig {
-    /// How far behind the newest span of a partition event time may still arrive in
-    /// order: the partition's watermark is its latest span end minus this.
-    #[serde(default = "d_out_of_orderness", with = "duration")]
-    pub out_of_orderness: Duration,
-    /// A trace whose root span has ended closes once the watermark passes its last span
-    /// by this much.
-    #[serde(default = "d_idle_gap", with = "duration")]
-    pub idle_gap: Duration,
-    /// A trace closes at the latest this long (event time) after its first span started,
-    /// root or not.
-    #[serde(default = "d_max_duration", with = "duration")]
-    pub max_duration: Duration,
-    /// How long after closing a trace still takes late spans as amendments; later spans
-    /// go to `outputs.late` (or are counted as dropped).
-    #[serde(default = "d_grace", with = "duration")]
-    pub grace: Duration,
-    /// Processing time after which a partition with no records stops holding the
-    /// watermark back.
-    #[serde(default = "d_idle_partition", with = "duration")]
-    pub idle_partition_timeout: Duration,
-    /// Open traces at most; beyond it the trace due first is emitted as incomplete.
-    #[serde(default = "d_max_open")]
-    pub max_open_traces: usize,
-    /// Spans per trace at most; a trace reaching it is emitted as incomplete.
-    #[serde(default = "d_max_spans")]
-    pub max_spans_per_trace: usize,
-    /// Bytes one buffered span may take; bigger spans are dead-lettered.
-    #[serde(default = "d_max_span_bytes")]
-    pub max_span_bytes: usize,
-    /// On shutdown, emit open traces as incomplete (`true`) or leave them to be rebuilt
-    /// from the committed offsets on restart (`false`, the at-least-once default).
-    #[serde(default)]
-    pub flush_on_shutdown: bool,
-}
-
-fn d_out_of_orderness() -> Duration {
-    Duration::from_secs(2)
-}
-fn d_idle_gap() -> Duration {
-    Duration::from_secs(5)
-}
-fn d_max_duration() -> Duration {
-    Duration::from_secs(300)
-}
-fn d_grace() -> Duration {
-    Duration::from_secs(60)
-}
-fn d_idle_partition() -> Duration {
-    Duration::from_secs(10)
-}
-fn d_max_open() -> usize {
-    200_000
-}
-fn d_max_spans() -> usize {
-    10_000
-}
-fn d_max_span_bytes() -> usize {
-    65_536
-}
-
-impl AssembleConfig {
-    /// The assembler's settings; `late_output` says whether `outputs.late` is set.
-    pub fn settings(&self, late_output: bool) -> assemble::Settings {
-        let ns = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
-        assemble::Settings {
-            out_of_orderness_ns: ns(self.out_of_orderness),
-            idle_gap_ns: ns(self.idle_gap),
-            max_duration_ns: ns(self.max_duration),
-            grace_ns: ns(self.grace),
-            idle_partition_timeout_ms: i64::try_from(self.idle_partition_timeout.as_millis())
-                .unwrap_or(i64::MAX),
-            max_open_traces: self.max_open_traces,
-            max_spans_per_trace: self.max_spans_per_trace,
-            max_span_bytes: self.max_span_bytes,
-            late_output,
-        }
-    }
-}
-
-/// Settings of the `analyze` stage: thresholds of the finding rules.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct AnalyzeConfig {
-    /// Sequential sibling calls to one operation that make an N+1 finding.
-    #[serde(default = "d_n_plus_one")]
-    pub n_plus_one_min_calls: usize,
-    /// Critical-path share above which a downstream service is a dominant dependency.
-    #[serde(default = "d_dominant")]
-    pub dominant_dependency_share: f64,
-    /// Sequential sibling calls to different services that make a parallelizable finding.
-    #[serde(default = "d_parallel_siblings")]
-    pub parallelizable_min_siblings: usize,
-    /// Report parallelizable calls only when running them concurrently would save at
-    /// least this share of the trace's duration.
-    #[serde(default = "d_parallel_saving")]
-    pub parallelizable_min_saving_share: f64,
-}
-
-fn d_n_plus_one() -> usize {
-    3
-}
-fn d_dominant() -> f64 {
-    0.5
-}
-fn d_parallel_siblings() -> usize {
-    2
-}
-fn d_parallel_saving() -> f64 {
-    0.1
-}
-
-impl AnalyzeConfig {
-    /// The analyzer's settings.
-    pub fn settings(&self) -> crate::stage::analyze::AnalyzeSettings {
-        crate::stage::analyze::AnalyzeSettings {
-            n_plus_one_min_calls: self.n_plus_one_min_calls,
-            dominant_dependency_share: self.dominant_dependency_share,
-            parallelizable_min_siblings: self.parallelizable_min_siblings,
-            parallelizable_min_saving_share: self.parallelizable_min_saving_share,
-        }
-    }
-
-    fn validate(&self, path: &str, errors: &mut ConfigErrors) {
-        if self.n_plus_one_min_calls < 2 {
-            errors.push(
-                format!("{path}.n_plus_one_min_calls"),
-                "must be at least 2",
-                "e.g. 3",
-            );
-        }
-        if self.parallelizable_min_siblings < 2 {
-            errors.push(
-                format!("{path}.parallelizable_min_siblings"),
-                "must be at least 2",
-                "e.g. 2",
-            );
-        }
-        for (key, v) in [
-            ("dominant_dependency_share", self.dominant_dependency_share),
-            (
-                "parallelizable_min_saving_share",
-                self.parallelizable_min_saving_share,
-            ),
-        ] {
-            if !(0.0..=1.0).contains(&v) {
-                errors.push(
-                    format!("{path}.{key}"),
-                    "must be between 0 and 1",
-                    "a share, e.g. 0.5",
-                );
-            }
-        }
-    }
-}
-
-/// Settings of the `aggregate` stage.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct AggregateConfig {
-    /// Window sizes, e.g. `[10s, 1m]`; tumbling unless `hop` is set.
-    #[serde(default = "d_windows", with = "duration::list")]
-    pub windows: Vec<Duration>,
-    /// Hop of hopping windows; every window size must be a multiple of it.
-    #[serde(default, with = "duration::option")]
-    pub hop: Option<Duration>,
-    /// Dimension sets (the monitoring scopes) by name. Dimensions: `service`,
-    /// `operation`, `span_kind`, `status_code`, `agent`, `attr.<span attribute>`,
-    /// `resource.<resource attribute>`.
-    #[serde(default = "d_dimensions")]
-    pub dimensions: BTreeMap<String, Vec<String>>,
-    /// Distinct keys per window size and dimension set; more go to an overflow key.
-    #[serde(default = "d_max_series")]
-    pub max_series: usize,
-    /// Latency under which a call counts towards SLO compliance.
-    #[serde(default = "d_slo_latency", with = "duration")]
-    pub slo_latency: Duration,
-    /// A key not seen for this long (event time) is forgotten, in windows and on /metrics.
-    #[serde(default = "d_idle_series_expiry", with = "duration")]
-    pub idle_series_expiry: Duration,
-    /// Also aggregate service-graph edges (needs an analyze stage before this one).
-    #[serde(default = "d_true")]
-    pub service_graph: bool,
-}
-
-fn d_windows() -> Vec<Duration> {
-    vec![Duration::from_secs(10), Duration::from_secs(60)]
-}
-fn d_dimensions() -> BTreeMap<String, Vec<String>> {
-    BTreeMap::from([
-        ("service".to_string(), vec!["service".to_string()]),
-        (
-            "operation".to_string(),
-            vec!["service".to_string(), "operation".to_string()],
-        ),
-        ("agent".to_string(), vec!["agent".to_string()]),
-    ])
-}
-fn d_max_series() -> usize {
-    10_000
-}
-fn d_slo_latency() -> Duration {
-    Duration::from_millis(500)
-}
-fn d_idle_series_expiry() -> Duration {
-    Duration::from_secs(600)
-}
-fn d_true() -> bool {
-    true
-}
-
-fn nanos(d: Duration) -> i64 {
-    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
-}
-
-impl AggregateConfig {
-    /// The aggregator's settings (call after [`PipelineConfig::validate`] passed).
-    pub fn settings(&self) -> crate::stage::aggregate::AggregateSettings {
-        use crate::stage::aggregate::{AggregateSettings, DimensionSet, WindowSpec};
-        AggregateSettings {
-            windows: self
-                .windows
-                .iter()
-                .map(|w| WindowSpec {
-                    size_ns: nanos(*w),
-                    hop_ns: self.hop.map(nanos),
-                })
-                .collect(),
-            dimension_sets: self
-                .dimensions
-                .iter()
-                .map(|(name, dims)| DimensionSet {
-                    name: name.clone(),
-                    dimensions: dims.iter().filter_map(|d| d.parse().ok()).collect(),
-                })
-                .collect(),
-            max_series: self.max_series,
-            slo_latency_ns: nanos(self.slo_latency),
-            idle_series_expiry_ns: nanos(self.idle_series_expiry),
-            service_graph: self.service_graph,
-        }
-    }
-
-    fn validate(&self, path: &str, errors: &mut ConfigErrors) {
-        if self.windows.is_empty() {
-            errors.push(
-                format!("{path}.windows"),
-                "must list at least one window",
-                "e.g. [10s, 1m]",
-            );
-        }
-        for (i, w) in self.windows.iter().enumerate() {
-            if w.is_zero() {
-                errors.push(
-                    format!("{path}.windows[{i}]"),
-                    "must be more than 0",
-                    "e.g. 10s",
-                );
-            }
-            if let Some(hop) = self.hop {
-                if hop.is_zero() || hop > *w || w.as_nanos() % hop.as_nanos().max(1) != 0 {
-                    errors.push(
-                        format!("{path}.hop"),
-                        format!(
-                            "must divide every window size ({} does not)",
-                            humantime::format_duration(*w)
-                        ),
-                        "e.g. windows: [1m] with hop: 10s",
-                    );
-                }
-            }
-        }
-        if self.dimensions.is_empty() {
-            errors.push(
-                format!("{path}.dimensions"),
-                "must name at least one dimension set",
-                "e.g. service: [service]",
-            );
-        }
-        for (name, dims) in &self.dimensions {
-            if dims.is_empty() {
-                errors.push(
-                    format!("{path}.dimensions.{name}"),
-                    "must list at least one dimension",
-                    "e.g. [service, operation]",
-                );
-            }
-            if name == "service_graph" {
-                errors.push(
-                    format!("{path}.dimensions.{name}"),
-                    "is reserved for service-graph edges",
-                    "choose another name",
-                );
-            }
-            for (j, d) in dims.iter().enumerate() {
-                if let Err(e) = d.parse::<crate::stage::aggregate::Dimension>() {
-                    errors.push(format!("{path}.dimensions.{name}[{j}]"), e.to_string(), "service, operation, span_kind, status_code, agent, attr.<key> or resource.<key>");
-                }
-            }
-        }
-        if self.max_series == 0 {
-            errors.push(
-                format!("{path}.max_series"),
-                "must be at least 1",
-                "e.g. 10000",
-            );
-        }
-        if self.idle_series_expiry.is_zero() {
-            errors.push(
-                format!("{path}.idle_series_expiry"),
-                "must be more than 0",
-                "e.g. 10m",
-            );
-        }
-    }
 }
 
 /// Output topics.
@@ -548,6 +195,21 @@ impl PipelineConfig {
             StageConfig::Analyze(a) => Some(a),
             _ => None,
         })
+    }
+
+    /// The settings of the pipeline's stages (call after [`PipelineConfig::validate`]
+    /// passed).
+    pub fn stage_settings(&self) -> crate::stage::pipeline::StageSettings {
+        let assemble = self
+            .assemble()
+            .expect("validated pipelines have an assemble stage");
+        crate::stage::pipeline::StageSettings {
+            assemble: assemble.settings(self.outputs.late.is_some()),
+            analyze: self.analyze().map(AnalyzeConfig::settings),
+            aggregate: self.aggregate().map(AggregateConfig::settings),
+            detect: self.detect().map(|d| d.settings()),
+            alert: self.alert().map(|a| a.settings()),
+        }
     }
 
     /// True when any source or output needs the schema registry.
@@ -734,52 +396,6 @@ impl PipelineConfig {
                 "outputs.traces.topic",
                 "is also a source topic",
                 "write traces to their own topic",
-            );
-        }
-    }
-}
-
-impl AssembleConfig {
-    fn validate(&self, path: &str, errors: &mut ConfigErrors) {
-        if self.idle_gap.is_zero() {
-            errors.push(format!("{path}.idle_gap"), "must be more than 0", "e.g. 5s");
-        }
-        if self.idle_gap >= self.max_duration {
-            errors.push(
-                format!("{path}.idle_gap"),
-                format!(
-                    "must be less than max_duration ({})",
-                    humantime::format_duration(self.max_duration)
-                ),
-                "raise max_duration or lower idle_gap",
-            );
-        }
-        if self.idle_partition_timeout.is_zero() {
-            errors.push(
-                format!("{path}.idle_partition_timeout"),
-                "must be more than 0",
-                "e.g. 10s",
-            );
-        }
-        if self.max_open_traces == 0 {
-            errors.push(
-                format!("{path}.max_open_traces"),
-                "must be at least 1",
-                "e.g. 200000",
-            );
-        }
-        if self.max_spans_per_trace < 2 {
-            errors.push(
-                format!("{path}.max_spans_per_trace"),
-                "must be at least 2",
-                "e.g. 10000",
-            );
-        }
-        if self.max_span_bytes < 256 {
-            errors.push(
-                format!("{path}.max_span_bytes"),
-                "must be at least 256",
-                "e.g. 65536",
             );
         }
     }

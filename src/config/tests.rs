@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use super::*;
 
 fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {

@@ -130,7 +130,7 @@ impl Driver {
                 }),
             )
         });
-        let mut stages = Stages::new(config);
+        let mut stages = Stages::new(config.stage_settings());
         let checkpoints = settings
             .changelog
             .as_ref()

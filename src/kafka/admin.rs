@@ -7,25 +7,62 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
+use thiserror::Error;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the changelog topics could not be checked or created.
+#[derive(Debug, Error)]
+pub enum AdminError {
+    /// A Kafka client call failed.
+    #[error("{doing}")]
+    Kafka {
+        doing: &'static str,
+        #[source]
+        source: KafkaError,
+    },
+    /// The broker refused to create a topic.
+    #[error("creating changelog topic {topic}: {code}")]
+    Create { topic: String, code: RDKafkaErrorCode },
+    /// A changelog topic exists with fewer partitions than the inputs.
+    #[error("changelog topic {topic} has {have} partitions, the inputs need {need}: add partitions to it (or delete it to start from empty state)")]
+    TooFewPartitions { topic: String, have: usize, need: usize },
+    /// Asking for a topic's metadata did not create it with enough partitions.
+    #[error("{topic} was not created with {need} partitions (it has {have})")]
+    NotCreated { topic: String, have: usize, need: usize },
+    /// CreateTopics failed, and so did asking the broker to create them on request.
+    #[error("{create}; asking the broker to create them failed too")]
+    BothFailed {
+        create: Box<AdminError>,
+        #[source]
+        auto: Box<AdminError>,
+    },
+    /// The blocking metadata task did not finish.
+    #[error("the metadata task stopped")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+fn kafka(doing: &'static str) -> impl FnOnce(KafkaError) -> AdminError {
+    move |source| AdminError::Kafka { doing, source }
+}
 
 /// The number of partitions of each of `topics` that exists.
 pub fn partition_counts(
     brokers: &str,
     properties: &BTreeMap<String, String>,
     topics: &[String],
-) -> Result<BTreeMap<String, usize>, String> {
+) -> Result<BTreeMap<String, usize>, AdminError> {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);
     for (k, v) in properties {
         config.set(k, v);
     }
-    let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
+    let consumer: BaseConsumer = config.create().map_err(kafka("creating a metadata client"))?;
     let metadata = consumer
         .fetch_metadata(None, TIMEOUT)
-        .map_err(|e| format!("reading topic metadata: {e}"))?;
+        .map_err(kafka("reading topic metadata"))?;
     Ok(metadata
         .topics()
         .iter()
@@ -41,21 +78,23 @@ pub async fn ensure_changelogs(
     brokers: &str,
     properties: &BTreeMap<String, String>,
     changelogs: &[(String, usize)],
-) -> Result<(), String> {
+) -> Result<(), AdminError> {
     let names: Vec<String> = changelogs.iter().map(|(t, _)| t.clone()).collect();
     let existing = {
         let (b, p, n) = (brokers.to_string(), properties.clone(), names.clone());
         tokio::task::spawn_blocking(move || partition_counts(&b, &p, &n))
             .await
-            .map_err(|e| e.to_string())??
+            .map_err(AdminError::Task)??
     };
     let mut missing = Vec::new();
     for (topic, partitions) in changelogs {
         match existing.get(topic) {
             Some(&have) if have < *partitions => {
-                return Err(format!(
-                    "changelog topic {topic} has {have} partitions, the inputs need {partitions}: add partitions to it (or delete it to start from empty state)"
-                ))
+                return Err(AdminError::TooFewPartitions {
+                    topic: topic.clone(),
+                    have,
+                    need: *partitions,
+                })
             }
             Some(_) => {}
             None => missing.push((topic.clone(), *partitions)),
@@ -69,7 +108,8 @@ pub async fn ensure_changelogs(
     for (k, v) in properties {
         config.set(k, v);
     }
-    let admin: AdminClient<DefaultClientContext> = config.create().map_err(|e| e.to_string())?;
+    let admin: AdminClient<DefaultClientContext> =
+        config.create().map_err(kafka("creating an admin client"))?;
     let new: Vec<NewTopic<'_>> = missing
         .iter()
         .map(|(t, n)| {
@@ -80,7 +120,7 @@ pub async fn ensure_changelogs(
     let created = admin
         .create_topics(&new, &create_options())
         .await
-        .map_err(|e| format!("creating changelog topics: {e}"))
+        .map_err(kafka("creating changelog topics"))
         .and_then(|results| {
             results.into_iter().try_for_each(|r| match r {
                 Ok(topic) => {
@@ -88,7 +128,7 @@ pub async fn ensure_changelogs(
                     Ok(())
                 }
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => Ok(()),
-                Err((topic, e)) => Err(format!("creating changelog topic {topic}: {e}")),
+                Err((topic, code)) => Err(AdminError::Create { topic, code }),
             })
         });
     let Err(failure) = created else {
@@ -100,15 +140,16 @@ pub async fn ensure_changelogs(
     let wanted = missing.clone();
     let auto = tokio::task::spawn_blocking(move || auto_create(&b, &p, &wanted))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(AdminError::Task)?;
     match auto {
         Ok(()) => {
             tracing::info!(topics = ?missing, "changelog topics created by the broker on request");
             Ok(())
         }
-        Err(e) => Err(format!(
-            "{failure}; asking the broker to create them failed too: {e}"
-        )),
+        Err(auto) => Err(AdminError::BothFailed {
+            create: Box::new(failure),
+            auto: Box::new(auto),
+        }),
     }
 }
 
@@ -127,7 +168,7 @@ fn auto_create(
     brokers: &str,
     properties: &BTreeMap<String, String>,
     topics: &[(String, usize)],
-) -> Result<(), String> {
+) -> Result<(), AdminError> {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", brokers)
@@ -135,23 +176,22 @@ fn auto_create(
     for (k, v) in properties {
         config.set(k, v);
     }
-    let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
+    let consumer: BaseConsumer = config.create().map_err(kafka("creating a metadata client"))?;
     for (topic, _) in topics {
         consumer
             .fetch_metadata(Some(topic), TIMEOUT)
-            .map_err(|e| e.to_string())?;
+            .map_err(kafka("asking for a topic's metadata"))?;
     }
     let names: Vec<String> = topics.iter().map(|(t, _)| t.clone()).collect();
     let have = partition_counts(brokers, properties, &names)?;
     for (topic, partitions) in topics {
-        match have.get(topic) {
-            Some(n) if n >= partitions => {}
-            Some(n) => {
-                return Err(format!(
-                    "{topic} was created with {n} partitions, {partitions} needed"
-                ))
-            }
-            None => return Err(format!("{topic} was not created")),
+        let n = have.get(topic).copied().unwrap_or(0);
+        if n < *partitions {
+            return Err(AdminError::NotCreated {
+                topic: topic.clone(),
+                have: n,
+                need: *partitions,
+            });
         }
     }
     Ok(())

@@ -6,7 +6,25 @@
 use std::sync::mpsc;
 use std::thread;
 
+use rdkafka::error::KafkaError;
 use rdkafka::mocking::MockCluster;
+
+/// Why the embedded broker did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    #[error("cannot start the embedded broker: {0}")]
+    Cluster(#[source] KafkaError),
+    #[error("cannot create topic {topic} on the embedded broker: {source}")]
+    Topic {
+        topic: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("cannot start the embedded broker's thread: {0}")]
+    Thread(#[source] std::io::Error),
+    #[error("the embedded broker's thread died")]
+    Died,
+}
 
 /// A running embedded broker; stops on drop.
 pub struct EmbeddedKafka {
@@ -17,8 +35,8 @@ pub struct EmbeddedKafka {
 
 impl EmbeddedKafka {
     /// Starts a 1-broker cluster with `topics` created, each with `partitions` partitions.
-    pub fn start(partitions: i32, topics: &[String]) -> Result<Self, String> {
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<String, String>>();
+    pub fn start(partitions: i32, topics: &[String]) -> Result<Self, EmbeddedError> {
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<String, EmbeddedError>>();
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let topics = topics.to_vec();
         // The mock cluster is not Send: it lives and dies on its own thread.
@@ -28,14 +46,16 @@ impl EmbeddedKafka {
                 let cluster = match MockCluster::new(1) {
                     Ok(c) => c,
                     Err(e) => {
-                        let _ =
-                            ready_tx.send(Err(format!("cannot start the embedded broker: {e}")));
+                        let _ = ready_tx.send(Err(EmbeddedError::Cluster(e)));
                         return;
                     }
                 };
                 for t in &topics {
-                    if let Err(e) = cluster.create_topic(t, partitions, 1) {
-                        let _ = ready_tx.send(Err(format!("cannot create topic {t}: {e}")));
+                    if let Err(source) = cluster.create_topic(t, partitions, 1) {
+                        let _ = ready_tx.send(Err(EmbeddedError::Topic {
+                            topic: t.clone(),
+                            source,
+                        }));
                         return;
                     }
                 }
@@ -43,10 +63,8 @@ impl EmbeddedKafka {
                 let _ = stop_rx.recv();
                 drop(cluster);
             })
-            .map_err(|e| e.to_string())?;
-        let bootstrap = ready_rx
-            .recv()
-            .map_err(|_| "embedded broker thread died".to_string())??;
+            .map_err(EmbeddedError::Thread)?;
+        let bootstrap = ready_rx.recv().map_err(|_| EmbeddedError::Died)??;
         Ok(Self {
             bootstrap,
             stop: Some(stop_tx),

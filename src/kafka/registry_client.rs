@@ -5,7 +5,34 @@
 use schema_registry_converter::async_impl::schema_registry::{
     get_schema_by_id, post_schema, SrSettings,
 };
+use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
+use thiserror::Error;
+
+/// A schema registry call that failed.
+#[derive(Debug, Error)]
+pub enum RegistryError {
+    #[error("schema registry {url}: {source}")]
+    Settings {
+        url: String,
+        #[source]
+        source: SRCError,
+    },
+    #[error("cannot register {subject} at schema registry {url}: {source}")]
+    Register {
+        subject: String,
+        url: String,
+        #[source]
+        source: SRCError,
+    },
+    #[error("cannot fetch schema id {id} from schema registry {url}: {source}")]
+    Fetch {
+        id: u32,
+        url: String,
+        #[source]
+        source: SRCError,
+    },
+}
 
 /// A registry connection.
 #[derive(Clone)]
@@ -16,7 +43,7 @@ pub struct RegistryClient {
 
 impl RegistryClient {
     /// Connects (lazily) to `url`, with basic auth when given.
-    pub fn new(url: &str, username: Option<&str>, password: Option<&str>) -> Result<Self, String> {
+    pub fn new(url: &str, username: Option<&str>, password: Option<&str>) -> Result<Self, RegistryError> {
         let mut builder = SrSettings::new_builder(url.to_string());
         builder.set_timeout(std::time::Duration::from_secs(10));
         if let Some(user) = username {
@@ -24,7 +51,10 @@ impl RegistryClient {
         }
         let settings = builder
             .build()
-            .map_err(|e| format!("schema registry {url}: {e}"))?;
+            .map_err(|source| RegistryError::Settings {
+                url: url.to_string(),
+                source,
+            })?;
         Ok(Self {
             settings,
             url: url.to_string(),
@@ -32,29 +62,27 @@ impl RegistryClient {
     }
 
     /// Registers an Avro schema under `subject` and returns its id.
-    pub async fn register(&self, subject: &str, schema: &str) -> Result<u32, String> {
+    pub async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
         let supplied = SuppliedSchema::new(None, SchemaType::Avro, schema.to_string());
         post_schema(&self.settings, subject.to_string(), supplied)
             .await
             .map(|r| r.id)
-            .map_err(|e| {
-                format!(
-                    "cannot register {subject} at schema registry {}: {e}",
-                    self.url
-                )
+            .map_err(|source| RegistryError::Register {
+                subject: subject.to_string(),
+                url: self.url.clone(),
+                source,
             })
     }
 
     /// The schema text registered under `id`.
-    pub async fn schema(&self, id: u32) -> Result<String, String> {
+    pub async fn schema(&self, id: u32) -> Result<String, RegistryError> {
         get_schema_by_id(id, &self.settings)
             .await
             .map(|r| r.schema)
-            .map_err(|e| {
-                format!(
-                    "cannot fetch schema id {id} from schema registry {}: {e}",
-                    self.url
-                )
+            .map_err(|source| RegistryError::Fetch {
+                id,
+                url: self.url.clone(),
+                source,
             })
     }
 }

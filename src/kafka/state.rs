@@ -57,7 +57,11 @@ impl StateTopic {
         &self,
         records: &[(String, Option<Vec<u8>>)],
         timeout: Duration,
-    ) -> Result<usize, String> {
+    ) -> Result<usize, StateTopicError> {
+        let write = |source| StateTopicError::Write {
+            topic: self.topic.clone(),
+            source,
+        };
         let mut config = self.config();
         config
             .set("enable.idempotence", "true")
@@ -67,7 +71,7 @@ impl StateTopic {
             .set("message.max.bytes", "16000000");
         let producer: ThreadedProducer<Failures> = config
             .create_with_context(Failures::default())
-            .map_err(|e| e.to_string())?;
+            .map_err(write)?;
         let started = Instant::now();
         let mut bytes = 0;
         for (key, value) in records {
@@ -81,41 +85,48 @@ impl StateTopic {
                     Ok(()) => break,
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                         if started.elapsed() > timeout {
-                            return Err("timed out queueing snapshot records".into());
+                            return Err(StateTopicError::QueueTimeout {
+                                topic: self.topic.clone(),
+                            });
                         }
                         record = back;
                         std::thread::sleep(Duration::from_millis(5));
                     }
-                    Err((e, _)) => return Err(format!("{key}: {e}")),
+                    Err((e, _)) => return Err(write(e)),
                 }
             }
         }
         producer
             .flush(timeout.saturating_sub(started.elapsed()))
-            .map_err(|e| format!("not all snapshot records were acknowledged: {e}"))?;
+            .map_err(write)?;
         let failures = producer.context().0.lock().expect("failures");
         match failures.first() {
             None => Ok(bytes),
-            Some(first) => Err(format!(
-                "{} snapshot records not written, the first {first}",
-                failures.len()
-            )),
+            Some(first) => Err(StateTopicError::NotAcknowledged {
+                topic: self.topic.clone(),
+                failed: failures.len(),
+                first: first.clone(),
+            }),
         }
     }
 
     /// The latest value of every key up to the end of the topic when called (keys whose
     /// latest record is a tombstone are left out), in key order. A topic that does not
     /// exist reads as empty.
-    pub fn read(&self, timeout: Duration) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    pub fn read(&self, timeout: Duration) -> Result<BTreeMap<String, Vec<u8>>, StateTopicError> {
+        let kafka = |source| StateTopicError::Kafka {
+            topic: self.topic.clone(),
+            source,
+        };
         let mut config = self.config();
         config
             .set("group.id", format!("spanline-state-{}", self.topic))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false");
-        let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
+        let consumer: BaseConsumer = config.create().map_err(kafka)?;
         let metadata = consumer
             .fetch_metadata(Some(&self.topic), timeout)
-            .map_err(|e| e.to_string())?;
+            .map_err(kafka)?;
         let Some(topic) = metadata.topics().iter().find(|t| t.name() == self.topic) else {
             return Ok(BTreeMap::new());
         };
@@ -123,7 +134,10 @@ impl StateTopic {
             if RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition {
                 return Ok(BTreeMap::new());
             }
-            return Err(format!("{:?}", RDKafkaErrorCode::from(e)));
+            return Err(StateTopicError::Broker {
+                topic: self.topic.clone(),
+                code: RDKafkaErrorCode::from(e),
+            });
         }
         // read each partition from its start to the end it has now
         let mut tpl = TopicPartitionList::new();
@@ -132,10 +146,10 @@ impl StateTopic {
         for p in topic.partitions() {
             let (low, high) = consumer
                 .fetch_watermarks(&self.topic, p.id(), timeout)
-                .map_err(|e| e.to_string())?;
+                .map_err(kafka)?;
             if high > low {
                 tpl.add_partition_offset(&self.topic, p.id(), Offset::Offset(low))
-                    .map_err(|e| e.to_string())?;
+                    .map_err(kafka)?;
                 pending.insert(p.id());
                 ends.insert(p.id(), high);
             }
@@ -144,18 +158,19 @@ impl StateTopic {
             return Ok(BTreeMap::new());
         }
         let mut latest: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
-        consumer.assign(&tpl).map_err(|e| e.to_string())?;
+        consumer.assign(&tpl).map_err(kafka)?;
         let deadline = Instant::now() + timeout;
         while !pending.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(format!(
-                    "timed out reading; partitions {pending:?} not read to their end"
-                ));
+                return Err(StateTopicError::Timeout {
+                    topic: self.topic.clone(),
+                    partitions: pending.into_iter().collect(),
+                });
             }
             match consumer.poll(left.min(Duration::from_millis(200))) {
                 None => {}
-                Some(Err(e)) => return Err(e.to_string()),
+                Some(Err(e)) => return Err(kafka(e)),
                 Some(Ok(m)) => {
                     if let Some(key) = m.key() {
                         let key = String::from_utf8_lossy(key).into_owned();
@@ -181,18 +196,38 @@ const QUIET: Duration = Duration::from_millis(300);
 /// The latest record of one key: (partition, offset, key, value; `None` a tombstone).
 pub type LatestRecord = (i32, i64, Vec<u8>, Option<Vec<u8>>);
 
-/// Why a changelog could not be read for a restore.
+/// Why a state topic could not be read or written.
 #[derive(Debug, thiserror::Error)]
-pub enum RestoreError {
+pub enum StateTopicError {
     #[error("reading {topic}: {source}")]
     Kafka {
         topic: String,
         #[source]
         source: KafkaError,
     },
-    #[error("timed out restoring {topic}; partitions {partitions:?} not read to their end")]
+    #[error("timed out reading {topic}; partitions {partitions:?} not read to their end")]
     Timeout { topic: String, partitions: Vec<i32> },
+    #[error("{topic}: the broker reports {code:?}")]
+    Broker {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+    #[error("writing {topic}: {source}")]
+    Write {
+        topic: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("writing {topic}: timed out queueing records")]
+    QueueTimeout { topic: String },
+    #[error("writing {topic}: {failed} records not acknowledged, the first {first}")]
+    NotAcknowledged {
+        topic: String,
+        failed: usize,
+        first: String,
+    },
 }
+
 
 /// A changelog as of its last complete checkpoint.
 #[derive(Debug, Default)]
@@ -214,7 +249,7 @@ impl StateTopic {
         &self,
         partitions: &[i32],
         timeout: Duration,
-    ) -> Result<Vec<LatestRecord>, RestoreError> {
+    ) -> Result<Vec<LatestRecord>, StateTopicError> {
         self.read_checkpointed(partitions, timeout, crate::state::CHECKPOINT_MARKER)
             .map(|c| c.records)
     }
@@ -227,14 +262,14 @@ impl StateTopic {
         partitions: &[i32],
         timeout: Duration,
         marker: &[u8],
-    ) -> Result<Checkpointed, RestoreError> {
+    ) -> Result<Checkpointed, StateTopicError> {
         let mut config = self.config();
         config
             .set("group.id", format!("spanline-restore-{}", self.topic))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
             .set("isolation.level", "read_committed");
-        let kafka = |source: KafkaError| RestoreError::Kafka {
+        let kafka = |source: KafkaError| StateTopicError::Kafka {
             topic: self.topic.clone(),
             source,
         };
@@ -270,7 +305,7 @@ impl StateTopic {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(RestoreError::Timeout {
+                return Err(StateTopicError::Timeout {
                     topic: self.topic.clone(),
                     partitions: ends.keys().copied().collect(),
                 });

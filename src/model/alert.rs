@@ -95,3 +95,37 @@ pub struct Alert {
     /// Up to five trace ids that show the condition, 32 lowercase hex characters each.
     pub exemplar_trace_ids: Vec<String>,
 }
+
+/// Labels the engine sets itself; rules cannot set them.
+pub const RESERVED_LABELS: [&str; 3] = ["alertname", "scope", "window"];
+/// Annotation the engine sets itself (`new`, `repeat`, `escalation`, `resolved`).
+pub const NOTIFICATION_ANNOTATION: &str = "notification";
+/// Annotation of an escalation event: the severity it was raised from. Receivers that
+/// identify alerts by labels (Alertmanager: `severity` is a label) resolve the alert of
+/// that severity, so one alert stays active per fingerprint.
+pub const ESCALATED_FROM_ANNOTATION: &str = "escalated_from";
+
+/// A dimension name as a Prometheus/Alertmanager label name: characters outside
+/// `[A-Za-z0-9_]` become `_`, and a leading digit gets a `_` in front
+/// (`attr.http.route` → `attr_http_route`).
+pub fn label_name(dimension: &str) -> String {
+    let mut s: String = dimension
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) {
+        s.insert(0, '_');
+    }
+    s
+}
+
+/// True when `name` is a valid label name as it is (`[A-Za-z_][A-Za-z0-9_]*`).
+pub fn is_label_name(name: &str) -> bool {
+    !name.is_empty() && label_name(name) == name
+}

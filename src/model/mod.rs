@@ -4,17 +4,31 @@
 mod alert;
 mod analysis;
 mod attrs;
+mod config_error;
+pub mod duration;
 mod intern;
 mod offsets;
 mod record;
 mod span;
 mod trace;
+mod window;
 
-pub use alert::{Alert, AlertStatus, AnomalyScore, Explanation, Subject};
-pub use analysis::{Edge, EdgeKind};
+pub use alert::{
+    is_label_name, label_name, Alert, AlertStatus, AnomalyScore, Explanation, Subject,
+    ESCALATED_FROM_ANNOTATION, NOTIFICATION_ANNOTATION, RESERVED_LABELS,
+};
+pub use analysis::{
+    Analysis, Bottleneck, Edge, EdgeKind, Finding, FindingKind, Oddities, PathSegment,
+    CLOCK_SKEW_TOLERANCE_NS,
+};
 pub use attrs::{AttrValue, Attributes, AttributesBuilder, Events, EventsBuilder};
+pub use config_error::{did_you_mean, ConfigError, ConfigErrors};
 pub use intern::Interner;
 pub use offsets::{HoldOffsets, Holds, NoHolds, Origin};
 pub use record::Record;
 pub use span::{hex_span_id, hex_trace_id, Resource, Span, SpanId, SpanKind, StatusCode, TraceId};
 pub use trace::{CloseReason, Trace};
+pub use window::{
+    sketch_config, ServerLatency, WindowAggregate, OVERFLOW_VALUE, PROFILE_SLOTS, SKETCH_MAX_BINS,
+    SKETCH_RELATIVE_ACCURACY,
+};

@@ -90,9 +90,10 @@ impl Shell {
                         token,
                     )
                     .await
-                    .map_err(|e| RunError::Kafka {
+                    .map_err(|source| RunError::Kafka {
                         pipeline: self.pipeline.clone(),
-                        message: format!("produce to {}: {e}", p.topic),
+                        doing: format!("produce to {}", p.topic),
+                        source,
                     })
             }
             Effect::Notify(alert) => {
@@ -103,7 +104,7 @@ impl Shell {
             }
             Effect::FetchSchema { source, id } => {
                 let schema = match &self.registry {
-                    Some(r) => r.schema(id).await,
+                    Some(r) => r.schema(id).await.map_err(|e| e.to_string()),
                     None => Err("no schema registry".to_string()),
                 };
                 self.driver
@@ -169,16 +170,17 @@ impl Shell {
         let group = self
             .source
             .group_metadata()
-            .ok_or_else(|| RunError::Kafka {
+            .ok_or_else(|| RunError::Consumer {
                 pipeline: self.pipeline.clone(),
-                message: "the consumer has no group metadata for the transaction".into(),
+                problem: "the consumer has no group metadata for the transaction",
             })?;
         let sink = self.sink.clone();
         let committed = tokio::task::spawn_blocking(move || sink.commit(&list, &group))
             .await
-            .map_err(|e| RunError::Kafka {
+            .map_err(|source| RunError::Task {
                 pipeline: self.pipeline.clone(),
-                message: format!("committing the transaction: {e}"),
+                doing: "committing the transaction",
+                source,
             })?;
         self.txn_open = false;
         if let Err(e) = committed {
@@ -197,7 +199,8 @@ impl Shell {
     fn kafka_error(&self, what: &str, e: KafkaError) -> RunError {
         RunError::Kafka {
             pipeline: self.pipeline.clone(),
-            message: format!("{what}: {e}"),
+            doing: what.to_string(),
+            source: e,
         }
     }
 }

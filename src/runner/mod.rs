@@ -14,28 +14,61 @@ use tokio::sync::mpsc;
 
 use crate::config::{Delivery, PipelineConfig};
 use crate::driver::{ChangelogSettings, Driver, DriverError, DriverSettings, Event};
-use crate::kafka::registry_client::RegistryClient;
+use rdkafka::error::KafkaError;
+
+use crate::kafka::admin::AdminError;
+use crate::kafka::registry_client::{RegistryClient, RegistryError};
 use crate::kafka::sink::{Ack, Sink};
 use crate::kafka::source::{Source, SourceEvent};
-use crate::kafka::state::StateTopic;
+use crate::kafka::state::{StateTopic, StateTopicError};
 use crate::sinks::AlertSinks;
 use crate::snapshots;
 use crate::stage::detect::TrainedModel;
 use crate::stage::pipeline::TraceDigest;
 use crate::telemetry::http::Readiness;
-use crate::telemetry::metrics;
 
 /// Why a pipeline stopped with an error.
 #[derive(Debug, Error)]
 pub enum RunError {
-    #[error("pipeline {pipeline}: kafka: {message}")]
-    Kafka { pipeline: String, message: String },
-    #[error("pipeline {pipeline}: {message}")]
-    Registry { pipeline: String, message: String },
+    #[error("pipeline {pipeline}: kafka: {doing}: {source}")]
+    Kafka {
+        pipeline: String,
+        doing: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("pipeline {pipeline}: kafka: {problem}")]
+    Consumer {
+        pipeline: String,
+        problem: &'static str,
+    },
+    #[error("pipeline {pipeline}: {doing}: the task stopped")]
+    Task {
+        pipeline: String,
+        doing: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    #[error("pipeline {pipeline}: {source}")]
+    Registry {
+        pipeline: String,
+        #[source]
+        source: RegistryError,
+    },
     #[error("pipeline {pipeline}: {message}")]
     Config { pipeline: String, message: String },
-    #[error("pipeline {pipeline}: state: {message}")]
-    State { pipeline: String, message: String },
+    #[error("pipeline {pipeline}: state: {source}")]
+    Changelogs {
+        pipeline: String,
+        #[source]
+        source: AdminError,
+    },
+    #[error("pipeline {pipeline}: state: {source}")]
+    Restore {
+        pipeline: String,
+        #[source]
+        source: StateTopicError,
+    },
     #[error("pipeline {pipeline}: {source}")]
     Driver {
         pipeline: String,
@@ -101,10 +134,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunSummary, RunError> {
     let pipeline = config.name.clone();
-    metrics::init();
-    let kafka_err = |e: rdkafka::error::KafkaError| RunError::Kafka {
-        pipeline: pipeline.clone(),
-        message: e.to_string(),
+    crate::telemetry::init();
+    let kafka_err = |doing: &'static str| {
+        let pipeline = pipeline.clone();
+        move |source: KafkaError| RunError::Kafka {
+            pipeline,
+            doing: doing.to_string(),
+            source,
+        }
     };
     let assemble = config
         .assemble()
@@ -161,9 +198,10 @@ pub async fn run(
         let s = store.clone();
         let loaded = tokio::task::spawn_blocking(move || snapshots::read(&s))
             .await
-            .map_err(|e| RunError::Config {
+            .map_err(|source| RunError::Task {
                 pipeline: pipeline.clone(),
-                message: format!("reading the detect snapshot: {e}"),
+                doing: "reading the detect snapshot",
+                source,
             })?;
         snapshots::apply(detector, store, loaded);
         saver = Some(snapshots::Saver::new(
@@ -188,11 +226,12 @@ pub async fn run(
         let id = transactional_id.clone();
         tokio::task::spawn_blocking(move || Sink::start(&brokers, &properties, id.as_deref()))
             .await
-            .map_err(|e| RunError::Config {
+            .map_err(|source| RunError::Task {
                 pipeline: pipeline.clone(),
-                message: format!("starting the producers: {e}"),
+                doing: "starting the producers",
+                source,
             })?
-            .map_err(kafka_err)?
+            .map_err(kafka_err("starting the producers"))?
     };
     if let Some(id) = &transactional_id {
         tracing::info!(transactional_id = %id, "exactly-once: transactions initialised");
@@ -220,7 +259,7 @@ pub async fn run(
         &consumer,
         &all_topics,
     )
-    .map_err(kafka_err)?;
+    .map_err(kafka_err("starting the consumer"))?;
     let mut shell = Shell {
         pipeline: pipeline.clone(),
         driver,
@@ -261,7 +300,7 @@ pub async fn run(
                     tracing::warn!(error = %e, "consumer error");
                     Ok(())
                 }
-                None => break Err(RunError::Kafka { pipeline: pipeline.clone(), message: "consumer stopped".into() }),
+                None => break Err(RunError::Consumer { pipeline: pipeline.clone(), problem: "the consumer stopped" }),
             },
             Some(ack) = shell.acks.recv() => shell.acked(ack).await,
             Some(model) = trained_rx.recv() => shell.handle(Event::Trained(model)).await,

@@ -23,9 +23,9 @@ pub(super) fn registry(
         sr.and_then(|s| s.password.as_deref()),
     )
     .map(Some)
-    .map_err(|message| RunError::Registry {
+    .map_err(|source| RunError::Registry {
         pipeline: config.name.clone(),
-        message,
+        source,
     })
 }
 
@@ -82,7 +82,7 @@ async fn register(
     let value = r.register(&format!("{topic}-value"), value_schema).await;
     match (key, value) {
         (Ok(k), Ok(v)) => Ok((k, v)),
-        (Err(message), _) | (_, Err(message)) => Err(RunError::Registry { pipeline, message }),
+        (Err(source), _) | (_, Err(source)) => Err(RunError::Registry { pipeline, source }),
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::PipelineConfig;
 use crate::driver::{Driver, Event, StateRecord};
-use crate::kafka::admin;
+use crate::kafka::admin::{self, AdminError};
 use crate::kafka::state::StateTopic;
 use crate::state::{Store, CHECKPOINT_MARKER};
 
@@ -31,9 +31,9 @@ impl Restorer {
         endpoints: &Endpoints,
         driver: &Driver,
     ) -> Result<Self, RunError> {
-        let err = |message: String| RunError::State {
+        let err = |source: AdminError| RunError::Changelogs {
             pipeline: config.name.clone(),
-            message,
+            source,
         };
         let properties = config.kafka.common();
         let sources: Vec<String> = config
@@ -45,7 +45,11 @@ impl Restorer {
             let (b, p) = (endpoints.brokers.clone(), properties.clone());
             tokio::task::spawn_blocking(move || admin::partition_counts(&b, &p, &sources))
                 .await
-                .map_err(|e| err(e.to_string()))?
+                .map_err(|source| RunError::Task {
+                    pipeline: config.name.clone(),
+                    doing: "reading the source topics' metadata",
+                    source,
+                })?
                 .map_err(err)?
         };
         let partitions = counts.values().copied().max().unwrap_or(1).max(1);
@@ -113,11 +117,14 @@ impl Shell {
                 reader.read_checkpointed(&parts, RESTORE_TIMEOUT, CHECKPOINT_MARKER)
             })
             .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()))
-            .map_err(|message| RunError::State {
+            .map_err(|source| RunError::Task {
                 pipeline: self.pipeline.clone(),
-                message,
+                doing: "reading a changelog",
+                source,
+            })?
+            .map_err(|source| RunError::Restore {
+                pipeline: self.pipeline.clone(),
+                source,
             })?;
             let as_records = |v: Vec<crate::kafka::state::LatestRecord>| -> Vec<StateRecord> {
                 v.into_iter()

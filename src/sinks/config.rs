@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigErrors;
+use crate::model::ConfigErrors;
 
 /// Where alerts are delivered and how.
 ///

@@ -4,8 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::model::{Alert, AlertStatus};
-use crate::stage::alert::ESCALATED_FROM_ANNOTATION;
+use crate::model::{Alert, AlertStatus, ESCALATED_FROM_ANNOTATION};
 
 /// The latest instant RFC 3339 (four-digit years) can show: 9999-12-31T23:59:59.999Z.
 const MAX_RFC3339_MS: i64 = 253_402_300_799_999;
@@ -29,7 +28,7 @@ pub fn now_ms() -> i64 {
 /// other characters become `_`, as Prometheus does with OpenTelemetry attribute names.
 /// Alertmanager refuses a whole request over one invalid name.
 pub fn label_name(name: &str) -> String {
-    crate::stage::alert::label_name(name)
+    crate::model::label_name(name)
 }
 
 fn sanitized(map: &BTreeMap<String, String>) -> BTreeMap<String, String> {

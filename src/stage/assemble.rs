@@ -9,8 +9,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
+mod config;
 mod state;
 
+pub use config::AssembleConfig;
 pub use state::{ClosedTraceState, OpenTraceState};
 
 use super::watermark::{Watermarks, NO_WATERMARK};

@@ -1,13 +1,12 @@
 //! The stages after assembly, run in order over every closed trace: the same code for
 //! the Kafka runner and for `replay`, so both produce the same records.
 
-use crate::config::PipelineConfig;
 use crate::model::{Alert, AnomalyScore, Span, Trace, TraceId};
-use crate::stage::aggregate::{Aggregator, WindowAggregate};
-use crate::stage::alert::AlertEngine;
+use crate::stage::aggregate::{AggregateSettings, Aggregator, WindowAggregate};
+use crate::stage::alert::{AlertEngine, AlertSettings};
 use crate::stage::analyze::{analyze, Analysis, AnalyzeSettings, FindingKind, Oddities};
-use crate::stage::assemble::{Assembler, Holds, Origin, Output};
-use crate::stage::detect::{Detector, TrainedModel, TrainingJob};
+use crate::stage::assemble::{self, Assembler, Holds, Origin, Output};
+use crate::stage::detect::{DetectSettings, Detector, TrainedModel, TrainingJob};
 use crate::stage::watermark::NO_WATERMARK;
 
 /// A record for an output topic.
@@ -51,6 +50,16 @@ pub struct StageStats {
     pub findings: [u64; FindingKind::ALL.len()],
 }
 
+/// The settings of each stage a pipeline has; the assembler is always there.
+#[derive(Debug, Clone)]
+pub struct StageSettings {
+    pub assemble: assemble::Settings,
+    pub analyze: Option<AnalyzeSettings>,
+    pub aggregate: Option<AggregateSettings>,
+    pub detect: Option<DetectSettings>,
+    pub alert: Option<AlertSettings>,
+}
+
 /// Assembly and the stages after it.
 pub struct Stages {
     pub assembler: Assembler,
@@ -64,17 +73,14 @@ pub struct Stages {
 }
 
 impl Stages {
-    /// The stages `config` declares.
-    pub fn new(config: &PipelineConfig) -> Self {
-        let assemble = config
-            .assemble()
-            .expect("validated pipelines have an assemble stage");
+    /// The stages `settings` names.
+    pub fn new(settings: StageSettings) -> Self {
         Self {
-            assembler: Assembler::new(assemble.settings(config.outputs.late.is_some())),
-            analyze: config.analyze().map(|a| a.settings()),
-            aggregator: config.aggregate().map(|a| Aggregator::new(a.settings())),
-            detector: config.detect().map(|d| Detector::new(d.settings())),
-            alerts: config.alert().map(|a| AlertEngine::new(a.settings())),
+            assembler: Assembler::new(settings.assemble),
+            analyze: settings.analyze,
+            aggregator: settings.aggregate.map(Aggregator::new),
+            detector: settings.detect.map(Detector::new),
+            alerts: settings.alert.map(AlertEngine::new),
             scores: Vec::new(),
             stats: StageStats::default(),
             slowest: Vec::new(),

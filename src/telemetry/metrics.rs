@@ -408,7 +408,6 @@ pub fn init() {
     LazyLock::force(&AGGREGATE_WINDOWS);
     LazyLock::force(&AGGREGATE_OPEN_WINDOWS);
     LazyLock::force(&AGGREGATE_LIVE_SERIES);
-    crate::telemetry::spanmetrics::init();
     LazyLock::force(&OPEN_TRACES);
     LazyLock::force(&BUFFERED_SPANS);
     LazyLock::force(&BUFFERED_BYTES);

@@ -4,6 +4,12 @@ pub mod http;
 pub mod metrics;
 pub mod spanmetrics;
 
+/// Registers every metric family, so that `/metrics` lists them from the start.
+pub fn init() {
+    metrics::init();
+    spanmetrics::init();
+}
+
 /// Installs the `tracing` subscriber: human-readable by default, JSON lines when `json`.
 /// `RUST_LOG` filters (default `info`).
 pub fn init_logging(json: bool) {

@@ -12,8 +12,8 @@ use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec};
 use rustc_hash::FxHashMap;
 
 use super::metrics::{register_histogram_vec, REGISTRY};
+use crate::model::WindowAggregate;
 use crate::model::{Edge, SpanKind, StatusCode, Trace};
-use crate::stage::aggregate::WindowAggregate;
 
 /// Latency buckets in seconds (those of Tempo's metrics generator, extended).
 pub const BUCKETS: [f64; 15] = [

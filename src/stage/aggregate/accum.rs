@@ -5,23 +5,8 @@ use std::sync::Arc;
 
 use sketches_ddsketch::{Config, DDSketch};
 
-use super::output::{ServerLatency, WindowAggregate};
-use super::window::{profile_slot, window_end, PROFILE_SLOTS};
-
-/// Relative accuracy of the latency sketches: a quantile is within 0.5 % of the exact
-/// value at its rank (the crate's default is 1 %).
-pub const SKETCH_RELATIVE_ACCURACY: f64 = 0.005;
-
-/// Bins per sketch: at 0.5 % accuracy, 4096 logarithmic bins span 1 ns to about 19
-/// years before the lowest bins collapse. A sketch allocates only the bins between its
-/// smallest and largest value (in chunks of 128, 8 bytes each).
-pub const SKETCH_MAX_BINS: u32 = 4096;
-
-/// The configuration of every sketch the stage builds; latencies are in nanoseconds and
-/// a zero latency falls in the sketch's zero bucket.
-pub fn sketch_config() -> Config {
-    Config::new(SKETCH_RELATIVE_ACCURACY, SKETCH_MAX_BINS, 0.5)
-}
+use super::window::{profile_slot, window_end};
+use crate::model::{ServerLatency, WindowAggregate, PROFILE_SLOTS};
 
 /// One call: a span, or an edge between two services.
 #[derive(Debug, Clone, Copy)]

@@ -15,8 +15,8 @@
 //! Key values are interned once per live key, so an ordinary span allocates nothing.
 
 mod accum;
+mod config;
 mod dimension;
-mod output;
 mod registry;
 mod settings;
 mod state;
@@ -42,14 +42,18 @@ use accum::{Accum, Call, Placement};
 use dimension::{Reader, Text};
 use registry::{Registry, Values, OVERFLOW};
 
-pub use accum::{sketch_config, AccumState, SKETCH_MAX_BINS, SKETCH_RELATIVE_ACCURACY};
+pub use crate::model::{
+    sketch_config, ServerLatency, WindowAggregate, OVERFLOW_VALUE, PROFILE_SLOTS, SKETCH_MAX_BINS,
+    SKETCH_RELATIVE_ACCURACY,
+};
+pub use accum::AccumState;
+pub use config::AggregateConfig;
 pub use dimension::{Dimension, DimensionParseError};
-pub use output::{ServerLatency, WindowAggregate, OVERFLOW_VALUE};
 pub use settings::{
     AggregateSettings, DimensionSet, SettingsError, WindowSpec, SERVICE_GRAPH_SCOPE,
 };
 pub use state::{SeriesState, WindowState};
-pub use window::{window_end, window_start, window_starts, WindowStarts, PROFILE_SLOTS};
+pub use window::{window_end, window_start, window_starts, WindowStarts};
 
 /// Counters and gauges of the aggregator, read by the metrics exporter.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -218,7 +222,7 @@ impl Aggregator {
             .collect();
         Self {
             settings,
-            sketch_config: accum::sketch_config(),
+            sketch_config: sketch_config(),
             reader: Reader::new(dims),
             scopes,
             span_scopes,

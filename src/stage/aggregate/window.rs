@@ -4,9 +4,7 @@
 //! starts at every multiple of `hop` and covers `[start, start + size)`. Tumbling windows
 //! are the case `hop == size`. All functions take positive steps and sizes.
 
-/// Number of slots of a window's concurrency profile: the resolution of
-/// `concurrency_max` is a hundredth of the window.
-pub const PROFILE_SLOTS: usize = 100;
+use crate::model::PROFILE_SLOTS;
 
 /// The largest multiple of `step_ns` that is not after `ts_ns` (floor, also for negative
 /// timestamps); `None` when that multiple is below `i64::MIN`.

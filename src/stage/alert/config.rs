@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::duration;
+use crate::model::duration;
 
 /// Settings of the `alert` stage: rules, grouping, repetition, escalation, inhibition
 /// and correlation.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::config::{Direction, Indicator};
 use super::settings::Condition;
 use crate::model::AnomalyScore;
-use crate::stage::aggregate::WindowAggregate;
+use crate::model::WindowAggregate;
 
 /// One decision about a series at one event time.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use super::correlate::Correlation;
 use super::eval::{Eval, EvalState};
 use super::settings::{Condition, Rule, Symptom};
-use super::template::{format_ns, format_value, label_name};
-use super::validate::NOTIFICATION_ANNOTATION;
+use super::template::{format_ns, format_value};
+use crate::model::{label_name, NOTIFICATION_ANNOTATION};
 use crate::model::{Alert, AlertStatus, TraceId};
 
 /// Where an instance is in its lifecycle.

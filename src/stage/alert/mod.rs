@@ -78,10 +78,13 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
+use crate::model::Analysis;
+use crate::model::WindowAggregate;
 use crate::model::{Alert, AnomalyScore, Subject, Trace};
-use crate::stage::aggregate::WindowAggregate;
-use crate::stage::analyze::Analysis;
 
+pub use crate::model::{
+    label_name, ESCALATED_FROM_ANNOTATION, NOTIFICATION_ANNOTATION, RESERVED_LABELS,
+};
 pub use config::{
     AlertConfig, AnomalyRuleConfig, Bound, CorrelationConfig, Direction, DynamicConfig, Indicator,
     RuleConfig, SeriesSelector, SloBurnConfig, ThresholdConfig, TraceSelector, TrendConfig,
@@ -90,8 +93,7 @@ pub use correlate::MAX_EXEMPLARS;
 pub use lifecycle::{Instance, Notification, Phase};
 pub use settings::{AlertSettings, Condition, CorrelationSettings, Field, Rule, Select, Symptom};
 pub use state::{LifecycleMeta, Restored};
-pub use template::{fingerprint, glob_match, label_name, Template};
-pub use validate::{ESCALATED_FROM_ANNOTATION, NOTIFICATION_ANNOTATION, RESERVED_LABELS};
+pub use template::{fingerprint, glob_match, Template};
 
 use correlate::Correlator;
 use eval::EvalState;

@@ -3,9 +3,9 @@
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::lifecycle::{Instance, Notice, Notification, Phase};
-use super::validate::ESCALATED_FROM_ANNOTATION;
 use super::AlertEngine;
 use crate::model::Alert;
+use crate::model::ESCALATED_FROM_ANNOTATION;
 
 /// A firing alert's suspect and exemplars are recomputed at most this often (event
 /// time), however often it is due (a held-back alert is due at every `advance`).

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::config::{AlertConfig, Bound, Direction, Indicator, RuleConfig};
 use super::template::Template;
-use crate::stage::aggregate::WindowAggregate;
+use crate::model::WindowAggregate;
 
 /// An aggregate field a rule can watch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

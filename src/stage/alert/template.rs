@@ -16,10 +16,19 @@ enum Part {
     Var(String),
 }
 
+/// Why a label or annotation template does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("`{{{{` without a closing `}}}}` in `{0}`")]
+    Unclosed(String),
+    #[error("`{{{{{0}}}}}` is not a variable")]
+    NotAVariable(String),
+}
+
 impl Template {
     /// Parses `text`; variables are `{{name}}` (spaces inside the braces allowed), names
     /// are letters, digits, `_` and `.`.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, TemplateError> {
         let mut parts = Vec::new();
         let mut rest = text;
         while let Some(open) = rest.find("{{") {
@@ -28,11 +37,11 @@ impl Template {
             }
             let body = &rest[open + 2..];
             let Some(close) = body.find("}}") else {
-                return Err(format!("`{{{{` without a closing `}}}}` in `{text}`"));
+                return Err(TemplateError::Unclosed(text.to_string()));
             };
             let name = body[..close].trim();
             if !is_var_name(name) {
-                return Err(format!("`{{{{{}}}}}` is not a variable", &body[..close]));
+                return Err(TemplateError::NotAVariable(body[..close].to_string()));
             }
             parts.push(Part::Var(name.to_string()));
             rest = &body[close + 2..];
@@ -69,31 +78,6 @@ fn is_var_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-}
-
-/// A dimension name as a Prometheus/Alertmanager label name: characters outside
-/// `[A-Za-z0-9_]` become `_`, and a leading digit gets a `_` in front
-/// (`attr.http.route` → `attr_http_route`).
-pub fn label_name(dimension: &str) -> String {
-    let mut s: String = dimension
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) {
-        s.insert(0, '_');
-    }
-    s
-}
-
-/// True when `name` is a valid label name as it is (`[A-Za-z_][A-Za-z0-9_]*`).
-pub fn is_label_name(name: &str) -> bool {
-    !name.is_empty() && label_name(name) == name
 }
 
 /// Shell-style match where `*` stands for any run of characters (no other wildcards).

@@ -24,7 +24,8 @@ fn math_helpers() {
 
 #[test]
 fn text_helpers() {
-    use super::template::{format_ns, format_value, label_name, Fnv};
+    use super::template::{format_ns, format_value, Fnv};
+    use crate::model::label_name;
     assert_eq!(Fnv::default().finish(), 0xcbf2_9ce4_8422_2325);
     assert_eq!(Fnv::default().bytes(b"a").finish(), 0xaf63_dc4c_8601_ec8c);
     assert_ne!(

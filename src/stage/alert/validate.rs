@@ -4,18 +4,14 @@
 use std::collections::HashSet;
 
 use super::config::{AlertConfig, RuleConfig, SeriesSelector};
-use super::template::{is_label_name, Template};
-use crate::config::{AggregateConfig, ConfigErrors};
+use super::template::Template;
+use crate::model::ConfigErrors;
+use crate::model::{
+    is_label_name, ESCALATED_FROM_ANNOTATION, NOTIFICATION_ANNOTATION, RESERVED_LABELS,
+};
+use crate::stage::aggregate::AggregateConfig;
 use crate::stage::aggregate::SERVICE_GRAPH_SCOPE;
 
-/// Labels the engine sets itself; rules cannot set them.
-pub const RESERVED_LABELS: [&str; 3] = ["alertname", "scope", "window"];
-/// Annotation the engine sets itself (`new`, `repeat`, `escalation`, `resolved`).
-pub const NOTIFICATION_ANNOTATION: &str = "notification";
-/// Annotation of an escalation event: the severity it was raised from. Receivers that
-/// identify alerts by labels (Alertmanager: `severity` is a label) resolve the alert of
-/// that severity, so one alert stays active per fingerprint.
-pub const ESCALATED_FROM_ANNOTATION: &str = "escalated_from";
 /// Variables annotations may use besides the labels.
 pub const VALUE_VARS: [&str; 3] = ["value", "threshold", "eta"];
 
@@ -223,7 +219,7 @@ impl AlertConfig {
                 );
             }
             match Template::parse(value) {
-                Err(e) => errors.push(lp, e, "write {{label}}, e.g. {{service}}"),
+                Err(e) => errors.push(lp, e.to_string(), "write {{label}}, e.g. {{service}}"),
                 Ok(t) => {
                     if let Some(v) = t.vars().find(|v| VALUE_VARS.contains(v)) {
                         errors.push(
@@ -251,7 +247,7 @@ impl AlertConfig {
                 );
             }
             if let Err(e) = Template::parse(value) {
-                errors.push(ap, e, "write {{label}} or {{value}}");
+                errors.push(ap, e.to_string(), "write {{label}} or {{value}}");
             }
         }
         let kinds = rule.conditions();
@@ -316,5 +312,5 @@ fn validate_series(s: &SeriesSelector, p: &str, errors: &mut ConfigErrors) {
 }
 
 pub(super) fn hint_for(got: &str, known: &[&str]) -> String {
-    crate::config::did_you_mean(got, known, "one of")
+    crate::model::did_you_mean(got, known, "one of")
 }

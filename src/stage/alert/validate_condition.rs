@@ -3,7 +3,7 @@
 use super::config::{AlertConfig, Bound, RuleConfig};
 use super::settings::{bound_value, nanos, Field};
 use super::validate::hint_for;
-use crate::config::ConfigErrors;
+use crate::model::ConfigErrors;
 
 impl AlertConfig {
     pub(super) fn validate_condition(&self, rule: &RuleConfig, p: &str, errors: &mut ConfigErrors) {

@@ -2,7 +2,7 @@
 
 use super::tests::{failed, named, run, sp, trace, with_kind, MS};
 use super::*;
-use crate::model::{AttrValue, AttributesBuilder, EdgeKind, SpanKind};
+use crate::model::{AttrValue, AttributesBuilder, Edge, EdgeKind, SpanKind};
 
 fn client(id: u64, parent: u64, start: i64, end: i64, service: &str) -> Span {
     with_kind(sp(id, parent, start, end, service), SpanKind::Client)

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{duration, ConfigErrors};
+use crate::model::{duration, ConfigErrors};
 
 use super::{DetectSettings, ModelKind};
 

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
+use crate::model::Analysis;
+use crate::model::WindowAggregate;
 use crate::model::{SpanId, Trace};
-use crate::stage::aggregate::WindowAggregate;
-use crate::stage::analyze::Analysis;
 
 use super::core::{FeatureSpec, Scale};
 

@@ -72,9 +72,9 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
+use crate::model::Analysis;
+use crate::model::WindowAggregate;
 use crate::model::{AnomalyScore, Subject, Trace};
-use crate::stage::aggregate::WindowAggregate;
-use crate::stage::analyze::Analysis;
 
 pub use config::DetectConfig;
 pub use model::ModelKind;

@@ -47,8 +47,12 @@ pub enum SnapshotError {
         key: String,
         source: serde_json::Error,
     },
-    #[error("detect snapshot topic {topic}: {message}")]
-    Topic { topic: String, message: String },
+    #[error("detect snapshot topic {topic}: {source}")]
+    Topic {
+        topic: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// The key of a subject's record on a snapshot topic or changelog.
@@ -383,7 +387,7 @@ pub(super) mod tests {
 
     use super::*;
     use crate::model::AnomalyScore;
-    use crate::stage::aggregate::WindowAggregate;
+    use crate::model::WindowAggregate;
     use crate::stage::detect::{DetectSettings, ModelKind};
 
     const S: i64 = 1_000_000_000;
