@@ -93,10 +93,7 @@ pub async fn generate(
     }
     let schema_id = match opts.format {
         Format::Avro => {
-            let url = opts
-                .registry
-                .as_deref()
-                .ok_or(GenerateError::NoRegistry)?;
+            let url = opts.registry.as_deref().ok_or(GenerateError::NoRegistry)?;
             let client = RegistryClient::new(url, None, None)?;
             Some(
                 client

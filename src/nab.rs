@@ -141,10 +141,7 @@ pub fn run(data_dir: &Path, out_dir: &Path, detector: &str) -> Result<NabSummary
             .collect();
         handles
             .into_iter()
-            .flat_map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| vec![Err(NabError::Panicked)])
-            })
+            .flat_map(|h| h.join().unwrap_or_else(|_| vec![Err(NabError::Panicked)]))
             .collect()
     });
     let mut summary = NabSummary {
@@ -205,19 +202,16 @@ fn score_file(path: &Path, out_dir: &Path, detector: &str) -> Result<(usize, usi
         if line.trim().is_empty() {
             continue;
         }
-        let (ts, value) = line
-            .split_once(',')
-            .ok_or_else(|| NabError::Row {
-                path: path.to_path_buf(),
-                line: n + 1,
-                problem: "expected timestamp,value".into(),
-            })?;
-        let at_ns = parse_timestamp(ts)
-            .ok_or_else(|| NabError::Row {
-                path: path.to_path_buf(),
-                line: n + 1,
-                problem: format!("bad timestamp {ts:?}"),
-            })?;
+        let (ts, value) = line.split_once(',').ok_or_else(|| NabError::Row {
+            path: path.to_path_buf(),
+            line: n + 1,
+            problem: "expected timestamp,value".into(),
+        })?;
+        let at_ns = parse_timestamp(ts).ok_or_else(|| NabError::Row {
+            path: path.to_path_buf(),
+            line: n + 1,
+            problem: format!("bad timestamp {ts:?}"),
+        })?;
         let v: f64 = value.trim().parse().unwrap_or(f64::NAN);
         scores.clear();
         det.observe_value(&subject, at_ns, v, &mut scores);

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use crate::codec::Format;
 use crate::config::PipelineConfig;
 use crate::driver::{
-    Driver, DriverError, DriverSettings, Effect, Event, OutputKind, OutputSpec, Outputs, Produce, SourceSpec,
+    Driver, DriverError, DriverSettings, Effect, Event, OutputKind, OutputSpec, Outputs, Produce,
+    SourceSpec,
 };
 use crate::model::{Alert, Record, Span};
 use crate::output::Encoding;
@@ -278,9 +279,7 @@ pub fn replay(
         files: Vec::new(),
     };
     // the traces file exists even when nothing closes
-    writers
-        .writer(&config.outputs.traces.topic)
-        .map_err(io)?;
+    writers.writer(&config.outputs.traces.topic).map_err(io)?;
     let mut summary = ReplaySummary::default();
     let mut written = Written::default();
     for input in inputs {

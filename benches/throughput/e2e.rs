@@ -122,8 +122,10 @@ pub fn end_to_end(spans: &[Span]) -> Result<Vec<(E2eMode, E2eRun)>, String> {
         ))
         .map_err(|e| e.to_string())?;
     let url = registry.url().to_string();
-    let client = RegistryClient::new(&url, None, None)?;
-    let schema_id = rt.block_on(client.register("spans-value", avro::SPAN_SCHEMA))?;
+    let client = RegistryClient::new(&url, None, None).map_err(|e| e.to_string())?;
+    let schema_id = rt
+        .block_on(client.register("spans-value", avro::SPAN_SCHEMA))
+        .map_err(|e| e.to_string())?;
 
     let started = Instant::now();
     let input = E2eInput::new(spans, E2E_SPANS, schema_id);
@@ -190,7 +192,7 @@ fn measure(
     ));
     let mut best: Option<E2eRun> = None;
     for run in 0..RUNS {
-        let kafka = EmbeddedKafka::start(E2E_PARTITIONS, &topics)?;
+        let kafka = EmbeddedKafka::start(E2E_PARTITIONS, &topics).map_err(|e| e.to_string())?;
         let bootstrap = kafka.bootstrap().to_string();
         let mut config =
             spanline::config::load_str(&e2e_pipeline(), |_| None).map_err(|e| e.to_string())?;

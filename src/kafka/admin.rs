@@ -25,13 +25,24 @@ pub enum AdminError {
     },
     /// The broker refused to create a topic.
     #[error("creating changelog topic {topic}: {code}")]
-    Create { topic: String, code: RDKafkaErrorCode },
+    Create {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
     /// A changelog topic exists with fewer partitions than the inputs.
     #[error("changelog topic {topic} has {have} partitions, the inputs need {need}: add partitions to it (or delete it to start from empty state)")]
-    TooFewPartitions { topic: String, have: usize, need: usize },
+    TooFewPartitions {
+        topic: String,
+        have: usize,
+        need: usize,
+    },
     /// Asking for a topic's metadata did not create it with enough partitions.
     #[error("{topic} was not created with {need} partitions (it has {have})")]
-    NotCreated { topic: String, have: usize, need: usize },
+    NotCreated {
+        topic: String,
+        have: usize,
+        need: usize,
+    },
     /// CreateTopics failed, and so did asking the broker to create them on request.
     #[error("{create}; asking the broker to create them failed too")]
     BothFailed {
@@ -59,7 +70,9 @@ pub fn partition_counts(
     for (k, v) in properties {
         config.set(k, v);
     }
-    let consumer: BaseConsumer = config.create().map_err(kafka("creating a metadata client"))?;
+    let consumer: BaseConsumer = config
+        .create()
+        .map_err(kafka("creating a metadata client"))?;
     let metadata = consumer
         .fetch_metadata(None, TIMEOUT)
         .map_err(kafka("reading topic metadata"))?;
@@ -176,7 +189,9 @@ fn auto_create(
     for (k, v) in properties {
         config.set(k, v);
     }
-    let consumer: BaseConsumer = config.create().map_err(kafka("creating a metadata client"))?;
+    let consumer: BaseConsumer = config
+        .create()
+        .map_err(kafka("creating a metadata client"))?;
     for (topic, _) in topics {
         consumer
             .fetch_metadata(Some(topic), TIMEOUT)

@@ -16,21 +16,21 @@ pub enum RegistryError {
     Settings {
         url: String,
         #[source]
-        source: SRCError,
+        source: Box<SRCError>,
     },
     #[error("cannot register {subject} at schema registry {url}: {source}")]
     Register {
         subject: String,
         url: String,
         #[source]
-        source: SRCError,
+        source: Box<SRCError>,
     },
     #[error("cannot fetch schema id {id} from schema registry {url}: {source}")]
     Fetch {
         id: u32,
         url: String,
         #[source]
-        source: SRCError,
+        source: Box<SRCError>,
     },
 }
 
@@ -43,18 +43,20 @@ pub struct RegistryClient {
 
 impl RegistryClient {
     /// Connects (lazily) to `url`, with basic auth when given.
-    pub fn new(url: &str, username: Option<&str>, password: Option<&str>) -> Result<Self, RegistryError> {
+    pub fn new(
+        url: &str,
+        username: Option<&str>,
+        password: Option<&str>,
+    ) -> Result<Self, RegistryError> {
         let mut builder = SrSettings::new_builder(url.to_string());
         builder.set_timeout(std::time::Duration::from_secs(10));
         if let Some(user) = username {
             builder.set_basic_authorization(user, password);
         }
-        let settings = builder
-            .build()
-            .map_err(|source| RegistryError::Settings {
-                url: url.to_string(),
-                source,
-            })?;
+        let settings = builder.build().map_err(|source| RegistryError::Settings {
+            url: url.to_string(),
+            source: Box::new(source),
+        })?;
         Ok(Self {
             settings,
             url: url.to_string(),
@@ -67,10 +69,10 @@ impl RegistryClient {
         post_schema(&self.settings, subject.to_string(), supplied)
             .await
             .map(|r| r.id)
-            .map_err(|source| RegistryError::Register {
+            .map_err(|e| RegistryError::Register {
                 subject: subject.to_string(),
                 url: self.url.clone(),
-                source,
+                source: Box::new(e),
             })
     }
 
@@ -79,10 +81,10 @@ impl RegistryClient {
         get_schema_by_id(id, &self.settings)
             .await
             .map(|r| r.schema)
-            .map_err(|source| RegistryError::Fetch {
+            .map_err(|e| RegistryError::Fetch {
                 id,
                 url: self.url.clone(),
-                source,
+                source: Box::new(e),
             })
     }
 }

@@ -228,7 +228,6 @@ pub enum StateTopicError {
     },
 }
 
-
 /// A changelog as of its last complete checkpoint.
 #[derive(Debug, Default)]
 pub struct Checkpointed {

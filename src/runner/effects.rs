@@ -93,7 +93,7 @@ impl Shell {
                     .map_err(|source| RunError::Kafka {
                         pipeline: self.pipeline.clone(),
                         doing: format!("produce to {}", p.topic),
-                        source,
+                        source: Box::new(source),
                     })
             }
             Effect::Notify(alert) => {
@@ -200,7 +200,7 @@ impl Shell {
         RunError::Kafka {
             pipeline: self.pipeline.clone(),
             doing: what.to_string(),
-            source: e,
+            source: Box::new(e),
         }
     }
 }

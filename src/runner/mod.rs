@@ -35,7 +35,7 @@ pub enum RunError {
         pipeline: String,
         doing: String,
         #[source]
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
     #[error("pipeline {pipeline}: kafka: {problem}")]
     Consumer {
@@ -61,13 +61,13 @@ pub enum RunError {
     Changelogs {
         pipeline: String,
         #[source]
-        source: AdminError,
+        source: Box<AdminError>,
     },
     #[error("pipeline {pipeline}: state: {source}")]
     Restore {
         pipeline: String,
         #[source]
-        source: StateTopicError,
+        source: Box<StateTopicError>,
     },
     #[error("pipeline {pipeline}: {source}")]
     Driver {
@@ -140,7 +140,7 @@ pub async fn run(
         move |source: KafkaError| RunError::Kafka {
             pipeline,
             doing: doing.to_string(),
-            source,
+            source: Box::new(source),
         }
     };
     let assemble = config

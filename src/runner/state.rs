@@ -33,7 +33,7 @@ impl Restorer {
     ) -> Result<Self, RunError> {
         let err = |source: AdminError| RunError::Changelogs {
             pipeline: config.name.clone(),
-            source,
+            source: Box::new(source),
         };
         let properties = config.kafka.common();
         let sources: Vec<String> = config
@@ -124,7 +124,7 @@ impl Shell {
             })?
             .map_err(|source| RunError::Restore {
                 pipeline: self.pipeline.clone(),
-                source,
+                source: Box::new(source),
             })?;
             let as_records = |v: Vec<crate::kafka::state::LatestRecord>| -> Vec<StateRecord> {
                 v.into_iter()
