@@ -57,6 +57,8 @@ pub(super) struct Checkpoints {
     /// in the transaction being committed.
     notify_waiting: Vec<Alert>,
     notify_committing: Vec<Alert>,
+    /// With exactly-once: a transaction is committing (its outcome not heard yet).
+    committing: bool,
     /// What the last records of the watermarks and of the emitted-through time said:
     /// unchanged values are not written again.
     written_watermarks: std::collections::HashMap<u32, i64>,
@@ -94,6 +96,7 @@ impl Checkpoints {
             last_position: Vec::new(),
             notify_waiting: Vec::new(),
             notify_committing: Vec::new(),
+            committing: false,
             written_watermarks: std::collections::HashMap::new(),
             written_closed_through: None,
             written_alerts: std::collections::HashMap::new(),
@@ -127,6 +130,7 @@ impl Checkpoints {
 
     /// The transaction of the last checkpoint committed: its notifications may go.
     pub(super) fn committed(&mut self) -> Vec<Alert> {
+        self.committing = false;
         std::mem::take(&mut self.notify_committing)
     }
 
@@ -163,9 +167,10 @@ impl Checkpoints {
         }
     }
 
-    /// Whether a checkpoint is under way.
+    /// Whether a checkpoint is under way (with exactly-once: its transaction is
+    /// committing).
     pub(super) fn in_progress(&self) -> bool {
-        self.pending.is_some()
+        self.pending.is_some() || self.committing
     }
 }
 
@@ -236,12 +241,13 @@ impl Driver {
         let unchanged = records.is_empty()
             && !cp.produced
             && cp.notify_waiting.is_empty()
-            && position == cp.last_position;
+            && (position.is_empty() || position == cp.last_position);
         if unchanged {
             return;
         }
         cp.epoch += 1;
         cp.produced = false;
+        cp.committing = true;
         cp.last_position.clone_from(&position);
         let waiting = std::mem::take(&mut cp.notify_waiting);
         cp.notify_committing.extend(waiting);

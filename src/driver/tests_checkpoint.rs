@@ -31,15 +31,12 @@ fn exactly_once_commits_outputs_state_and_position_in_one_transaction() {
     d.push_spans("spans", 0, 1, [root(2, S)], 0);
     let mut effects = d.take_effects();
     d.handle(Event::Tick { now_ms: 10_000 }).unwrap();
-    assert!(
-        !d.checkpoint_in_progress(),
-        "nothing waits for acknowledgements"
-    );
     effects.extend(d.take_effects());
     let last = effects.last().expect("effects");
     let Effect::CommitTransaction(position) = last else {
         panic!("the checkpoint ends with the transaction's commit: {last:?}");
     };
+    let position = position.clone();
     assert_eq!(position.len(), 1);
     assert_eq!(position[0].offset, 2, "at the consumer's position");
     let kinds: Vec<OutputKind> = effects
@@ -60,20 +57,47 @@ fn exactly_once_commits_outputs_state_and_position_in_one_transaction() {
         "no commit outside the transaction"
     );
 
-    // nothing new: no empty transaction every interval
-    d.handle(Event::Tick { now_ms: 20_000 }).unwrap();
-    assert!(d.take_effects().is_empty());
-    // acknowledgements change nothing
+    // nothing waits for acknowledgements, only for the commit: one at a time
     ack(&mut d, produced(effects));
-    assert!(d.take_effects().is_empty());
-    // input that only moves the position is a transaction of its own
+    assert!(
+        d.take_effects().is_empty(),
+        "acknowledgements change nothing"
+    );
+    assert!(d.checkpoint_in_progress(), "until the commit is heard of");
+    // input read while the transaction commits waits for the next one
     d.push_spans("spans", 0, 2, [], 0);
+    d.handle(Event::Tick { now_ms: 20_000 }).unwrap();
+    d.handle(Event::CommitNow).unwrap();
+    assert!(
+        commits_in_transactions(&d.take_effects()).is_empty(),
+        "no second commit while the first is under way"
+    );
+    d.handle(Event::Committed(position)).unwrap();
+    assert!(!d.checkpoint_in_progress());
     d.handle(Event::Tick { now_ms: 30_000 }).unwrap();
     let effects = d.take_effects();
     assert!(
         matches!(effects.last(), Some(Effect::CommitTransaction(p)) if p[0].offset == 3),
-        "{effects:?}"
+        "input that only moves the position is a transaction of its own: {effects:?}"
     );
+    d.handle(Event::Committed(
+        commits_in_transactions(&effects)[0].clone(),
+    ))
+    .unwrap();
+    // nothing new: no empty transaction every interval
+    d.handle(Event::Tick { now_ms: 40_000 }).unwrap();
+    let effects = d.take_effects();
+    assert!(effects.is_empty(), "{effects:?}");
+}
+
+fn commits_in_transactions(effects: &[Effect]) -> Vec<&Vec<Commit>> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::CommitTransaction(c) => Some(c),
+            _ => None,
+        })
+        .collect()
 }
 
 fn commits(effects: &[Effect]) -> Vec<&Vec<Commit>> {

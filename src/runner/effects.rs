@@ -3,10 +3,8 @@
 
 use rdkafka::error::KafkaError;
 
-use crate::driver::{DriverError, Effect, Event, OutputKind};
+use crate::driver::{DriverError, Effect, Event, OutputKind, Produce};
 use crate::kafka::sink::{Ack, Lane, Token};
-use crate::kafka::source::offset_list;
-use crate::telemetry::metrics;
 
 use super::{RunError, Shell};
 
@@ -47,7 +45,7 @@ impl Shell {
         }
     }
 
-    async fn execute(&mut self) -> Result<(), RunError> {
+    pub(super) async fn execute(&mut self) -> Result<(), RunError> {
         // a schema lookup feeds the driver again, which may have more effects
         while self.driver.has_effects() {
             for effect in self.driver.take_effects() {
@@ -59,43 +57,12 @@ impl Shell {
 
     async fn effect(&mut self, effect: Effect) -> Result<(), RunError> {
         match effect {
-            Effect::Produce(p) => {
-                let (lane, emitted) = match p.kind {
-                    // alerts on their own producer: never behind the traces' queue; an
-                    // alert's delivery latency counts from here
-                    OutputKind::Alert => (Lane::Urgent, Some(std::time::Instant::now())),
-                    _ => (Lane::Bulk, None),
-                };
-                let token = Token {
-                    topic: p.topic.clone(),
-                    holds: p.holds,
-                    epoch: p.epoch,
-                    emitted,
-                };
-                let value = (!p.tombstone).then_some(p.value.as_slice());
-                if self.sink.transactional() && !self.txn_open {
-                    self.sink
-                        .begin()
-                        .map_err(|e| self.kafka_error("begin a transaction", e))?;
-                    self.txn_open = true;
-                }
-                self.sink
-                    .send(
-                        lane,
-                        &p.topic,
-                        p.partition,
-                        &p.key,
-                        value,
-                        &p.headers,
-                        token,
-                    )
-                    .await
-                    .map_err(|source| RunError::Kafka {
-                        pipeline: self.pipeline.clone(),
-                        doing: format!("produce to {}", p.topic),
-                        source: Box::new(source),
-                    })
+            // the open transaction is committing: the record goes in the next one
+            Effect::Produce(p) if self.committing.is_some() => {
+                self.held.push(p);
+                Ok(())
             }
+            Effect::Produce(p) => self.produce(p).await,
             Effect::Notify(alert) => {
                 if let Some(n) = &self.notify {
                     n.send(std::slice::from_ref(&alert));
@@ -140,63 +107,51 @@ impl Shell {
                     }
                 }
             }
-            Effect::CommitTransaction(commits) => {
-                self.commit_transaction(&commits).await?;
-                self.driver
-                    .handle(Event::Committed(commits))
-                    .map_err(|e| self.driver_error(e))
-            }
+            Effect::CommitTransaction(commits) => self.start_commit(commits).await,
         }
     }
 
-    /// Commits the open transaction with `commits` as the consumer's offsets (one is
-    /// begun for offsets alone). A commit that fails is aborted and ends the run: the
-    /// stages' state is ahead of what committed, and a restart resumes from there.
-    async fn commit_transaction(
-        &mut self,
-        commits: &[crate::driver::Commit],
-    ) -> Result<(), RunError> {
-        if !self.txn_open {
+    /// Queues one record on its producer (with exactly-once, in the open transaction,
+    /// begun first when none is).
+    pub(super) async fn produce(&mut self, p: Produce) -> Result<(), RunError> {
+        let (lane, emitted) = match p.kind {
+            // alerts on their own producer: never behind the traces' queue; an
+            // alert's delivery latency counts from here
+            OutputKind::Alert => (Lane::Urgent, Some(std::time::Instant::now())),
+            _ => (Lane::Bulk, None),
+        };
+        let token = Token {
+            topic: p.topic.clone(),
+            holds: p.holds,
+            epoch: p.epoch,
+            emitted,
+        };
+        let value = (!p.tombstone).then_some(p.value.as_slice());
+        if self.sink.transactional() && !self.txn_open {
             self.sink
                 .begin()
                 .map_err(|e| self.kafka_error("begin a transaction", e))?;
             self.txn_open = true;
         }
-        let offsets: Vec<(String, i32, i64)> = commits
-            .iter()
-            .map(|c| (c.topic.to_string(), c.partition, c.offset))
-            .collect();
-        let list = offset_list(&offsets).map_err(|e| self.kafka_error("list the offsets", e))?;
-        let group = self
-            .source
-            .group_metadata()
-            .ok_or_else(|| RunError::Consumer {
-                pipeline: self.pipeline.clone(),
-                problem: "the consumer has no group metadata for the transaction",
-            })?;
-        let sink = self.sink.clone();
-        let committed = tokio::task::spawn_blocking(move || sink.commit(&list, &group))
+        self.sink
+            .send(
+                lane,
+                &p.topic,
+                p.partition,
+                &p.key,
+                value,
+                &p.headers,
+                token,
+            )
             .await
-            .map_err(|source| RunError::Task {
+            .map_err(|source| RunError::Kafka {
                 pipeline: self.pipeline.clone(),
-                doing: "committing the transaction",
-                source,
-            })?;
-        self.txn_open = false;
-        if let Err(e) = committed {
-            let sink = self.sink.clone();
-            let aborted = tokio::task::spawn_blocking(move || sink.abort()).await;
-            tracing::error!(error = %e, aborted = ?aborted, "transaction commit failed");
-            return Err(self.kafka_error(
-                "commit the transaction (aborted; a restart resumes from the last committed one)",
-                e,
-            ));
-        }
-        metrics::TRANSACTIONS.inc();
-        Ok(())
+                doing: format!("produce to {}", p.topic),
+                source: Box::new(source),
+            })
     }
 
-    fn kafka_error(&self, what: &str, e: KafkaError) -> RunError {
+    pub(super) fn kafka_error(&self, what: &str, e: KafkaError) -> RunError {
         RunError::Kafka {
             pipeline: self.pipeline.clone(),
             doing: what.to_string(),

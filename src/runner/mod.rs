@@ -5,6 +5,7 @@
 mod effects;
 mod setup;
 mod state;
+mod txn;
 
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -114,6 +115,10 @@ struct Shell {
     sink: std::sync::Arc<Sink>,
     /// With exactly-once: whether a transaction is open.
     txn_open: bool,
+    /// With exactly-once: the transaction being committed, and what was produced since
+    /// (it goes in the next one).
+    committing: Option<txn::Committing>,
+    held: Vec<crate::driver::Produce>,
     source: Source,
     registry: Option<RegistryClient>,
     notify: Option<AlertSinks>,
@@ -265,6 +270,8 @@ pub async fn run(
         driver,
         sink: std::sync::Arc::new(sink),
         txn_open: false,
+        committing: None,
+        held: Vec::new(),
         source,
         registry,
         notify,
@@ -303,6 +310,7 @@ pub async fn run(
                 None => break Err(RunError::Consumer { pipeline: pipeline.clone(), problem: "the consumer stopped" }),
             },
             Some(ack) = shell.acks.recv() => shell.acked(ack).await,
+            result = txn::outcome(&mut shell.committing) => shell.commit_ended(result).await,
             Some(model) = trained_rx.recv() => shell.handle(Event::Trained(model)).await,
             _ = tick.tick() => {
                 let step = shell.handle(Event::Tick { now_ms: wall_ms() }).await;

@@ -185,7 +185,11 @@ impl Shell {
     /// that commit depends on and the commit is sent.
     pub(super) async fn settle(&mut self, timeout: Duration) -> Result<(), RunError> {
         let deadline = Instant::now() + timeout;
+        // exactly-once: the transaction committing now, then one with everything since
+        self.finish_commit().await?;
         self.handle(Event::CommitNow).await?;
+        self.finish_commit().await?;
+        self.execute().await?;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if let Err(e) = self.sink.flush(left) {
