@@ -2,10 +2,12 @@
 //! synthetic workload without their roots, so they stay open) are checkpointed by the
 //! default pipeline's driver and restored from those records into a new driver, as
 //! `spanline run` does when it is assigned the partition. Prints the changelog's bytes
-//! and the restore (decode and apply) time. The records are also written to the
-//! embedded broker and read back as a restore reads them, for the read rate: that broker
-//! keeps only about 5 MB per partition, so the read time of the whole changelog is
-//! estimated from the rate, not measured.
+//! and the restore (decode and apply) time. The records are also written to a broker and
+//! read back as a restore reads them:
+//! - by default the embedded broker, which keeps only about 5 MB per partition: the read
+//!   time of the whole changelog is estimated from the rate on what it kept;
+//! - with `SPANLINE_BENCH_BROKERS=host:port` that broker (a real one, e.g. tansu with
+//!   sqlite storage): the whole changelog is written and read, and the read is measured.
 //!
 //! `cargo bench --bench restore` (`-- 50000` for another number of open traces).
 
@@ -140,17 +142,41 @@ fn main() {
     let back = restored.stages().assembler.open_traces();
     assert_eq!(back, open, "every open trace is back");
 
-    // the read rate of a changelog partition on the embedded broker
-    let topic = Store::Assemble.topic(GROUP);
-    let kafka = EmbeddedKafka::start(1, std::slice::from_ref(&topic)).expect("embedded broker");
+    // the read of a changelog partition from a broker
+    let external = std::env::var("SPANLINE_BENCH_BROKERS").ok();
+    let run_id = std::process::id();
+    let (topic, kafka, brokers) = match &external {
+        Some(brokers) => {
+            let topic = format!("{}-{run_id}", Store::Assemble.topic(GROUP));
+            create_topic(brokers, &topic);
+            (topic, None, brokers.clone())
+        }
+        None => {
+            let topic = Store::Assemble.topic(GROUP);
+            let kafka =
+                EmbeddedKafka::start(1, std::slice::from_ref(&topic)).expect("embedded broker");
+            let brokers = kafka.bootstrap().to_string();
+            (topic, Some(kafka), brokers)
+        }
+    };
+    let where_from = if external.is_some() {
+        format!("the broker at {brokers}")
+    } else {
+        "the embedded broker".to_string()
+    };
+    // the embedded broker keeps about 5 MB per partition: write only what it keeps
+    let limit = if kafka.is_some() { 4_000_000 } else { usize::MAX };
     let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", kafka.bootstrap())
+        .set("bootstrap.servers", &brokers)
         .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("message.max.bytes", "16000000")
         .create()
         .expect("producer");
     let mut sent = 0;
+    let written = Instant::now();
     for r in &records {
-        if sent > 4_000_000 {
+        if sent > limit {
             break;
         }
         sent += r.key.len() + r.value.len();
@@ -165,9 +191,10 @@ fn main() {
             producer.poll(Duration::from_millis(5));
         }
     }
-    producer.flush(Duration::from_secs(120)).expect("flush");
+    producer.flush(Duration::from_secs(600)).expect("flush");
+    let write_s = written.elapsed().as_secs_f64();
     let reader = StateTopic {
-        brokers: kafka.bootstrap().to_string(),
+        brokers: brokers.clone(),
         properties: Default::default(),
         topic: topic.clone(),
     };
@@ -189,12 +216,41 @@ fn main() {
     );
     println!("restore_apply_s: {restore_s:.2} (decoding and restoring into the assembler)");
     println!(
-        "restore_read_rate: {:.1} MB/s ({read_bytes} bytes of {} records read back from the embedded broker in {read_s:.2} s)",
+        "restore_read_rate: {:.1} MB/s ({read_bytes} bytes of {} records read back from {where_from} in {read_s:.2} s; written in {write_s:.1} s)",
         rate / 1e6,
         read.len()
     );
-    println!(
-        "restore_total_s_estimated: {:.1} (apply, plus the changelog's bytes at that read rate)",
-        restore_s + bytes as f64 / rate
-    );
+    if kafka.is_some() {
+        println!(
+            "restore_total_s_estimated: {:.1} (apply, plus the changelog's bytes at that read rate)",
+            restore_s + bytes as f64 / rate
+        );
+    } else {
+        assert_eq!(read.len(), n, "every state record read back");
+        println!(
+            "restore_total_s: {:.1} (the whole changelog read from {where_from} and applied)",
+            restore_s + read_s
+        );
+    }
+    drop(kafka);
+}
+
+/// Creates `topic` with one partition, compacted, on the broker at `brokers`.
+fn create_topic(brokers: &str, topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let new = NewTopic::new(topic, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let results = rt
+        .block_on(admin.create_topics(&[new], &AdminOptions::new()))
+        .expect("create the topic");
+    for r in results {
+        r.unwrap_or_else(|(t, e)| panic!("cannot create {t}: {e}"));
+    }
 }
