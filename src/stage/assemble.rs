@@ -7,17 +7,20 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
+mod close;
 mod config;
+mod open;
 mod state;
 
 pub use config::AssembleConfig;
 pub use state::{ClosedTraceState, OpenTraceState};
 
-use super::watermark::{Watermarks, NO_WATERMARK};
+use super::watermark::Watermarks;
 use crate::model::{CloseReason, HoldOffsets, Span, SpanId, Trace, TraceId};
 pub use crate::model::{Holds, Origin};
+use open::{Closed, OpenTrace, LINEAR_DEDUP_LIMIT};
 
 /// Assembly settings, in nanoseconds of event time unless named otherwise.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,105 +94,6 @@ pub struct Stats {
     /// Closed traces by reason, indexed like [`CloseReason::ALL`].
     pub closed: [u64; CloseReason::ALL.len()],
     pub amendments_closed: u64,
-}
-
-const LINEAR_DEDUP_LIMIT: usize = 16;
-
-#[derive(Debug)]
-struct OpenTrace {
-    spans: Vec<Span>,
-    /// The partition of each span, for revocation.
-    partitions: Vec<u32>,
-    holds: Holds,
-    /// Span ids, once the trace is too big for a linear scan.
-    seen: Option<FxHashSet<SpanId>>,
-    /// Span ids of the closed trace this amends, sorted.
-    prior: Option<Box<[SpanId]>>,
-    min_start: i64,
-    max_end: i64,
-    has_root: bool,
-    amendment: bool,
-    incomplete: bool,
-    bytes: usize,
-    deadline: (i64, u64),
-    /// Changed since the changelog last took the changes.
-    dirty: bool,
-}
-
-impl OpenTrace {
-    fn new(amendment: bool, prior: Option<Box<[SpanId]>>) -> Self {
-        Self {
-            spans: Vec::new(),
-            partitions: Vec::new(),
-            holds: Holds::new(),
-            seen: None,
-            prior,
-            min_start: i64::MAX,
-            max_end: i64::MIN,
-            has_root: false,
-            amendment,
-            incomplete: false,
-            bytes: 0,
-            deadline: (i64::MAX, 0),
-            dirty: false,
-        }
-    }
-
-    fn contains(&self, id: SpanId) -> bool {
-        if self
-            .prior
-            .as_ref()
-            .is_some_and(|p| p.binary_search(&id).is_ok())
-        {
-            return true;
-        }
-        match &self.seen {
-            Some(set) => set.contains(&id),
-            None => self.spans.iter().any(|s| s.span_id == id),
-        }
-    }
-
-    fn add(&mut self, span: Span, origin: Origin, tracker: &mut impl HoldOffsets) {
-        if !self.holds.iter().any(|(p, _)| *p == origin.partition) {
-            self.holds.push((origin.partition, origin.offset));
-            tracker.hold(origin.partition, origin.offset);
-        }
-        self.min_start = self.min_start.min(span.start_ns);
-        self.max_end = self.max_end.max(span.end_ns);
-        self.has_root |= span.is_root();
-        self.bytes += span.memory_size();
-        if let Some(seen) = &mut self.seen {
-            seen.insert(span.span_id);
-        } else if self.spans.len() == LINEAR_DEDUP_LIMIT {
-            let mut set: FxHashSet<SpanId> = self.spans.iter().map(|s| s.span_id).collect();
-            set.insert(span.span_id);
-            self.seen = Some(set);
-        }
-        self.spans.push(span);
-        self.partitions.push(origin.partition);
-    }
-
-    /// When the trace closes, in event time, and why.
-    fn due(&self, s: &Settings) -> (i64, CloseReason) {
-        let by_idle = self.max_end.saturating_add(s.idle_gap_ns);
-        if self.amendment {
-            return (by_idle, CloseReason::Completed);
-        }
-        let by_duration = self.min_start.saturating_add(s.max_duration_ns);
-        if self.has_root && by_idle <= by_duration {
-            (by_idle, CloseReason::Completed)
-        } else {
-            (by_duration, CloseReason::MaxDuration)
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Closed {
-    span_ids: Box<[SpanId]>,
-    expires: i64,
-    /// The partition its first span came from (where its changelog record is kept).
-    partition: u32,
 }
 
 /// The assembler. Pure: time and offsets come in as arguments.
@@ -384,121 +288,6 @@ impl Assembler {
         self.seq += 1;
         trace.deadline = (at, self.seq);
         self.due.insert(trace.deadline, id);
-    }
-
-    fn close(&mut self, id: TraceId, forced: CloseReason, out: &mut Vec<Output>) {
-        let Some(trace) = self.open.remove(&id) else {
-            return;
-        };
-        self.due.remove(&trace.deadline);
-        self.starts.remove(&(trace.min_start, id));
-        let reason = if forced.is_eviction()
-            || forced == CloseReason::EndOfInput
-            || forced == CloseReason::Shutdown
-        {
-            forced
-        } else {
-            trace.due(&self.settings).1
-        };
-        self.buffered_spans -= trace.spans.len();
-        self.buffered_bytes -= trace.bytes;
-        self.stats.closed[CloseReason::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .expect("listed")] += 1;
-        if trace.amendment {
-            self.stats.amendments_closed += 1;
-        }
-        let incomplete =
-            trace.incomplete || reason.is_eviction() || (!trace.amendment && !trace.has_root);
-
-        // remember the span ids so that a later span amends instead of starting over
-        let mut ids: Vec<SpanId> = trace.prior.as_deref().unwrap_or_default().to_vec();
-        ids.extend(trace.spans.iter().map(|s| s.span_id));
-        ids.sort_unstable();
-        let expires = self
-            .watermarks
-            .current()
-            .max(trace.max_end)
-            .saturating_add(self.settings.grace_ns);
-        let partition = trace.partitions.first().copied().unwrap_or_default();
-        self.closed.insert(
-            id,
-            Closed {
-                span_ids: ids.into_boxed_slice(),
-                expires,
-                partition,
-            },
-        );
-        self.expiry.push_back((expires, id));
-        if let Some(changes) = &mut self.changes {
-            changes.closed_changed(id, partition, trace.dirty);
-        }
-
-        let mut closed = Trace {
-            trace_id: id,
-            spans: trace.spans,
-            amendment: trace.amendment,
-            close_reason: reason,
-            incomplete,
-        };
-        closed.sort_spans();
-        out.push(Output::Trace {
-            trace: closed,
-            holds: trace.holds,
-        });
-    }
-
-    /// Recomputes the watermark at processing time `now_ms`, closes every trace it has
-    /// passed, and forgets closed traces older than `grace`. Returns the watermark.
-    pub fn advance(&mut self, now_ms: i64, out: &mut Vec<Output>) -> i64 {
-        let wm = self.watermarks.advance(now_ms);
-        self.close_due(wm, out);
-        wm
-    }
-
-    fn close_due(&mut self, wm: i64, out: &mut Vec<Output>) {
-        if wm == NO_WATERMARK {
-            return;
-        }
-        while let Some((&(at, seq), &id)) = self.due.first_key_value() {
-            if at > wm {
-                break;
-            }
-            debug_assert!(self.open.get(&id).is_some_and(|t| t.deadline == (at, seq)));
-            self.close(id, CloseReason::Completed, out);
-        }
-        while let Some(&(expires, id)) = self.expiry.front() {
-            if expires > wm {
-                break;
-            }
-            self.expiry.pop_front();
-            if self.closed.get(&id).is_some_and(|c| c.expires <= wm) {
-                let gone = self.closed.remove(&id);
-                if let (Some(changes), Some(c)) = (&mut self.changes, gone) {
-                    changes.forgotten(id, c.partition);
-                    // an open amendment's record now holds the prior span ids itself
-                    if let Some(t) = self.open.get_mut(&id) {
-                        let first = t.partitions.first().copied().unwrap_or(c.partition);
-                        changes.open_changed(id, first, &mut t.dirty);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Moves the watermark to at least `ns` and closes what it passed (replay's end).
-    pub fn advance_to(&mut self, ns: i64, out: &mut Vec<Output>) {
-        self.watermarks.force(ns);
-        self.close_due(self.watermarks.current(), out);
-    }
-
-    /// Closes every open trace with `reason` (end of input, shutdown).
-    pub fn flush(&mut self, reason: CloseReason, out: &mut Vec<Output>) {
-        let ids: Vec<TraceId> = self.due.values().copied().collect();
-        for id in ids {
-            self.close(id, reason, out);
-        }
     }
 }
 

@@ -13,6 +13,7 @@
 
 mod catalog;
 mod delivery;
+mod endpoints;
 mod fault;
 mod gen;
 mod ops;

@@ -15,8 +15,10 @@
 //! Key values are interned once per live key, so an ordinary span allocates nothing.
 
 mod accum;
+mod close;
 mod config;
 mod dimension;
+mod ingest;
 mod registry;
 mod settings;
 mod state;
@@ -30,17 +32,14 @@ mod tests_prop;
 mod tests_workload;
 
 use std::collections::VecDeque;
-use std::ops::Range;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 use sketches_ddsketch::Config;
-use smallvec::SmallVec;
 
-use crate::model::{Edge, StatusCode, Trace};
-use accum::{Accum, Call, Placement};
-use dimension::{Reader, Text};
-use registry::{Registry, Values, OVERFLOW};
+use accum::Accum;
+use dimension::Reader;
+use registry::{Registry, Values};
 
 pub use crate::model::{
     sketch_config, ServerLatency, WindowAggregate, OVERFLOW_VALUE, PROFILE_SLOTS, SKETCH_MAX_BINS,
@@ -156,17 +155,6 @@ pub struct Aggregator {
     changes: Option<Vec<(i64, i64)>>,
 }
 
-/// Per call, the id of each value of its key (`None`: no live key has it).
-type ValueIds = SmallVec<[Option<u32>; 8]>;
-
-/// What became of a call.
-enum Placed {
-    Added,
-    /// Missed at least one closed window.
-    Late,
-    OutOfRange,
-}
-
 impl Aggregator {
     /// An aggregator with no open window.
     ///
@@ -256,241 +244,6 @@ impl Aggregator {
     pub fn horizon_ns(&self) -> i64 {
         self.sizes.iter().map(|s| s.size_ns).max().unwrap_or(0)
     }
-
-    /// Adds every span of a closed trace (or amendment) as a call, and `edges` (the
-    /// trace's service-graph edges) when the service graph is on.
-    pub fn add_trace(&mut self, trace: &Trace, edges: &[Edge]) {
-        let mut texts: SmallVec<[Text<'_>; 8]> = SmallVec::new();
-        let mut ids = ValueIds::new();
-        for span in &trace.spans {
-            self.stats.spans += 1;
-            texts.clear();
-            self.scratch.clear();
-            if self.span_scopes > 0 {
-                self.reader.read(span, &mut self.scratch, &mut texts);
-            }
-            let latency_ns = span.end_ns.saturating_sub(span.start_ns).max(0);
-            let call = Call {
-                latency_ns,
-                error: span.status == StatusCode::Error,
-                start_ns: span.end_ns.saturating_sub(latency_ns),
-                end_ns: span.end_ns,
-                server_latency_ns: None,
-            };
-            match self.add_call(&call, 0..self.span_scopes, &texts, &mut ids) {
-                Placed::Added => {}
-                Placed::Late => self.stats.late_spans += 1,
-                Placed::OutOfRange => self.stats.out_of_range_calls += 1,
-            }
-        }
-        if !self.settings.service_graph {
-            return;
-        }
-        let graph = self.span_scopes..self.span_scopes + 1;
-        for edge in edges {
-            self.stats.edges += 1;
-            let texts = [
-                Text::Borrowed(&edge.client),
-                Text::Borrowed(&edge.server),
-                Text::Borrowed(edge.kind.as_str()),
-            ];
-            let server_ns = edge.server_latency_ns.max(0);
-            let call = Call {
-                latency_ns: edge.client_latency_ns.max(0),
-                error: edge.error,
-                start_ns: edge.end_ns.saturating_sub(server_ns),
-                end_ns: edge.end_ns,
-                server_latency_ns: Some(server_ns),
-            };
-            match self.add_call(&call, graph.clone(), &texts, &mut ids) {
-                Placed::Added => {}
-                Placed::Late => self.stats.late_edges += 1,
-                Placed::OutOfRange => self.stats.out_of_range_calls += 1,
-            }
-        }
-    }
-
-    /// Adds one call to every open window holding its end, in every scope of `scopes`.
-    fn add_call(
-        &mut self,
-        call: &Call,
-        scopes: Range<usize>,
-        texts: &[Text<'_>],
-        ids: &mut ValueIds,
-    ) -> Placed {
-        if scopes.is_empty() {
-            return Placed::Added;
-        }
-        ids.clear();
-        ids.extend(
-            texts
-                .iter()
-                .map(|t| self.values.lookup(t.get(&self.scratch))),
-        );
-        let t = call.end_ns;
-        let (mut late, mut placed) = (false, false);
-        let mut series: SmallVec<[u32; 8]> = SmallVec::new();
-        let mut starts: SmallVec<[i64; 8]> = SmallVec::new();
-        for size in &mut self.sizes {
-            starts.clear();
-            for start in window_starts(t, size.size_ns, size.hop_ns) {
-                if window_end(start, size.size_ns) <= self.closed_through_ns {
-                    late = true;
-                } else {
-                    starts.push(start);
-                }
-            }
-            if starts.is_empty() {
-                continue;
-            }
-            placed = true;
-            series.clear();
-            for s in scopes.clone() {
-                let id = resolve(
-                    &mut size.registries[s],
-                    &mut self.values,
-                    &self.scopes[s],
-                    texts,
-                    &self.scratch,
-                    ids,
-                    t,
-                    &mut self.stats,
-                );
-                series.push(id);
-            }
-            for &start in &starts {
-                let window =
-                    open_window(&mut size.windows, start, self.scopes.len(), &mut self.stats);
-                if let (Some(changes), false) = (&mut self.changes, window.dirty) {
-                    window.dirty = true;
-                    changes.push((size.size_ns, start));
-                }
-                let at = Placement::new(call, start, size.size_ns);
-                for (s, &id) in scopes.clone().zip(&series) {
-                    let ws = &mut window.scopes[s];
-                    let i = *ws.index.entry(id).or_insert_with(|| {
-                        ws.accums
-                            .push((id, Accum::new(self.sketch_config, self.scopes[s].graph)));
-                        (ws.accums.len() - 1) as u32
-                    });
-                    ws.accums[i as usize]
-                        .1
-                        .add(call, &at, self.settings.slo_latency_ns);
-                }
-            }
-        }
-        match (late, placed) {
-            (true, _) => Placed::Late,
-            (false, true) => Placed::Added,
-            (false, false) => Placed::OutOfRange,
-        }
-    }
-
-    /// Closes every window ending at or before `watermark_ns` (the watermark never goes
-    /// back: a smaller value closes nothing new), appending their aggregates to `out` in
-    /// (window end, window size, scope, key) order, then forgets idle keys.
-    pub fn advance(&mut self, watermark_ns: i64, out: &mut Vec<WindowAggregate>) {
-        self.closed_through_ns = self.closed_through_ns.max(watermark_ns);
-        let first = out.len();
-        let slo = self.settings.slo_latency_ns;
-        for size in &mut self.sizes {
-            while size
-                .windows
-                .front()
-                .is_some_and(|w| window_end(w.start_ns, size.size_ns) <= self.closed_through_ns)
-            {
-                let Some(window) = size.windows.pop_front() else {
-                    break;
-                };
-                if let Some(changes) = &mut self.changes {
-                    changes.push((size.size_ns, window.start_ns));
-                }
-                self.stats.open_windows -= 1;
-                for (s, ws) in window.scopes.into_iter().enumerate() {
-                    let scope = &self.scopes[s];
-                    let registry = &size.registries[s];
-                    for (id, acc) in ws.accums {
-                        let key = if id == OVERFLOW {
-                            scope.overflow_key.clone()
-                        } else {
-                            let values =
-                                registry.key(id).iter().map(|&v| self.values.get(v).clone());
-                            scope.dim_names.iter().cloned().zip(values).collect()
-                        };
-                        out.push(acc.finish(
-                            window.start_ns,
-                            size.size_ns,
-                            scope.name.clone(),
-                            key,
-                            slo,
-                        ));
-                    }
-                }
-            }
-        }
-        out[first..].sort_unstable_by(WindowAggregate::emit_order);
-        self.stats.aggregates_emitted += (out.len() - first) as u64;
-        for size in &mut self.sizes {
-            for registry in &mut size.registries {
-                let expired = registry.expire(self.closed_through_ns, &mut self.values);
-                self.stats.expired_series += expired;
-                self.stats.live_series -= expired as usize;
-            }
-        }
-    }
-
-    /// Closes every open window (end of input): as [`Aggregator::advance`] to the end of
-    /// the last open window, so calls for the windows emitted are late afterwards.
-    pub fn flush(&mut self, out: &mut Vec<WindowAggregate>) {
-        let last_end = self
-            .sizes
-            .iter()
-            .filter_map(|s| s.windows.back().map(|w| window_end(w.start_ns, s.size_ns)))
-            .max();
-        if let Some(end) = last_end {
-            self.advance(end, out);
-        }
-    }
-}
-
-/// The series of a call's key in `registry`: a live key, a new one, or the overflow.
-#[allow(clippy::too_many_arguments)]
-#[inline]
-fn resolve(
-    registry: &mut Registry,
-    values: &mut Values,
-    scope: &Scope,
-    texts: &[Text<'_>],
-    scratch: &str,
-    ids: &mut ValueIds,
-    t_ns: i64,
-    stats: &mut AggregateStats,
-) -> u32 {
-    let mut key: SmallVec<[u32; 8]> = SmallVec::new();
-    let known = scope.values.iter().all(|&v| match ids[v] {
-        Some(id) => {
-            key.push(id);
-            true
-        }
-        None => false,
-    });
-    if known {
-        if let Some(id) = registry.find(&key, t_ns) {
-            return id;
-        }
-    }
-    if registry.is_full() {
-        stats.overflowed_calls += 1;
-        return OVERFLOW;
-    }
-    key.clear();
-    for &v in &scope.values {
-        let id = values.acquire(texts[v].get(scratch));
-        ids[v] = Some(id);
-        key.push(id);
-    }
-    stats.live_series += 1;
-    registry.insert(&key, t_ns)
 }
 
 /// The open window starting at `start_ns`, opened if needed (windows stay sorted).

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::model::{CloseReason, EdgeKind, Span};
+use crate::model::{CloseReason, Edge, EdgeKind, Span, StatusCode, Trace};
 use crate::testkit;
 
 pub(super) const MS: i64 = 1_000_000;

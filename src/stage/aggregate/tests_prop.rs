@@ -8,7 +8,7 @@ use proptest::prelude::*;
 
 use super::tests::{span, trace, MS, S};
 use super::*;
-use crate::model::EdgeKind;
+use crate::model::{Edge, EdgeKind, StatusCode};
 
 /// One generated call: service, operation, end (ms), latency (ms), error, which half.
 type Gen = (usize, usize, i64, i64, bool, bool);

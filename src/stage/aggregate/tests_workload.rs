@@ -5,7 +5,7 @@ use rand::{Rng, SeedableRng};
 
 use super::tests::{find, settings, span, trace, MS, S};
 use super::*;
-use crate::model::CloseReason;
+use crate::model::{CloseReason, Trace};
 use crate::workload::{Workload, WorkloadConfig};
 
 fn workload_traces(n: usize, seed: u64) -> Vec<Trace> {

@@ -7,7 +7,7 @@
 use serde::Serialize;
 
 use super::core::Core;
-use super::snapshot::{record_key, META_KEY};
+use super::snapshot_records::{record_key, META_KEY};
 use super::{DetectStats, Detector, SeriesKey, Target, TraceKey, TraceState, SNAPSHOT_VERSION};
 
 /// A snapshot record, borrowed: serialises exactly as the snapshot's own envelope.
@@ -88,7 +88,7 @@ impl Detector {
 mod tests {
     use std::collections::BTreeMap;
 
-    use super::super::snapshot::tests::{feed, settings};
+    use super::super::snapshot_restore::tests::{feed, settings};
     use super::super::{Detector, Snapshot};
 
     /// The latest record of each key, as a changelog's restore reads them.

@@ -9,7 +9,7 @@ use crate::model::Analysis;
 use crate::model::WindowAggregate;
 use crate::model::{SpanId, Trace};
 
-use super::core::{FeatureSpec, Scale};
+use super::feature_state::{FeatureSpec, Scale};
 
 fn spec(name: &str, scale: Scale, floor: f64, floor_rel: f64) -> FeatureSpec {
     FeatureSpec {

@@ -55,10 +55,18 @@
 mod changelog;
 mod config;
 mod core;
+mod feature_state;
 mod features;
 mod model;
+mod model_fit;
 mod robust;
+mod score;
+mod series;
 mod snapshot;
+mod snapshot_records;
+mod snapshot_restore;
+mod trace;
+mod training;
 
 #[cfg(test)]
 mod tests;
@@ -72,16 +80,15 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::model::Analysis;
-use crate::model::WindowAggregate;
-use crate::model::{AnomalyScore, Subject, Trace};
+use crate::model::{AnomalyScore, Subject};
 
 pub use config::DetectConfig;
 pub use model::ModelKind;
 pub use snapshot::{Snapshot, SnapshotCounts, SnapshotError, SNAPSHOT_FILE, SNAPSHOT_VERSION};
+pub use training::{TrainedModel, TrainingJob};
 
 use self::core::{Core, Outcome};
-use self::model::ModelSet;
+use self::trace::TraceState;
 
 /// Settings of the detectors (see [`DetectConfig`] for the user documentation).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -178,50 +185,6 @@ enum Target {
     Trace(TraceKey),
 }
 
-/// A model to train: owns its data (accepted history of one subject), so it can move to
-/// a blocking thread. [`TrainingJob::run`] is pure and CPU-heavy.
-#[derive(Debug, Clone)]
-pub struct TrainingJob {
-    target: Target,
-    generation: u64,
-    rows: Vec<f64>,
-    dim: usize,
-    floors: Vec<f64>,
-    models: Vec<ModelKind>,
-}
-
-impl TrainingJob {
-    /// Fits the models (standard scaling, then each model) and their score tails.
-    pub fn run(self) -> TrainedModel {
-        let model = model::train(&self.rows, self.dim, &self.floors, &self.models);
-        TrainedModel {
-            target: self.target,
-            generation: self.generation,
-            model,
-        }
-    }
-
-    /// Training vectors.
-    pub fn samples(&self) -> usize {
-        self.rows.len() / self.dim.max(1)
-    }
-}
-
-/// The result of a [`TrainingJob`], for [`Detector::install`].
-#[derive(Debug, Clone)]
-pub struct TrainedModel {
-    target: Target,
-    generation: u64,
-    model: Option<ModelSet>,
-}
-
-/// A root operation's state: the shared core and the services whose shares it tracks.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct TraceState {
-    core: Core,
-    services: Vec<Arc<str>>,
-}
-
 /// Anomaly detectors for every watched series and root operation.
 #[derive(Debug)]
 pub struct Detector {
@@ -259,143 +222,6 @@ impl Detector {
     /// Counters.
     pub fn stats(&self) -> &DetectStats {
         &self.stats
-    }
-
-    /// Scores a closed window of a watched series (scope in `series_scopes`, the watched
-    /// window size) and learns from it; pushes one score, or none for unwatched windows.
-    pub fn observe_window(&mut self, w: &WindowAggregate, out: &mut Vec<AnomalyScore>) {
-        let s = &self.settings;
-        if !s.series_scopes.is_empty() && !s.series_scopes.iter().any(|x| **x == *w.scope) {
-            return;
-        }
-        match s.window_size_ns {
-            Some(size) if size != w.window_size_ns => return,
-            Some(_) => {}
-            None => match self.smallest_window_ns {
-                Some(min) if w.window_size_ns > min => return,
-                Some(min) if w.window_size_ns == min => {}
-                _ => {
-                    self.smallest_window_ns = Some(w.window_size_ns);
-                    let changed = &mut self.changed;
-                    self.series.retain(|k, _| {
-                        let keep = k.window_size_ns == w.window_size_ns;
-                        if let (false, Some(c)) = (keep, changed.as_mut()) {
-                            c.insert(Target::Series(k.clone()));
-                        }
-                        keep
-                    });
-                }
-            },
-        }
-        let key = SeriesKey {
-            window_size_ns: w.window_size_ns,
-            scope: w.scope.clone(),
-            key: w.key.clone(),
-        };
-        let raw = features::window_features(w);
-        let outcome = match tracked(
-            &mut self.series,
-            &key,
-            &self.settings,
-            &mut self.stats,
-            || Core::new(&features::window_specs(), false, &self.settings),
-        ) {
-            Some(core) => core.observe(w.window_end_ns, &raw, None, &self.settings),
-            None => return,
-        };
-        let subject = Subject::Series {
-            window_size_ns: key.window_size_ns,
-            scope: key.scope.clone(),
-            key: key.key.clone(),
-        };
-        self.finish(Target::Series(key), subject, w.window_end_ns, outcome, out);
-    }
-
-    /// Scores one value of a plain series (`subject` must be a [`Subject::Series`]; the
-    /// scope filter does not apply) at event time `at_ns`, and learns from it.
-    pub fn observe_value(
-        &mut self,
-        subject: &Subject,
-        at_ns: i64,
-        value: f64,
-        out: &mut Vec<AnomalyScore>,
-    ) {
-        let Subject::Series {
-            window_size_ns,
-            scope,
-            key,
-        } = subject
-        else {
-            return;
-        };
-        let key = SeriesKey {
-            window_size_ns: *window_size_ns,
-            scope: scope.clone(),
-            key: key.clone(),
-        };
-        let outcome = match tracked(
-            &mut self.values,
-            &key,
-            &self.settings,
-            &mut self.stats,
-            || Core::new(&features::value_specs(), false, &self.settings),
-        ) {
-            Some(core) => core.observe(at_ns, &[value], None, &self.settings),
-            None => return,
-        };
-        self.finish(Target::Value(key), subject.clone(), at_ns, outcome, out);
-    }
-
-    /// Scores a closed trace against its root operation's baseline and learns from it.
-    /// Amendments and traces without a root are not scored.
-    pub fn observe_trace(&mut self, t: &Trace, a: &Analysis, out: &mut Vec<AnomalyScore>) {
-        if !self.settings.traces || t.amendment {
-            return;
-        }
-        let (Some(service), Some(name)) = (&a.root_service, &a.root_name) else {
-            return;
-        };
-        let key = TraceKey {
-            root_service: service.clone(),
-            root_operation: name.clone(),
-        };
-        let settings = &self.settings;
-        let Some(state) = tracked(&mut self.traces, &key, settings, &mut self.stats, || {
-            TraceState {
-                core: Core::new(&features::trace_specs(), true, settings),
-                services: Vec::new(),
-            }
-        }) else {
-            return;
-        };
-        let (fixed, shares) = features::trace_features(a);
-        for (svc, _) in &shares {
-            if state.services.len() < features::MAX_SHARE_SERVICES && !state.services.contains(svc)
-            {
-                state.core.add_feature(&features::share_spec(svc), settings);
-                state.services.push(svc.clone());
-            }
-        }
-        let mut raw: Vec<f64> = fixed.to_vec();
-        raw.extend(state.services.iter().map(|svc| {
-            shares
-                .iter()
-                .find(|(s, _)| s == svc)
-                .map_or(0.0, |(_, v)| *v)
-        }));
-        let at_ns = t.end_ns();
-        let outcome = state.core.observe(
-            at_ns,
-            &raw,
-            Some(features::structure_signature(t)),
-            settings,
-        );
-        let subject = Subject::Trace {
-            root_service: key.root_service.clone(),
-            root_operation: key.root_operation.clone(),
-            trace_id: t.trace_id,
-        };
-        self.finish(Target::Trace(key), subject, at_ns, outcome, out);
     }
 
     fn finish(
@@ -438,38 +264,6 @@ impl Detector {
             model: o.model,
             explanations: o.explanations,
         });
-    }
-
-    /// The training jobs queued since the last call.
-    pub fn take_training_jobs(&mut self) -> Vec<TrainingJob> {
-        std::mem::take(&mut self.jobs)
-    }
-
-    /// Runs the queued training jobs on this thread and installs their models (replay,
-    /// tests, benchmarks).
-    pub fn train_inline(&mut self) {
-        for job in self.take_training_jobs() {
-            self.install(job.run());
-        }
-    }
-
-    /// Installs a trained model; one for a subject that is gone, or that asked for a
-    /// newer model since, is dropped (and counted).
-    pub fn install(&mut self, m: TrainedModel) {
-        let target = m.target.clone();
-        let core = match &m.target {
-            Target::Series(k) => self.series.get_mut(k),
-            Target::Value(k) => self.values.get_mut(k),
-            Target::Trace(k) => self.traces.get_mut(k).map(|t| &mut t.core),
-        };
-        if core.is_some_and(|c| c.install(m.generation, m.model)) {
-            if let Some(c) = &mut self.changed {
-                c.insert(target);
-            }
-            self.stats.models_installed += 1;
-        } else {
-            self.stats.models_stale += 1;
-        }
     }
 
     /// Whether a subject has an installed model (tests and status).

@@ -12,7 +12,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
-use crate::model::Explanation;
+use crate::model::{Explanation, WindowAggregate};
 
 pub(super) const S: i64 = 1_000_000_000;
 pub(super) const MS: f64 = 1e6;

@@ -14,7 +14,7 @@ use proptest::prelude::*;
 
 use super::tests::{check_score, series, window_of, S, SIZE, T0};
 use super::*;
-use crate::model::CloseReason;
+use crate::model::{CloseReason, Trace};
 use crate::stage::analyze::{analyze, AnalyzeSettings};
 use crate::testkit;
 

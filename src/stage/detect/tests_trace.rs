@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 
 use super::tests::{check_score, explanation, S, T0};
 use super::*;
-use crate::model::{CloseReason, Span};
+use crate::model::{CloseReason, Span, Trace};
 use crate::stage::analyze::{analyze, AnalyzeSettings};
 use crate::testkit;
 
