@@ -165,7 +165,11 @@ fn main() {
         "the embedded broker".to_string()
     };
     // the embedded broker keeps about 5 MB per partition: write only what it keeps
-    let limit = if kafka.is_some() { 4_000_000 } else { usize::MAX };
+    let limit = if kafka.is_some() {
+        4_000_000
+    } else {
+        usize::MAX
+    };
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .set("linger.ms", "5")
