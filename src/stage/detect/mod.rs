@@ -71,9 +71,13 @@ mod training;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_learning;
+#[cfg(test)]
 mod tests_prop;
 #[cfg(test)]
 mod tests_trace;
+#[cfg(test)]
+mod tests_training;
 
 use std::sync::Arc;
 
