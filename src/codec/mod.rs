@@ -5,6 +5,7 @@
 
 pub mod avro;
 pub mod avro_bin;
+pub mod hop;
 pub mod otlp;
 
 use serde::{Deserialize, Serialize};

@@ -124,6 +124,117 @@ impl Watermarks {
     }
 }
 
+/// Watermarks of an internal topic that other readers write to (the repartition topic):
+/// a span there may come from any input partition, so the topic's own span times say
+/// nothing about what is still on its way. Every writer reports, on every partition of
+/// the topic and after the spans it covers, how far each input partition it reads has
+/// got ([`HopWatermarks::progress`]); a partition of the topic is as far as the least
+/// advanced input that reported to it and is neither idle nor gone silent.
+#[derive(Debug, Clone)]
+pub struct HopWatermarks {
+    idle_timeout_ms: i64,
+    /// Assigned partitions of the topic, with the processing time they were assigned.
+    assigned: FxHashMap<u32, i64>,
+    /// (partition of the topic, input) → what the input's reader last reported there.
+    inputs: FxHashMap<(u32, u64), Reported>,
+    current: i64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Reported {
+    watermark_ns: i64,
+    idle: bool,
+    heard_ms: i64,
+}
+
+impl HopWatermarks {
+    /// `idle_timeout_ms`: processing time after which an input whose reader went silent
+    /// (a stopped instance) stops holding the watermark back, and a partition that heard
+    /// from no input stops holding it back.
+    pub fn new(idle_timeout_ms: i64) -> Self {
+        Self {
+            idle_timeout_ms,
+            assigned: FxHashMap::default(),
+            inputs: FxHashMap::default(),
+            current: NO_WATERMARK,
+        }
+    }
+
+    /// A partition of the topic was assigned at `now_ms`.
+    pub fn assign(&mut self, partition: u32, now_ms: i64) {
+        self.assigned.entry(partition).or_insert(now_ms);
+    }
+
+    /// A partition of the topic was revoked: it and what was reported on it no longer
+    /// count.
+    pub fn revoke(&mut self, partition: u32) {
+        self.assigned.remove(&partition);
+        self.inputs.retain(|(p, _), _| *p != partition);
+    }
+
+    /// Read on `partition` at `now_ms`: `input` (an id of an input topic-partition) has
+    /// got to `watermark_ns`, or is idle. A report never moves an input back.
+    pub fn progress(
+        &mut self,
+        partition: u32,
+        input: u64,
+        watermark_ns: i64,
+        idle: bool,
+        now_ms: i64,
+    ) {
+        let r = self.inputs.entry((partition, input)).or_insert(Reported {
+            watermark_ns,
+            idle,
+            heard_ms: now_ms,
+        });
+        r.watermark_ns = r.watermark_ns.max(watermark_ns);
+        r.idle = idle;
+        r.heard_ms = now_ms;
+    }
+
+    /// Recomputes the watermark at `now_ms` and returns it; it never goes back. Each
+    /// assigned partition is as far as its least advanced live input (live: not idle
+    /// and heard within the idle timeout); a partition with no live input is as far as
+    /// its most advanced one, and one that heard from nobody holds back until the idle
+    /// timeout after its assignment. When no partition holds back, the most advanced
+    /// report leads.
+    pub fn advance(&mut self, now_ms: i64) -> i64 {
+        let mut min: Option<i64> = None;
+        let mut overall_max = NO_WATERMARK;
+        for (&partition, &assigned_ms) in &self.assigned {
+            let mut live_min: Option<i64> = None;
+            let mut any_max: Option<i64> = None;
+            for (_, r) in self.inputs.iter().filter(|((p, _), _)| *p == partition) {
+                any_max = Some(any_max.map_or(r.watermark_ns, |m: i64| m.max(r.watermark_ns)));
+                let silent = now_ms.saturating_sub(r.heard_ms) >= self.idle_timeout_ms;
+                if !r.idle && !silent {
+                    live_min =
+                        Some(live_min.map_or(r.watermark_ns, |m: i64| m.min(r.watermark_ns)));
+                }
+            }
+            overall_max = overall_max.max(any_max.unwrap_or(NO_WATERMARK));
+            let holds = match (live_min, any_max) {
+                (Some(live), _) => Some(live),
+                (None, Some(_)) => None,
+                (None, None) => {
+                    let waiting = now_ms.saturating_sub(assigned_ms) < self.idle_timeout_ms;
+                    waiting.then_some(NO_WATERMARK)
+                }
+            };
+            if let Some(h) = holds {
+                min = Some(min.map_or(h, |m: i64| m.min(h)));
+            }
+        }
+        self.current = self.current.max(min.unwrap_or(overall_max));
+        self.current
+    }
+
+    /// The watermark as last computed.
+    pub fn current(&self) -> i64 {
+        self.current
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +287,57 @@ mod tests {
         assert_eq!(partition_watermark(NO_WATERMARK, 5), NO_WATERMARK);
         assert_eq!(partition_watermark(i64::MIN + 1, 5), i64::MIN);
         assert_eq!(partition_watermark(100, 5), 95);
+    }
+
+    #[test]
+    fn a_hop_partition_waits_for_its_least_advanced_input() {
+        let mut w = HopWatermarks::new(1_000);
+        w.assign(0, 0);
+        w.assign(1, 0);
+        // input 7 is at 100 on both partitions; input 8 has reported 40 on partition 1 only
+        w.progress(0, 7, 100, false, 0);
+        w.progress(1, 7, 100, false, 0);
+        w.progress(1, 8, 40, false, 0);
+        assert_eq!(w.advance(10), 40);
+        w.progress(1, 8, 90, false, 20);
+        assert_eq!(w.advance(30), 90);
+        // a report never moves an input back, nor the watermark
+        w.progress(1, 8, 10, false, 40);
+        assert_eq!(w.advance(50), 90);
+    }
+
+    #[test]
+    fn idle_and_silent_inputs_stop_holding_back() {
+        let mut w = HopWatermarks::new(1_000);
+        w.assign(0, 0);
+        w.progress(0, 1, 500, false, 0);
+        w.progress(0, 2, 100, false, 0);
+        assert_eq!(w.advance(0), 100);
+        // input 2 has no data any more: its reader says so
+        w.progress(0, 2, 100, true, 100);
+        w.progress(0, 1, 600, false, 100);
+        assert_eq!(w.advance(100), 600);
+        // input 3's reader stopped (a killed instance): after the idle timeout it no
+        // longer holds back
+        w.progress(0, 3, 200, false, 200);
+        w.progress(0, 1, 700, false, 300);
+        assert_eq!(w.advance(300), 600);
+        w.progress(0, 1, 800, false, 1_250);
+        assert_eq!(w.advance(1_250), 800);
+    }
+
+    #[test]
+    fn a_hop_partition_that_heard_from_nobody_holds_back_until_the_timeout() {
+        let mut w = HopWatermarks::new(1_000);
+        w.assign(0, 0);
+        w.assign(1, 0);
+        w.progress(0, 1, 500, false, 0);
+        assert_eq!(w.advance(500), NO_WATERMARK);
+        assert_eq!(w.advance(1_000), 500);
+        // revoking forgets the partition and what was reported on it
+        w.revoke(0);
+        w.assign(2, 2_000);
+        w.progress(2, 1, 900, false, 2_000);
+        assert_eq!(w.advance(2_000), 900);
     }
 }
