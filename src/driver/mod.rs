@@ -25,6 +25,8 @@ mod tests;
 mod tests_alerts;
 #[cfg(test)]
 mod tests_checkpoint;
+#[cfg(test)]
+mod tests_scores;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;

@@ -211,6 +211,12 @@ impl Driver {
                 let holds = hold_step(&mut self.tracker);
                 (OutputKind::Alert, topic, record?, holds)
             }
+            Emit::Score(score) => {
+                if let Some(s) = &mut self.spanmetrics {
+                    s.observe_score(&score);
+                }
+                return None;
+            }
             Emit::Late { span, origin } => {
                 let out = self.outputs.late.as_ref()?;
                 let record = out.encoding.span(&span);

@@ -1,7 +1,7 @@
 //! The stages after assembly, run in order over every closed trace: the same code for
 //! the Kafka runner and for `replay`, so both produce the same records.
 
-use crate::model::{Alert, AnomalyScore, Span, Trace, TraceId};
+use crate::model::{Alert, AnomalyScore, Span, Subject, Trace, TraceId};
 use crate::stage::aggregate::{AggregateSettings, Aggregator, WindowAggregate};
 use crate::stage::alert::{AlertEngine, AlertSettings};
 use crate::stage::analyze::{analyze, Analysis, AnalyzeSettings, FindingKind, Oddities};
@@ -24,6 +24,8 @@ pub enum Emit {
     Aggregate(Box<WindowAggregate>),
     /// An alert event.
     Alert(Alert),
+    /// The anomaly score of an aggregate series' closed window.
+    Score(AnomalyScore),
 }
 
 /// What the demo's summary says about one slow trace.
@@ -233,6 +235,13 @@ impl Stages {
             }
         }
         emits.extend(windows.into_iter().map(|w| Emit::Aggregate(Box::new(w))));
+        emits.extend(
+            self.scores
+                .iter()
+                .filter(|s| matches!(s.subject, Subject::Series { .. }))
+                .cloned()
+                .map(Emit::Score),
+        );
         if let Some(e) = &mut self.alerts {
             for s in self.scores.drain(..) {
                 e.observe_score(&s);

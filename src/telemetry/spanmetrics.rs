@@ -6,13 +6,13 @@
 //! series (every label `__overflow__`); series not seen for `idle_expiry_ns` of event
 //! time are removed. Both are counted.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec};
 use rustc_hash::FxHashMap;
 
 use super::metrics::{register_histogram_vec, REGISTRY};
-use crate::model::WindowAggregate;
+use crate::model::{AnomalyScore, Subject, WindowAggregate};
 use crate::model::{Edge, SpanKind, StatusCode, Trace};
 
 /// Latency buckets in seconds (those of Tempo's metrics generator, extended).
@@ -105,6 +105,13 @@ pub static WINDOW_SLO: LazyLock<GaugeVec> = LazyLock::new(|| {
         &WINDOW_LABELS,
     )
 });
+pub static WINDOW_ANOMALY: LazyLock<GaugeVec> = LazyLock::new(|| {
+    super::metrics::register_gauge_vec(
+        "spanline_window_anomaly_score",
+        "Anomaly score in [0, 1] of the last closed window (0 while the detector warms up)",
+        &WINDOW_LABELS,
+    )
+});
 
 /// Quantiles published per window series, as the `percentile` label (promtool reserves
 /// `quantile` for summaries).
@@ -191,6 +198,17 @@ impl Family {
     }
 }
 
+/// The labels of a window series: window size, scope and `dimension=value,...`.
+fn window_labels(size_ns: i64, scope: &str, key: &[(Arc<str>, Arc<str>)]) -> Vec<String> {
+    let series: Vec<String> = key.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    vec![
+        humantime::format_duration(std::time::Duration::from_nanos(size_ns.max(0) as u64))
+            .to_string(),
+        scope.to_string(),
+        series.join(","),
+    ]
+}
+
 /// Records closed traces into the spanmetrics and servicegraph families.
 pub struct SpanMetrics {
     max_series: usize,
@@ -255,15 +273,7 @@ impl SpanMetrics {
 
     /// Publishes a closed window's figures (the gauges hold the last closed window).
     pub fn observe_window(&mut self, w: &WindowAggregate) {
-        let series: Vec<String> = w.key.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let labels = vec![
-            humantime::format_duration(std::time::Duration::from_nanos(
-                w.window_size_ns.max(0) as u64
-            ))
-            .to_string(),
-            w.scope.to_string(),
-            series.join(","),
-        ];
+        let labels = window_labels(w.window_size_ns, &w.scope, &w.key);
         let labels = self.windows.admit(labels, w.window_end_ns, self.max_series);
         let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
         for (q, name) in WINDOW_QUANTILES {
@@ -281,6 +291,23 @@ impl SpanMetrics {
             .with_label_values(&refs)
             .set(w.throughput_per_s());
         WINDOW_SLO.with_label_values(&refs).set(w.slo_compliance());
+    }
+
+    /// Records a series' anomaly score beside its window's figures (trace scores are
+    /// per trace: not a metric).
+    pub fn observe_score(&mut self, score: &AnomalyScore) {
+        let Subject::Series {
+            window_size_ns,
+            scope,
+            key,
+        } = &score.subject
+        else {
+            return;
+        };
+        let labels = window_labels(*window_size_ns, scope, key);
+        let labels = self.windows.admit(labels, score.at_ns, self.max_series);
+        let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
+        WINDOW_ANOMALY.with_label_values(&refs).set(score.score);
     }
 
     /// Removes series not seen since `watermark_ns - idle_expiry`.
@@ -303,6 +330,7 @@ impl SpanMetrics {
             let _ = WINDOW_ERROR_RATE.remove_label_values(l);
             let _ = WINDOW_THROUGHPUT.remove_label_values(l);
             let _ = WINDOW_SLO.remove_label_values(l);
+            let _ = WINDOW_ANOMALY.remove_label_values(l);
         });
     }
 }
@@ -319,6 +347,7 @@ pub fn init() {
     LazyLock::force(&WINDOW_ERROR_RATE);
     LazyLock::force(&WINDOW_THROUGHPUT);
     LazyLock::force(&WINDOW_SLO);
+    LazyLock::force(&WINDOW_ANOMALY);
     LazyLock::force(&OVERFLOWED);
     LazyLock::force(&EXPIRED);
     let _ = &REGISTRY;
