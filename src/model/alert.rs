@@ -104,6 +104,9 @@ pub const NOTIFICATION_ANNOTATION: &str = "notification";
 /// identify alerts by labels (Alertmanager: `severity` is a label) resolve the alert of
 /// that severity, so one alert stays active per fingerprint.
 pub const ESCALATED_FROM_ANNOTATION: &str = "escalated_from";
+/// Annotation a rule may set: the summary of its resolved events (without it they get a
+/// default that says the alert resolved and the value it resolved at).
+pub const RESOLVED_SUMMARY_ANNOTATION: &str = "resolved_summary";
 
 /// A dimension name as a Prometheus/Alertmanager label name: characters outside
 /// `[A-Za-z0-9_]` become `_`, and a leading digit gets a `_` in front

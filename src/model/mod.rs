@@ -16,6 +16,7 @@ mod window;
 pub use alert::{
     is_label_name, label_name, Alert, AlertStatus, AnomalyScore, Explanation, Subject,
     ESCALATED_FROM_ANNOTATION, NOTIFICATION_ANNOTATION, RESERVED_LABELS,
+    RESOLVED_SUMMARY_ANNOTATION,
 };
 pub use analysis::{
     Analysis, Bottleneck, Edge, EdgeKind, Finding, FindingKind, Oddities, PathSegment,

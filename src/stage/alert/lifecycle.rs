@@ -9,7 +9,7 @@ use super::correlate::Correlation;
 use super::eval::{Eval, EvalState};
 use super::settings::{Condition, Rule, Symptom};
 use super::template::{format_ns, format_value};
-use crate::model::{label_name, NOTIFICATION_ANNOTATION};
+use crate::model::{label_name, NOTIFICATION_ANNOTATION, RESOLVED_SUMMARY_ANNOTATION};
 use crate::model::{Alert, AlertStatus, TraceId};
 
 /// Where an instance is in its lifecycle.
@@ -171,10 +171,19 @@ impl Instance {
             .entry("threshold".into())
             .or_insert_with(|| threshold.clone());
         annotations.insert(NOTIFICATION_ANNOTATION.into(), notification.as_str().into());
-        let summary = match annotations.get("summary") {
+        // a resolved event says so: the rule's `resolved_summary`, else the default
+        // (never the firing wording of its `summary`)
+        let written = match notification {
+            Notification::Resolved => annotations.get(RESOLVED_SUMMARY_ANNOTATION),
+            _ => annotations.get("summary"),
+        };
+        let summary = match written {
             Some(s) => s.clone(),
             None => self.default_summary(rule, notification, &value, &threshold, &eta),
         };
+        if notification == Notification::Resolved {
+            annotations.insert("summary".into(), summary.clone());
+        }
         let severity = if self.notice.severity.is_empty() {
             rule.severity.clone()
         } else {

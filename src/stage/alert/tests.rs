@@ -144,6 +144,11 @@ fn threshold_fires_then_resolves() {
     let r = &resolved[0];
     assert_eq!((r.status, note(r)), (AlertStatus::Resolved, "resolved"));
     assert_eq!(
+        r.summary, "high_error_rate service=gateway, team=shop-gateway: resolved, error_rate 0.02",
+        "a resolved event says so, not the firing summary"
+    );
+    assert_eq!(r.annotations["summary"], r.summary);
+    assert_eq!(
         (r.fingerprint.as_str(), r.starts_at_ms, r.ends_at_ms),
         (
             a.fingerprint.as_str(),
@@ -153,6 +158,25 @@ fn threshold_fires_then_resolves() {
     );
     assert_eq!(e.stats().emitted_new, 1);
     assert_eq!(e.stats().emitted_resolved, 1);
+}
+
+#[test]
+fn a_rule_can_word_its_resolved_events() {
+    let rule = ERROR_RATE.replace(
+        "annotations: {summary: '{{service}} fails {{value}} of calls'}",
+        "annotations: {summary: '{{service}} fails {{value}} of calls', resolved_summary: '{{service}} recovered ({{value}} of calls fail)'}",
+    );
+    let mut e = engine(&rule);
+    e.observe_window(&window("gateway", 10, 10, 100, 30, 50.0));
+    let fired = advance(&mut e, 10);
+    assert_eq!(fired[0].summary, "gateway fails 0.3 of calls");
+    e.observe_window(&window("gateway", 20, 10, 100, 2, 50.0));
+    let resolved = advance(&mut e, 20);
+    assert_eq!(resolved[0].status, AlertStatus::Resolved);
+    assert_eq!(
+        resolved[0].summary,
+        "gateway recovered (0.02 of calls fail)"
+    );
 }
 
 #[test]
