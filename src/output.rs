@@ -150,6 +150,7 @@ impl Encoding {
                                 .collect(),
                         ),
                     ),
+                    ("value".into(), opt(alert.value.map(Value::Double))),
                 ]);
                 let mut value = Vec::new();
                 avro::put_frame(&mut value, *value_schema_id);
@@ -336,6 +337,7 @@ fn alert_json(a: &Alert) -> Vec<u8> {
         "suspected_service": a.suspected_service,
         "score": score,
         "exemplar_trace_ids": a.exemplar_trace_ids,
+        "value": a.value.and_then(serde_json::Number::from_f64),
     }))
     .expect("alert serialises")
 }
@@ -372,6 +374,7 @@ mod tests {
             summary: "p99 above 1s".into(),
             suspected_service: Some("db".into()),
             score: 0.9,
+            value: Some(1.5e9),
             exemplar_trace_ids: vec!["0".repeat(32)],
         };
         let enc = Encoding::Avro {
@@ -390,6 +393,10 @@ mod tests {
         assert_eq!(
             field(&v, "suspected_service"),
             Value::Union(1, Box::new(Value::String("db".into())))
+        );
+        assert_eq!(
+            field(&v, "value"),
+            Value::Union(1, Box::new(Value::Double(1.5e9)))
         );
         let (_, key_datum) = avro::unframe(&key).unwrap();
         let key_schema = apache_avro::Schema::parse_str(avro::ALERT_KEY_SCHEMA).unwrap();

@@ -58,6 +58,7 @@ fn firing(rule: &str, service: &str, fingerprint: &str) -> Alert {
         summary: format!("{service} p99 latency is high"),
         suspected_service: Some("llm-openai".to_owned()),
         score: 0.97,
+        value: Some(0.97),
         exemplar_trace_ids: vec![
             "0af7651916cd43dd8448eb211c80319c".to_owned(),
             "4bf92f3577b34da6a3ce929d0e0e4736".to_owned(),

@@ -90,8 +90,13 @@ pub struct Alert {
     pub summary: String,
     /// The service whose own self time or errors explain the condition.
     pub suspected_service: Option<String>,
-    /// The score or value that triggered the rule.
+    /// The anomaly score in [0, 1]: of the rule for `anomaly` rules, else the detect
+    /// stage's latest warm score of the alert's series (0 when it scores none).
     pub score: f64,
+    /// The measured value the rule decided on, in its field's unit (nanoseconds for
+    /// latencies; the burn rate for `slo_burn`, the score for `anomaly`).
+    #[serde(default)]
+    pub value: Option<f64>,
     /// Up to five trace ids that show the condition, 32 lowercase hex characters each.
     pub exemplar_trace_ids: Vec<String>,
 }

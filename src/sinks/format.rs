@@ -113,6 +113,7 @@ pub(crate) mod tests {
             summary: format!("{service} is slow"),
             suspected_service: Some("llm-openai".to_owned()),
             score: 0.93,
+            value: Some(2.5e9),
             exemplar_trace_ids: vec![
                 "0af7651916cd43dd8448eb211c80319c".to_owned(),
                 "4bf92f3577b34da6a3ce929d0e0e4736".to_owned(),

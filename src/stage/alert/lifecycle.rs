@@ -97,6 +97,9 @@ pub struct Instance {
     pub feature: Option<String>,
     /// Trace anomaly rules: the latest traces scored above the rule's threshold.
     pub scored_traces: VecDeque<TraceId>,
+    /// Rules on measured values: the detect stage's latest warm score of the series.
+    #[serde(default)]
+    pub anomaly_score: Option<f64>,
     pub notice: Notice,
 }
 
@@ -205,7 +208,12 @@ impl Instance {
             annotations,
             summary,
             suspected_service: self.notice.correlation.suspected.clone(),
-            score: if e.value.is_finite() { e.value } else { 0.0 },
+            score: match rule.condition {
+                Condition::Anomaly { .. } if e.value.is_finite() => e.value.clamp(0.0, 1.0),
+                Condition::Anomaly { .. } => 0.0,
+                _ => self.anomaly_score.unwrap_or(0.0).clamp(0.0, 1.0),
+            },
+            value: e.value.is_finite().then_some(e.value),
             exemplar_trace_ids: self.notice.correlation.exemplars.clone(),
         }
     }

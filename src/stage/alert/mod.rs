@@ -239,9 +239,15 @@ impl AlertEngine {
         };
         for ri in 0..self.settings.rules.len() {
             let rule = &self.settings.rules[ri];
-            if !matches!(rule.condition, Condition::Anomaly { .. })
-                || !series.selected_by(&rule.select, u64::MAX)
-            {
+            if !series.selected_by(&rule.select, u64::MAX) {
+                continue;
+            }
+            if !matches!(rule.condition, Condition::Anomaly { .. }) {
+                // a rule on measured values reports the series' score with its alerts
+                let fp = self.series.get(&series.id(ri));
+                if let (true, Some(inst)) = (s.warm, fp.and_then(|fp| self.instances.get_mut(fp))) {
+                    inst.anomaly_score = Some(s.score);
+                }
                 continue;
             }
             self.decide(ri, &series, s.at_ns, |cond, inst| {
@@ -361,6 +367,7 @@ impl AlertEngine {
                 symptom,
                 feature: None,
                 scored_traces: Default::default(),
+                anomaly_score: None,
                 notice: Notice::default(),
             },
         );

@@ -113,7 +113,8 @@ fn threshold_fires_then_resolves() {
     );
     assert_eq!(a.starts_at_ms, (T0 + 20 * S) / MS);
     assert_eq!(a.ends_at_ms, None);
-    assert_eq!(a.score, 0.3);
+    assert_eq!(a.value, Some(0.3), "the measured value");
+    assert_eq!(a.score, 0.0, "no detector scores the series");
     assert_eq!(a.summary, "gateway fails 0.3 of calls");
     let labels: Vec<(&str, &str)> = a
         .labels
@@ -158,6 +159,21 @@ fn threshold_fires_then_resolves() {
     );
     assert_eq!(e.stats().emitted_new, 1);
     assert_eq!(e.stats().emitted_resolved, 1);
+}
+
+#[test]
+fn a_rule_on_measured_values_reports_the_detectors_score_of_its_series() {
+    let mut e = engine(ERROR_RATE);
+    e.observe_window(&window("gateway", 10, 10, 100, 30, 50.0));
+    // a warm score of the series the alert is on; a cold one and another series' do not
+    // count
+    e.observe_score(&series_score("gateway", 10, 0.87, true));
+    e.observe_score(&series_score("gateway", 10, 0.99, false));
+    e.observe_score(&series_score("other", 10, 0.5, true));
+    let fired = advance(&mut e, 10);
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].value, Some(0.3));
+    assert_eq!(fired[0].score, 0.87);
 }
 
 #[test]
@@ -293,7 +309,8 @@ rules:
     e.observe_window(&window("orders", 210, 10, 50, 0, 400.0));
     let out = advance(&mut e, 210);
     assert_eq!(out.len(), 1);
-    assert!((out[0].score - 400e6).abs() < 400e6 * 0.02);
+    let value = out[0].value.expect("a value");
+    assert!((value - 400e6).abs() < 400e6 * 0.02);
     e.observe_window(&window("orders", 220, 10, 50, 0, 104.0));
     let out = advance(&mut e, 220);
     assert_eq!(out.len(), 1);
@@ -342,6 +359,7 @@ rules:
     let out = advance(&mut e, 70);
     assert_eq!(events(&out), ev(&[("new", "db")]));
     assert_eq!(out[0].score, 0.91);
+    assert_eq!(out[0].value, Some(0.91));
     assert!(
         out[0].summary.contains("mostly latency_p99_ns"),
         "{}",
@@ -475,11 +493,9 @@ rules:
     };
     assert_eq!(bad, 31);
     assert_eq!(out[0].annotations["threshold"], "10");
-    assert!(
-        out[0].score > 10.0 && out[0].score < 11.0,
-        "{}",
-        out[0].score
-    );
+    let burn = out[0].value.expect("a burn rate");
+    assert!(burn > 10.0 && burn < 11.0, "{burn}");
+    assert_eq!(out[0].score, 0.0);
     // recovered: the short window stops burning after a few good windows
     let mut good = 0;
     loop {
