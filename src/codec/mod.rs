@@ -38,17 +38,20 @@ impl Format {
     }
 }
 
+/// A format name that is not one of [`Format`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("unknown format `{0}`, expected avro, otlp_proto or otlp_json")]
+pub struct UnknownFormat(pub String);
+
 impl std::str::FromStr for Format {
-    type Err = String;
+    type Err = UnknownFormat;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "avro" => Ok(Format::Avro),
             "otlp_proto" => Ok(Format::OtlpProto),
             "otlp_json" => Ok(Format::OtlpJson),
-            other => Err(format!(
-                "unknown format `{other}`, expected avro, otlp_proto or otlp_json"
-            )),
+            other => Err(UnknownFormat(other.to_string())),
         }
     }
 }
