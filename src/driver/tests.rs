@@ -65,16 +65,7 @@ pub(super) fn driver_with(
     schema_registry: bool,
     changelog: Option<ChangelogSettings>,
 ) -> Driver {
-    let json = |topic: &str| OutputSpec {
-        topic: topic.into(),
-        encoding: Encoding::Json,
-    };
-    let outputs = Outputs {
-        traces: json("traces"),
-        late: None,
-        aggregates: config.aggregate().map(|_| json("aggregates")),
-        alerts: None,
-    };
+    let outputs = json_outputs(config);
     let settings = DriverSettings {
         commit_interval_ms: 1000,
         schema_registry,
@@ -88,6 +79,20 @@ pub(super) fn driver_with(
     })
     .unwrap();
     d
+}
+
+/// JSON outputs: traces, and aggregates when `config` aggregates.
+pub(super) fn json_outputs(config: &PipelineConfig) -> Outputs {
+    let json = |topic: &str| OutputSpec {
+        topic: topic.into(),
+        encoding: Encoding::Json,
+    };
+    Outputs {
+        traces: json("traces"),
+        late: None,
+        aggregates: config.aggregate().map(|_| json("aggregates")),
+        alerts: None,
+    }
 }
 
 fn driver(aggregate: bool) -> Driver {

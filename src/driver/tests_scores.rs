@@ -1,9 +1,8 @@
 //! Anomaly scores of aggregate series reach `/metrics` beside their window's figures.
 
-use super::tests::{pipeline, S};
+use super::tests::{json_outputs, pipeline, S};
 use super::*;
 use crate::config::load_str;
-use crate::output::Encoding;
 use crate::telemetry::spanmetrics::WINDOW_ANOMALY;
 use crate::testkit;
 
@@ -20,16 +19,7 @@ fn scoring_driver() -> Driver {
         1,
     );
     let config = load_str(&yaml, |_| None).expect("valid pipeline");
-    let json = |topic: &str| OutputSpec {
-        topic: topic.into(),
-        encoding: Encoding::Json,
-    };
-    let outputs = Outputs {
-        traces: json("traces"),
-        late: None,
-        aggregates: Some(json("aggregates")),
-        alerts: None,
-    };
+    let outputs = json_outputs(&config);
     let settings = DriverSettings {
         commit_interval_ms: 1000,
         schema_registry: false,
