@@ -235,24 +235,22 @@ impl Stages {
             }
         }
         emits.extend(windows.into_iter().map(|w| Emit::Aggregate(Box::new(w))));
-        emits.extend(
-            self.scores
-                .iter()
-                .filter(|s| matches!(s.subject, Subject::Series { .. }))
-                .cloned()
-                .map(Emit::Score),
-        );
-        if let Some(e) = &mut self.alerts {
-            for s in self.scores.drain(..) {
+        // the alert rules read every score; a series' score is also published
+        for s in self.scores.drain(..) {
+            if let Some(e) = &mut self.alerts {
                 e.observe_score(&s);
             }
+            if matches!(s.subject, Subject::Series { .. }) {
+                emits.push(Emit::Score(s));
+            }
+        }
+        if let Some(e) = &mut self.alerts {
             if watermark != NO_WATERMARK {
                 let mut alerts = Vec::new();
                 e.advance(watermark, &mut alerts);
                 emits.extend(alerts.into_iter().map(Emit::Alert));
             }
         }
-        self.scores.clear();
     }
 
     fn keep_if_slow(&mut self, trace: &Trace, a: &Analysis) {
