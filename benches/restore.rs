@@ -46,6 +46,8 @@ fn driver(config: &spanline::config::PipelineConfig) -> Driver {
         commit_interval_ms: 1000,
         schema_registry: false,
         span_metrics: false,
+        repartition: None,
+        merge: None,
         changelog: Some(ChangelogSettings {
             group_id: GROUP.into(),
             exactly_once: false,

@@ -3,7 +3,8 @@
 //! Every figure is printed as one line `bench: <name>: <value> <unit>`; context and
 //! targets are printed as `note: ...` lines. Throughput figures are the best of 3 timed
 //! runs after a warm-up run. Each section runs in a child process of its own (see
-//! [`main`]). The whole program takes about two minutes on 2 cores.
+//! [`main`]). The whole program takes about three and a half minutes on 2
+//! cores (the `hop` section one and a half).
 //!
 //! The stages are driven the way `runner::run` drives them: records are handled in
 //! batches of up to 1024 (the consumer's poll batch), each record is marked consumed in
@@ -20,8 +21,9 @@
 //! The figures by what they measure: `assemble` (1 to 3: the assembly stage, over spans
 //! and over records of each format), `memory` (4, with the counting allocator), `stages`
 //! (5 to 7: the stages after assembly, and all of them), `detect` (7b: scoring latency),
-//! `e2e` (8: through the embedded broker, fed by `feed`); `common` holds the parameters
-//! and what they share.
+//! `e2e` (8: through the embedded broker, fed by `feed`), `hop` (9 and 10: the
+//! repartition hop, `spanline run` processes on the embedded broker, run by
+//! `processes`); `common` holds the parameters and what they share.
 
 #[path = "throughput/assemble.rs"]
 mod assemble;
@@ -33,8 +35,12 @@ mod detect;
 mod e2e;
 #[path = "throughput/feed.rs"]
 mod feed;
+#[path = "throughput/hop.rs"]
+mod hop;
 #[path = "throughput/memory.rs"]
 mod memory;
+#[path = "throughput/processes.rs"]
+mod processes;
 #[path = "throughput/stages.rs"]
 mod stages;
 
@@ -64,7 +70,7 @@ fn load_average(when: &str) {
 }
 
 /// The sections, in the order they run.
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "core",
     "analyze",
     "aggregate",
@@ -75,6 +81,7 @@ const SECTIONS: [&str; 10] = [
     "memory",
     "detect",
     "e2e",
+    "hop",
 ];
 /// Set in the environment of the per-section child processes.
 const CHILD_ENV: &str = "SPANLINE_BENCH_SECTION_CHILD";
@@ -338,6 +345,14 @@ fn main() {
                 note(format_args!("end_to_end failed: {e}"));
                 std::process::exit(1);
             }
+        }
+    }
+
+    // 9-10. the repartition hop
+    if run("hop") {
+        if let Err(e) = hop::hop_figures(&spans) {
+            note(format_args!("hop failed: {e}"));
+            std::process::exit(1);
         }
     }
     if !child {

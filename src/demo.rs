@@ -155,7 +155,10 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     let embedded = crate::resolve(&config).await?;
     telemetry::init();
     let ready = Readiness::default();
-    let (addr, _server) = telemetry::http::serve(args.http, ready.clone())
+    let scratch = crate::serve_cmd::demo_repository(&mut config);
+    let repository = crate::serve_cmd::start_beside(&config, &embedded.endpoints.brokers);
+    let api = crate::serve_cmd::routes(&repository);
+    let (addr, _server) = telemetry::http::serve_with(args.http, ready.clone(), api)
         .await
         .map_err(|e| {
             format!(
@@ -175,6 +178,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         let _ = writeln!(out, "metrics: http://{addr}/metrics");
         let _ = out.flush();
     }
+    crate::serve_cmd::announce(&repository, addr);
     let sources: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
     let (stop_gen, gen_rx) = watch::channel(false);
     let (stop_run, run_rx) = watch::channel(false);
@@ -287,6 +291,10 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
             println!("summary:     - {f}");
         }
     }
+    if let Some(r) = repository {
+        r.stop().await;
+    }
+    drop(scratch);
     drop(embedded);
     Ok(())
 }

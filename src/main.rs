@@ -16,6 +16,7 @@ use spanline::telemetry::{self, http::Readiness};
 use spanline::workload::parse_faults;
 
 mod demo;
+mod serve_cmd;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -50,6 +51,12 @@ enum Command {
         /// a change that makes it unreadable); logged and counted.
         #[arg(long)]
         reset_state: bool,
+    },
+    /// Run only the trace repository and its query API, fed from the output topics of
+    /// a pipeline that runs elsewhere (its consumer group is `<group_id>-repository`).
+    Serve {
+        /// The pipeline file whose outputs to read (its `repository:` and `http:`).
+        pipeline: PathBuf,
     },
     /// Check pipeline files without connecting anywhere; reports every error.
     Validate {
@@ -127,6 +134,7 @@ fn main() -> ExitCode {
                 pipeline,
                 reset_state,
             } => run(pipeline, reset_state).await,
+            Command::Serve { pipeline } => serve_cmd::serve(&pipeline).await,
             Command::Replay {
                 pipeline,
                 input,
@@ -221,7 +229,7 @@ fn validate(paths: &[PathBuf]) -> ExitCode {
     }
 }
 
-fn load(path: &std::path::Path) -> Result<PipelineConfig, CliError> {
+pub fn load(path: &std::path::Path) -> Result<PipelineConfig, CliError> {
     config::load_file(path).map_err(|errors| {
         let lines: Vec<String> = errors
             .0
@@ -233,41 +241,74 @@ fn load(path: &std::path::Path) -> Result<PipelineConfig, CliError> {
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM (`docker stop`, a Kubernetes pod stop), or
-/// after `duration` when given.
-pub async fn stop_after(duration: Option<Duration>) {
-    let sleep = async {
-        match duration {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
+/// after `duration` when given. The signals are caught from the call on, so one that
+/// comes while the pipeline still starts (joins, restores) stops it once it runs.
+pub fn stop_after(duration: Option<Duration>) -> impl std::future::Future<Output = ()> {
+    let signals = StopSignals::listen();
+    async move {
+        let sleep = async {
+            match duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = sleep => {}
+            signal = signals.first() => tracing::info!(signal, "stopping"),
         }
-    };
-    tokio::select! {
-        _ = sleep => {}
-        signal = stop_signal() => tracing::info!(signal, "stopping"),
     }
 }
 
-/// The first of SIGINT and SIGTERM.
-async fn stop_signal() -> &'static str {
+/// SIGINT and SIGTERM, listened for from creation.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = tokio::signal::ctrl_c() => "SIGINT",
-                _ = term.recv() => "SIGTERM",
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops spanline");
-                let _ = tokio::signal::ctrl_c().await;
-                "SIGINT"
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let listen = |kind: SignalKind, name: &str| {
+                signal(kind)
+                    .map_err(|e| tracing::warn!(error = %e, "cannot listen for {name}"))
+                    .ok()
+            };
+            Self {
+                interrupt: listen(SignalKind::interrupt(), "SIGINT"),
+                terminate: listen(SignalKind::terminate(), "SIGTERM"),
             }
         }
+        #[cfg(not(unix))]
+        Self {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "SIGINT"
+
+    /// The first of SIGINT and SIGTERM.
+    async fn first(mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let (interrupt, terminate) = (self.interrupt.take(), self.terminate.take());
+            tokio::select! {
+                _ = wait(interrupt) => "SIGINT",
+                _ = wait(terminate) => "SIGTERM",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
     }
 }
 
@@ -347,7 +388,7 @@ pub async fn resolve(config: &PipelineConfig) -> Result<Embedded, CliError> {
     })
 }
 
-fn check_brokers(
+pub fn check_brokers(
     brokers: &str,
     properties: &std::collections::BTreeMap<String, String>,
 ) -> Result<(), CliError> {
@@ -369,7 +410,9 @@ async fn run(path: PathBuf, reset_state: bool) -> Result<(), CliError> {
     let embedded = resolve(&config).await?;
     let ready = Readiness::default();
     telemetry::init();
-    let (addr, _server) = telemetry::http::serve(config.http.listen, ready.clone())
+    let repository = serve_cmd::start_beside(&config, &embedded.endpoints.brokers);
+    let api = serve_cmd::routes(&repository);
+    let (addr, _server) = telemetry::http::serve_with(config.http.listen, ready.clone(), api)
         .await
         .map_err(|e| {
             format!(
@@ -382,8 +425,10 @@ async fn run(path: PathBuf, reset_state: bool) -> Result<(), CliError> {
         println!("schema registry: {url}");
     }
     println!("metrics: http://{addr}/metrics");
-    runner::run(config, embedded.endpoints.clone(), ready, stop_after(None))
-        .await
-        .map(|_| ())
-        .map_err(CliError::from)
+    serve_cmd::announce(&repository, addr);
+    let result = runner::run(config, embedded.endpoints.clone(), ready, stop_after(None)).await;
+    if let Some(r) = repository {
+        r.stop().await;
+    }
+    result.map(|_| ()).map_err(CliError::from)
 }

@@ -155,11 +155,15 @@ impl Replayer {
                 .sources
                 .first()
                 .and_then(|s| s.dead_letter_topic.clone()),
+            // one process reads everything: no hop
+            keyed_by_trace: true,
         };
         let settings = DriverSettings {
             commit_interval_ms: i64::MAX,
             schema_registry: false,
             span_metrics: false,
+            repartition: None,
+            merge: None,
             changelog: None,
         };
         let mut driver = Driver::new(config, vec![source], outputs, settings);
@@ -359,7 +363,7 @@ fn write(
             }
             OutputKind::Late | OutputKind::Alert => {}
             // replay keeps no changelog
-            OutputKind::Changelog => continue,
+            OutputKind::Changelog | OutputKind::Repartition => continue,
         }
         writers.line(&p.topic, &p.value)?;
     }

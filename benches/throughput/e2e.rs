@@ -158,7 +158,7 @@ pub fn end_to_end(spans: &[Span]) -> Result<Vec<(E2eMode, E2eRun)>, String> {
 
 /// Every topic the default pipeline reads or writes (as `spanline demo` creates them on
 /// the embedded broker).
-fn pipeline_topics(config: &PipelineConfig) -> Vec<String> {
+pub fn pipeline_topics(config: &PipelineConfig) -> Vec<String> {
     let sources = &config.sources;
     let outputs = &config.outputs;
     let mut topics: Vec<String> = sources.iter().flat_map(|s| s.topics.clone()).collect();

@@ -189,6 +189,8 @@ fn bench_driver(config: &PipelineConfig) -> Driver {
         commit_interval_ms: 1000,
         schema_registry: false,
         span_metrics: true,
+        repartition: None,
+        merge: None,
         changelog: None,
     };
     let mut driver = Driver::new(config, Driver::sources_of(config), outputs, settings);

@@ -19,6 +19,7 @@ pub const MAGIC: u8 = 0x68;
 pub const VERSION: u8 = 1;
 const SPANS: u8 = 1;
 const PROGRESS: u8 = 2;
+const WINDOW: u8 = 3;
 
 /// How far one input partition has got, as its reader reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +40,9 @@ pub enum HopRecord {
     /// Spans, all of one trace.
     Spans(Vec<Span>),
     Progress(Vec<Progress>),
+    /// A partial aggregate window, as its changelog record encodes it (the aggregate
+    /// repartition topic).
+    Window(Vec<u8>),
 }
 
 /// Appends a record of `spans` (all of one trace) to `buf`.
@@ -60,6 +64,13 @@ pub fn write_progress(buf: &mut Vec<u8>, progress: &[Progress]) {
         avro_bin::put_long(buf, p.watermark_ns);
         avro_bin::put_bool(buf, p.idle);
     }
+}
+
+/// Appends a record of a partial window (its changelog encoding) to `buf`.
+pub fn write_window(buf: &mut Vec<u8>, encoded: &[u8]) {
+    buf.extend_from_slice(&[MAGIC, VERSION, WINDOW]);
+    avro_bin::put_long(buf, encoded.len() as i64);
+    buf.extend_from_slice(encoded);
 }
 
 /// Decodes one record; never panics, whatever the bytes.
@@ -99,6 +110,10 @@ pub fn read(
                 ));
             }
             HopRecord::Spans(spans)
+        }
+        WINDOW => {
+            let bytes = r.fixed(count)?.to_vec();
+            HopRecord::Window(bytes)
         }
         PROGRESS => {
             let mut progress = Vec::with_capacity(count);
@@ -231,5 +246,16 @@ mod tests {
             bytes.extend(body);
             let _ = decode(&bytes);
         }
+    }
+
+    #[test]
+    fn a_window_record_reads_back_its_bytes() {
+        let mut buf = Vec::new();
+        write_window(&mut buf, b"partial window");
+        let mut interner = Interner::default();
+        let mut resources = ResourceCache::default();
+        let read = read(&buf, &mut interner, &mut resources).unwrap();
+        assert_eq!(read, HopRecord::Window(b"partial window".to_vec()));
+        assert!(super::read(&buf[..buf.len() - 1], &mut interner, &mut resources).is_err());
     }
 }

@@ -7,6 +7,7 @@ pub mod avro;
 pub mod avro_bin;
 pub mod hop;
 pub mod otlp;
+pub mod records;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;

@@ -49,6 +49,12 @@ pub struct KafkaConfig {
     /// Delete the stored state instead of restoring it (the `--reset-state` flag).
     #[serde(skip)]
     pub reset_state: bool,
+    /// Partitions of the repartition topic `<group_id>-repartition`, created when
+    /// missing, through which the spans of sources not keyed by trace id are re-keyed.
+    /// Default: as many as the most partitioned source topic. It bounds how many
+    /// processes of the group assemble traces.
+    #[serde(default)]
+    pub repartition_partitions: Option<i32>,
     /// Partitions of each topic the embedded broker creates.
     #[serde(default = "default_partitions")]
     pub embedded_partitions: i32,
@@ -144,7 +150,18 @@ impl KafkaConfig {
         client(&self.properties, &both, &BTreeMap::new())
     }
 
-    /// The `transactional.id` of this process's producer with `delivery: exactly_once`.
+    /// The aggregate repartition topic of the group, through which partial windows reach
+    /// their owner: `<group_id>-aggregate-repartition`.
+    pub fn aggregate_repartition_topic(&self) -> String {
+        format!("{}-aggregate-repartition", self.group_id)
+    }
+
+    /// The repartition topic of the group: `<group_id>-repartition`.
+    pub fn repartition_topic(&self) -> String {
+        format!("{}-repartition", self.group_id)
+    }
+
+    /// The `transactional.id` of this process's producer with exactly-once.
     pub fn transactional_id(&self) -> String {
         let instance = self.instance_id.clone().unwrap_or_else(host_name);
         format!("{}-{instance}", self.group_id)
@@ -203,6 +220,15 @@ impl KafkaConfig {
                 "must be between 1 and 1024",
                 "e.g. 3",
             );
+        }
+        if let Some(n) = self.repartition_partitions {
+            if !(1..=10_000).contains(&n) {
+                errors.push(
+                    "kafka.repartition_partitions",
+                    "must be between 1 and 10000",
+                    "at least as many as the processes that should assemble traces, e.g. 12",
+                );
+            }
         }
         for (section, map) in [
             ("properties", &self.properties),
@@ -269,6 +295,7 @@ mod tests {
             producer_properties: [("linger.ms".to_string(), "20".to_string())].into(),
             commit_interval: Duration::from_secs(1),
             changelogs: true,
+            repartition_partitions: None,
             instance_id: None,
             reset_state: false,
             embedded_partitions: 3,

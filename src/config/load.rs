@@ -135,6 +135,7 @@ const TOP_LEVEL: &[&str] = &[
     "outputs",
     "http",
     "delivery",
+    "repository",
 ];
 const REQUIRED: &[&str] = &["name", "kafka", "sources", "stages", "outputs"];
 
@@ -178,6 +179,9 @@ fn check_sections(root: &mut Value, errors: &mut ConfigErrors) {
     });
     section("delivery", &mut |v, p, e| {
         check_as::<super::Delivery>(v, p, e)
+    });
+    section("repository", &mut |v, p, e| {
+        check_as::<super::RepositoryConfig>(v, p, e)
     });
     section("sources", &mut |v, p, e| {
         check_list::<super::SourceConfig>(v, p, e)

@@ -5,6 +5,7 @@
 
 mod kafka;
 mod load;
+mod repository;
 mod stages;
 
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ pub use crate::model::duration;
 pub use crate::model::{did_you_mean, ConfigError, ConfigErrors};
 pub use kafka::KafkaConfig;
 pub use load::{interpolate, load_file, load_str};
+pub use repository::{parse_size, RepositoryConfig};
 pub use stages::StageConfig;
 
 use crate::codec::Format;
@@ -48,6 +50,9 @@ pub struct PipelineConfig {
     /// `isolation.level=read_committed`).
     #[serde(default)]
     pub delivery: Delivery,
+    /// The trace repository and its query API.
+    #[serde(default)]
+    pub repository: RepositoryConfig,
 }
 
 /// The delivery guarantee of a pipeline's outputs.
@@ -92,6 +97,21 @@ pub struct SourceConfig {
     /// Without it such records are counted and logged, then skipped.
     #[serde(default)]
     pub dead_letter_topic: Option<String>,
+    /// Whether the producers key this source's records by trace id, so that every span
+    /// of a trace is on one partition. When they do not (the default for `otlp_proto`
+    /// and `otlp_json`: the OpenTelemetry Collector's Kafka exporter packs spans of many
+    /// traces into one message), spanline re-keys the spans by trace id through the
+    /// pipeline's repartition topic, so more processes in the group still assemble
+    /// whole traces. Default `true` for `avro` (one span per record, keyed by trace id).
+    #[serde(default)]
+    pub keyed_by_trace: Option<bool>,
+}
+
+impl SourceConfig {
+    /// Whether the records are keyed by trace id (see `keyed_by_trace`).
+    pub fn keyed_by_trace(&self) -> bool {
+        self.keyed_by_trace.unwrap_or(self.format == Format::Avro)
+    }
 }
 
 /// Output topics.
@@ -230,6 +250,7 @@ impl PipelineConfig {
         }
         self.kafka.validate(errors);
         self.kafka.validate_delivery(self.delivery, errors);
+        self.repository.validate(errors);
         if self.needs_registry() && self.schema_registry.is_none() {
             errors.push(
                 "schema_registry",

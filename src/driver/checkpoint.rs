@@ -182,6 +182,8 @@ impl Driver {
         if cp.in_progress() {
             return;
         }
+        // the windows counted in this epoch leave in it
+        self.flush_partials();
         let position = self.commits(self.tracker.positions());
         let records = self.state_records();
         if cp_exactly_once(&self.checkpoints) {
@@ -297,6 +299,9 @@ impl Driver {
             let p = name(part).1;
             out.push(record(&assemble, p, state::assemble::closed_key(id), value));
         }
+        // with two-phase aggregation the windows, the detectors and the alert rules are
+        // the owner's: only it writes them (the others' changes are dropped)
+        let owner = self.owns_window_state();
         let cp = self.checkpoints.as_mut().expect("checked above");
         for id in self.partitions.live_ids() {
             if let Some(ns) = self.stages.assembler.watermarks().max_event(id) {
@@ -312,6 +317,9 @@ impl Driver {
         if let Some(agg) = self.stages.aggregator_mut() {
             let mut windows = Vec::new();
             agg.take_changes(&mut windows);
+            if !owner {
+                windows.clear();
+            }
             for (size, start) in windows {
                 let value = agg
                     .window_state(size, start)
@@ -324,7 +332,7 @@ impl Driver {
                 ));
             }
             let through = agg.closed_through_ns();
-            if cp.written_closed_through.replace(through) != Some(through) {
+            if owner && cp.written_closed_through.replace(through) != Some(through) {
                 let value = Some(state::aggregate::encode_closed_through(through));
                 out.push(record(
                     &aggregate,
@@ -336,6 +344,9 @@ impl Driver {
         }
         if let Some(detector) = self.stages.detector_mut() {
             for (key, value) in detector.take_changes() {
+                if !owner {
+                    continue;
+                }
                 if value.as_ref().is_some_and(|v| v.len() > MAX_STATE_RECORD) {
                     // larger than a broker takes by default: this subject starts afresh
                     // after a restart
@@ -348,7 +359,9 @@ impl Driver {
                 out.push(record(&cp.detect, 0, key.into_bytes(), value));
             }
         }
-        self.alert_records(&mut out);
+        if owner {
+            self.alert_records(&mut out);
+        }
         // each changelog partition written to ends the checkpoint with a marker
         let mut written: Vec<(Arc<str>, i32)> = out
             .iter()
@@ -357,7 +370,10 @@ impl Driver {
         written.sort();
         written.dedup();
         for (topic, partition) in written {
-            let value = Some(epoch.to_be_bytes().to_vec());
+            let positions = self.marker_positions(&topic, partition);
+            let positions: Vec<(&str, i32, i64)> =
+                positions.iter().map(|(t, p, o)| (&**t, *p, *o)).collect();
+            let value = Some(state::encode_marker(epoch, &positions));
             out.push(record(
                 &topic,
                 partition,
@@ -366,6 +382,32 @@ impl Driver {
             ));
         }
         out
+    }
+
+    /// The input positions the state in `partition` of the changelog `topic` stands at:
+    /// for open traces, every assembled partition of that number; for the windows (and
+    /// what follows them) with two-phase aggregation, the aggregate repartition topic's.
+    fn marker_positions(&self, topic: &Arc<str>, partition: i32) -> Vec<(Arc<str>, i32, i64)> {
+        let Some(cp) = &self.checkpoints else {
+            return Vec::new();
+        };
+        let assemble = *topic == cp.assemble;
+        if !assemble && self.merge.is_none() {
+            return Vec::new();
+        }
+        self.partitions
+            .live_ids()
+            .filter_map(|id| {
+                let (t, p) = self.partitions.name(id);
+                let relevant = if assemble {
+                    p == partition && self.keeps_state(t)
+                } else {
+                    p == 0 && self.is_merge(t)
+                };
+                let next = self.tracker.next(id)?;
+                relevant.then(|| (t.clone(), p, next))
+            })
+            .collect()
     }
 
     /// The alert instances and lifecycle that changed since the last checkpoint.

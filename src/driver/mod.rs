@@ -8,14 +8,18 @@
 //! rebalance, acknowledgement and commit rules are tested here without a broker.
 
 mod checkpoint;
+mod merge;
 pub mod offsets;
 mod partitions;
+mod repartition;
 mod restore;
 mod step;
 mod types;
 mod windows;
 
 pub use checkpoint::ChangelogSettings;
+pub use merge::MergeSettings;
+pub use repartition::{hop_partition, input_id};
 pub use restore::StateRecord;
 pub use types::*;
 
@@ -25,6 +29,12 @@ mod tests;
 mod tests_alerts;
 #[cfg(test)]
 mod tests_checkpoint;
+#[cfg(test)]
+mod tests_cluster;
+#[cfg(test)]
+mod tests_merge;
+#[cfg(test)]
+mod tests_repartition;
 #[cfg(test)]
 mod tests_scores;
 
@@ -42,6 +52,7 @@ use crate::telemetry::spanmetrics::SpanMetrics;
 
 use offsets::OffsetTracker;
 use partitions::Partitions;
+use repartition::Route;
 use windows::WindowHolds;
 
 struct Source {
@@ -80,6 +91,13 @@ pub struct Driver {
     spans_read: u64,
     /// Epochs and checkpoints, when state is kept in changelogs.
     checkpoints: Option<checkpoint::Checkpoints>,
+    /// The repartition hop, when sources not keyed by trace id are re-keyed.
+    repartition: Option<repartition::Repartition>,
+    /// Two-phase aggregation, when windows may be counted by several instances.
+    merge: Option<merge::Merge>,
+    /// Per partition, the offset the restored state stands at: records below it are
+    /// in the state already and skipped if the consumer reads them again.
+    restored_from: rustc_hash::FxHashMap<u32, i64>,
 }
 
 /// The output topics, shared with every record written to them.
@@ -140,6 +158,21 @@ impl Driver {
         if checkpoints.is_some() {
             stages.track_changes();
         }
+        let repartition = settings
+            .repartition
+            .as_ref()
+            .filter(|_| sources.iter().any(|s| !s.keyed_by_trace))
+            .map(repartition::Repartition::new);
+        // two-phase aggregation needs checkpoints: the partials leave in the epoch of
+        // the offsets of the traces they count
+        let merge = settings
+            .merge
+            .as_ref()
+            .filter(|_| checkpoints.is_some() && config.aggregate().is_some());
+        if let Some(m) = merge {
+            stages.aggregate_in_two_phases(m.idle_timeout_ms);
+        }
+        let merge = merge.map(merge::Merge::new);
         Self {
             sources: sources
                 .into_iter()
@@ -170,6 +203,9 @@ impl Driver {
             published: Published::default(),
             spans_read: 0,
             checkpoints,
+            repartition,
+            merge,
+            restored_from: Default::default(),
         }
     }
 
@@ -183,6 +219,7 @@ impl Driver {
                 topics: s.topics.clone(),
                 format: s.format,
                 dead_letter_topic: s.dead_letter_topic.clone(),
+                keyed_by_trace: s.keyed_by_trace(),
             })
             .collect()
     }
@@ -195,7 +232,27 @@ impl Driver {
                 for (t, p) in &partitions {
                     let id = self.partitions.assign(t, *p);
                     self.tracker.assign(id);
-                    self.stages.assembler.assign(id, now_ms);
+                    match self.route(t) {
+                        Route::Direct => self.stages.assembler.assign(id, now_ms),
+                        Route::Hop => {
+                            let inputs = self.repartition.as_ref().map(|r| &r.input_ids[..]);
+                            let inputs = inputs.unwrap_or_default();
+                            self.stages.assembler.assign_hop(id, inputs, now_ms);
+                        }
+                        Route::Split => {
+                            if let Some(rp) = &mut self.repartition {
+                                rp.inputs.assign(id, now_ms);
+                            }
+                        }
+                        // partials go to partition 0 only (a broker may create the
+                        // topic with more)
+                        Route::Merge if *p != 0 => {}
+                        Route::Merge => {
+                            let inputs = self.merge.as_ref().map(|m| &m.input_ids[..]);
+                            let inputs = inputs.unwrap_or_default();
+                            self.stages.assign_partials(id, inputs, now_ms);
+                        }
+                    }
                 }
             }
             Event::Revoked(partitions) => {
@@ -205,6 +262,11 @@ impl Driver {
                     .collect();
                 for id in &ids {
                     self.tracker.revoke(*id);
+                    if let Some(rp) = &mut self.repartition {
+                        rp.revoke(*id);
+                    }
+                    self.stages.revoke_partials(*id);
+                    self.restored_from.remove(id);
                 }
                 if let Some(cp) = &mut self.checkpoints {
                     // the state was checkpointed: the next owner restores it, and so
@@ -284,6 +346,7 @@ impl Driver {
                 if let Some(s) = &mut self.spanmetrics {
                     s.expire(self.stages.assembler.watermarks().current());
                 }
+                self.report_progress();
                 let due = self
                     .last_commit_ms
                     .is_none_or(|last| now_ms - last >= self.settings.commit_interval_ms);
@@ -466,6 +529,7 @@ impl Driver {
     }
 
     fn advance(&mut self) {
+        self.stages.advance_partials(self.now_ms);
         self.stages.assembler.advance(self.now_ms, &mut self.out);
         self.step();
     }

@@ -85,6 +85,11 @@ impl OffsetTracker {
         }
     }
 
+    /// One past the highest offset read on `partition`, if any was.
+    pub fn next(&self, partition: u32) -> Option<i64> {
+        self.partitions.get(&partition).and_then(|p| p.next)
+    }
+
     /// The offset that may be committed for `partition` now.
     pub fn committable(&self, partition: u32) -> Option<i64> {
         self.partitions

@@ -30,11 +30,19 @@ impl Driver {
             Some(t) => t.to_string(),
             None => return Ok(()),
         };
-        // checkpoint markers are read past, not restored
-        let records: Vec<StateRecord> = records
+        // checkpoint markers are not restored: they say which input records the state
+        // reflects already, and those are skipped if read again
+        let (markers, records): (Vec<StateRecord>, Vec<StateRecord>) = records
             .into_iter()
-            .filter(|r| r.key != state::CHECKPOINT_MARKER)
-            .collect();
+            .partition(|r| r.key == state::CHECKPOINT_MARKER);
+        for m in markers {
+            for (t, p, offset) in state::decode_marker(m.value.as_deref().unwrap_or_default()) {
+                if let Some(id) = self.partitions.live(&t, p) {
+                    let from = self.restored_from.entry(id).or_insert(offset);
+                    *from = (*from).max(offset);
+                }
+            }
+        }
         let n = records.len();
         if store == Store::Detect {
             self.restore_detect(&topic, records)?;

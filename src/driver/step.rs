@@ -19,6 +19,24 @@ impl Driver {
             // read before its partition was revoked: the next owner reads it again
             return;
         };
+        if self
+            .restored_from
+            .get(&part)
+            .is_some_and(|&from| rec.offset < from)
+        {
+            // in the restored state already: the consumer started below its checkpoint
+            self.tracker.consumed(part, rec.offset);
+            metrics::RECORDS_SKIPPED_RESTORED.inc();
+            return;
+        }
+        if self.is_hop(&rec.topic) {
+            self.hop_record(rec, part);
+            return;
+        }
+        if self.is_merge(&rec.topic) {
+            self.merge_record(rec, part);
+            return;
+        }
         let Some(&si) = self.topic_source.get(&*rec.topic) else {
             self.tracker.consumed(part, rec.offset);
             return;
@@ -55,12 +73,16 @@ impl Driver {
         metrics::SPANS_IN
             .with_label_values(&[source])
             .inc_by(self.spans.len() as u64);
+        self.spans_read += self.spans.len() as u64;
+        if self.splits(si) {
+            self.split(si, rec, part);
+            return;
+        }
         let origin = Origin {
             partition: part,
             offset: rec.offset,
         };
         let mut too_large = false;
-        self.spans_read += self.spans.len() as u64;
         for span in self.spans.drain(..) {
             too_large |= self.stages.assembler.push(
                 span,
@@ -79,7 +101,14 @@ impl Driver {
 
     /// Writes `rec` unchanged to its source's dead-letter topic, with headers naming why
     /// and where from; without one, counts it as undeliverable.
-    fn dead_letter(&mut self, si: usize, rec: Record, part: u32, reason: &str, error: String) {
+    pub(super) fn dead_letter(
+        &mut self,
+        si: usize,
+        rec: Record,
+        part: u32,
+        reason: &str,
+        error: String,
+    ) {
         let Some(topic) = self.topics.dead_letters[si].clone() else {
             metrics::UNDELIVERABLE.with_label_values(&[reason]).inc();
             tracing::warn!(topic = %rec.topic, partition = rec.partition, offset = rec.offset, reason, %error, "bad record skipped (no dead_letter_topic)");
@@ -240,7 +269,7 @@ impl Driver {
     }
 
     /// Writes an output in the current epoch.
-    fn produce_output(&mut self, mut p: Produce) {
+    pub(super) fn produce_output(&mut self, mut p: Produce) {
         if let Some(cp) = &mut self.checkpoints {
             p.epoch = cp.written();
         }

@@ -70,6 +70,8 @@ pub(super) fn driver_with(
         commit_interval_ms: 1000,
         schema_registry,
         span_metrics: false,
+        repartition: None,
+        merge: None,
         changelog,
     };
     let mut d = Driver::new(config, Driver::sources_of(config), outputs, settings);
@@ -91,7 +93,7 @@ pub(super) fn json_outputs(config: &PipelineConfig) -> Outputs {
         traces: json("traces"),
         late: None,
         aggregates: config.aggregate().map(|_| json("aggregates")),
-        alerts: None,
+        alerts: config.alert().map(|_| json("alerts")),
     }
 }
 
@@ -397,6 +399,8 @@ fn ownership_follows_assignment() {
             commit_interval_ms: 1000,
             schema_registry: false,
             span_metrics: false,
+            repartition: None,
+            merge: None,
             changelog: None,
         },
     );

@@ -24,6 +24,8 @@ fn scoring_driver() -> Driver {
         commit_interval_ms: 1000,
         schema_registry: false,
         span_metrics: true,
+        repartition: None,
+        merge: None,
         changelog: None,
     };
     let mut d = Driver::new(&config, Driver::sources_of(&config), outputs, settings);

@@ -19,6 +19,27 @@ pub struct SourceSpec {
     pub topics: Vec<String>,
     pub format: Format,
     pub dead_letter_topic: Option<String>,
+    /// The records are keyed by trace id; when not, and the driver repartitions, their
+    /// spans are re-keyed through the repartition topic before they are assembled.
+    pub keyed_by_trace: bool,
+}
+
+/// The pipeline's repartition topic: spans of sources not keyed by trace id are written
+/// there by trace id, with the progress of the partitions they were read from.
+#[derive(Debug, Clone)]
+pub struct RepartitionSettings {
+    pub topic: String,
+    /// Its partition count: a trace's spans go to partition `hash(trace id) % partitions`.
+    pub partitions: i32,
+    /// Every partition of the source topics that are split onto it: a reader of a
+    /// partition of the topic waits for each to report (or fall silent).
+    pub inputs: Vec<(String, i32)>,
+    /// The allowed out-of-orderness and idle timeout of the inputs, as the assembler's.
+    pub out_of_orderness_ns: i64,
+    pub idle_timeout_ms: i64,
+    /// How often each input's progress is reported when it moved (and at least every
+    /// quarter of the idle timeout, so readers know its writer is alive).
+    pub progress_interval_ms: i64,
 }
 
 /// One output topic and how its records are encoded.
@@ -47,6 +68,8 @@ pub enum OutputKind {
     DeadLetter,
     /// A stage's state, on its changelog topic.
     Changelog,
+    /// Spans re-keyed by trace id, or input progress, on the repartition topic.
+    Repartition,
 }
 
 /// A record to write, holding the input offsets it depends on until Kafka has it.
@@ -184,4 +207,10 @@ pub struct DriverSettings {
     pub span_metrics: bool,
     /// Keep the stages' state in changelog topics and commit at checkpoints.
     pub changelog: Option<ChangelogSettings>,
+    /// Re-key the spans of sources not keyed by trace id through this topic (`None`:
+    /// every source is assembled where it is read, as in replay).
+    pub repartition: Option<RepartitionSettings>,
+    /// Count windows in two phases through this topic (with changelogs and an
+    /// aggregate stage; `None`: every instance publishes what it counts).
+    pub merge: Option<super::MergeSettings>,
 }

@@ -92,6 +92,18 @@ pub async fn ensure_changelogs(
     properties: &BTreeMap<String, String>,
     changelogs: &[(String, usize)],
 ) -> Result<(), AdminError> {
+    ensure_topics(brokers, properties, changelogs, "compact").await
+}
+
+/// Creates each missing topic of `topics` with its partition count and `cleanup.policy`
+/// (`compact` for changelogs, `delete` for the repartition topic); an existing one with
+/// fewer partitions is an error.
+pub async fn ensure_topics(
+    brokers: &str,
+    properties: &BTreeMap<String, String>,
+    changelogs: &[(String, usize)],
+    cleanup_policy: &'static str,
+) -> Result<(), AdminError> {
     let names: Vec<String> = changelogs.iter().map(|(t, _)| t.clone()).collect();
     let existing = {
         let (b, p, n) = (brokers.to_string(), properties.clone(), names.clone());
@@ -127,17 +139,17 @@ pub async fn ensure_changelogs(
         .iter()
         .map(|(t, n)| {
             NewTopic::new(t, *n as i32, TopicReplication::Fixed(-1))
-                .set("cleanup.policy", "compact")
+                .set("cleanup.policy", cleanup_policy)
         })
         .collect();
     let created = admin
         .create_topics(&new, &create_options())
         .await
-        .map_err(kafka("creating changelog topics"))
+        .map_err(kafka("creating topics"))
         .and_then(|results| {
             results.into_iter().try_for_each(|r| match r {
                 Ok(topic) => {
-                    tracing::info!(%topic, "changelog topic created");
+                    tracing::info!(%topic, cleanup_policy, "topic created");
                     Ok(())
                 }
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => Ok(()),
@@ -156,7 +168,7 @@ pub async fn ensure_changelogs(
         .map_err(AdminError::Task)?;
     match auto {
         Ok(()) => {
-            tracing::info!(topics = ?missing, "changelog topics created by the broker on request");
+            tracing::info!(topics = ?missing, "topics created by the broker on request");
             Ok(())
         }
         Err(auto) => Err(AdminError::BothFailed {

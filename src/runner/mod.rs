@@ -159,6 +159,8 @@ pub async fn run(
     let registry = setup::registry(&config, endpoints.registry.as_deref())?;
     let outputs = setup::outputs(&config, registry.as_ref()).await?;
     setup::metric_series(&config, &outputs);
+    let repartition = setup::repartition(&config, &endpoints).await?;
+    let merge = setup::merge(&config, &endpoints, repartition.as_ref()).await?;
     let mut driver = Driver::new(
         &config,
         Driver::sources_of(&config),
@@ -172,6 +174,8 @@ pub async fn run(
                 group_id: config.kafka.group_id.clone(),
                 exactly_once,
             }),
+            repartition,
+            merge,
         },
     );
     // the detectors continue from their snapshot, if there is one (never fatal), read
@@ -250,6 +254,7 @@ pub async fn run(
         .sources
         .iter()
         .flat_map(|s| s.topics.clone())
+        .chain(repartition_topic_of(&driver))
         .collect();
     let mut consumer = config.kafka.consumer();
     if exactly_once {
@@ -362,6 +367,15 @@ pub async fn run(
     result.map(|()| RunSummary {
         slowest: driver.slowest().to_vec(),
     })
+}
+
+/// The internal topics the consumer reads besides the sources.
+fn repartition_topic_of(driver: &Driver) -> Vec<String> {
+    [driver.repartition_topic(), driver.merge_topic()]
+        .into_iter()
+        .flatten()
+        .map(str::to_string)
+        .collect()
 }
 
 /// When a member that a rebalance left with no partitions joins the group again: only

@@ -3,12 +3,90 @@
 
 use crate::codec::{self, DecodeError};
 use crate::config::{OutputFormat, PipelineConfig, TopicOutput};
-use crate::driver::{OutputSpec, Outputs};
+use crate::driver::{MergeSettings, OutputSpec, Outputs, RepartitionSettings};
+use crate::kafka::admin::{self, AdminError};
 use crate::kafka::registry_client::RegistryClient;
 use crate::output::Encoding;
 use crate::telemetry::metrics;
 
-use super::RunError;
+use super::{Endpoints, RunError};
+
+/// How often each input's progress may be reported on the repartition topic.
+const PROGRESS_INTERVAL_MS: i64 = 200;
+
+/// The repartition topic of `config`, created when missing, when a source is not keyed
+/// by trace id. Its partition count is the topic's when it exists (every instance must
+/// agree where a trace goes), else `kafka.repartition_partitions`, else the most
+/// partitioned source topic's.
+pub(super) async fn repartition(
+    config: &PipelineConfig,
+    endpoints: &Endpoints,
+) -> Result<Option<RepartitionSettings>, RunError> {
+    if config.sources.iter().all(|s| s.keyed_by_trace()) {
+        return Ok(None);
+    }
+    let Some(assemble) = config.assemble() else {
+        return Ok(None);
+    };
+    let err = |source: AdminError| admin_error(config, source);
+    let topic = config.kafka.repartition_topic();
+    let properties = config.kafka.common();
+    let mut topics: Vec<String> = config
+        .sources
+        .iter()
+        .flat_map(|s| s.topics.clone())
+        .collect();
+    topics.push(topic.clone());
+    let counts = partition_counts(config, &endpoints.brokers, topics).await?;
+    let wanted = config
+        .kafka
+        .repartition_partitions
+        .map(|n| n.max(1) as usize);
+    let partitions = match counts.get(&topic) {
+        Some(&have) => {
+            if wanted.is_some_and(|w| w != have) {
+                tracing::warn!(%topic, have, wanted = ?wanted, "the repartition topic exists with another partition count: it is used as it is (add partitions only with every instance stopped and the topic drained)");
+            }
+            have
+        }
+        None => {
+            let sources = counts.iter().filter(|(t, _)| **t != topic).map(|(_, n)| *n);
+            let n = wanted.unwrap_or_else(|| sources.max().unwrap_or(1)).max(1);
+            admin::ensure_topics(
+                &endpoints.brokers,
+                &properties,
+                &[(topic.clone(), n)],
+                "delete",
+            )
+            .await
+            .map_err(err)?;
+            // a broker that creates topics on request may give them its own count
+            let created = partition_counts(config, &endpoints.brokers, vec![topic.clone()]).await?;
+            created.get(&topic).copied().unwrap_or(n)
+        }
+    };
+    let split: Vec<&String> = config
+        .sources
+        .iter()
+        .filter(|s| !s.keyed_by_trace())
+        .flat_map(|s| &s.topics)
+        .collect();
+    let inputs = counts
+        .iter()
+        .filter(|(t, _)| split.contains(t))
+        .flat_map(|(t, n)| (0..*n as i32).map(move |p| (t.clone(), p)))
+        .collect();
+    let settings = assemble.settings(false);
+    tracing::info!(%topic, partitions, "spans of sources not keyed by trace id are re-keyed through the repartition topic");
+    Ok(Some(RepartitionSettings {
+        topic,
+        partitions: i32::try_from(partitions).unwrap_or(i32::MAX),
+        inputs,
+        out_of_orderness_ns: settings.out_of_orderness_ns,
+        idle_timeout_ms: settings.idle_partition_timeout_ms,
+        progress_interval_ms: PROGRESS_INTERVAL_MS,
+    }))
+}
 
 /// The registry client of `config`, when it has a registry.
 pub(super) fn registry(
@@ -120,5 +198,77 @@ pub(super) fn metric_series(config: &PipelineConfig, outputs: &Outputs) {
                 metrics::ALERTS.with_label_values(&[&rule.name, &rule.severity, status]);
             }
         }
+    }
+}
+
+/// The aggregate repartition topic of `config` (one partition: one owner merges every
+/// instance's partial windows), created when missing, when the pipeline aggregates with
+/// its state in changelogs. Its inputs are every partition that assembles traces.
+pub(super) async fn merge(
+    config: &PipelineConfig,
+    endpoints: &Endpoints,
+    repartition: Option<&RepartitionSettings>,
+) -> Result<Option<MergeSettings>, RunError> {
+    let (Some(assemble), Some(_), true) = (
+        config.assemble(),
+        config.aggregate(),
+        config.kafka.changelogs,
+    ) else {
+        return Ok(None);
+    };
+    let err = |source: AdminError| admin_error(config, source);
+    let topic = config.kafka.aggregate_repartition_topic();
+    let properties = config.kafka.common();
+    let keyed: Vec<String> = config
+        .sources
+        .iter()
+        .filter(|s| repartition.is_none() || s.keyed_by_trace())
+        .flat_map(|s| s.topics.clone())
+        .collect();
+    let counts = partition_counts(config, &endpoints.brokers, keyed).await?;
+    let mut inputs: Vec<(String, i32)> = counts
+        .iter()
+        .flat_map(|(t, n)| (0..*n as i32).map(move |p| (t.clone(), p)))
+        .collect();
+    if let Some(r) = repartition {
+        inputs.extend((0..r.partitions).map(|p| (r.topic.clone(), p)));
+    }
+    admin::ensure_topics(
+        &endpoints.brokers,
+        &properties,
+        &[(topic.clone(), 1)],
+        "delete",
+    )
+    .await
+    .map_err(err)?;
+    Ok(Some(MergeSettings {
+        topic,
+        inputs,
+        idle_timeout_ms: assemble.settings(false).idle_partition_timeout_ms,
+    }))
+}
+
+/// The partition count of each of `topics` that exists, read off the async threads.
+pub(super) async fn partition_counts(
+    config: &PipelineConfig,
+    brokers: &str,
+    topics: Vec<String>,
+) -> Result<std::collections::BTreeMap<String, usize>, RunError> {
+    let (b, p) = (brokers.to_string(), config.kafka.common());
+    tokio::task::spawn_blocking(move || admin::partition_counts(&b, &p, &topics))
+        .await
+        .map_err(|source| RunError::Task {
+            pipeline: config.name.clone(),
+            doing: "reading the source topics' metadata",
+            source,
+        })?
+        .map_err(|source| admin_error(config, source))
+}
+
+/// An admin error of `config`'s pipeline.
+pub(super) fn admin_error(config: &PipelineConfig, source: AdminError) -> RunError {
+    RunError::Changelogs {
+        pipeline: config.name.clone(),
+        source: Box::new(source),
     }
 }

@@ -31,27 +31,15 @@ impl Restorer {
         endpoints: &Endpoints,
         driver: &Driver,
     ) -> Result<Self, RunError> {
-        let err = |source: AdminError| RunError::Changelogs {
-            pipeline: config.name.clone(),
-            source: Box::new(source),
-        };
+        let err = |source: AdminError| super::setup::admin_error(config, source);
         let properties = config.kafka.common();
         let sources: Vec<String> = config
             .sources
             .iter()
             .flat_map(|s| s.topics.clone())
+            .chain(driver.repartition_topic().map(str::to_string))
             .collect();
-        let counts = {
-            let (b, p) = (endpoints.brokers.clone(), properties.clone());
-            tokio::task::spawn_blocking(move || admin::partition_counts(&b, &p, &sources))
-                .await
-                .map_err(|source| RunError::Task {
-                    pipeline: config.name.clone(),
-                    doing: "reading the source topics' metadata",
-                    source,
-                })?
-                .map_err(err)?
-        };
+        let counts = super::setup::partition_counts(config, &endpoints.brokers, sources).await?;
         let partitions = counts.values().copied().max().unwrap_or(1).max(1);
         let changelogs: Vec<(String, usize)> = Store::ALL
             .iter()
@@ -78,7 +66,14 @@ impl Shell {
         &mut self,
         partitions: Vec<(String, i32)>,
     ) -> Result<(), RunError> {
-        let numbers: BTreeSet<i32> = partitions.iter().map(|(_, p)| *p).collect();
+        // open traces follow the partitions they are assembled from: not the source
+        // partitions split onto the repartition topic
+        let assembled: BTreeSet<i32> = partitions
+            .iter()
+            .filter(|(t, _)| self.driver.keeps_state(t))
+            .map(|(_, p)| *p)
+            .collect();
+        let owns_windows = self.driver.owns_windows(&partitions);
         self.handle(Event::Assigned {
             partitions,
             now_ms: wall_ms(),
@@ -99,9 +94,9 @@ impl Shell {
             // open traces follow their input partition; the windows and the alerts live
             // in partition 0 with the owner of the inputs' partition 0
             let parts: Vec<i32> = match store {
-                Store::Assemble => numbers.iter().copied().collect(),
+                Store::Assemble => assembled.iter().copied().collect(),
                 Store::Aggregate | Store::Alert | Store::Detect => {
-                    numbers.contains(&0).then_some(0).into_iter().collect()
+                    owns_windows.then_some(0).into_iter().collect()
                 }
             };
             if parts.is_empty() {

@@ -184,6 +184,32 @@ impl Assembler {
         self.watermarks.assign(partition, now_ms);
     }
 
+    /// A partition of the repartition topic was assigned at `now_ms`: its watermark is
+    /// what its writers report ([`Assembler::progress`]), not its span times.
+    /// `inputs` are the ids of every input partition whose spans come through it.
+    pub fn assign_hop(&mut self, partition: u32, inputs: &[u64], now_ms: i64) {
+        self.watermarks.assign_hop(partition, inputs, now_ms);
+    }
+
+    /// Read on the repartition partition `partition`: the input `input` has got to
+    /// `watermark_ns`, or is idle.
+    pub fn progress(
+        &mut self,
+        partition: u32,
+        input: u64,
+        watermark_ns: i64,
+        idle: bool,
+        now_ms: i64,
+    ) {
+        self.watermarks
+            .progress(partition, input, watermark_ns, idle, now_ms);
+    }
+
+    /// Spans over `max_span_bytes` were kept out before they reached the assembler.
+    pub fn count_too_large(&mut self, spans: u64) {
+        self.stats.too_large += spans;
+    }
+
     /// Adds one span read from `origin` at processing time `now_ms`.
     pub fn push(
         &mut self,

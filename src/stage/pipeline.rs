@@ -2,12 +2,13 @@
 //! the Kafka runner and for `replay`, so both produce the same records.
 
 use crate::model::{Alert, AnomalyScore, Span, Subject, Trace, TraceId};
+use crate::stage::aggregate::WindowState;
 use crate::stage::aggregate::{AggregateSettings, Aggregator, WindowAggregate};
 use crate::stage::alert::{AlertEngine, AlertSettings};
 use crate::stage::analyze::{analyze, Analysis, AnalyzeSettings, FindingKind, Oddities};
 use crate::stage::assemble::{self, Assembler, Holds, Origin, Output};
 use crate::stage::detect::{DetectSettings, Detector, TrainedModel, TrainingJob};
-use crate::stage::watermark::NO_WATERMARK;
+use crate::stage::watermark::{HopWatermarks, NO_WATERMARK};
 
 /// A record for an output topic.
 #[derive(Debug)]
@@ -72,6 +73,21 @@ pub struct Stages {
     scores: Vec<AnomalyScore>,
     stats: StageStats,
     slowest: Vec<TraceDigest>,
+    /// Two-phase aggregation, when several instances may count the same windows.
+    two_phase: Option<TwoPhase>,
+    /// How far the windows this instance counts are complete: no trace closing later
+    /// has a span before it.
+    bound_ns: i64,
+}
+
+/// Two-phase aggregation: the traces this instance closes are counted in `combiner`,
+/// whose windows leave as partials ([`Stages::take_partials`]); the aggregator is then
+/// the owner's, fed the partials of every instance ([`Stages::merge_partial`]) and
+/// closing a window when every assembling partition has reported it complete.
+struct TwoPhase {
+    combiner: Aggregator,
+    inputs: HopWatermarks,
+    idle_timeout_ms: i64,
 }
 
 impl Stages {
@@ -86,6 +102,83 @@ impl Stages {
             scores: Vec::new(),
             stats: StageStats::default(),
             slowest: Vec::new(),
+            two_phase: None,
+            bound_ns: NO_WATERMARK,
+        }
+    }
+
+    /// Counts windows in two phases from now on (when the pipeline aggregates): see
+    /// [`TwoPhase`]. `idle_timeout_ms`: how long an assembling partition may stay silent
+    /// before it no longer holds the owner's windows open.
+    pub fn aggregate_in_two_phases(&mut self, idle_timeout_ms: i64) {
+        if let Some(agg) = &self.aggregator {
+            self.two_phase = Some(TwoPhase {
+                combiner: Aggregator::new(agg.settings().clone()),
+                inputs: HopWatermarks::new(idle_timeout_ms),
+                idle_timeout_ms,
+            });
+        }
+    }
+
+    /// Whether windows are counted in two phases.
+    pub fn two_phase(&self) -> bool {
+        self.two_phase.is_some()
+    }
+
+    /// How far the windows counted here are complete (see [`Stages::take_partials`]).
+    pub fn bound_ns(&self) -> i64 {
+        self.bound_ns
+    }
+
+    /// Two-phase: what this instance counted since the last call, as partial windows,
+    /// each complete below [`Stages::bound_ns`].
+    pub fn take_partials(&mut self) -> Vec<WindowState> {
+        let bound = self.bound_ns;
+        self.two_phase
+            .as_mut()
+            .map(|t| t.combiner.take_partials(bound))
+            .unwrap_or_default()
+    }
+
+    /// Two-phase: a partial window from an assembling instance; returns the series that
+    /// could not be merged (late ones included).
+    pub fn merge_partial(&mut self, window: WindowState) -> usize {
+        match &mut self.aggregator {
+            Some(agg) => agg.merge_window(window),
+            None => window.scopes.iter().map(|(_, s)| s.len()).sum(),
+        }
+    }
+
+    /// Two-phase: a partition of the aggregate repartition topic was assigned at
+    /// `now_ms`; `inputs` are the ids of every assembling partition that reports on it.
+    pub fn assign_partials(&mut self, partition: u32, inputs: &[u64], now_ms: i64) {
+        if let Some(t) = &mut self.two_phase {
+            t.inputs.assign(partition, now_ms);
+            for &input in inputs {
+                t.inputs.expect(partition, input, now_ms);
+            }
+        }
+    }
+
+    /// Two-phase: a partition of the aggregate repartition topic was revoked.
+    pub fn revoke_partials(&mut self, partition: u32) {
+        if let Some(t) = &mut self.two_phase {
+            t.inputs.revoke(partition);
+        }
+    }
+
+    /// Two-phase: read on `partition` at `now_ms`, the assembling partition `input` has
+    /// counted every window ending by `bound_ns`.
+    pub fn partials_progress(&mut self, partition: u32, input: u64, bound_ns: i64, now_ms: i64) {
+        if let Some(t) = &mut self.two_phase {
+            t.inputs.progress(partition, input, bound_ns, false, now_ms);
+        }
+    }
+
+    /// Two-phase: moves the owner's window watermark on at processing time `now_ms`.
+    pub fn advance_partials(&mut self, now_ms: i64) {
+        if let Some(t) = &mut self.two_phase {
+            t.inputs.advance(now_ms);
         }
     }
 
@@ -117,6 +210,11 @@ impl Stages {
         if let Some(d) = &mut self.detector {
             *d = Detector::new(d.settings().clone());
         }
+        if let Some(t) = &mut self.two_phase {
+            t.combiner = Aggregator::new(t.combiner.settings().clone());
+            t.inputs = HopWatermarks::new(t.idle_timeout_ms);
+        }
+        self.bound_ns = NO_WATERMARK;
     }
 
     /// Notes from now on what state changes, for the changelogs.
@@ -186,7 +284,11 @@ impl Stages {
                         self.count(a);
                         self.keep_if_slow(&trace, a);
                     }
-                    if let Some(agg) = &mut self.aggregator {
+                    let counting = match &mut self.two_phase {
+                        Some(t) => Some(&mut t.combiner),
+                        None => self.aggregator.as_mut(),
+                    };
+                    if let Some(agg) = counting {
                         agg.add_trace(&trace, analysis.as_ref().map_or(&[], |a| &a.edges));
                     }
                     if let Some(a) = &analysis {
@@ -212,6 +314,12 @@ impl Stages {
             .watermarks()
             .current()
             .min(asm.earliest_open_start().unwrap_or(i64::MAX));
+        self.bound_ns = watermark;
+        // two-phase: the owner's windows close when every assembling partition says so
+        let watermark = match &self.two_phase {
+            Some(t) => t.inputs.current(),
+            None => watermark,
+        };
         let mut windows = Vec::new();
         if let Some(agg) = &mut self.aggregator {
             agg.advance(watermark, &mut windows);
@@ -226,11 +334,21 @@ impl Stages {
         watermark: i64,
         emits: &mut Vec<Emit>,
     ) {
+        let mut alerts = Vec::new();
         for w in &windows {
             if let Some(d) = &mut self.detector {
                 d.observe_window(w, &mut self.scores);
             }
             if let Some(e) = &mut self.alerts {
+                // two-phase: event time reaches each window's end in turn, because an
+                // owner that takes over or catches up closes many windows in one step,
+                // and what an earlier window fired must be announced before a later one
+                // resolves it (windows ending together are still observed together).
+                // Replay and one-phase pipelines keep the step's order (their alert
+                // tests are tuned to it; see the issue tracker).
+                if self.two_phase.is_some() {
+                    e.advance(w.window_end_ns.saturating_sub(1), &mut alerts);
+                }
                 e.observe_window(w);
             }
         }
@@ -246,11 +364,10 @@ impl Stages {
         }
         if let Some(e) = &mut self.alerts {
             if watermark != NO_WATERMARK {
-                let mut alerts = Vec::new();
                 e.advance(watermark, &mut alerts);
-                emits.extend(alerts.into_iter().map(Emit::Alert));
             }
         }
+        emits.extend(alerts.into_iter().map(Emit::Alert));
     }
 
     fn keep_if_slow(&mut self, trace: &Trace, a: &Analysis) {

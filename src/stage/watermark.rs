@@ -20,14 +20,20 @@ struct Partition {
     max_event_ns: i64,
     /// Processing time (ms) of the last record, or of the assignment.
     last_seen_ms: i64,
+    /// A partition of the repartition topic: its span times say nothing, the progress
+    /// its writers report does (see [`HopWatermarks`]).
+    hop: bool,
 }
 
-/// Tracks the watermark across assigned partitions.
+/// Tracks the watermark across assigned partitions: partitions of source topics by the
+/// event times they deliver, partitions of the repartition topic by the progress
+/// reported on them.
 #[derive(Debug, Clone)]
 pub struct Watermarks {
     out_of_orderness_ns: i64,
     idle_timeout_ms: i64,
     partitions: FxHashMap<u32, Partition>,
+    hop: HopWatermarks,
     current: i64,
 }
 
@@ -39,6 +45,7 @@ impl Watermarks {
             out_of_orderness_ns,
             idle_timeout_ms,
             partitions: FxHashMap::default(),
+            hop: HopWatermarks::new(idle_timeout_ms),
             current: NO_WATERMARK,
         }
     }
@@ -49,7 +56,48 @@ impl Watermarks {
         self.partitions.entry(partition).or_insert(Partition {
             max_event_ns: NO_WATERMARK,
             last_seen_ms: now_ms,
+            hop: false,
         });
+    }
+
+    /// A partition of the repartition topic was assigned at `now_ms`: it is as far as
+    /// the progress reported on it ([`Watermarks::progress`]) says. Each of `inputs`
+    /// (every input partition that writes to the topic) holds it back until heard from
+    /// or silent for the idle timeout, as an assigned source partition does.
+    pub fn assign_hop(&mut self, partition: u32, inputs: &[u64], now_ms: i64) {
+        self.partitions.insert(
+            partition,
+            Partition {
+                max_event_ns: NO_WATERMARK,
+                last_seen_ms: now_ms,
+                hop: true,
+            },
+        );
+        self.hop.assign(partition, now_ms);
+        for &input in inputs {
+            self.hop.expect(partition, input, now_ms);
+        }
+    }
+
+    /// Read on the repartition partition `partition` at `now_ms`: the writer of `input`
+    /// reports it has got to `watermark_ns`, or is idle.
+    pub fn progress(
+        &mut self,
+        partition: u32,
+        input: u64,
+        watermark_ns: i64,
+        idle: bool,
+        now_ms: i64,
+    ) {
+        self.hop
+            .progress(partition, input, watermark_ns, idle, now_ms);
+    }
+
+    /// Whether `partition` is silent at `now_ms`: nothing read for the idle timeout.
+    pub fn is_idle(&self, partition: u32, now_ms: i64) -> bool {
+        self.partitions
+            .get(&partition)
+            .is_some_and(|p| now_ms.saturating_sub(p.last_seen_ms) >= self.idle_timeout_ms)
     }
 
     /// The latest event time `partition` delivered, if it delivered anything (state kept
@@ -70,7 +118,9 @@ impl Watermarks {
 
     /// A partition was revoked: it no longer counts.
     pub fn revoke(&mut self, partition: u32) {
-        self.partitions.remove(&partition);
+        if self.partitions.remove(&partition).is_some_and(|p| p.hop) {
+            self.hop.revoke(partition);
+        }
     }
 
     /// A record with this event time arrived on `partition`.
@@ -79,18 +129,20 @@ impl Watermarks {
         let p = self.partitions.entry(partition).or_insert(Partition {
             max_event_ns: NO_WATERMARK,
             last_seen_ms: now_ms,
+            hop: false,
         });
-        p.max_event_ns = p.max_event_ns.max(event_ns);
         p.last_seen_ms = now_ms;
+        if !p.hop {
+            p.max_event_ns = p.max_event_ns.max(event_ns);
+        }
     }
 
     /// Recomputes the combined watermark at processing time `now_ms` and returns it.
     /// It never goes backwards. When every partition is idle the most advanced one
     /// leads, so a quiet topic still closes its traces.
     pub fn advance(&mut self, now_ms: i64) -> i64 {
-        let mut active_min: Option<i64> = None;
-        let mut overall_max = NO_WATERMARK;
-        for p in self.partitions.values() {
+        let (mut active_min, mut overall_max) = self.hop.bounds(now_ms);
+        for p in self.partitions.values().filter(|p| !p.hop) {
             let wm = partition_watermark(p.max_event_ns, self.out_of_orderness_ns);
             overall_max = overall_max.max(wm);
             let idle = now_ms.saturating_sub(p.last_seen_ms) >= self.idle_timeout_ms;
@@ -113,14 +165,17 @@ impl Watermarks {
         self.current
     }
 
-    /// Each partition's own watermark.
+    /// Each source partition's own watermark.
     pub fn per_partition(&self) -> impl Iterator<Item = (u32, i64)> + '_ {
-        self.partitions.iter().map(|(p, s)| {
-            (
-                *p,
-                partition_watermark(s.max_event_ns, self.out_of_orderness_ns),
-            )
-        })
+        self.partitions
+            .iter()
+            .filter(|(_, s)| !s.hop)
+            .map(|(p, s)| {
+                (
+                    *p,
+                    partition_watermark(s.max_event_ns, self.out_of_orderness_ns),
+                )
+            })
     }
 }
 
@@ -165,6 +220,16 @@ impl HopWatermarks {
         self.assigned.entry(partition).or_insert(now_ms);
     }
 
+    /// `input` writes to `partition`: until it reports, it holds the partition at no
+    /// watermark, for at most the idle timeout from `now_ms`.
+    pub fn expect(&mut self, partition: u32, input: u64, now_ms: i64) {
+        self.inputs.entry((partition, input)).or_insert(Reported {
+            watermark_ns: NO_WATERMARK,
+            idle: false,
+            heard_ms: now_ms,
+        });
+    }
+
     /// A partition of the topic was revoked: it and what was reported on it no longer
     /// count.
     pub fn revoke(&mut self, partition: u32) {
@@ -199,6 +264,14 @@ impl HopWatermarks {
     /// timeout after its assignment. When no partition holds back, the most advanced
     /// report leads.
     pub fn advance(&mut self, now_ms: i64) -> i64 {
+        let (min, overall_max) = self.bounds(now_ms);
+        self.current = self.current.max(min.unwrap_or(overall_max));
+        self.current
+    }
+
+    /// At `now_ms`: the least advanced position any assigned partition holds the
+    /// watermark at (`None`: none holds it back), and the most advanced report.
+    fn bounds(&self, now_ms: i64) -> (Option<i64>, i64) {
         let mut min: Option<i64> = None;
         let mut overall_max = NO_WATERMARK;
         for (&partition, &assigned_ms) in &self.assigned {
@@ -225,8 +298,7 @@ impl HopWatermarks {
                 min = Some(min.map_or(h, |m: i64| m.min(h)));
             }
         }
-        self.current = self.current.max(min.unwrap_or(overall_max));
-        self.current
+        (min, overall_max)
     }
 
     /// The watermark as last computed.
@@ -339,5 +411,58 @@ mod tests {
         w.assign(2, 2_000);
         w.progress(2, 1, 900, false, 2_000);
         assert_eq!(w.advance(2_000), 900);
+    }
+
+    #[test]
+    fn repartition_partitions_follow_reported_progress_not_span_times() {
+        let mut w = Watermarks::new(0, 1_000);
+        w.assign(0, 0);
+        w.assign_hop(5, &[], 0);
+        w.observe(0, 300, 0);
+        // spans on the repartition partition move nothing: their inputs may lag
+        w.observe(5, 900, 0);
+        assert_eq!(
+            w.advance(10),
+            NO_WATERMARK,
+            "partition 5 heard no progress yet"
+        );
+        w.progress(5, 42, 200, false, 20);
+        assert_eq!(w.advance(20), 200);
+        w.progress(5, 42, 500, false, 30);
+        assert_eq!(w.advance(30), 300, "the source partition holds back now");
+        assert_eq!(
+            w.per_partition().count(),
+            1,
+            "only source partitions report their own"
+        );
+        // the writer of input 42 stops: after the idle timeout the source partition leads
+        w.observe(0, 800, 1_100);
+        assert_eq!(w.advance(1_100), 800);
+        w.revoke(5);
+        w.assign_hop(6, &[], 1_200);
+        assert_eq!(w.advance(1_300), 800, "never backwards");
+    }
+
+    #[test]
+    fn an_expected_input_holds_a_new_partition_back_until_it_reports_or_falls_silent() {
+        let mut w = Watermarks::new(0, 1_000);
+        // inputs 1 and 2 write to the topic; only input 1's writer has reported yet
+        w.assign_hop(0, &[1, 2], 0);
+        w.progress(0, 1, 500, false, 10);
+        assert_eq!(
+            w.advance(10),
+            NO_WATERMARK,
+            "input 2 may still send older spans"
+        );
+        w.progress(0, 2, 300, false, 20);
+        assert_eq!(w.advance(20), 300);
+        // input 3's writer never reports: after the idle timeout it no longer holds back
+        w.assign_hop(1, &[1, 3], 100);
+        w.progress(1, 1, 600, false, 100);
+        assert_eq!(w.advance(500), 300);
+        w.progress(0, 1, 700, false, 1_050);
+        w.progress(0, 2, 700, false, 1_050);
+        w.progress(1, 1, 700, false, 1_050);
+        assert_eq!(w.advance(1_100), 700);
     }
 }

@@ -30,7 +30,16 @@ pub async fn serve(
     addr: SocketAddr,
     ready: Readiness,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let app = Router::new()
+    serve_with(addr, ready, Router::new()).await
+}
+
+/// As [`serve`], with `extra` routes (the query API) beside the built-in ones.
+pub async fn serve_with(
+    addr: SocketAddr,
+    ready: Readiness,
+    extra: Router,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let app = extra
         .route(
             "/metrics",
             get(|| async {

@@ -98,6 +98,12 @@ pub static UNDELIVERABLE: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["reason"],
     )
 });
+pub static RECORDS_SKIPPED_RESTORED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "spanline_records_skipped_restored_total",
+        "Records read again below the position their partition's restored state stands at: skipped, they are in the state",
+    )
+});
 pub static OPEN_TRACES: LazyLock<IntGauge> =
     LazyLock::new(|| gauge("spanline_open_traces", "Traces being assembled"));
 pub static BUFFERED_SPANS: LazyLock<IntGauge> =
@@ -427,6 +433,7 @@ pub fn init() {
     LazyLock::force(&SPANS_IN);
     LazyLock::force(&DECODE_ERRORS);
     LazyLock::force(&UNDELIVERABLE);
+    LazyLock::force(&RECORDS_SKIPPED_RESTORED);
 }
 
 /// Moves the assembler counters forward to `now`, given what was published last time.

@@ -2,12 +2,14 @@
 
 pub mod http;
 pub mod metrics;
+pub mod repository;
 pub mod spanmetrics;
 
 /// Registers every metric family, so that `/metrics` lists them from the start.
 pub fn init() {
     metrics::init();
     spanmetrics::init();
+    repository::init();
 }
 
 /// Installs the `tracing` subscriber: human-readable by default, JSON lines when `json`.

@@ -1,6 +1,7 @@
 //! docker-compose.yml (checked by docker-compose itself) and the files its services
 //! mount: deploy/prometheus.yml (by promtool), deploy/alertmanager.yml (by amtool), the
-//! Grafana provisioning, and the pipeline spanline runs there, wired to Alertmanager.
+//! Grafana provisioning, and the pipeline spanline runs there: two instances in one
+//! consumer group, both scraped by Prometheus, wired to Alertmanager.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -158,46 +159,72 @@ fn compose_mounts(service: &serde_yaml::Value) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The compose services that run a pipeline (`spanline run …`), by name.
+fn spanline_instances(compose: &serde_yaml::Value) -> BTreeMap<String, serde_yaml::Value> {
+    compose["services"]
+        .as_mapping()
+        .expect("services")
+        .iter()
+        .filter(|(_, service)| service["command"][0].as_str() == Some("run"))
+        .map(|(name, service)| {
+            let name = name.as_str().expect("service name").to_string();
+            (name, service.clone())
+        })
+        .collect()
+}
+
+/// The compose pipeline loaded with a service's environment.
+fn instance_config(service: &serde_yaml::Value) -> spanline::config::PipelineConfig {
+    let env = compose_environment(service);
+    spanline::config::load_str(&read(COMPOSE_PIPELINE), |k| env.get(k).cloned())
+        .unwrap_or_else(|e| panic!("{COMPOSE_PIPELINE} with the compose environment:\n{e}"))
+}
+
 #[test]
 fn compose_wires_spanline_to_alertmanager_and_the_webhook() {
     let compose = yaml("docker-compose.yml");
     let services = &compose["services"];
+    let instances = spanline_instances(&compose);
+    assert!(!instances.is_empty(), "no service runs `spanline run`");
 
-    // spanline runs the notifying pipeline, with its Alertmanager's address
-    let spanline = &services["spanline"];
-    let mounts = compose_mounts(spanline);
-    let pipelines_dir = mounts
-        .get("./pipelines")
-        .expect("./pipelines mounted into spanline");
+    // every instance runs the notifying pipeline, with its Alertmanager's address
     let file_name = Path::new(COMPOSE_PIPELINE)
         .file_name()
         .unwrap()
         .to_str()
         .unwrap();
-    let command: Vec<&str> = spanline["command"]
-        .as_sequence()
-        .expect("spanline command")
-        .iter()
-        .filter_map(|v| v.as_str())
-        .collect();
-    assert_eq!(
-        command,
-        ["run", format!("{pipelines_dir}/{file_name}").as_str()]
-    );
-    assert!(
-        spanline["depends_on"]["alertmanager"].is_mapping(),
-        "spanline should start after alertmanager"
-    );
-    let env = compose_environment(spanline);
-    let config = spanline::config::load_str(&read(COMPOSE_PIPELINE), |k| env.get(k).cloned())
-        .unwrap_or_else(|e| panic!("{COMPOSE_PIPELINE} with the compose environment:\n{e}"));
-    let notify = config.outputs.notify.as_ref().expect("outputs.notify");
-    let url = &notify
-        .alertmanager
-        .as_ref()
-        .expect("notify.alertmanager")
-        .url;
-    assert_eq!(url, "http://alertmanager:9093");
+    let mut config = None;
+    for (name, spanline) in &instances {
+        let mounts = compose_mounts(spanline);
+        let pipelines_dir = mounts
+            .get("./pipelines")
+            .unwrap_or_else(|| panic!("./pipelines not mounted into {name}"));
+        let command: Vec<&str> = spanline["command"]
+            .as_sequence()
+            .expect("spanline command")
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert_eq!(
+            command,
+            ["run", format!("{pipelines_dir}/{file_name}").as_str()],
+            "{name}"
+        );
+        assert!(
+            spanline["depends_on"]["alertmanager"].is_mapping(),
+            "{name} should start after alertmanager"
+        );
+        let loaded = instance_config(spanline);
+        let notify = loaded.outputs.notify.as_ref().expect("outputs.notify");
+        let url = &notify
+            .alertmanager
+            .as_ref()
+            .expect("notify.alertmanager")
+            .url;
+        assert_eq!(url, "http://alertmanager:9093", "{name}");
+        config = Some(loaded);
+    }
+    let config = config.expect("a spanline instance");
 
     // Alertmanager reads deploy/alertmanager.yml and is reachable on the host
     let alertmanager = &services["alertmanager"];
@@ -290,6 +317,93 @@ fn compose_wires_spanline_to_alertmanager_and_the_webhook() {
         .filter(|t| !created.contains(t.as_str()))
         .collect();
     assert!(missing.is_empty(), "topics not created: {missing:?}");
+}
+
+/// Scale-out in compose: two instances of the pipeline in one consumer group, each with
+/// its own instance id, state volume and host port, and Prometheus scraping each of them
+/// (one `instance` label per target, so sums over the group are right).
+#[test]
+fn compose_runs_two_instances_in_one_group_scraped_by_prometheus() {
+    let compose = yaml("docker-compose.yml");
+    let instances = spanline_instances(&compose);
+    assert_eq!(
+        instances.len(),
+        2,
+        "two spanline instances: {:?}",
+        instances.keys().collect::<Vec<_>>()
+    );
+    let (mut groups, mut ids, mut host_ports, mut state) = (
+        BTreeSet::new(),
+        BTreeSet::new(),
+        BTreeSet::new(),
+        BTreeSet::new(),
+    );
+    let mut targets = BTreeSet::new();
+    for (name, service) in &instances {
+        assert!(
+            service["deploy"]["replicas"].as_u64().unwrap_or(1) == 1,
+            "{name}: replicas would share one instance id"
+        );
+        let config = instance_config(service);
+        groups.insert(config.kafka.group_id.clone());
+        let id =
+            config.kafka.instance_id.clone().unwrap_or_else(|| {
+                panic!("{name}: kafka.instance_id not set (SPANLINE_INSTANCE_ID)")
+            });
+        assert!(
+            ids.insert(id.clone()),
+            "{name}: instance id {id} taken twice"
+        );
+        // one host port each, published onto the port /metrics listens on
+        let listen = config.http.listen.port();
+        let ports: Vec<&str> = service["ports"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str())
+            .collect();
+        assert_eq!(ports.len(), 1, "{name}: ports {ports:?}");
+        let (host, container) = ports[0].split_once(':').expect("host:container");
+        assert_eq!(container, listen.to_string(), "{name}: {}", ports[0]);
+        assert!(
+            host_ports.insert(host.to_string()),
+            "{name}: host port {host} taken twice"
+        );
+        // detector snapshots on a volume of its own
+        if let Some(dir) = config.detect().and_then(|d| d.snapshot_dir.as_ref()) {
+            let volume = compose_mounts(service)
+                .into_iter()
+                .find(|(_, container)| Path::new(container) == dir.as_path())
+                .map(|(host, _)| host)
+                .unwrap_or_else(|| panic!("{name}: {} is on no volume", dir.display()));
+            assert!(
+                state.insert(volume.clone()),
+                "{name}: volume {volume} shared"
+            );
+        }
+        targets.insert(format!("{name}:{listen}"));
+    }
+    assert_eq!(groups.len(), 1, "one consumer group: {groups:?}");
+
+    // Prometheus scrapes every instance (and nothing else) in the spanline job
+    let prometheus = yaml("deploy/prometheus.yml");
+    let job = prometheus["scrape_configs"]
+        .as_sequence()
+        .expect("scrape_configs")
+        .iter()
+        .find(|j| j["job_name"].as_str() == Some("spanline"))
+        .expect("a spanline scrape job");
+    let scraped: BTreeSet<String> = job["static_configs"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["targets"].as_sequence().into_iter().flatten())
+        .filter_map(|t| t.as_str().map(str::to_string))
+        .collect();
+    assert_eq!(scraped, targets);
+    assert!(
+        compose_mounts(&compose["services"]["prometheus"]).contains_key("./deploy/prometheus.yml")
+    );
 }
 
 #[test]

@@ -186,6 +186,34 @@ impl Accum {
         }
     }
 
+    /// Adds `other` (the same series in the same window, counted elsewhere): counts and
+    /// sums add, extremes widen, the profiles and the sketches merge, exactly as if
+    /// every call had been added here.
+    pub(super) fn merge(&mut self, other: &Accum) {
+        self.count += other.count;
+        self.errors += other.errors;
+        self.min_ns = self.min_ns.min(other.min_ns);
+        self.max_ns = self.max_ns.max(other.max_ns);
+        self.sum_ns = self.sum_ns.saturating_add(other.sum_ns);
+        self.slo_good += other.slo_good;
+        self.busy_ns = self.busy_ns.saturating_add(other.busy_ns);
+        for (d, o) in self.diff.iter_mut().zip(other.diff.iter()) {
+            *d += *o;
+        }
+        // both sketches use the crate's one configuration, so they always merge
+        let _ = self.sketch.merge(&other.sketch);
+        match (&mut self.server, &other.server) {
+            (Some(side), Some(o)) => {
+                side.min_ns = side.min_ns.min(o.min_ns);
+                side.max_ns = side.max_ns.max(o.max_ns);
+                side.sum_ns = side.sum_ns.saturating_add(o.sum_ns);
+                let _ = side.sketch.merge(&o.sketch);
+            }
+            (None, Some(o)) => self.server = Some(o.clone()),
+            _ => {}
+        }
+    }
+
     /// The closed aggregate of this series in the window `[start, start + size)`.
     pub(super) fn finish(
         self,

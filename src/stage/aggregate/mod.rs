@@ -66,6 +66,9 @@ pub struct AggregateStats {
     pub late_spans: u64,
     /// Edges that missed at least one window because it had already closed.
     pub late_edges: u64,
+    /// Series of partial windows (from other instances) that came after their window
+    /// was emitted: dropped.
+    pub late_partials: u64,
     /// Calls (span or edge) whose window lies outside representable time: dropped.
     pub out_of_range_calls: u64,
     /// Calls aggregated under an overflow key, once per (window size, scope).

@@ -105,6 +105,51 @@ impl Aggregator {
         if super::window_end(window.start_ns, window.size_ns) <= self.closed_through_ns {
             return window.scopes.iter().map(|(_, s)| s.len()).sum();
         }
+        self.place_window(si, window, false)
+    }
+
+    /// Adds a partial window (the same window counted by another instance, see
+    /// [`Aggregator::take_partials`]) to this one, series by series; returns the series
+    /// that could not be placed. A partial of a window already emitted is late: its
+    /// series are counted in `late_partials` and dropped.
+    pub fn merge_window(&mut self, window: WindowState) -> usize {
+        let series: usize = window.scopes.iter().map(|(_, s)| s.len()).sum();
+        let Some(si) = self.sizes.iter().position(|s| s.size_ns == window.size_ns) else {
+            return series;
+        };
+        if super::window_end(window.start_ns, window.size_ns) <= self.closed_through_ns {
+            self.stats.late_partials += series as u64;
+            return series;
+        }
+        self.place_window(si, window, true)
+    }
+
+    /// Every open window as a partial, in (size, start) order, and no window open
+    /// afterwards: what this instance counted since the last call, for the owner of the
+    /// windows to merge. Keys idle for `idle_series_expiry` before `now_ns` (event
+    /// time) are forgotten, as closing windows forgets them.
+    pub fn take_partials(&mut self, now_ns: i64) -> Vec<WindowState> {
+        let mut out = Vec::new();
+        for si in 0..self.sizes.len() {
+            let size_ns = self.sizes[si].size_ns;
+            let starts: Vec<i64> = self.sizes[si].windows.iter().map(|w| w.start_ns).collect();
+            for start_ns in starts {
+                out.extend(self.window_state(size_ns, start_ns));
+            }
+            self.stats.open_windows -= self.sizes[si].windows.len();
+            self.sizes[si].windows.clear();
+            for registry in &mut self.sizes[si].registries {
+                let expired = registry.expire(now_ns, &mut self.values);
+                self.stats.expired_series += expired;
+                self.stats.live_series -= expired as usize;
+            }
+        }
+        out
+    }
+
+    /// Puts the series of `window` (of size index `si`) in place, replacing what a
+    /// series had (restore) or adding to it (`merge`).
+    fn place_window(&mut self, si: usize, window: WindowState, merge: bool) -> usize {
         let scopes = self.scopes.len();
         let mut dropped = 0;
         let t_ns = super::window_end(window.start_ns, window.size_ns);
@@ -130,8 +175,13 @@ impl Aggregator {
                 };
                 let size = &mut self.sizes[si];
                 let w = open_window(&mut size.windows, window.start_ns, scopes, &mut self.stats);
+                if let (true, Some(changes), false) = (merge, &mut self.changes, w.dirty) {
+                    w.dirty = true;
+                    changes.push((window.size_ns, window.start_ns));
+                }
                 let ws = &mut w.scopes[s];
                 match ws.index.get(&id) {
+                    Some(&i) if merge => ws.accums[i as usize].1.merge(&accum),
                     Some(&i) => ws.accums[i as usize].1 = accum,
                     None => {
                         ws.index.insert(id, ws.accums.len() as u32);

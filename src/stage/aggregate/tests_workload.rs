@@ -159,3 +159,51 @@ fn throughput() {
         spans as f64 / best
     );
 }
+
+#[test]
+fn partials_from_three_instances_merge_into_the_windows_of_one() {
+    let traces = workload_traces(3_000, 5);
+    let mut whole = Aggregator::new(AggregateSettings::default());
+    let mut want = Vec::new();
+    for t in &traces {
+        whole.add_trace(t, &[]);
+    }
+    whole.flush(&mut want);
+    // each instance counts the traces it assembled and hands over what it counted
+    // every 250 traces; the owner merges the partials in whatever order they come
+    let mut combiners: Vec<Aggregator> = (0..3)
+        .map(|_| Aggregator::new(AggregateSettings::default()))
+        .collect();
+    let mut owner = Aggregator::new(AggregateSettings::default());
+    let mut partials = Vec::new();
+    for (i, t) in traces.iter().enumerate() {
+        combiners[i % 3].add_trace(t, &[]);
+        if i % 250 == 249 {
+            for c in &mut combiners {
+                partials.extend(c.take_partials(t.start_ns()));
+            }
+        }
+    }
+    for c in &mut combiners {
+        partials.extend(c.take_partials(i64::MIN));
+        assert_eq!(c.stats().open_windows, 0);
+    }
+    partials.reverse();
+    for p in partials {
+        assert_eq!(owner.merge_window(p), 0, "every series placed");
+    }
+    let mut got = Vec::new();
+    owner.flush(&mut got);
+    assert_eq!(got.len(), want.len());
+    assert_eq!(
+        got, want,
+        "counts, sums, extremes, profiles and sketches all exact"
+    );
+    // a partial of a window already emitted is late, not merged
+    let mut late = Aggregator::new(AggregateSettings::default());
+    late.add_trace(&traces[0], &[]);
+    let stale = late.take_partials(i64::MIN);
+    let dropped: usize = stale.into_iter().map(|p| owner.merge_window(p)).sum();
+    assert!(dropped > 0);
+    assert_eq!(owner.stats().late_partials, dropped as u64);
+}
