@@ -53,7 +53,7 @@ enum Command {
         reset_state: bool,
     },
     /// Run only the trace repository and its query API, fed from the output topics of
-    /// a pipeline that runs elsewhere (its consumer group is `<group_id>-repository`).
+    /// a pipeline that runs elsewhere (its consumer group is `<group_id>-repository-<instance>`).
     Serve {
         /// The pipeline file whose outputs to read (its `repository:` and `http:`).
         pipeline: PathBuf,

@@ -4,9 +4,20 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// `spanline` in a fresh working directory of its own, so each run's trace repository
+/// (`spanline-data/`) is its own; pipeline files are named by [`PIPELINE`].
 fn spanline() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_spanline"))
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("spanline-cli-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_spanline"));
+    cmd.current_dir(dir);
+    cmd
 }
+
+/// The default pipeline file, by absolute path.
+const PIPELINE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/trace-analytics.yaml");
 
 #[test]
 fn validate_reports_every_error_and_exits_1() {
@@ -18,7 +29,7 @@ fn validate_reports_every_error_and_exits_1() {
         .replace("grace: 1m", "grace: 1m\n    windw: 3");
     std::fs::write(&bad, text).unwrap();
     let out = spanline()
-        .args(["validate", "pipelines/trace-analytics.yaml"])
+        .args(["validate", PIPELINE])
         .arg(&bad)
         .output()
         .unwrap();
@@ -36,7 +47,7 @@ fn validate_reports_every_error_and_exits_1() {
         );
     }
     let ok = spanline()
-        .args(["validate", "pipelines/trace-analytics.yaml"])
+        .args(["validate", PIPELINE])
         .output()
         .unwrap();
     assert!(ok.status.success());
@@ -45,7 +56,7 @@ fn validate_reports_every_error_and_exits_1() {
 /// `spanline run` on the default pipeline with these environment variables.
 fn run_default_pipeline(env: &[(&str, &str)]) -> std::process::Output {
     let mut cmd = spanline();
-    cmd.args(["run", "pipelines/trace-analytics.yaml"])
+    cmd.args(["run", PIPELINE])
         .env("SPANLINE_HTTP", "127.0.0.1:0");
     for (k, v) in env {
         cmd.env(k, v);
@@ -215,7 +226,7 @@ fn run_stops_cleanly_on(signal: &str) {
             "--log-format",
             "json",
             "run",
-            "pipelines/trace-analytics.yaml",
+            PIPELINE,
         ])
         .env("SPANLINE_HTTP", "127.0.0.1:0")
         .stdout(Stdio::piped())
@@ -325,7 +336,7 @@ fn replay_reads_gzip_and_plain_input_alike() {
     for (input, out) in [(&plain, "a"), (&gz, "b")] {
         let out = dir.path().join(out);
         let o = spanline()
-            .args(["replay", "pipelines/trace-analytics.yaml", "--input"])
+            .args(["replay", PIPELINE, "--input"])
             .arg(input)
             .arg("--output-dir")
             .arg(&out)

@@ -161,6 +161,15 @@ impl KafkaConfig {
         format!("{}-repartition", self.group_id)
     }
 
+    /// The consumer group of this process's trace repository:
+    /// `<group_id>-repository-<instance_id or host name>`. One group per instance: each
+    /// repository holds every trace, aggregate and alert in its own file, and the group's
+    /// committed offsets tell what that file holds.
+    pub fn repository_group(&self) -> String {
+        let instance = self.instance_id.clone().unwrap_or_else(host_name);
+        format!("{}-repository-{instance}", self.group_id)
+    }
+
     /// The `transactional.id` of this process's producer with exactly-once.
     pub fn transactional_id(&self) -> String {
         let instance = self.instance_id.clone().unwrap_or_else(host_name);

@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::{duration, ConfigErrors};
 
 /// The trace repository, fed from the pipeline's traces, aggregates and alerts topics
-/// by the consumer group `<group_id>-repository` and served by the query API under
+/// by the consumer group `<group_id>-repository-<instance>` and served by the query API under
 /// `/api/` on the `http:` listener. `run` and `demo` run it beside the pipeline unless
 /// `enabled: false`; `spanline serve` runs only it.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

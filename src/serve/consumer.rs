@@ -1,4 +1,4 @@
-//! The feeder's Kafka shell: a consumer in the group `<group_id>-repository` on a
+//! The feeder's Kafka shell: a consumer in the group `<group_id>-repository-<instance>` on a
 //! thread of its own (SQLite writes block), polling records into the [`Feeder`],
 //! flushing batches into the repository, committing offsets after each flush, logging
 //! and counting drops, and running retention on a timer.
@@ -30,11 +30,12 @@ pub struct FeedLoop {
     pub stop: Arc<AtomicBool>,
 }
 
-/// The consumer of the feeder: group `<group_id>-repository`, offsets committed by
-/// hand, from the earliest record when the group has none.
+/// The consumer of the feeder in `group` (the repository's own, see
+/// `KafkaConfig::repository_group`), offsets committed by hand, from the earliest record
+/// when the group has none.
 pub fn consumer(
     brokers: &str,
-    group_id: &str,
+    group: &str,
     properties: &std::collections::BTreeMap<String, String>,
     read_committed: bool,
 ) -> Result<BaseConsumer, rdkafka::error::KafkaError> {
@@ -43,7 +44,7 @@ pub fn consumer(
         cfg.set(k, v);
     }
     cfg.set("bootstrap.servers", brokers)
-        .set("group.id", format!("{group_id}-repository"))
+        .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest");
     if read_committed {

@@ -92,7 +92,7 @@ impl RepositoryService {
         properties.extend(config.kafka.consumer());
         let consumer = consumer::consumer(
             brokers,
-            &config.kafka.group_id,
+            &config.kafka.repository_group(),
             &properties,
             config.delivery == Delivery::ExactlyOnce,
         )

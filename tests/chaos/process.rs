@@ -13,7 +13,12 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// Starts `spanline run config` in a working directory of its own beside the config
+    /// (`<config stem>/`), so its trace repository (`spanline-data/` there) is this
+    /// instance's, kept across its restarts.
     pub fn start(config: &Path, log_path: &Path) -> Self {
+        let workdir = config.with_extension("");
+        std::fs::create_dir_all(&workdir).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -22,6 +27,7 @@ impl Pipeline {
         let mut child = Command::new(env!("CARGO_BIN_EXE_spanline"))
             .arg("run")
             .arg(config)
+            .current_dir(&workdir)
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()

@@ -303,8 +303,10 @@ impl Demo {
     pub fn start_with_args(bin: &Path, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let (stderr_log, stderr) = log_file(dir.path(), "demo.stderr.log");
+        // in the temp dir: the demo's trace repository (`spanline-data/`) is its own
         let mut child = Command::new(bin)
             .args(args)
+            .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
