@@ -221,7 +221,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
                 let t = totals(&sources);
                 let rate = (t.spans - last.1) as f64 / last.0.elapsed().as_secs_f64();
                 last = (Instant::now(), t.spans);
-                println!(
+                say!(
                     "status: {:>5.0}s  {rate:>8.0} spans/s  open traces {:>6}  traces closed {:>8}  late spans {:>5}  dead-lettered {:>4}",
                     started.elapsed().as_secs_f64(), metrics::OPEN_TRACES.get(), t.closed, t.late, t.dead,
                 );
@@ -230,7 +230,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
                 if !p99.is_empty() {
                     let p99: Vec<String> = p99.iter().map(|(s, v)| format!("{s} {:.0}ms", v * 1e3)).collect();
                     let errors: Vec<String> = errors.iter().map(|(s, v)| format!("{s} {:.1}%", v * 100.0)).collect();
-                    println!("status:         top p99: {}  |  top error rate: {}", p99.join(", "), errors.join(", "));
+                    say!("status:         top p99: {}  |  top error rate: {}", p99.join(", "), errors.join(", "));
                 }
             }
         }
@@ -259,28 +259,30 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         .filter(|(_, n)| *n > 0)
         .map(|(r, n)| format!("{} {n}", r.as_str()))
         .collect();
-    println!("summary: ran {:.0}s", started.elapsed().as_secs_f64());
-    println!(
+    say!("summary: ran {:.0}s", started.elapsed().as_secs_f64());
+    say!(
         "summary: {} spans in, {} traces closed ({})",
         t.spans,
         t.closed,
         by_reason.join(", ")
     );
-    println!(
+    say!(
         "summary: {} amendments, {} late spans, {} duplicate spans dropped, {} records dead-lettered",
         metrics::AMENDMENTS.get(), t.late, metrics::DUPLICATES.get(), t.dead
     );
     if let Some(p) = produced {
-        println!(
+        say!(
             "summary: generator produced {} traces, {} spans, {} malformed records",
-            p.traces, p.spans, p.malformed
+            p.traces,
+            p.spans,
+            p.malformed
         );
     }
     if !run.slowest.is_empty() {
-        println!("summary: slowest traces:");
+        say!("summary: slowest traces:");
     }
     for t in &run.slowest {
-        println!(
+        say!(
             "summary:   {} {} {:.0}ms  bottleneck: {}",
             spanline::model::hex_trace_id(t.trace_id),
             t.root,
@@ -288,7 +290,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
             t.bottleneck.as_deref().unwrap_or("none")
         );
         for f in &t.findings {
-            println!("summary:     - {f}");
+            say!("summary:     - {f}");
         }
     }
     if let Some(r) = repository {

@@ -15,6 +15,15 @@ use spanline::runner::{self, Endpoints};
 use spanline::telemetry::{self, http::Readiness};
 use spanline::workload::parse_faults;
 
+/// `println!` for a long-running process: a closed stdout (a reader that went away, as
+/// in `spanline run | head -3`) loses the line instead of panicking the pipeline.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod demo;
 mod serve_cmd;
 
@@ -420,11 +429,11 @@ async fn run(path: PathBuf, reset_state: bool) -> Result<(), CliError> {
                 config.http.listen
             )
         })?;
-    println!("kafka: {}", embedded.endpoints.brokers);
+    say!("kafka: {}", embedded.endpoints.brokers);
     if let Some(url) = &embedded.endpoints.registry {
-        println!("schema registry: {url}");
+        say!("schema registry: {url}");
     }
-    println!("metrics: http://{addr}/metrics");
+    say!("metrics: http://{addr}/metrics");
     serve_cmd::announce(&repository, addr);
     let result = runner::run(config, embedded.endpoints.clone(), ready, stop_after(None)).await;
     if let Some(r) = repository {

@@ -34,8 +34,8 @@ pub fn routes(service: &Option<RepositoryService>) -> axum::Router {
 /// Prints where the query API listens.
 pub fn announce(service: &Option<RepositoryService>, addr: std::net::SocketAddr) {
     if let Some(s) = service {
-        println!("query api: http://{addr}/api/services");
-        println!("repository: {}", s.path().display());
+        say!("query api: http://{addr}/api/services");
+        say!("repository: {}", s.path().display());
     }
 }
 
@@ -63,9 +63,9 @@ pub async fn serve(path: &Path) -> Result<(), CliError> {
                 config.http.listen
             )
         })?;
-    println!("query api: http://{addr}/api/services");
-    println!("repository: {}", service.path().display());
-    println!("metrics: http://{addr}/metrics");
+    say!("query api: http://{addr}/api/services");
+    say!("repository: {}", service.path().display());
+    say!("metrics: http://{addr}/metrics");
     crate::stop_after(None).await;
     service.stop().await;
     Ok(())

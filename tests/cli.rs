@@ -17,7 +17,10 @@ fn spanline() -> Command {
 }
 
 /// The default pipeline file, by absolute path.
-const PIPELINE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/trace-analytics.yaml");
+const PIPELINE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/pipelines/trace-analytics.yaml"
+);
 
 #[test]
 fn validate_reports_every_error_and_exits_1() {
@@ -46,10 +49,7 @@ fn validate_reports_every_error_and_exits_1() {
             "missing `{expected}` in\n{stdout}"
         );
     }
-    let ok = spanline()
-        .args(["validate", PIPELINE])
-        .output()
-        .unwrap();
+    let ok = spanline().args(["validate", PIPELINE]).output().unwrap();
     assert!(ok.status.success());
 }
 
@@ -222,12 +222,7 @@ fn run_stops_cleanly_on_sigterm() {
 
 fn run_stops_cleanly_on(signal: &str) {
     let mut child = spanline()
-        .args([
-            "--log-format",
-            "json",
-            "run",
-            PIPELINE,
-        ])
+        .args(["--log-format", "json", "run", PIPELINE])
         .env("SPANLINE_HTTP", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

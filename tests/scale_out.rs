@@ -181,13 +181,9 @@ fn three_instances_assemble_every_trace_once_across_scaling_and_a_kill() {
     instances[1].take().unwrap().signal("KILL");
     feed(rest, &mut send);
     // restarted, as its supervisor would: starting, it aborts the transaction the killed
-    // one left open (readers wait for that); it may find no partition free (it is stopped
-    // next either way)
+    // one left open (readers wait for that) and takes its share of the partitions again
     instances[1] = Some(Pipeline::start(&configs[1], &log));
-    let _ = instances[1]
-        .as_ref()
-        .unwrap()
-        .wait_ready(Duration::from_secs(20));
+    ready(instances[1].as_ref().unwrap());
     // back to one
     for p in instances[1..].iter_mut() {
         let mut p = p.take().unwrap();

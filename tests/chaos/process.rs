@@ -33,8 +33,9 @@ impl Pipeline {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
-        let metrics = BufReader::new(stdout)
-            .lines()
+        let mut lines = BufReader::new(stdout).lines();
+        let metrics = lines
+            .by_ref()
             .map_while(Result::ok)
             .find_map(|l| l.strip_prefix("metrics: ").map(str::to_string))
             .unwrap_or_else(|| {
@@ -43,6 +44,9 @@ impl Pipeline {
                     super::support::file_tail(log_path, 30)
                 )
             });
+        // the rest of stdout is read, as a terminal would, so the process never writes
+        // into a closed pipe
+        std::thread::spawn(move || lines.for_each(drop));
         Self {
             child,
             readyz: metrics.replace("/metrics", "/readyz"),
