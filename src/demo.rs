@@ -157,7 +157,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     let ready = Readiness::default();
     let scratch = crate::serve_cmd::demo_repository(&mut config);
     let repository = crate::serve_cmd::start_beside(&config, &embedded.endpoints.brokers);
-    let api = crate::serve_cmd::routes(&repository);
+    let api = crate::serve_cmd::routes(&repository, &ready);
     let (addr, _server) = telemetry::http::serve_with(args.http, ready.clone(), api)
         .await
         .map_err(|e| {

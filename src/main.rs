@@ -420,7 +420,7 @@ async fn run(path: PathBuf, reset_state: bool) -> Result<(), CliError> {
     let ready = Readiness::default();
     telemetry::init();
     let repository = serve_cmd::start_beside(&config, &embedded.endpoints.brokers);
-    let api = serve_cmd::routes(&repository);
+    let api = serve_cmd::routes(&repository, &ready);
     let (addr, _server) = telemetry::http::serve_with(config.http.listen, ready.clone(), api)
         .await
         .map_err(|e| {

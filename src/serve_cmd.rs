@@ -23,12 +23,19 @@ pub fn start_beside(config: &PipelineConfig, brokers: &str) -> Option<Repository
     }
 }
 
-/// The query API's routes, or none.
-pub fn routes(service: &Option<RepositoryService>) -> axum::Router {
+/// The query API's routes (none without a repository) and the pipeline's running
+/// executions (`/api/v1/executions`, answered by the pipeline `ready` belongs to).
+pub fn routes(
+    service: &Option<RepositoryService>,
+    ready: &spanline::telemetry::http::Readiness,
+) -> axum::Router {
     service
         .as_ref()
         .map(RepositoryService::router)
         .unwrap_or_default()
+        .merge(spanline::serve::executions::router(
+            ready.executions().clone(),
+        ))
 }
 
 /// Prints where the query API listens.

@@ -9,6 +9,7 @@ pub mod duration;
 mod intern;
 mod offsets;
 mod record;
+mod running;
 mod span;
 mod trace;
 mod window;
@@ -27,6 +28,7 @@ pub use config_error::{did_you_mean, ConfigError, ConfigErrors};
 pub use intern::Interner;
 pub use offsets::{HoldOffsets, Holds, NoHolds, Origin};
 pub use record::Record;
+pub use running::{RunningRoot, RunningSnapshot, RunningTrace};
 pub use span::{hex_span_id, hex_trace_id, Resource, Span, SpanId, SpanKind, StatusCode, TraceId};
 pub use trace::{CloseReason, Trace};
 pub use window::{

@@ -325,6 +325,11 @@ pub async fn run(
                         tracing::warn!(error = %e, "rejoining the consumer group failed");
                     }
                 }
+                if let Some(q) = ready.executions().wanted() {
+                    let limit = q.limit.min(crate::telemetry::executions::MAX_LIMIT);
+                    let asm = &shell.driver.stages().assembler;
+                    ready.executions().publish(asm.running(limit, q.service.as_deref(), wall_ms()));
+                }
                 if let (Some(s), Some(d)) = (&mut saver, shell.driver.stages().detector()) {
                     let now = std::time::Instant::now();
                     if s.due(now) {

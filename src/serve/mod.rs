@@ -6,6 +6,7 @@
 
 pub mod api;
 mod consumer;
+pub mod executions;
 pub mod feed;
 
 use std::path::PathBuf;

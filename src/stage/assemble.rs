@@ -12,6 +12,7 @@ use rustc_hash::FxHashMap;
 mod close;
 mod config;
 mod open;
+mod running;
 mod state;
 
 pub use config::AssembleConfig;

@@ -11,17 +11,25 @@ use axum::Router;
 
 /// Whether the pipeline is ready (consumer assigned, outputs registered).
 #[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness {
+    ready: Arc<AtomicBool>,
+    executions: super::executions::Executions,
+}
 
 impl Readiness {
     /// Marks the pipeline ready or not.
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Relaxed);
+        self.ready.store(ready, Ordering::Relaxed);
     }
 
     /// True when ready.
     pub fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// The pipeline's open traces, on request (`/api/v1/executions`).
+    pub fn executions(&self) -> &super::executions::Executions {
+        &self.executions
     }
 }
 

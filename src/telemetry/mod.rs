@@ -1,5 +1,6 @@
 //! spanline's own observability: internal metrics, the HTTP endpoints, logging setup.
 
+pub mod executions;
 pub mod http;
 pub mod metrics;
 pub mod repository;
