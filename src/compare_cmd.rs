@@ -2,6 +2,7 @@
 //! operation, read from the pipeline's trace repository (opened read-only).
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
@@ -38,6 +39,7 @@ pub struct CompareArgs {
     /// Window size to read, e.g. 10s (default: per series the smallest stored).
     #[arg(long)]
     pub window: Option<String>,
+    /// `table` (one line per series and figure) or `json` (as the API's `compare`).
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
 }
@@ -96,15 +98,31 @@ pub fn run(args: CompareArgs) -> Result<(), CliError> {
     };
     let repo = Repository::open_read_only(&path)?;
     let out = compare::compare(&repo, &selection, baseline, current)?;
-    match args.format {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&out)?),
-        OutputFormat::Table => print!("{}", table(&out)),
+    let text = match args.format {
+        OutputFormat::Json => serde_json::to_string_pretty(&out)? + "\n",
+        OutputFormat::Table => table(&out),
+    };
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        // a reader that stopped early (`| head`) is not an error
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 fn num(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{v:.4}"))
+}
+
+fn p_value(p: f64) -> String {
+    if p < 1e-4 {
+        format!("{p:.1e}")
+    } else {
+        format!("{p:.4}")
+    }
 }
 
 /// One line per series and figure.
@@ -137,7 +155,7 @@ pub fn table(rows: &[SeriesComparison]) -> String {
                 c.change.map_or("-".into(), |v| format!("{v:+.4}")),
                 c.relative_change
                     .map_or("-".into(), |v| format!("{:+.1}%", v * 100.0)),
-                c.p_value.map_or("-".into(), |p| format!("{p:.4}")),
+                c.p_value.map_or("-".into(), p_value),
                 if c.significant { "yes" } else { "no" },
             );
         }

@@ -109,10 +109,12 @@ impl Series {
     }
 }
 
+/// A series' scope, key and window size.
+type SeriesId = (String, BTreeMap<String, String>, i64);
+
 /// Groups windows by scope, key and size, each group in start order.
 pub fn group(windows: Vec<WindowAggregate>) -> Vec<Series> {
-    let mut by: BTreeMap<(String, Vec<(String, String)>, i64), Vec<WindowAggregate>> =
-        BTreeMap::new();
+    let mut by: BTreeMap<SeriesId, Vec<WindowAggregate>> = BTreeMap::new();
     for w in windows {
         let key = w
             .key
@@ -129,7 +131,7 @@ pub fn group(windows: Vec<WindowAggregate>) -> Vec<Series> {
             windows.dedup_by_key(|w| w.window_start_ns);
             Series {
                 scope,
-                key: key.into_iter().collect(),
+                key,
                 window_size_ns: size,
                 windows,
             }
@@ -336,8 +338,7 @@ pub fn compare_series(
     current: Vec<Series>,
     size_given: bool,
 ) -> Vec<SeriesComparison> {
-    type Id = (String, BTreeMap<String, String>, i64);
-    let mut pairs: BTreeMap<Id, (Option<Series>, Option<Series>)> = BTreeMap::new();
+    let mut pairs: BTreeMap<SeriesId, (Option<Series>, Option<Series>)> = BTreeMap::new();
     let mut sizes: BTreeMap<(String, BTreeMap<String, String>), i64> = BTreeMap::new();
     for (side, list) in [baseline, current].into_iter().enumerate() {
         for s in list {
