@@ -167,12 +167,8 @@ fn selection(
 async fn series(State(s): State<ApiState>, q: Params) -> Answer<Vec<SeriesPoints>> {
     let q = super::params(q)?;
     let (sel, limit) = selection(&q, true)?;
-    let (start, end) = p::range(
-        &q,
-        ("start", "end"),
-        crate::runner::wall_ms(),
-        DEFAULT_RANGE_MS,
-    )?;
+    let now = crate::runner::wall_ms();
+    let (start, end) = p::range(&q, ("start", "end"), now, (now, DEFAULT_RANGE_MS))?;
     let mut found = s
         .pool
         .with(move |r| sel.read(r, ms_to_ns(start), ms_to_ns(end)))
@@ -186,9 +182,9 @@ async fn compare_ranges(State(s): State<ApiState>, q: Params) -> Answer<Vec<Seri
     let q = super::params(q)?;
     let (sel, limit) = selection(&q, false)?;
     let now = crate::runner::wall_ms();
-    let current = p::range(&q, ("start", "end"), now, DEFAULT_RANGE_MS)?;
+    let current = p::range(&q, ("start", "end"), now, (now, DEFAULT_RANGE_MS))?;
     let len = current.1 - current.0;
-    let baseline = p::range(&q, ("baselineStart", "baselineEnd"), current.0, len)?;
+    let baseline = p::range(&q, ("baselineStart", "baselineEnd"), now, (current.0, len))?;
     let ns = |(a, b): (i64, i64)| (ms_to_ns(a), ms_to_ns(b));
     let mut found = s
         .pool
@@ -203,12 +199,8 @@ async fn trends(State(s): State<ApiState>, q: Params) -> Answer<Vec<Trend>> {
     let (sel, limit) = selection(&q, false)?;
     let field = p::field(&q)?;
     let bound = p::bound(&q)?;
-    let (start, end) = p::range(
-        &q,
-        ("start", "end"),
-        crate::runner::wall_ms(),
-        DEFAULT_RANGE_MS,
-    )?;
+    let now = crate::runner::wall_ms();
+    let (start, end) = p::range(&q, ("start", "end"), now, (now, DEFAULT_RANGE_MS))?;
     let size_given = sel.window_size_ns.is_some();
     let mut found = s
         .pool

@@ -67,18 +67,19 @@ pub fn time(text: &str, now_ms: i64) -> Result<i64, String> {
     i64::try_from(ms).map_err(|_| format!("`{t}` is out of range"))
 }
 
-/// A range `[start, end)` in unix millis from two time parameters; `end` defaults to
-/// `now_ms`, `start` to `default_len_ms` before `end`.
+/// A range `[start, end)` in unix millis from two time parameters (relative times are
+/// before `now_ms`); `end` defaults to `default_end_ms`, `start` to `default_len_ms`
+/// before `end`.
 pub fn range(
     params: &[(String, String)],
     (start_p, end_p): (&'static str, &'static str),
     now_ms: i64,
-    default_len_ms: i64,
+    (default_end_ms, default_len_ms): (i64, i64),
 ) -> Result<(i64, i64), BadParam> {
     let end = last(params, end_p)
         .map(|v| time(v, now_ms).map_err(|e| bad(end_p, e)))
         .transpose()?
-        .unwrap_or(now_ms);
+        .unwrap_or(default_end_ms);
     let start = last(params, start_p)
         .map(|v| time(v, now_ms).map_err(|e| bad(start_p, e)))
         .transpose()?
@@ -214,14 +215,25 @@ mod tests {
     #[test]
     fn ranges_default_and_name_the_bad_parameter() {
         assert_eq!(
-            range(&p(&[]), ("start", "end"), NOW, 1000),
+            range(&p(&[]), ("start", "end"), NOW, (NOW, 1000)),
             Ok((NOW - 1000, NOW))
+        );
+        // relative times are before now, whatever the default end
+        let names = ("baselineStart", "baselineEnd");
+        assert_eq!(
+            range(
+                &p(&[("baselineStart", "-2h")]),
+                names,
+                NOW,
+                (NOW - 60_000, 1000)
+            ),
+            Ok((NOW - 7_200_000, NOW - 60_000))
         );
         let e = range(
             &p(&[("start", "-1h"), ("end", "-2h")]),
             ("start", "end"),
             NOW,
-            1,
+            (NOW, 1),
         )
         .unwrap_err();
         assert_eq!(e.parameter, "start");
@@ -229,7 +241,7 @@ mod tests {
             &p(&[("baselineEnd", "soon")]),
             ("baselineStart", "baselineEnd"),
             NOW,
-            1,
+            (NOW, 1),
         )
         .unwrap_err();
         assert_eq!(e.parameter, "baselineEnd");
