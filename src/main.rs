@@ -24,6 +24,7 @@ macro_rules! say {
     }};
 }
 
+mod compare_cmd;
 mod demo;
 mod serve_cmd;
 
@@ -67,6 +68,10 @@ enum Command {
         /// The pipeline file whose outputs to read (its `repository:` and `http:`).
         pipeline: PathBuf,
     },
+    /// Compare a baseline time range against a current one per service and operation
+    /// (latency quantiles, error rate, throughput, with significance), from the
+    /// pipeline's trace repository.
+    Compare(compare_cmd::CompareArgs),
     /// Check pipeline files without connecting anywhere; reports every error.
     Validate {
         /// Pipeline files.
@@ -128,6 +133,12 @@ fn main() -> ExitCode {
     telemetry::init_logging(matches!(cli.log_format, LogFormat::Json));
     if let Command::Validate { pipelines } = &cli.command {
         return validate(pipelines);
+    }
+    if let Command::Compare(args) = cli.command {
+        return match compare_cmd::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        };
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -201,7 +212,7 @@ fn main() -> ExitCode {
                 println!("{summary:?}");
                 Ok(())
             }
-            Command::Validate { .. } => unreachable!("handled above"),
+            Command::Validate { .. } | Command::Compare(_) => unreachable!("handled above"),
         }
     });
     match result {

@@ -357,3 +357,134 @@ fn replay_reads_gzip_and_plain_input_alike() {
     assert_eq!(first["trace_id"].as_str().unwrap().len(), 32);
     assert_eq!(first["spans"][0]["span_id"].as_str().unwrap().len(), 16);
 }
+
+/// A 10 s window of the `service` scope for `service`, `at_s` seconds after
+/// 2026-01-01T00:00:00Z, with `count` calls of about `latency_ms` (50, 51, 52 ms for 50),
+/// `errors` of them failed.
+fn service_window(
+    service: &str,
+    at_s: i64,
+    count: u64,
+    errors: u64,
+    latency_ms: i64,
+) -> spanline::model::WindowAggregate {
+    use std::sync::Arc;
+    const T0: i64 = 1_767_225_600_000_000_000;
+    let mut w = spanline::model::WindowAggregate::empty(
+        T0 + at_s * 1_000_000_000,
+        10_000_000_000,
+        Arc::from("service"),
+        vec![(Arc::from("service"), Arc::from(service))],
+        1_000_000_000,
+    );
+    for i in 0..count {
+        let ns = (latency_ms + (i % 3) as i64) * 1_000_000;
+        w.count += 1;
+        w.min_ns = w.min_ns.min(ns);
+        w.max_ns = w.max_ns.max(ns);
+        w.sum_ns += ns;
+        w.sketch.add(ns as f64);
+    }
+    w.error_count = errors;
+    w
+}
+
+#[test]
+fn compare_reads_the_pipelines_repository_and_prints_real_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("repo.db");
+    let mut repo = spanline::repository::Repository::open(&db, Default::default()).unwrap();
+    let mut windows: Vec<_> = (0..10)
+        .map(|i| service_window("orders", i * 10, 100, 2, 50))
+        .collect();
+    windows.extend((0..10).map(|i| service_window("orders", 1000 + i * 10, 150, 10, 80)));
+    windows.extend((0..10).map(|i| service_window("pay", i * 10, 10, 0, 5)));
+    repo.store_windows(&windows).unwrap();
+    drop(repo);
+    let pipeline = dir.path().join("p.yaml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            r#"
+name: compare-test
+kafka: {{brokers: embedded, group_id: g-compare}}
+schema_registry: {{url: embedded}}
+sources:
+  - {{name: spans, topics: [spans], format: avro}}
+stages:
+  - {{type: assemble, out_of_orderness: 1s, idle_gap: 2s, max_duration: 60s, grace: 30s, idle_partition_timeout: 60s}}
+outputs:
+  traces: {{topic: traces, format: avro}}
+repository: {{path: "{}"}}
+"#,
+            db.display()
+        ),
+    )
+    .unwrap();
+    // baseline as RFC 3339, current as unix milliseconds
+    let compare = |format: &str| {
+        let out = spanline()
+            .arg("compare")
+            .arg(&pipeline)
+            .args([
+                "--baseline",
+                "2026-01-01T00:00:00Z..2026-01-01T00:01:40Z",
+                "--current",
+                "1767226600000..1767226700000",
+                "--service",
+                "orders",
+                "--format",
+                format,
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let json: serde_json::Value = serde_json::from_str(&compare("json")).unwrap();
+    let rows = json.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "only orders' service series: {json}");
+    let c = &rows[0];
+    assert_eq!(c["scope"], "service");
+    assert_eq!(c["key"]["service"], "orders");
+    assert_eq!(c["windowSeconds"], 10.0);
+    assert_eq!(
+        (
+            c["baseline"]["count"].as_u64(),
+            c["current"]["count"].as_u64()
+        ),
+        (Some(1000), Some(1500))
+    );
+    assert_eq!(c["throughput"]["baseline"], 10.0);
+    assert_eq!(c["throughput"]["current"], 15.0);
+    assert_eq!(c["throughput"]["relativeChange"], 0.5);
+    assert_eq!(c["throughput"]["significant"], true);
+    assert_eq!(c["errorRate"]["baseline"], 0.02);
+    assert!((c["errorRate"]["current"].as_f64().unwrap() - 1.0 / 15.0).abs() < 1e-12);
+    assert_eq!(c["errorRate"]["significant"], true);
+    let p50 = c["p50Ms"]["current"].as_f64().unwrap();
+    assert!((p50 - 81.0).abs() <= 81.0 * 0.005, "{p50}");
+    assert_eq!(c["p99Ms"]["significant"], true);
+    assert!((c["p99Ms"]["pValue"].as_f64().unwrap() - 1.593_791e-5).abs() < 1e-9);
+
+    let table = compare("table");
+    let line = table
+        .lines()
+        .find(|l| l.contains("service=orders") && l.contains("throughput"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        line.contains("10.0000") && line.contains("15.0000"),
+        "{line}"
+    );
+    assert!(line.contains("+50.0%") && line.ends_with("yes"), "{line}");
+
+    let out = spanline()
+        .arg("compare")
+        .arg(&pipeline)
+        .args(["--baseline", "-1h", "--current", "-1h..now"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--baseline"));
+}

@@ -1,8 +1,8 @@
 //! The trace repository and its Jaeger query API end to end on the embedded broker:
 //! spans in, the pipeline closes traces, the feeder stores them, and the API lists the
 //! services, finds a trace by service and operation, returns it whole by id, lists the
-//! dependencies, rejects a bad parameter with Jaeger's error envelope, and requires the
-//! bearer token when one is set.
+//! dependencies, serves a trace's analysis from spanline's own API, rejects a bad
+//! parameter with Jaeger's error envelope, and requires the bearer token when one is set.
 
 mod support;
 
@@ -233,6 +233,20 @@ repository: {{path: "{}", batch_size: 50}}
     let process = cache["processID"].as_str().unwrap();
     assert_eq!(trace["processes"][process]["serviceName"], "cache");
     assert_eq!(spans[0]["duration"], 500_000, "500 ms in microseconds");
+
+    // spanline's own API: the analysis stored with the trace
+    let (status, analysis) = get(&client, &format!("{api}/spanline/traces/{id}/analysis")).await;
+    assert_eq!(status, 200, "{analysis}");
+    let a = &analysis["data"][0];
+    assert_eq!(
+        (a["spanCount"].as_u64(), a["durationMs"].as_f64()),
+        (Some(4), Some(500.0))
+    );
+    assert_eq!(a["rootService"], "gateway");
+    assert_eq!(a["criticalPath"][0]["spanID"], "0000000000000001");
+    assert_eq!(a["bottleneck"]["service"], "gateway", "{a}");
+    let (status, alerts) = get(&client, &format!("{api}/spanline/alerts?active=true")).await;
+    assert_eq!((status, &alerts["data"]), (200, &serde_json::json!([])));
 
     // tags: the error spans are in the even traces
     let (_, errors) = get(

@@ -47,6 +47,25 @@ pub struct WindowQuery {
     pub to_ns: Option<i64>,
 }
 
+/// The windows of every series of one scope whose key has some dimension values (for
+/// instance every operation of a service), in a time range.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ScopeQuery {
+    pub scope: String,
+    /// (dimension name, value) pairs the key must contain; empty matches every series.
+    pub matching: Vec<(String, String)>,
+    /// Only windows of this size; all sizes when `None`.
+    pub window_size_ns: Option<i64>,
+    /// Windows starting at or after this (unix nanos).
+    pub from_ns: Option<i64>,
+    /// Windows starting before this (unix nanos).
+    pub to_ns: Option<i64>,
+}
+
+/// The most windows one [`Repository::scope_windows`] call reads; a query that matches
+/// more is refused (narrow the range, the series or the window size).
+pub const MAX_SCOPE_WINDOWS: usize = 100_000;
+
 /// Alert events by fingerprint, rule, service and time; unset fields match all.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AlertQuery {
@@ -227,6 +246,56 @@ impl Repository {
             .during(&self.path, DURING)?;
         let mut out = Vec::new();
         while let Some(r) = rows.next().during(&self.path, DURING)? {
+            out.push(window_of(&self.path, r)?);
+        }
+        Ok(out)
+    }
+
+    /// The windows of every series of `q.scope` that match, by series, size, then start.
+    /// More than [`MAX_SCOPE_WINDOWS`] is [`RepositoryError::InvalidQuery`] on `start`.
+    pub fn scope_windows(&self, q: &ScopeQuery) -> Result<Vec<WindowAggregate>, RepositoryError> {
+        const DURING: &str = "reading windows";
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT scope, series, size_ns, start_ns, end_ns, body FROM windows \
+                 WHERE scope = ?1 AND size_ns >= ?2 AND size_ns <= ?3 \
+                 AND start_ns >= ?4 AND start_ns < ?5 ORDER BY series, size_ns, start_ns",
+            )
+            .during(&self.path, DURING)?;
+        let size = q.window_size_ns.map_or((i64::MIN, i64::MAX), |s| (s, s));
+        let mut rows = st
+            .query(params![
+                q.scope,
+                size.0,
+                size.1,
+                q.from_ns.unwrap_or(i64::MIN),
+                q.to_ns.unwrap_or(i64::MAX)
+            ])
+            .during(&self.path, DURING)?;
+        let mut out = Vec::new();
+        let mut last_series = String::new();
+        let mut last_match = false;
+        while let Some(r) = rows.next().during(&self.path, DURING)? {
+            let series: String = r.get(1).during(&self.path, DURING)?;
+            if series != last_series {
+                let key: Vec<(String, String)> = serde_json::from_str(&series)
+                    .map_err(|e| RepositoryError::bad_record(&self.path, DURING, e.to_string()))?;
+                last_match = q.matching.iter().all(|m| key.contains(m));
+                last_series = series;
+            }
+            if !last_match {
+                continue;
+            }
+            if out.len() == MAX_SCOPE_WINDOWS {
+                return Err(RepositoryError::InvalidQuery {
+                    parameter: "start",
+                    detail: format!(
+                        "more than {MAX_SCOPE_WINDOWS} windows match: narrow the time range, \
+                         the series or the window size"
+                    ),
+                });
+            }
             out.push(window_of(&self.path, r)?);
         }
         Ok(out)

@@ -50,7 +50,7 @@ use rustc_hash::FxHashSet;
 use crate::model::{Analysis, CloseReason, Span, SpanKind, Trace, TraceId};
 
 pub use error::RepositoryError;
-pub use events::{AlertQuery, WindowQuery};
+pub use events::{AlertQuery, ScopeQuery, WindowQuery, MAX_SCOPE_WINDOWS};
 pub use retention::RetentionReport;
 pub use schema::SCHEMA_VERSION;
 pub use search::{TraceQuery, DEFAULT_SEARCH_LIMIT, MAX_SEARCH_LIMIT};

@@ -183,3 +183,67 @@ fn retention_by_age_keeps_active_alerts_and_recent_windows() {
     assert_eq!(repo.alerts(&all).unwrap(), vec![old_firing.clone()]);
     assert_eq!(repo.active_alerts(&all).unwrap(), vec![old_firing]);
 }
+
+fn op_window(service: &str, op: &str, start: i64, count: u64) -> WindowAggregate {
+    let mut w = window(service, start, count);
+    w.scope = Arc::from("operation");
+    w.key = vec![
+        (Arc::from("service"), Arc::from(service)),
+        (Arc::from("operation"), Arc::from(op)),
+    ];
+    w
+}
+
+#[test]
+fn scope_windows_match_dimension_values_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut repo = open(&dir);
+    repo.store_windows(&[
+        op_window("checkout", "pay", T0, 5),
+        op_window("checkout", "pay", T0 + MINUTE, 6),
+        op_window("checkout", "cart", T0, 7),
+        op_window("gateway", "pay", T0, 8),
+        window("checkout", T0, 9),
+    ])
+    .unwrap();
+    let q = |matching: &[(&str, &str)], from: Option<i64>| ScopeQuery {
+        scope: "operation".into(),
+        matching: matching
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        from_ns: from,
+        ..Default::default()
+    };
+    let counts = |ws: Vec<WindowAggregate>| ws.iter().map(|w| w.count).collect::<Vec<_>>();
+    // by series (the key's JSON text), then start
+    assert_eq!(
+        counts(
+            repo.scope_windows(&q(&[("service", "checkout")], None))
+                .unwrap()
+        ),
+        [7, 5, 6]
+    );
+    assert_eq!(
+        counts(
+            repo.scope_windows(&q(&[("operation", "pay")], None))
+                .unwrap()
+        ),
+        [5, 6, 8]
+    );
+    assert_eq!(
+        counts(
+            repo.scope_windows(&q(
+                &[("service", "checkout"), ("operation", "pay")],
+                Some(T0 + 1)
+            ))
+            .unwrap()
+        ),
+        [6]
+    );
+    assert_eq!(repo.scope_windows(&q(&[], None)).unwrap().len(), 4);
+    assert!(repo
+        .scope_windows(&q(&[("service", "nobody")], None))
+        .unwrap()
+        .is_empty());
+}

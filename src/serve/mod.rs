@@ -5,9 +5,12 @@
 //! only it.
 
 pub mod api;
+pub mod compare;
 mod consumer;
 pub mod executions;
 pub mod feed;
+pub mod stats;
+pub mod trend;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,6 +54,7 @@ pub enum ServeError {
 /// The running feeder and what the query API needs.
 pub struct RepositoryService {
     path: PathBuf,
+    analyze: crate::stage::analyze::AnalyzeSettings,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -99,7 +103,7 @@ impl RepositoryService {
         )
         .map_err(kafka_err("creating the consumer"))?;
         let analyze = config.analyze().map(|a| a.settings()).unwrap_or_default();
-        let feeder = feed::Feeder::new(feed::topics_of(config), analyze, rc.batch_size);
+        let feeder = feed::Feeder::new(feed::topics_of(config), analyze.clone(), rc.batch_size);
         let topics: Vec<&str> = feeder.topics().iter().map(|t| t.topic.as_str()).collect();
         consumer
             .subscribe(&topics)
@@ -120,6 +124,7 @@ impl RepositoryService {
         tracing::info!(path = %path.display(), "trace repository started");
         Ok(Self {
             path,
+            analyze,
             stop,
             thread: Some(thread),
         })
@@ -132,7 +137,7 @@ impl RepositoryService {
 
     /// The query API's routes, with the bearer token from `SPANLINE_API_TOKEN`.
     pub fn router(&self) -> axum::Router {
-        api::router(api::ApiState::from_env(self.path.clone()))
+        api::router(api::ApiState::from_env(self.path.clone()).with_analyze(self.analyze.clone()))
     }
 
     /// Stores and commits what was read, then stops the feeder.

@@ -1,13 +1,16 @@
 //! The query API over the trace repository: Jaeger's HTTP JSON API (`/api/services`,
 //! `/api/services/{service}/operations`, `/api/operations`, `/api/traces`,
 //! `/api/traces/{traceID}`, `/api/dependencies`), so Grafana's Jaeger data source and
-//! the Jaeger UI read spanline's traces unchanged.
+//! the Jaeger UI read spanline's traces unchanged; and spanline's own API under
+//! `/api/spanline/` ([`own`]): trace analyses, alerts, RED series, comparisons, trends.
 //!
 //! Every request reads the database on the blocking pool through a read-only
 //! connection; when `SPANLINE_API_TOKEN` is set, every `/api/` request must carry
 //! `Authorization: Bearer <token>`.
 
 pub mod jaeger;
+pub mod own;
+pub mod own_params;
 pub mod params;
 
 use std::path::PathBuf;
@@ -24,6 +27,7 @@ use serde::Serialize;
 
 use crate::model::TraceId;
 use crate::repository::{Repository, RepositoryError};
+use crate::stage::analyze::AnalyzeSettings;
 
 use jaeger::{error_body, Envelope};
 use params::BadParam;
@@ -80,6 +84,8 @@ pub struct ApiState {
     pool: Arc<ReadPool>,
     /// The bearer token `/api/` requires, if any.
     token: Option<Arc<str>>,
+    /// How a trace whose stored analysis is missing or stale is analysed again.
+    analyze: Arc<AnalyzeSettings>,
 }
 
 impl ApiState {
@@ -88,7 +94,15 @@ impl ApiState {
         Self {
             pool: Arc::new(ReadPool::new(path)),
             token: token.filter(|t| !t.is_empty()).map(Arc::from),
+            analyze: Arc::default(),
         }
+    }
+
+    /// Analyses traces whose stored analysis is missing or stale with `settings` (the
+    /// pipeline's analyze stage settings; default: [`AnalyzeSettings::default`]).
+    pub fn with_analyze(mut self, settings: AnalyzeSettings) -> Self {
+        self.analyze = Arc::new(settings);
+        self
     }
 
     /// Reads the token from [`TOKEN_ENV`] (unset or empty: no token).
@@ -173,6 +187,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/traces", get(search))
         .route("/api/traces/{trace_id}", get(get_trace))
         .route("/api/dependencies", get(dependencies))
+        .merge(own::routes())
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
 }
