@@ -24,7 +24,7 @@ pub fn start_beside(config: &PipelineConfig, brokers: &str) -> Option<Repository
 }
 
 /// The query API's routes (none without a repository) and the pipeline's running
-/// executions (`/api/v1/executions`, answered by the pipeline `ready` belongs to).
+/// executions (`/api/spanline/executions`, answered by the pipeline `ready` belongs to).
 pub fn routes(
     service: &Option<RepositoryService>,
     ready: &spanline::telemetry::http::Readiness,

@@ -1,4 +1,4 @@
-//! Running executions on a running demo: `GET /api/v1/executions` lists the traces the
+//! Running executions on a running demo: `GET /api/spanline/executions` lists the traces the
 //! pipeline holds open, oldest first, with their spans so far, services and root.
 
 mod support;
@@ -30,7 +30,7 @@ fn the_demo_lists_its_open_traces_while_they_run() {
         .unwrap();
     let get = |query: &str| {
         let r = client
-            .get(format!("{base}/api/v1/executions{query}"))
+            .get(format!("{base}/api/spanline/executions{query}"))
             .send()
             .unwrap();
         let status = r.status().as_u16();
@@ -64,17 +64,18 @@ fn the_demo_lists_its_open_traces_while_they_run() {
     let data = &body["data"];
     let traces = data["traces"].as_array().unwrap();
     assert!(traces.len() <= 5, "{body}");
-    let open = data["open_traces"].as_u64().unwrap() as usize;
+    let open = data["openTraces"].as_u64().unwrap() as usize;
     assert!(open >= traces.len(), "{body}");
     assert_eq!(body["total"].as_u64().unwrap() as usize, open);
-    let mut previous_start = i64::MIN;
+    let mut previous_start = f64::MIN;
     for t in traces {
-        let id = t["trace_id"].as_str().unwrap();
+        let id = t["traceID"].as_str().unwrap();
         assert_eq!(id.len(), 32, "{t}");
         assert!(id.chars().all(|c| c.is_ascii_hexdigit()), "{t}");
         assert!(t["spans"].as_u64().unwrap() >= 1, "{t}");
-        let start = t["started_ns"].as_i64().unwrap();
-        assert!(start <= t["last_end_ns"].as_i64().unwrap(), "{t}");
+        let start = t["startMs"].as_f64().unwrap();
+        assert!(start <= t["lastEndMs"].as_f64().unwrap(), "{t}");
+        assert!(t["ageMs"].is_number(), "{t}");
         assert!(start >= previous_start, "oldest first: {body}");
         previous_start = start;
         assert!(!t["services"].as_array().unwrap().is_empty(), "{t}");

@@ -5,22 +5,28 @@ use serde::Serialize;
 
 /// The root span of an open trace, once it has arrived.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RunningRoot {
     pub service: String,
     pub operation: String,
 }
 
-/// One open trace.
+/// One open trace (times in unix milliseconds, as the query API gives them).
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RunningTrace {
     /// 32 hex digits, as the query API names traces.
+    #[serde(rename = "traceID")]
     pub trace_id: String,
     /// Spans received so far.
     pub spans: usize,
-    /// The earliest span start (unix nanoseconds).
-    pub started_ns: i64,
-    /// The latest span end so far (unix nanoseconds).
-    pub last_end_ns: i64,
+    /// The earliest span start.
+    pub start_ms: f64,
+    /// The latest span end so far.
+    pub last_end_ms: f64,
+    /// From the earliest span start to when the snapshot was taken (wall clock; event
+    /// time and wall clock agree for live data).
+    pub age_ms: f64,
     /// Distinct services of the spans so far, sorted.
     pub services: Vec<String>,
     pub root: Option<RunningRoot>,
@@ -30,6 +36,7 @@ pub struct RunningTrace {
 
 /// The open traces of one pipeline process at one moment.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RunningSnapshot {
     /// When it was taken (unix milliseconds, wall clock).
     pub at_ms: i64,

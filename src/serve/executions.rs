@@ -1,4 +1,4 @@
-//! `GET /api/v1/executions`: the traces the pipeline of this process holds open (spans
+//! `GET /api/spanline/executions`: the traces the pipeline of this process holds open (spans
 //! so far, age, services, the root if seen), to look at an execution before it ends.
 //! Answered by the running pipeline itself (see `telemetry::executions`), so it is
 //! there in `run` and `demo`, with or without the repository, and not in `serve`.
@@ -38,7 +38,7 @@ pub fn router(executions: Executions) -> Router {
         token: std::env::var(TOKEN_ENV).ok().map(Into::into),
     };
     Router::new()
-        .route("/api/v1/executions", get(list))
+        .route("/api/spanline/executions", get(list))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
 }

@@ -27,7 +27,7 @@ impl Readiness {
         self.ready.load(Ordering::Relaxed)
     }
 
-    /// The pipeline's open traces, on request (`/api/v1/executions`).
+    /// The pipeline's open traces, on request (`/api/spanline/executions`).
     pub fn executions(&self) -> &super::executions::Executions {
         &self.executions
     }

@@ -32,8 +32,9 @@ impl Assembler {
                 RunningTrace {
                     trace_id: hex_trace_id(id),
                     spans: t.spans.len(),
-                    started_ns: t.min_start,
-                    last_end_ns: t.max_end,
+                    start_ms: t.min_start as f64 / 1e6,
+                    last_end_ms: t.max_end as f64 / 1e6,
+                    age_ms: now_ms as f64 - t.min_start as f64 / 1e6,
                     services: services.into_iter().map(str::to_string).collect(),
                     root,
                     amendment: t.amendment,
@@ -104,7 +105,8 @@ mod tests {
         assert_eq!(first.root, None);
         assert_eq!(first.services, ["payments"]);
         assert_eq!(second.spans, 2);
-        assert_eq!((second.started_ns, second.last_end_ns), (30 * MS, 90 * MS));
+        assert_eq!((second.start_ms, second.last_end_ms), (30.0, 90.0));
+        assert_eq!(second.age_ms, 1234.0 - 30.0);
         assert_eq!(second.services, ["gateway", "orders"]);
         let root = second.root.as_ref().unwrap();
         assert_eq!(
