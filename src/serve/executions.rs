@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -15,7 +15,7 @@ use axum::{Json, Router};
 
 use super::api::jaeger::{error_body, Envelope};
 use super::api::params::BadParam;
-use super::api::{constant_time_eq, TOKEN_ENV};
+use super::api::{refusal, TOKEN_ENV};
 use crate::model::RunningSnapshot;
 use crate::telemetry::executions::{Executions, ExecutionsQuery, MAX_LIMIT};
 
@@ -112,24 +112,10 @@ async fn list(
 }
 
 async fn authorize(State(state): State<ExecState>, request: Request, next: Next) -> Response {
-    if let Some(token) = &state.token {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-            let mut r = failure(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong bearer token".into(),
-            );
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return r;
-        }
+    match refusal(state.token.as_deref(), &request) {
+        Some(refused) => refused,
+        None => next.run(request).await,
     }
-    next.run(request).await
 }
 
 #[cfg(test)]

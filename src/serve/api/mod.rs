@@ -194,22 +194,28 @@ pub fn router(state: ApiState) -> Router {
 
 /// Rejects `/api/` requests without the bearer token, when one is set.
 async fn authorize(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    if let Some(token) = &state.token {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-            return ApiFailure::Unauthorized.into_response();
-        }
+    match refusal(state.token.as_deref(), &request) {
+        Some(refused) => refused,
+        None => next.run(request).await,
     }
-    next.run(request).await
+}
+
+/// The `401` for `request` when `token` is set and the request does not carry it as
+/// `Authorization: Bearer <token>`; `None` when it may pass.
+pub(crate) fn refusal(token: Option<&str>, request: &Request) -> Option<Response> {
+    let token = token?;
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    (!constant_time_eq(given.as_bytes(), token.as_bytes()))
+        .then(|| ApiFailure::Unauthorized.into_response())
 }
 
 /// Compares without stopping at the first difference, so timing tells nothing.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = a.len() ^ b.len();
     for (i, x) in a.iter().enumerate() {
         diff |= usize::from(x ^ b.get(i).copied().unwrap_or(0));
