@@ -54,6 +54,11 @@ pub struct AlertSinksConfig {
     /// `externalURL`, e.g. a dashboard; left out (empty in webhooks) when unset.
     #[serde(default)]
     pub generator_url: Option<String>,
+    /// spanline's web UI as the people notified reach it, e.g.
+    /// `https://spanline.example.com`: each alert with exemplar traces then carries the
+    /// annotation `trace_url`, its first exemplar trace in the UI.
+    #[serde(default)]
+    pub ui_url: Option<String>,
 }
 
 /// A Prometheus Alertmanager.
@@ -107,6 +112,7 @@ impl Default for AlertSinksConfig {
             initial_backoff: d_initial_backoff(),
             max_backoff: d_max_backoff(),
             generator_url: None,
+            ui_url: None,
         }
     }
 }
@@ -204,6 +210,9 @@ impl AlertSinksConfig {
         }
         if let Some(url) = &self.generator_url {
             check_url(errors, &format!("{path}.generator_url"), url);
+        }
+        if let Some(url) = &self.ui_url {
+            check_url(errors, &format!("{path}.ui_url"), url);
         }
     }
 }
@@ -334,6 +343,7 @@ mod tests {
             initial_backoff: Duration::from_secs(2),
             max_backoff: Duration::from_secs(1),
             generator_url: Some("/relative".into()),
+            ui_url: Some("spanline".into()),
         };
         let p = problems(&c);
         let expect = [
@@ -346,6 +356,7 @@ mod tests {
             "alerting.sinks.max_retries: must be at most 100",
             "alerting.sinks.max_backoff: must be at least initial_backoff (2s)",
             "alerting.sinks.generator_url: `/relative` is not a valid URL",
+            "alerting.sinks.ui_url: `spanline` is not a valid URL",
         ];
         for e in expect {
             assert!(

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::config::{AlertSinksConfig, AlertmanagerConfig, WebhookConfig};
-use super::format::now_ms;
+use super::format::{self, now_ms};
 use super::queue::Queue;
 use super::retry::{self, Backoff};
 use super::{alertmanager, metrics, webhook, Outcome, SinkKind, SinkStats, MAX_BATCH};
@@ -29,6 +29,7 @@ pub(super) struct Destination {
     timeout: Duration,
     headers: HeaderMap,
     generator_url: Option<String>,
+    ui_url: Option<String>,
     pub(super) queue: Queue<Arc<Alert>>,
     counts: [AtomicU64; 4],
     /// Set at the first drop of an episode (logged then), cleared by a delivery.
@@ -87,6 +88,7 @@ impl Destination {
             timeout,
             headers,
             generator_url: config.generator_url.clone(),
+            ui_url: config.ui_url.clone(),
             queue: Queue::new(config.queue_capacity),
             counts: Default::default(),
             dropping: AtomicBool::new(false),
@@ -144,6 +146,17 @@ impl Destination {
     /// The request bodies for a batch, each with the number of alerts it carries.
     fn bodies(&self, batch: &[Arc<Alert>]) -> Vec<(Vec<u8>, usize)> {
         let now = now_ms();
+        let linked;
+        let batch = match &self.ui_url {
+            Some(ui) => {
+                linked = batch
+                    .iter()
+                    .map(|a| format::with_trace_url(a, ui))
+                    .collect::<Vec<_>>();
+                &linked[..]
+            }
+            None => batch,
+        };
         let generator_url = self.generator_url.as_deref();
         match self.kind {
             SinkKind::Alertmanager => {

@@ -2,6 +2,7 @@
 //! them, and RFC 3339 times.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::model::{Alert, AlertStatus, ESCALATED_FROM_ANNOTATION};
@@ -82,6 +83,26 @@ pub fn annotations(alert: &Alert) -> BTreeMap<String, String> {
         );
     }
     annotations
+}
+
+/// Where the UI at `ui_url` shows trace `trace_id`.
+pub fn trace_link(ui_url: &str, trace_id: &str) -> String {
+    format!("{}/#/trace/{trace_id}", ui_url.trim_end_matches('/'))
+}
+
+/// `alert` with the annotation `trace_url` (its first exemplar trace in the UI at
+/// `ui_url`), when it has exemplars and no such annotation yet.
+pub fn with_trace_url(alert: &Arc<Alert>, ui_url: &str) -> Arc<Alert> {
+    match alert.exemplar_trace_ids.first() {
+        Some(id) if !alert.annotations.contains_key("trace_url") => {
+            let mut linked = Alert::clone(alert);
+            linked
+                .annotations
+                .insert("trace_url".to_owned(), trace_link(ui_url, id));
+            Arc::new(linked)
+        }
+        _ => alert.clone(),
+    }
 }
 
 #[cfg(test)]
@@ -206,5 +227,26 @@ pub(crate) mod tests {
         bare.exemplar_trace_ids.clear();
         let n = annotations(&bare);
         assert!(!n.contains_key("suspected_service") && !n.contains_key("exemplar_trace_ids"));
+    }
+}
+
+#[cfg(test)]
+mod link_tests {
+    use super::*;
+
+    #[test]
+    fn an_alert_with_exemplars_links_its_first_trace_in_the_ui() {
+        let mut a = tests::alert("service_latency", "orders");
+        a.exemplar_trace_ids = vec!["4bf92f3577b34da6a3ce929d0e0e4736".into(), "ab".into()];
+        let linked = with_trace_url(&Arc::new(a), "https://spanline.example.com/");
+        assert_eq!(
+            annotations(&linked)["trace_url"],
+            "https://spanline.example.com/#/trace/4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        let mut bare = tests::alert("service_latency", "orders");
+        bare.exemplar_trace_ids.clear();
+        let bare = Arc::new(bare);
+        let unlinked = with_trace_url(&bare, "https://spanline.example.com");
+        assert!(!annotations(&unlinked).contains_key("trace_url"));
     }
 }
