@@ -187,9 +187,12 @@ pub fn run_python(python: &Path, script: &str, args: &[&OsStr], timeout: Duratio
 /// How long a started broker or demo may take to become ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
+mod alertmanager;
 mod collector;
 mod prometheus;
 mod tansu;
+#[allow(unused_imports)]
+pub use alertmanager::Alertmanager;
 #[allow(unused_imports)]
 pub use collector::{spawn_pipeline, Collected, Collector};
 #[allow(unused_imports)]
