@@ -10,7 +10,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,7 +23,7 @@ use futures_core::Stream;
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::api::{refusal, TOKEN_ENV};
-use crate::telemetry::live::Live;
+use crate::telemetry::live::{Live, Published};
 
 /// The route's path.
 pub const PATH: &str = "/api/spanline/events";
@@ -50,22 +49,13 @@ pub fn router(live: Live) -> Router {
         .with_state(state)
 }
 
-/// The SSE `event:` name of a published JSON object (its `type`).
-fn event_name(json: &str) -> &'static str {
-    if json.starts_with(r#"{"type":"alert""#) {
-        "alert"
-    } else {
-        "window"
-    }
-}
-
 async fn events(State(state): State<EventsState>) -> Sse<KeepAliveStream<Subscription>> {
     Sse::new(Subscription::new(state.live.subscribe()))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
-type Pending = Pin<Box<dyn Future<Output = (Result<Arc<str>, RecvError>, Rx)> + Send>>;
-type Rx = broadcast::Receiver<Arc<str>>;
+type Pending = Pin<Box<dyn Future<Output = (Result<Published, RecvError>, Rx)> + Send>>;
+type Rx = broadcast::Receiver<Published>;
 
 /// A subscriber's events as a stream: one pending receive at a time, which hands the
 /// receiver back with its result.
@@ -91,7 +81,7 @@ impl Stream for Subscription {
         };
         self.0 = Self::next(rx);
         Poll::Ready(match result {
-            Ok(json) => Some(Ok(Event::default().event(event_name(&json)).data(&*json))),
+            Ok(p) => Some(Ok(Event::default().event(p.kind).data(&*p.json))),
             Err(RecvError::Lagged(n)) => {
                 Some(Ok(Event::default().event("lagged").data(n.to_string())))
             }
@@ -111,22 +101,6 @@ async fn authorize(State(state): State<EventsState>, request: Request, next: Nex
 mod tests {
     use super::*;
     use crate::model::{LiveEvent, LiveWindow};
-
-    #[test]
-    fn events_are_named_by_their_type() {
-        let w = LiveEvent::Window(LiveWindow {
-            scope: "service".into(),
-            key: Vec::new(),
-            window_ms: 1,
-            window_end_ms: 1,
-            count: 0,
-            errors: 0,
-            p50_ms: None,
-            p99_ms: None,
-        });
-        assert_eq!(event_name(&serde_json::to_string(&w).unwrap()), "window");
-        assert_eq!(event_name(r#"{"type":"alert","rule":"x"}"#), "alert");
-    }
 
     #[tokio::test]
     async fn a_subscriber_receives_what_the_pipeline_publishes() {
@@ -161,5 +135,18 @@ mod tests {
         }
         assert!(got.starts_with("event: window\ndata: {"), "{got}");
         assert!(got.contains(r#""emittedAtMs":7"#), "{got}");
+        let alert: crate::model::Alert = serde_json::from_value(serde_json::json!({
+            "fingerprint": "f1", "status": "firing", "rule": "errors", "severity": "critical",
+            "starts_at_ms": 1, "ends_at_ms": null, "labels": {}, "annotations": {},
+            "summary": "s", "suspected_service": "orders", "score": 0.0, "value": 0.5,
+            "exemplar_trace_ids": []
+        }))
+        .unwrap();
+        let mut got = String::new();
+        while !got.contains("event: alert\n") {
+            live.publish(&LiveEvent::Alert(Box::new(alert.clone())), 8);
+            let chunk = response.chunk().await.unwrap().expect("open");
+            got.push_str(&String::from_utf8_lossy(&chunk));
+        }
     }
 }

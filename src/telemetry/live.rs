@@ -14,9 +14,16 @@ use crate::model::LiveEvent;
 /// Events a subscriber may fall behind by before it loses the oldest.
 pub const BACKLOG: usize = 4096;
 
+/// One published event: its kind (`window`, `alert`) and its JSON object.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub kind: &'static str,
+    pub json: Arc<str>,
+}
+
 /// Shared by the runner (which publishes) and the listener (which subscribes).
 #[derive(Clone)]
-pub struct Live(broadcast::Sender<Arc<str>>);
+pub struct Live(broadcast::Sender<Published>);
 
 impl Default for Live {
     fn default() -> Self {
@@ -37,11 +44,16 @@ impl Live {
         if let Some(o) = json.as_object_mut() {
             o.insert("emittedAtMs".into(), now_ms.into());
         }
-        let _ = self.0.send(Arc::from(json.to_string()));
+        let kind = match event {
+            LiveEvent::Window(_) => "window",
+            LiveEvent::Alert(_) => "alert",
+        };
+        let json = Arc::from(json.to_string());
+        let _ = self.0.send(Published { kind, json });
     }
 
     /// For the listener: the events published from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Published> {
         self.0.subscribe()
     }
 }
@@ -71,7 +83,9 @@ mod tests {
         let (mut a, mut b) = (live.subscribe(), live.subscribe());
         live.publish(&window(), 42);
         for rx in [&mut a, &mut b] {
-            let json: serde_json::Value = serde_json::from_str(&rx.recv().await.unwrap()).unwrap();
+            let got = rx.recv().await.unwrap();
+            assert_eq!(got.kind, "window");
+            let json: serde_json::Value = serde_json::from_str(&got.json).unwrap();
             assert_eq!(json["type"], "window");
             assert_eq!(json["emittedAtMs"], 42);
             assert!(rx.try_recv().is_err(), "only what came after subscribing");

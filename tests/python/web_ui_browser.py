@@ -89,6 +89,7 @@ def main() -> int:
         live = page.evaluate("window.spanlineLive")
         delays = sorted(live["delays"])
         assert live["windows"] > 0, "no closed window reached the page live"
+        assert live["alerts"] > 0, "the alert did not reach the page live"
         if delays:
             p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))]
             print(
