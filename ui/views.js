@@ -141,7 +141,11 @@ const Graph = {
       if (!a || !b || l.parent === l.child) continue;
       const x1 = a.x + nw, y1 = a.y + nh / 2, x2 = b.x, y2 = b.y + nh / 2, mx = (x1 + x2) / 2;
       g.append(svg("path", { class: "edge", d: `M${x1} ${y1}C${mx} ${y1} ${mx} ${y2} ${x2} ${y2}`, "marker-end": "url(#arrow)", "stroke-width": Math.min(4, 1 + Math.log10(1 + l.callCount) / 2) }));
-      g.append(svg("text", { class: "edge-label", x: mx, y: (y1 + y2) / 2 - 3, "text-anchor": "middle" }, l.callCount));
+      // the count sits near the callee, where edges into one service fan apart
+      const t = 0.8, u = 1 - t;
+      const lx = u * u * u * x1 + 3 * u * t * mx + t * t * t * x2;
+      const ly = (u * u * u + 3 * u * u * t) * y1 + (3 * u * t * t + t * t * t) * y2;
+      g.append(svg("text", { class: "edge-label", x: lx, y: ly - 3, "text-anchor": "middle" }, l.callCount));
     }
     for (const [n, p] of pos) {
       const node = svg("g", { class: "node" + (errs.get(n) > 0.05 ? " errors" : ""), "data-node": n, transform: `translate(${p.x},${p.y})` },

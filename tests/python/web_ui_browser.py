@@ -50,8 +50,12 @@ def main() -> int:
         page.screenshot(path=str(shots / "services.png"))
 
         # Search, then the trace view with its critical path
-        page.goto(url + "#/search?service=api-gateway")
-        page.wait_for_selector("#results tr.trace-row", timeout=TIMEOUT_MS)
+        # a longer trace shows more of the waterfall; any trace will do when none is stored yet
+        page.goto(url + "#/search?service=api-gateway&minDuration=300ms")
+        page.wait_for_selector("#results tr.trace-row, #results .empty", timeout=TIMEOUT_MS)
+        if page.locator("#results tr.trace-row").count() == 0:
+            page.goto(url + "#/search?service=api-gateway")
+            page.wait_for_selector("#results tr.trace-row", timeout=TIMEOUT_MS)
         page.screenshot(path=str(shots / "search.png"))
         page.locator("#results tr.trace-row").first.click()
         page.wait_for_selector("#waterfall .wf-row", timeout=TIMEOUT_MS)
