@@ -39,11 +39,12 @@ pub struct DemoArgs {
     #[arg(long)]
     pipeline: Option<PathBuf>,
     /// Faults injected by the workload, relative to its start. The default's first, an
-    /// error burst, alerts within a minute of the start; the latency spike comes once the
-    /// latency rule has learnt its baseline (twelve 10 s windows).
+    /// error burst, alerts about a minute after the start (its windows close once their
+    /// traces have); the latency spike comes once the latency rule has learnt its
+    /// baseline (twelve 10 s windows).
     #[arg(
         long,
-        default_value = "errors:vector-store@30s+20s,latency:llm-openai*8@150s+20s,outage:search-agent@210s+20s"
+        default_value = "errors:vector-store@15s+45s,latency:llm-openai*8@150s+20s,outage:search-agent@210s+20s"
     )]
     faults: String,
     /// Seconds between status lines.
