@@ -36,12 +36,13 @@ struct EventsState {
 
 /// The route, protected by the API's bearer token when `SPANLINE_API_TOKEN` is set.
 pub fn router(live: Live) -> Router {
+    with_token(live, std::env::var(TOKEN_ENV).ok())
+}
+
+fn with_token(live: Live, token: Option<String>) -> Router {
     let state = EventsState {
         live,
-        token: std::env::var(TOKEN_ENV)
-            .ok()
-            .filter(|t| !t.is_empty())
-            .map(Into::into),
+        token: token.filter(|t| !t.is_empty()).map(Into::into),
     };
     Router::new()
         .route(PATH, get(events))
@@ -103,9 +104,25 @@ mod tests {
     use crate::model::{LiveEvent, LiveWindow};
 
     #[tokio::test]
+    async fn the_token_is_required_when_set() {
+        let app = with_token(Live::default(), Some("s3cret".into()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let url = format!("http://{addr}{PATH}");
+        let client = reqwest::Client::new();
+        let refused = client.get(&url).send().await.unwrap();
+        assert_eq!(refused.status(), 401);
+        let wrong = client.get(&url).bearer_auth("nope").send().await.unwrap();
+        assert_eq!(wrong.status(), 401);
+        let ok = client.get(&url).bearer_auth("s3cret").send().await.unwrap();
+        assert_eq!(ok.status(), 200);
+    }
+
+    #[tokio::test]
     async fn a_subscriber_receives_what_the_pipeline_publishes() {
         let live = Live::default();
-        let app = router(live.clone());
+        let app = with_token(live.clone(), None);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
