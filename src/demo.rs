@@ -32,16 +32,19 @@ pub struct DemoArgs {
     /// Start broker, registry and pipeline only: outside producers bring the spans.
     #[arg(long)]
     no_workload: bool,
-    /// Address for /metrics, /healthz and /readyz.
+    /// Address for the web UI, the query API, /metrics, /healthz and /readyz.
     #[arg(long, default_value = "127.0.0.1:9464")]
     http: SocketAddr,
     /// Pipeline file (default: the built-in copy of pipelines/trace-analytics.yaml).
     #[arg(long)]
     pipeline: Option<PathBuf>,
-    /// Faults injected by the workload, relative to its start.
+    /// Faults injected by the workload, relative to its start. The default's first, an
+    /// error burst, alerts about a minute after the start (its windows close once their
+    /// traces have); the latency spike comes once the latency rule has learnt its
+    /// baseline (twelve 10 s windows).
     #[arg(
         long,
-        default_value = "latency:llm-openai*8@40s+20s,errors:vector-store@90s+20s,outage:search-agent@140s+20s"
+        default_value = "errors:vector-store@15s+45s,latency:llm-openai*8@150s+20s,outage:search-agent@210s+20s"
     )]
     faults: String,
     /// Seconds between status lines.
@@ -169,6 +172,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     let endpoints = embedded.endpoints.clone();
     {
         let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "ui: http://{addr}/");
         let _ = writeln!(out, "kafka: {}", endpoints.brokers);
         let _ = writeln!(
             out,

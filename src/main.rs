@@ -440,6 +440,7 @@ async fn run(path: PathBuf, reset_state: bool) -> Result<(), CliError> {
                 config.http.listen
             )
         })?;
+    say!("ui: http://{addr}/");
     say!("kafka: {}", embedded.endpoints.brokers);
     if let Some(url) = &embedded.endpoints.registry {
         say!("schema registry: {url}");

@@ -246,7 +246,7 @@ impl Replayer {
                     Effect::Commit(commits) | Effect::CommitTransaction(commits) => {
                         Event::Committed(commits)
                     }
-                    Effect::FetchSchema { .. } => continue,
+                    Effect::FetchSchema { .. } | Effect::Live(_) => continue,
                 };
                 let _ = self.driver.handle(event);
             }

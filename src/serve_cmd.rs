@@ -23,8 +23,9 @@ pub fn start_beside(config: &PipelineConfig, brokers: &str) -> Option<Repository
     }
 }
 
-/// The query API's routes (none without a repository) and the pipeline's running
-/// executions (`/api/spanline/executions`, answered by the pipeline `ready` belongs to).
+/// The web UI, the query API's routes (none without a repository), the pipeline's
+/// running executions (`/api/spanline/executions`, answered by the pipeline `ready`
+/// belongs to) and its live events (`/api/spanline/events`).
 pub fn routes(
     service: &Option<RepositoryService>,
     ready: &spanline::telemetry::http::Readiness,
@@ -36,6 +37,8 @@ pub fn routes(
         .merge(spanline::serve::executions::router(
             ready.executions().clone(),
         ))
+        .merge(spanline::serve::events::router(ready.live().clone()))
+        .merge(spanline::serve::ui::router())
 }
 
 /// Prints where the query API listens.
@@ -62,7 +65,11 @@ pub async fn serve(path: &Path) -> Result<(), CliError> {
     let service = RepositoryService::start(&config, &config.kafka.brokers)?;
     let ready = Readiness::default();
     ready.set(true);
-    let (addr, _server) = telemetry::http::serve_with(config.http.listen, ready, service.router())
+    let routes = service
+        .router()
+        .merge(spanline::serve::ui::router())
+        .merge(spanline::serve::events::router(ready.live().clone()));
+    let (addr, _server) = telemetry::http::serve_with(config.http.listen, ready, routes)
         .await
         .map_err(|e| {
             format!(
@@ -70,6 +77,7 @@ pub async fn serve(path: &Path) -> Result<(), CliError> {
                 config.http.listen
             )
         })?;
+    say!("ui: http://{addr}/");
     say!("query api: http://{addr}/api/services");
     say!("repository: {}", service.path().display());
     say!("metrics: http://{addr}/metrics");

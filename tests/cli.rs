@@ -115,13 +115,14 @@ fn demo_prints_its_endpoints_status_and_summary_and_serves_metrics() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first: Vec<String> = (0..3).map(|_| lines.next().unwrap().unwrap()).collect();
-    assert!(first[0].starts_with("kafka: 127.0.0.1:"), "{first:?}");
+    let first: Vec<String> = (0..4).map(|_| lines.next().unwrap().unwrap()).collect();
+    assert!(first[0].starts_with("ui: http://127.0.0.1:"), "{first:?}");
+    assert!(first[1].starts_with("kafka: 127.0.0.1:"), "{first:?}");
     assert!(
-        first[1].starts_with("schema registry: http://127.0.0.1:"),
+        first[2].starts_with("schema registry: http://127.0.0.1:"),
         "{first:?}"
     );
-    let metrics_url = first[2]
+    let metrics_url = first[3]
         .strip_prefix("metrics: ")
         .expect("metrics line")
         .to_string();
@@ -229,9 +230,10 @@ fn run_stops_cleanly_on(signal: &str) {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first: Vec<String> = (0..3).map(|_| lines.next().unwrap().unwrap()).collect();
-    assert!(first[0].starts_with("kafka: 127.0.0.1:"), "{first:?}");
-    let metrics_url = first[2].strip_prefix("metrics: ").unwrap().to_string();
+    let first: Vec<String> = (0..4).map(|_| lines.next().unwrap().unwrap()).collect();
+    assert!(first[0].starts_with("ui: http://127.0.0.1:"), "{first:?}");
+    assert!(first[1].starts_with("kafka: 127.0.0.1:"), "{first:?}");
+    let metrics_url = first[3].strip_prefix("metrics: ").unwrap().to_string();
     let readyz = metrics_url.replace("/metrics", "/readyz");
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(5))

@@ -98,6 +98,8 @@ pub struct Driver {
     /// Per partition, the offset the restored state stands at: records below it are
     /// in the state already and skipped if the consumer reads them again.
     restored_from: rustc_hash::FxHashMap<u32, i64>,
+    /// Whether closed windows and alerts also become [`Effect::Live`].
+    live: bool,
 }
 
 /// The output topics, shared with every record written to them.
@@ -206,6 +208,7 @@ impl Driver {
             repartition,
             merge,
             restored_from: Default::default(),
+            live: false,
         }
     }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::codec::{self, DecodeError, Format};
-use crate::model::{Holds, Origin, Record};
+use crate::model::{Holds, LiveEvent, LiveWindow, Origin, Record};
 use crate::stage::assemble::Pushed;
 use crate::stage::pipeline::Emit;
 use crate::telemetry::metrics;
@@ -144,6 +144,12 @@ impl Driver {
         });
     }
 
+    /// Also pushes each closed aggregate window and each alert event as
+    /// [`Effect::Live`], as they are emitted (for the web UI).
+    pub fn push_live(&mut self, on: bool) {
+        self.live = on;
+    }
+
     /// Runs the stages after assembly over what the assembler closed and turns what
     /// they emit into effects.
     pub(super) fn step(&mut self) {
@@ -210,6 +216,10 @@ impl Driver {
                 (OutputKind::Trace, self.topics.traces.clone(), record, holds)
             }
             Emit::Aggregate(window) => {
+                if self.live {
+                    let brief = LiveEvent::Window(LiveWindow::of(&window));
+                    self.effects.push(Effect::Live(brief));
+                }
                 if let Some(s) = &mut self.spanmetrics {
                     s.observe_window(&window);
                 }
@@ -223,6 +233,10 @@ impl Driver {
                 metrics::ALERTS
                     .with_label_values(&[&alert.rule, &alert.severity, alert.status.as_str()])
                     .inc();
+                if self.live {
+                    let event = LiveEvent::Alert(Box::new(alert.clone()));
+                    self.effects.push(Effect::Live(event));
+                }
                 let record = self
                     .outputs
                     .alerts

@@ -4,7 +4,7 @@
 
 use super::tests::{ack, driver_with, pipeline, produced, root, S};
 use super::*;
-use crate::model::AlertStatus;
+use crate::model::{AlertStatus, LiveEvent};
 use crate::state::Store;
 
 /// The test pipeline with a rule that fires while a 10 s window has more than 2 calls.
@@ -151,4 +151,45 @@ fn exactly_once_notifies_only_after_the_transaction_with_the_alert_committed() {
     d.handle(Event::Committed(position.clone())).unwrap();
     let after = notifications(&d.take_effects());
     assert_eq!(after, [(AlertStatus::Firing, "new".to_string())]);
+}
+
+#[test]
+fn live_clients_get_each_closed_window_and_alert_only_when_asked() {
+    let config = alerting();
+    let live = |d: &mut Driver, offset: &mut i64| {
+        let mut events = Vec::new();
+        for (w, &n) in WINDOWS.iter().enumerate() {
+            for i in 0..n {
+                let id = (w * 10 + i + 1) as u128;
+                let at = w as i64 * 10 * S + i as i64 * S;
+                d.push_spans("spans", 0, *offset, [root(id, at)], 0);
+                *offset += 1;
+            }
+            let effects = d.take_effects();
+            events.extend(effects.iter().filter_map(|e| match e {
+                Effect::Live(ev) => Some(ev.clone()),
+                _ => None,
+            }));
+            ack(d, produced(effects));
+        }
+        events
+    };
+    let mut quiet = driver_with(&config, false, None);
+    assert!(live(&mut quiet, &mut 0).is_empty(), "off by default");
+    let mut d = driver_with(&config, false, None);
+    d.push_live(true);
+    let events = live(&mut d, &mut 0);
+    let windows = events
+        .iter()
+        .filter(|e| matches!(e, LiveEvent::Window(w) if w.scope == "service"))
+        .count();
+    assert!(windows >= 4, "{events:?}");
+    let alerts: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            LiveEvent::Alert(a) => Some(a.status),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(alerts, [AlertStatus::Firing, AlertStatus::Resolved]);
 }

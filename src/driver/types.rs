@@ -6,7 +6,7 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use crate::codec::Format;
-use crate::model::{Alert, Holds, Record};
+use crate::model::{Alert, Holds, LiveEvent, Record};
 use crate::output::Encoding;
 use crate::stage::detect::{TrainedModel, TrainingJob};
 
@@ -119,6 +119,9 @@ pub enum Effect {
     /// it. Report [`Event::Committed`] when it committed; a failed commit ends the run
     /// (the transaction is aborted, and a restart resumes from the last committed one).
     CommitTransaction(Vec<Commit>),
+    /// Push a closed window or an alert event to live clients (only once
+    /// [`super::Driver::push_live`] is on); nothing to report back.
+    Live(LiveEvent),
 }
 
 /// What happened, as the runner saw it. Times are processing time in milliseconds.

@@ -7,6 +7,7 @@ mod attrs;
 mod config_error;
 pub mod duration;
 mod intern;
+mod live;
 mod offsets;
 mod record;
 mod running;
@@ -26,6 +27,7 @@ pub use analysis::{
 pub use attrs::{AttrValue, Attributes, AttributesBuilder, Events, EventsBuilder};
 pub use config_error::{did_you_mean, ConfigError, ConfigErrors};
 pub use intern::Interner;
+pub use live::{LiveEvent, LiveWindow};
 pub use offsets::{HoldOffsets, Holds, NoHolds, Origin};
 pub use record::Record;
 pub use running::{RunningRoot, RunningSnapshot, RunningTrace};

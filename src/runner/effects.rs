@@ -108,6 +108,10 @@ impl Shell {
                 }
             }
             Effect::CommitTransaction(commits) => self.start_commit(commits).await,
+            Effect::Live(event) => {
+                self.live.publish(&event, super::wall_ms());
+                Ok(())
+            }
         }
     }
 

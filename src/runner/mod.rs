@@ -129,6 +129,8 @@ struct Shell {
     acks: mpsc::UnboundedReceiver<Ack>,
     /// Where the changelogs are read from, when state is kept in them.
     state: Option<state::Restorer>,
+    /// Live clients of closed windows and alert events (the web UI).
+    live: crate::telemetry::live::Live,
 }
 
 /// Runs `config` until `shutdown` completes or an unrecoverable error happens.
@@ -284,7 +286,9 @@ pub async fn run(
         sync_commits: false,
         acks,
         state: restorer,
+        live: ready.live().clone(),
     };
+    shell.driver.push_live(true);
     tracing::info!(pipeline = %pipeline, brokers = %endpoints.brokers, topics = ?all_topics, "pipeline started");
 
     let mut unassigned = Unassigned::new();

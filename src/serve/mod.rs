@@ -7,10 +7,12 @@
 pub mod api;
 pub mod compare;
 mod consumer;
+pub mod events;
 pub mod executions;
 pub mod feed;
 pub mod stats;
 pub mod trend;
+pub mod ui;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

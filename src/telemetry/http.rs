@@ -14,6 +14,7 @@ use axum::Router;
 pub struct Readiness {
     ready: Arc<AtomicBool>,
     executions: super::executions::Executions,
+    live: super::live::Live,
 }
 
 impl Readiness {
@@ -30,6 +31,12 @@ impl Readiness {
     /// The pipeline's open traces, on request (`/api/spanline/executions`).
     pub fn executions(&self) -> &super::executions::Executions {
         &self.executions
+    }
+
+    /// The pipeline's closed windows and alert events, as emitted
+    /// (`/api/spanline/events`).
+    pub fn live(&self) -> &super::live::Live {
+        &self.live
     }
 }
 

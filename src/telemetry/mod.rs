@@ -2,6 +2,7 @@
 
 pub mod executions;
 pub mod http;
+pub mod live;
 pub mod metrics;
 pub mod repository;
 pub mod spanmetrics;

@@ -203,6 +203,7 @@ pub use tansu::Tansu;
 /// What `spanline demo` printed about where it serves.
 #[derive(Debug, Clone, Default)]
 struct Endpoints {
+    ui: Option<String>,
     kafka: Option<String>,
     registry: Option<String>,
     metrics: Option<String>,
@@ -211,7 +212,9 @@ struct Endpoints {
 impl Endpoints {
     fn read(&mut self, line: &str) {
         let line = line.trim();
-        let field = if let Some(v) = line.strip_prefix("kafka:") {
+        let field = if let Some(v) = line.strip_prefix("ui:") {
+            (&mut self.ui, v)
+        } else if let Some(v) = line.strip_prefix("kafka:") {
             (&mut self.kafka, v)
         } else if let Some(v) = line.strip_prefix("schema registry:") {
             (&mut self.registry, v)
@@ -226,7 +229,10 @@ impl Endpoints {
     }
 
     fn complete(&self) -> bool {
-        self.kafka.is_some() && self.registry.is_some() && self.metrics.is_some()
+        self.ui.is_some()
+            && self.kafka.is_some()
+            && self.registry.is_some()
+            && self.metrics.is_some()
     }
 }
 
@@ -234,6 +240,7 @@ impl Endpoints {
 /// default pipeline, no synthetic traffic. Killed on Drop.
 pub struct Demo {
     child: Child,
+    ui: String,
     kafka: String,
     registry: String,
     metrics: String,
@@ -257,6 +264,12 @@ impl Demo {
                 "127.0.0.1:0",
             ],
         )
+    }
+
+    /// The web UI's URL (`http://host:port/`), the first line the demo prints.
+    #[allow(dead_code)]
+    pub fn ui(&self) -> &str {
+        &self.ui
     }
 
     /// The embedded broker's `host:port`, for `bootstrap.servers`.
@@ -357,6 +370,7 @@ impl Demo {
         }
         Demo {
             child,
+            ui: seen.ui.unwrap_or_default(),
             kafka: seen.kafka.unwrap_or_default(),
             registry: seen.registry.unwrap_or_default(),
             metrics: seen.metrics.unwrap_or_default(),

@@ -1,0 +1,74 @@
+//! The web UI in a real browser: headless Chromium (Debian's `chromium`) driven by
+//! Python Playwright (tests/python/web_ui_browser.py) against a running demo with an
+//! early error burst. Needs both (`bash .ci/run` installs them); skipped without them
+//! unless SPANLINE_REQUIRE_EXTERNAL is set. Screenshots at 1280x800 go to
+//! `<target>/tmp/web-ui/`.
+
+mod support;
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::time::Duration;
+
+use support::{find_program, python, require_or_skip, run_python, Demo};
+
+/// The demo's fault: nine calls in ten of `vector-store` fail from 20 s on, long enough
+/// for the alert to be active while the page looks.
+const FAULTY: &str = "vector-store";
+
+#[test]
+fn the_ui_shows_services_traces_and_a_live_alert_in_chromium() {
+    let chromium = find_program("chromium");
+    let python = python();
+    let found = require_or_skip("chromium", chromium.is_some())
+        && require_or_skip("python with playwright (.venv)", python.is_some());
+    let (Some(chromium), Some(python)) = (chromium.filter(|_| found), python) else {
+        return;
+    };
+    let faults = format!("errors:{FAULTY}*0.9@20s+5m");
+    let demo = Demo::start_with_args(
+        Path::new(env!("CARGO_BIN_EXE_spanline")),
+        &[
+            "demo",
+            "--duration",
+            "300s",
+            "--http",
+            "127.0.0.1:0",
+            "--rate",
+            "100",
+            "--faults",
+            &faults,
+        ],
+    );
+    // the UI's address is the first line the demo prints
+    assert!(demo.ui().starts_with("http://127.0.0.1:"), "{}", demo.ui());
+    let page = reqwest::blocking::get(demo.ui()).unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().unwrap().contains("/ui/app.js"));
+
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-ui");
+    let services = spanline::workload::services().join(",");
+    let run = run_python(
+        &python,
+        "web_ui_browser.py",
+        &[
+            OsStr::new(demo.ui()),
+            shots.as_os_str(),
+            chromium.as_os_str(),
+            OsStr::new(&services),
+            OsStr::new(FAULTY),
+        ],
+        Duration::from_secs(420),
+    );
+    println!("{}", run.output());
+    assert!(
+        run.status.success() && run.stdout.trim_end().ends_with("ok"),
+        "web_ui_browser.py failed ({})\n{}\n{}",
+        run.status,
+        run.output(),
+        demo.output_tail(60)
+    );
+    for shot in ["services", "trace", "alerts", "graph"] {
+        assert!(shots.join(format!("{shot}.png")).exists(), "no {shot}.png");
+    }
+}
