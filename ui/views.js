@@ -7,7 +7,12 @@ function sparkline(values, cls) {
   const w = 120, hgt = 26;
   const nums = values.filter((v) => v !== null && isFinite(v));
   const el = svg("svg", { class: "spark", width: w, height: hgt, viewBox: `0 0 ${w} ${hgt}` });
-  if (nums.length < 2) return el;
+  if (nums.length === 0) return el;
+  if (nums.length === 1) {
+    // one window so far: a dot at the right end
+    el.append(svg("circle", { cx: w - 3, cy: hgt / 2, r: 2, class: "dot " + (cls || "") }));
+    return el;
+  }
   const max = Math.max(...nums), min = Math.min(0, ...nums);
   const span = max - min || 1;
   let d = "";

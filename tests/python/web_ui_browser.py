@@ -90,6 +90,13 @@ def main() -> int:
         print(f"alerts view: service_errors suspecting {suspected}, {exemplars} exemplar traces")
         page.screenshot(path=str(shots / "alerts.png"))
 
+        # by now several windows have closed: every service row has its sparklines
+        page.goto(url + "#/services")
+        page.wait_for_selector("#services svg.spark path", timeout=TIMEOUT_MS)
+        drawn = page.locator("#services svg.spark path").count()
+        print(f"services view: {drawn} sparklines drawn")
+        page.screenshot(path=str(shots / "services-later.png"))
+
         live = page.evaluate("window.spanlineLive")
         delays = sorted(live["delays"])
         assert live["windows"] > 0, "no closed window reached the page live"
