@@ -138,6 +138,9 @@ fn hop_pipeline(keyed_by_trace: bool) -> String {
             ),
         )
         .replace(properties, "  properties: {fetch.wait.max.ms: \"5\"}")
+        // the pipeline alone: the trace repository (its own consumer and SQLite writer,
+        // on by default in `run`) is measured by `cargo bench --bench repository`
+        + "\nrepository: {enabled: false}\n"
 }
 
 /// What one run measured.
