@@ -140,6 +140,10 @@ impl Encoding {
                     ),
                     ("score".into(), Value::Double(alert.score)),
                     (
+                        "suspected_services".into(),
+                        Value::Array(alert.suspected_services.iter().map(suspect_avro).collect()),
+                    ),
+                    (
                         "exemplar_trace_ids".into(),
                         Value::Array(
                             alert
@@ -321,6 +325,19 @@ static ALERT: std::sync::LazyLock<apache_avro::Schema> = std::sync::LazyLock::ne
     apache_avro::Schema::parse_str(avro::ALERT_SCHEMA).expect("schemas/alert.avsc is valid")
 });
 
+/// One ranked suspect as an Avro `Suspect` record.
+fn suspect_avro(s: &crate::model::Suspect) -> apache_avro::types::Value {
+    use apache_avro::types::Value;
+    Value::Record(vec![
+        ("service".into(), Value::String(s.service.clone())),
+        ("score".into(), Value::Double(s.score)),
+        (
+            "evidence".into(),
+            Value::Array(s.evidence.iter().cloned().map(Value::String).collect()),
+        ),
+    ])
+}
+
 /// The JSON alert record: the fields of `schemas/alert.avsc`.
 fn alert_json(a: &Alert) -> Vec<u8> {
     let score = serde_json::Number::from_f64(a.score).map_or(serde_json::Value::Null, Into::into);
@@ -335,6 +352,7 @@ fn alert_json(a: &Alert) -> Vec<u8> {
         "annotations": a.annotations,
         "summary": a.summary,
         "suspected_service": a.suspected_service,
+        "suspected_services": a.suspected_services,
         "score": score,
         "exemplar_trace_ids": a.exemplar_trace_ids,
         "value": a.value.and_then(serde_json::Number::from_f64),
@@ -373,6 +391,11 @@ mod tests {
             annotations: Default::default(),
             summary: "p99 above 1s".into(),
             suspected_service: Some("db".into()),
+            suspected_services: vec![crate::model::Suspect {
+                service: "db".into(),
+                score: 0.75,
+                evidence: vec!["db self time on the critical path 2ms → 40ms".into()],
+            }],
             score: 0.9,
             value: Some(1.5e9),
             exemplar_trace_ids: vec!["0".repeat(32)],
@@ -411,5 +434,23 @@ mod tests {
             serde_json::from_slice(&Encoding::Json.alert(&alert).1).unwrap();
         assert_eq!(json["status"], "resolved");
         assert_eq!(json["labels"]["service"], "orders");
+        assert_eq!(json["suspected_services"][0]["service"], "db");
+        assert_eq!(json["suspected_services"][0]["score"], 0.75);
+        let Value::Array(suspects) = field(&v, "suspected_services") else {
+            panic!("suspected_services is not an array")
+        };
+        assert_eq!(field(&suspects[0], "service"), Value::String("db".into()));
+        assert_eq!(field(&suspects[0], "score"), Value::Double(0.75));
+        assert_eq!(
+            field(&suspects[0], "evidence"),
+            Value::Array(vec![Value::String(
+                "db self time on the critical path 2ms → 40ms".into()
+            )])
+        );
+        // both records read back with their suspects
+        let from_avro = crate::codec::records::alert_avro(&value).unwrap();
+        assert_eq!(from_avro.suspected_services, alert.suspected_services);
+        let from_json = crate::codec::records::alert_json(&Encoding::Json.alert(&alert).1).unwrap();
+        assert_eq!(from_json.suspected_services, alert.suspected_services);
     }
 }

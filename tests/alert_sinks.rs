@@ -57,6 +57,7 @@ fn firing(rule: &str, service: &str, fingerprint: &str) -> Alert {
         )]),
         summary: format!("{service} p99 latency is high"),
         suspected_service: Some("llm-openai".to_owned()),
+        suspected_services: vec![],
         score: 0.97,
         value: Some(0.97),
         exemplar_trace_ids: vec![

@@ -144,6 +144,7 @@ fn alert() -> Alert {
         annotations: BTreeMap::new(),
         summary: SUMMARY.into(),
         suspected_service: Some(SUSPECT.into()),
+        suspected_services: vec![],
         score: 0.93,
         value: Some(0.42),
         exemplar_trace_ids: vec![TRACE.into()],

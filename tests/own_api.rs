@@ -69,6 +69,7 @@ fn alert(fp: &str, status: AlertStatus, rule: &str, service: &str, start_s: i64)
         annotations: BTreeMap::new(),
         summary: format!("{rule} on {service}"),
         suspected_service: None,
+        suspected_services: vec![],
         score: 0.9,
         value: Some(1.0),
         exemplar_trace_ids: vec![],

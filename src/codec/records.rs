@@ -270,6 +270,11 @@ fn alert_from(v: &Json) -> Result<Alert, DecodeError> {
             .get("suspected_service")
             .and_then(Json::as_str)
             .map(str::to_string),
+        suspected_services: v
+            .get("suspected_services")
+            .and_then(Json::as_array)
+            .map(|a| a.iter().filter_map(suspect).collect())
+            .unwrap_or_default(),
         score: v.get("score").and_then(Json::as_f64).unwrap_or(f64::NAN),
         value: v.get("value").and_then(Json::as_f64),
         exemplar_trace_ids: v
@@ -277,6 +282,23 @@ fn alert_from(v: &Json) -> Result<Alert, DecodeError> {
             .and_then(Json::as_array)
             .map(|a| {
                 a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    })
+}
+
+/// One entry of an alert's `suspected_services`: `{service, score, evidence}`.
+fn suspect(v: &Json) -> Option<crate::model::Suspect> {
+    Some(crate::model::Suspect {
+        service: v.get("service")?.as_str()?.to_string(),
+        score: v.get("score").and_then(Json::as_f64).unwrap_or(0.0),
+        evidence: v
+            .get("evidence")
+            .and_then(Json::as_array)
+            .map(|e| {
+                e.iter()
                     .filter_map(|x| x.as_str().map(str::to_string))
                     .collect()
             })

@@ -114,6 +114,7 @@ fn alert_records_read_back_in_both_formats() {
         annotations: [("summary".to_string(), "slow".to_string())].into(),
         summary: "p95 above baseline".into(),
         suspected_service: Some("db".into()),
+        suspected_services: vec![],
         score: 0.75,
         value: Some(1.5e9),
         exemplar_trace_ids: vec!["ab".repeat(16)],

@@ -52,6 +52,17 @@ pub struct AnomalyScore {
     pub explanations: Vec<Explanation>,
 }
 
+/// One ranked root-cause candidate of an alert: a service, how strongly the traces of
+/// the anomalous period point at it (in [0, 1]), and why, in words a person reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Suspect {
+    pub service: String,
+    pub score: f64,
+    /// The strongest findings first, e.g. "ts-food-service self time on the critical
+    /// path 12ms → 310ms in 83 % of 40 traces of ts-gateway-service /*".
+    pub evidence: Vec<String>,
+}
+
 /// Alert status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -90,6 +101,10 @@ pub struct Alert {
     pub summary: String,
     /// The service whose own self time or errors explain the condition.
     pub suspected_service: Option<String>,
+    /// Ranked root-cause candidates, best first; `suspected_service` is the first one's
+    /// service when there are any.
+    #[serde(default)]
+    pub suspected_services: Vec<Suspect>,
     /// The anomaly score in [0, 1]: of the rule for `anomaly` rules, else the detect
     /// stage's latest warm score of the alert's series (0 when it scores none).
     pub score: f64,

@@ -16,7 +16,7 @@ mod trace;
 mod window;
 
 pub use alert::{
-    is_label_name, label_name, Alert, AlertStatus, AnomalyScore, Explanation, Subject,
+    is_label_name, label_name, Alert, AlertStatus, AnomalyScore, Explanation, Subject, Suspect,
     ESCALATED_FROM_ANNOTATION, NOTIFICATION_ANNOTATION, RESERVED_LABELS,
     RESOLVED_SUMMARY_ANNOTATION,
 };

@@ -94,6 +94,7 @@ fn alert(fp: &str, status: AlertStatus, starts_min: i64, service: &str) -> Alert
         annotations: BTreeMap::new(),
         summary: format!("{service} is slow"),
         suspected_service: Some(format!("{service}-db")),
+        suspected_services: vec![],
         score: 0.9,
         value: Some(1.5),
         exemplar_trace_ids: vec!["0123456789abcdef0123456789abcdef".into()],

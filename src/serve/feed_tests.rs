@@ -74,6 +74,7 @@ fn alert() -> Alert {
         annotations: Default::default(),
         summary: "s".into(),
         suspected_service: None,
+        suspected_services: vec![],
         score: 1.0,
         value: None,
         exemplar_trace_ids: vec![],

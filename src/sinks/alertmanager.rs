@@ -79,7 +79,8 @@ mod tests {
                     "exemplar_trace_ids": "0af7651916cd43dd8448eb211c80319c,4bf92f3577b34da6a3ce929d0e0e4736",
                     "score": "0.93",
                     "summary": "checkout is slow",
-                    "suspected_service": "llm-openai"
+                    "suspected_service": "llm-openai",
+                    "suspected_services": crate::sinks::format::suspects_text(&crate::sinks::format::tests::alert("LatencyHigh", "checkout").suspected_services)
                 },
                 "startsAt": "2024-05-01T12:00:00.250Z"
             }])

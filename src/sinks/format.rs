@@ -67,13 +67,20 @@ pub fn with_superseded(alert: &Alert, now_ms: i64) -> impl Iterator<Item = Alert
 }
 
 /// The alert's annotations (names made valid) plus `summary`, `suspected_service` (when
-/// known), `score` and `exemplar_trace_ids` (comma-joined, when any), which win over
-/// annotations of the same name.
+/// known), `suspected_services` (the ranked suspects, one line each: rank, service,
+/// score and evidence; when any), `score` and `exemplar_trace_ids` (comma-joined, when
+/// any), which win over annotations of the same name.
 pub fn annotations(alert: &Alert) -> BTreeMap<String, String> {
     let mut annotations = sanitized(&alert.annotations);
     annotations.insert("summary".to_owned(), alert.summary.clone());
     if let Some(service) = &alert.suspected_service {
         annotations.insert("suspected_service".to_owned(), service.clone());
+    }
+    if !alert.suspected_services.is_empty() {
+        annotations.insert(
+            "suspected_services".to_owned(),
+            suspects_text(&alert.suspected_services),
+        );
     }
     annotations.insert("score".to_owned(), alert.score.to_string());
     if !alert.exemplar_trace_ids.is_empty() {
@@ -83,6 +90,24 @@ pub fn annotations(alert: &Alert) -> BTreeMap<String, String> {
         );
     }
     annotations
+}
+
+/// Ranked suspects as text, a line each: `1. ts-food-service (0.83): evidence; evidence`.
+pub fn suspects_text(suspects: &[crate::model::Suspect]) -> String {
+    suspects
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            format!(
+                "{}. {} ({:.2}): {}",
+                i + 1,
+                s.service,
+                s.score,
+                s.evidence.join("; ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Where the UI at `ui_url` shows trace `trace_id`.
@@ -133,6 +158,22 @@ pub(crate) mod tests {
             annotations,
             summary: format!("{service} is slow"),
             suspected_service: Some("llm-openai".to_owned()),
+            suspected_services: vec![
+                crate::model::Suspect {
+                    service: "llm-openai".to_owned(),
+                    score: 0.83,
+                    evidence: vec![
+                        "llm-openai self time on the critical path 1s → 4s in 83 % of 12 traces"
+                            .to_owned(),
+                        "error origin in 40 % of 5 failed traces".to_owned(),
+                    ],
+                },
+                crate::model::Suspect {
+                    service: "vector-store".to_owned(),
+                    score: 0.31,
+                    evidence: vec!["span search missing from 31 % of query calls".to_owned()],
+                },
+            ],
             score: 0.93,
             value: Some(2.5e9),
             exemplar_trace_ids: vec![
@@ -215,6 +256,12 @@ pub(crate) mod tests {
         let n = annotations(&a);
         assert_eq!(n["summary"], "checkout is slow");
         assert_eq!(n["suspected_service"], "llm-openai");
+        assert_eq!(
+            n["suspected_services"],
+            "1. llm-openai (0.83): llm-openai self time on the critical path 1s → 4s in 83 % \
+             of 12 traces; error origin in 40 % of 5 failed traces\n\
+             2. vector-store (0.31): span search missing from 31 % of query calls"
+        );
         assert_eq!(n["score"], "0.93");
         assert_eq!(
             n["exemplar_trace_ids"],
@@ -224,9 +271,11 @@ pub(crate) mod tests {
 
         let mut bare = a.clone();
         bare.suspected_service = None;
+        bare.suspected_services.clear();
         bare.exemplar_trace_ids.clear();
         let n = annotations(&bare);
         assert!(!n.contains_key("suspected_service") && !n.contains_key("exemplar_trace_ids"));
+        assert!(!n.contains_key("suspected_services"));
     }
 }
 

@@ -24,8 +24,9 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 
 use super::eval::RollingBaseline;
+use super::rank::{Profile, Ranker};
 use super::settings::{CorrelationSettings, Symptom};
-use crate::model::{hex_trace_id, Trace, TraceId};
+use crate::model::{hex_trace_id, Suspect, Trace, TraceId};
 use crate::stage::analyze::{Analysis, FindingKind, SYNTHETIC_SERVICE};
 
 /// Exemplar trace ids an alert carries at most.
@@ -102,8 +103,9 @@ struct TraceRecord {
     /// Every service of the trace, with its critical-path share and that share minus
     /// the service's baseline.
     shares: SmallVec<[(Arc<str>, f32, f32); 8]>,
-    error_origin: Option<Arc<str>>,
     slow: bool,
+    /// What root-cause ranking keeps of it (with its error origin).
+    profile: Profile,
 }
 
 impl TraceRecord {
@@ -123,6 +125,9 @@ impl TraceRecord {
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Correlation {
     pub suspected: Option<String>,
+    /// Ranked suspects, best first (`suspected` is the first one's service).
+    #[serde(default)]
+    pub suspects: Vec<Suspect>,
     /// Hex trace ids, at most [`MAX_EXEMPLARS`].
     pub exemplars: Vec<String>,
 }
@@ -136,10 +141,12 @@ pub struct Correlator {
     anomalous: FxHashMap<TraceId, i64>,
     shares: FxHashMap<(Arc<str>, Arc<str>), RollingBaseline>,
     durations: FxHashMap<(Arc<str>, Arc<str>), RollingBaseline>,
+    ranker: Ranker,
 }
 
 impl Correlator {
     pub fn new(settings: CorrelationSettings) -> Self {
+        let settings_samples = settings.baseline_samples;
         Self {
             settings,
             graph: ServiceGraph::default(),
@@ -147,6 +154,7 @@ impl Correlator {
             anomalous: FxHashMap::default(),
             shares: FxHashMap::default(),
             durations: FxHashMap::default(),
+            ranker: Ranker::new(settings_samples),
         }
     }
 
@@ -229,16 +237,24 @@ impl Correlator {
             .iter()
             .find(|f| f.kind == FindingKind::ErrorOrigin)
             .map(|f| f.service.clone());
+        let profile = self.ranker.profile(trace, analysis, error_origin);
         self.traces.push_back(TraceRecord {
             trace_id: trace.trace_id,
             end_ns: trace.end_ns(),
             root: analysis.root_service.clone(),
             shares,
-            error_origin,
             slow,
+            profile,
         });
         while self.traces.len() > self.settings.max_traces {
-            self.traces.pop_front();
+            self.forget_oldest();
+        }
+    }
+
+    /// Moves the oldest recent trace into the baselines of root-cause ranking.
+    fn forget_oldest(&mut self) {
+        if let Some(r) = self.traces.pop_front() {
+            self.ranker.fold(&r.profile);
         }
     }
 
@@ -256,7 +272,7 @@ impl Correlator {
     pub fn prune(&mut self, now_ns: i64) {
         let cutoff = now_ns.saturating_sub(self.settings.window_ns);
         while self.traces.front().is_some_and(|t| t.end_ns < cutoff) {
-            self.traces.pop_front();
+            self.forget_oldest();
         }
         self.anomalous.retain(|_, at| *at >= cutoff);
         self.graph
@@ -290,8 +306,8 @@ impl Correlator {
                 let anomalous = self.anomalous.contains_key(&r.trace_id);
                 match symptom {
                     Symptom::Latency => r.slow || anomalous,
-                    Symptom::Errors => r.error_origin.is_some(),
-                    Symptom::Other => r.slow || anomalous || r.error_origin.is_some(),
+                    Symptom::Errors => r.profile.error_origin.is_some(),
+                    Symptom::Other => r.slow || anomalous || r.profile.error_origin.is_some(),
                 }
             })
             .collect();
@@ -316,15 +332,43 @@ impl Correlator {
             Some((s, d)) => x == *s || d.contains(x),
             None => true,
         };
-        let mut suspected = None;
-        if symptom == Symptom::Errors {
+        let anomalous: Vec<&Profile> = relevant
+            .iter()
+            .filter(|r| r.end_ns >= focus_ns)
+            .map(|r| &r.profile)
+            .collect();
+        let before: Vec<&Profile> = relevant
+            .iter()
+            .filter(|r| r.end_ns < focus_ns)
+            .map(|r| &r.profile)
+            .collect();
+        let mut suspects = self
+            .ranker
+            .rank(&anomalous, &before, &candidate, &self.graph);
+        let mut suspected = suspects.first().map(|s| s.service.clone());
+        if suspected.is_none() && symptom == Symptom::Errors {
             let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-            for origin in evidence.iter().filter_map(|r| r.error_origin.as_deref()) {
+            for origin in evidence
+                .iter()
+                .filter_map(|r| r.profile.error_origin.as_deref())
+            {
                 if candidate(origin) {
                     *counts.entry(origin).or_default() += 1;
                 }
             }
-            suspected = argmax(counts.into_iter().map(|(k, n)| (k, n as f64)), 0.0);
+            let failed = counts.values().sum::<usize>().max(1) as f64;
+            if let Some((service, n)) = argmax(counts.into_iter().map(|(k, n)| (k, n as f64)), 0.0)
+            {
+                suspects.push(Suspect {
+                    service: service.clone(),
+                    evidence: vec![format!(
+                        "error origin in {:.0} % of {failed} failed traces",
+                        100.0 * n / failed
+                    )],
+                    score: n / failed,
+                });
+                suspected = Some(service);
+            }
         }
         if suspected.is_none() && !evidence.is_empty() {
             let mut growth: BTreeMap<&str, f64> = BTreeMap::new();
@@ -334,14 +378,28 @@ impl Correlator {
                 }
             }
             let n = evidence.len() as f64;
-            suspected = argmax(growth.into_iter().map(|(k, g)| (k, g / n)), 1e-3);
+            let grown = growth.into_iter().map(|(k, g)| (k, g / n));
+            if let Some((service, g)) = argmax(grown, 1e-3) {
+                suspects.push(Suspect {
+                    service: service.clone(),
+                    evidence: vec![format!(
+                        "{service}'s share of the critical path grew by {:.0} points \
+                         in {} traces",
+                        100.0 * g,
+                        evidence.len()
+                    )],
+                    score: g.min(1.0),
+                });
+                suspected = Some(service);
+            }
         }
         let mut ranked: Vec<&TraceRecord> = evidence.to_vec();
         let suspect = suspected.as_deref();
         ranked.sort_by(|a, b| {
             let key = |r: &TraceRecord| {
-                let shows = suspect
-                    .is_some_and(|s| r.error_origin.as_deref() == Some(s) || r.delta(s) > 0.0);
+                let shows = suspect.is_some_and(|s| {
+                    r.profile.error_origin.as_deref() == Some(s) || r.delta(s) > 0.0
+                });
                 (shows, r.end_ns, r.trace_id)
             };
             key(b).cmp(&key(a))
@@ -362,6 +420,7 @@ impl Correlator {
         }
         Correlation {
             suspected,
+            suspects,
             exemplars,
         }
     }
@@ -382,12 +441,12 @@ fn baseline(
 }
 
 /// The name with the largest score above `min` (the first by name on ties).
-fn argmax<'a>(scores: impl Iterator<Item = (&'a str, f64)>, min: f64) -> Option<String> {
+fn argmax<'a>(scores: impl Iterator<Item = (&'a str, f64)>, min: f64) -> Option<(String, f64)> {
     scores
         .filter(|(_, s)| *s > min)
         .fold(None::<(&str, f64)>, |best, (k, s)| match best {
             Some((_, b)) if b >= s => best,
             _ => Some((k, s)),
         })
-        .map(|(k, _)| k.to_string())
+        .map(|(k, s)| (k.to_string(), s))
 }

@@ -208,6 +208,7 @@ impl Instance {
             annotations,
             summary,
             suspected_service: self.notice.correlation.suspected.clone(),
+            suspected_services: self.notice.correlation.suspects.clone(),
             score: match rule.condition {
                 Condition::Anomaly { .. } if e.value.is_finite() => e.value.clamp(0.0, 1.0),
                 Condition::Anomaly { .. } => 0.0,

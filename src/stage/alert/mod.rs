@@ -54,6 +54,7 @@ mod correlate;
 mod eval;
 mod lifecycle;
 mod notify;
+mod rank;
 mod settings;
 mod state;
 mod template;
@@ -70,6 +71,8 @@ mod tests_correlate;
 mod tests_lifecycle;
 #[cfg(test)]
 mod tests_prop;
+#[cfg(test)]
+mod tests_rank;
 #[cfg(test)]
 mod tests_units;
 

@@ -1,0 +1,419 @@
+//! Root-cause ranking: which services the traces of an anomalous period point at, each
+//! with a score and the evidence in words, measured against the traces of a normal
+//! period of the same root operations.
+//!
+//! Every analysed trace leaves a [`Profile`]: its root operation; how often each span
+//! operation (service and span name) occurs and which child operations each one calls;
+//! each service's critical-path self time; the durations of each service's entry spans
+//! (spans whose parent is in another service, and the root); and its error origin.
+//! Profiles that leave the correlator's recent traces are folded into a baseline per
+//! root operation (counts halve once it holds [`BASELINE_TRACES`] traces, so it follows
+//! slow drift; time samples are the last `baseline_samples`).
+//!
+//! For an alert the anomalous period is the relevant traces that ended since the
+//! condition began, the normal period the baseline of their root operations plus the
+//! relevant traces that ended before. Per root operation with at least
+//! [`MIN_ANOMALOUS`] anomalous and [`MIN_NORMAL`] normal traces the findings are:
+//! - **call pattern**: a child operation called markedly less (missing spans) or more
+//!   often per call of its parent operation (|z| ≥ [`Z_MIN`] for the count against a
+//!   Poisson count at the normal rate, on Anscombe's square-root scale; relative change
+//!   ≥ [`MIN_CHANGE`]): against the parent's service, whose behaviour
+//!   changed (it returned early, failed half-way, retried);
+//! - **self time**: a service's critical-path self time above its normal range (median
+//!   plus the largest of 3 robust deviations, 50 % and 1 ms) in more anomalous traces
+//!   than normal ones;
+//! - **early return**: a service's entry spans markedly shorter than normal (slower entry
+//!   spans are explained by self time, theirs or their callees');
+//! - **error origin**: the service where the failed traces' errors originate, when it
+//!   originates errors more often than normal.
+//!
+//! A finding's strength is in [0, 1]: the relative change of a call rate, or the share of
+//! anomalous traces showing it beyond the share of normal ones. A service's score is the
+//! noisy-or of its three strongest findings. Suspects are ranked by score, except that a
+//! service called (directly or through others) by a suspect whose score is at most
+//! [`CALLEE_MARGIN`] times its own goes before that suspect: a failure or slowdown shows
+//! in its callers too, so of comparable suspects the deepest is the likelier cause.
+
+use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use rustc_hash::{FxHashMap, FxHasher};
+use smallvec::SmallVec;
+
+use super::correlate::ServiceGraph;
+use super::template::format_ns;
+use crate::model::{Analysis, Suspect, Trace};
+use crate::stage::analyze::SYNTHETIC_SERVICE;
+
+/// Suspects an alert names at most.
+pub const MAX_SUSPECTS: usize = 5;
+/// Findings quoted per suspect at most (and combined into its score).
+const MAX_EVIDENCE: usize = 3;
+/// Traces a root operation's baseline holds before its counts halve.
+const BASELINE_TRACES: f64 = 2_000.0;
+/// Anomalous traces of a root operation needed before it is compared.
+pub const MIN_ANOMALOUS: usize = 3;
+/// Normal traces of a root operation needed before it is compared.
+pub const MIN_NORMAL: usize = 10;
+/// Calls of a parent operation needed in each period before its call pattern is compared.
+const MIN_CALLS: f64 = 3.0;
+/// Standard scores a call rate must move by.
+pub const Z_MIN: f64 = 4.0;
+/// Relative change of a call rate that counts.
+pub const MIN_CHANGE: f64 = 0.3;
+/// Findings weaker than this are not quoted.
+const MIN_STRENGTH: f64 = 0.1;
+/// Suspects scoring less are not named.
+const MIN_SCORE: f64 = 0.2;
+/// How much more a caller may score and still go after its callee.
+pub const CALLEE_MARGIN: f64 = 1.5;
+/// Operations (service and span name) and calls remembered at most.
+const MAX_NAMES: usize = 200_000;
+/// Root operations with a baseline at most.
+const MAX_ROOTS: usize = 10_000;
+/// Entry spans of one trace whose durations are kept at most.
+const MAX_ENTRIES: usize = 32;
+
+/// What ranking keeps of one trace.
+#[derive(Debug, Clone, Default)]
+pub struct Profile {
+    root: u64,
+    /// Operation id → spans of it.
+    spans: SmallVec<[(u64, u32); 16]>,
+    /// Call id (parent operation, child operation) → calls.
+    calls: SmallVec<[(u64, u32); 16]>,
+    /// Service → critical-path self time, ns.
+    self_ns: SmallVec<[(Arc<str>, i64); 8]>,
+    /// Entry operation id → span duration, ns.
+    entries: SmallVec<[(u64, i64); 8]>,
+    pub error_origin: Option<Arc<str>>,
+}
+
+/// A root operation's normal period.
+#[derive(Debug, Default)]
+struct Normal {
+    traces: f64,
+    spans: FxHashMap<u64, f64>,
+    calls: FxHashMap<u64, f64>,
+    origins: FxHashMap<Arc<str>, f64>,
+    self_ns: FxHashMap<Arc<str>, VecDeque<f64>>,
+    entries: FxHashMap<u64, VecDeque<f64>>,
+}
+
+/// Names of operations and calls, and the baselines of root operations.
+#[derive(Debug)]
+pub struct Ranker {
+    samples: usize,
+    ops: FxHashMap<u64, (Arc<str>, Arc<str>)>,
+    calls: FxHashMap<u64, (u64, u64)>,
+    roots: FxHashMap<u64, Normal>,
+}
+
+fn id(parts: &[&str]) -> u64 {
+    let mut h = FxHasher::default();
+    parts.hash(&mut h);
+    h.finish()
+}
+
+fn pair_id(a: u64, b: u64) -> u64 {
+    let mut h = FxHasher::default();
+    (a, b, 0x5eed_u16).hash(&mut h);
+    h.finish()
+}
+
+/// A root operation refined by its endpoint (salted apart from [`pair_id`], which names
+/// the same two operations as a call context).
+fn group_id(root: u64, endpoint: u64) -> u64 {
+    let mut h = FxHasher::default();
+    (root, endpoint, 0x6e0d_u16).hash(&mut h);
+    h.finish()
+}
+
+fn bump(list: &mut SmallVec<[(u64, u32); 16]>, key: u64) {
+    match list.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, n)) => *n += 1,
+        None => list.push((key, 1)),
+    }
+}
+
+fn push_sample(q: &mut VecDeque<f64>, v: f64, cap: usize) {
+    if q.len() >= cap {
+        q.pop_front();
+    }
+    q.push_back(v);
+}
+
+impl Ranker {
+    /// A ranker whose time baselines hold `samples` values each.
+    pub fn new(samples: usize) -> Self {
+        Self {
+            samples: samples.max(MIN_NORMAL),
+            ops: FxHashMap::default(),
+            calls: FxHashMap::default(),
+            roots: FxHashMap::default(),
+        }
+    }
+
+    fn op(&mut self, service: &Arc<str>, name: &Arc<str>) -> u64 {
+        let k = id(&[service, name]);
+        if self.ops.len() < MAX_NAMES {
+            self.ops
+                .entry(k)
+                .or_insert_with(|| (service.clone(), name.clone()));
+        }
+        k
+    }
+
+    /// The profile of an analysed trace (not an amendment).
+    pub fn profile(
+        &mut self,
+        trace: &Trace,
+        a: &Analysis,
+        error_origin: Option<Arc<str>>,
+    ) -> Profile {
+        let root_service = a.root_service.clone().unwrap_or_else(|| Arc::from(""));
+        let root_name = a.root_name.clone().unwrap_or_else(|| Arc::from(""));
+        let mut p = Profile {
+            root: self.op(&root_service, &root_name),
+            error_origin,
+            ..Profile::default()
+        };
+        let index: FxHashMap<u64, usize> = trace
+            .spans
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.span_id, i))
+            .collect();
+        let parents: Vec<Option<usize>> = trace
+            .spans
+            .iter()
+            .enumerate()
+            .map(|(i, s)| index.get(&s.parent_span_id).copied().filter(|&j| j != i))
+            .collect();
+        let ops: Vec<u64> = trace
+            .spans
+            .iter()
+            .map(|s| self.op(&s.resource.service_name, &s.name))
+            .collect();
+        // an operation in the context of its caller's: a generic span name (a commit, an
+        // HTTP client call) means different work under different callers
+        let context: Vec<u64> = (0..ops.len())
+            .map(|i| parents[i].map_or(ops[i], |j| pair_id(ops[j], ops[i])))
+            .collect();
+        for (i, s) in trace.spans.iter().enumerate() {
+            if context[i] != ops[i] && self.ops.len() < MAX_NAMES {
+                let named = self.ops.get(&ops[i]).cloned();
+                if let Some(n) = named {
+                    self.ops.entry(context[i]).or_insert(n);
+                }
+            }
+            bump(&mut p.spans, context[i]);
+            if let Some(j) = parents[i] {
+                let call = pair_id(context[j], ops[i]);
+                if self.calls.len() < MAX_NAMES {
+                    self.calls.entry(call).or_insert((context[j], ops[i]));
+                }
+                bump(&mut p.calls, call);
+            }
+            let entry = parents[i].is_none_or(|j| trace.spans[j].service() != s.service());
+            if entry && p.entries.len() < MAX_ENTRIES {
+                p.entries.push((context[i], (s.end_ns - s.start_ns).max(0)));
+            }
+        }
+        // traces of a catch-all root (a gateway's `/*`) differ by the first operation of
+        // another service they reach: that is their endpoint
+        let first_other = trace
+            .spans
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| *s.resource.service_name != *root_service)
+            .filter(|(i, _)| {
+                parents[*i].is_some_and(|j| *trace.spans[j].resource.service_name == *root_service)
+            })
+            .min_by_key(|(i, s)| (s.start_ns, *i))
+            .map(|(i, _)| ops[i]);
+        if let Some(endpoint) = first_other {
+            let group = group_id(p.root, endpoint);
+            if self.ops.len() < MAX_NAMES {
+                let (rs, rn) = (root_service.clone(), root_name.clone());
+                let label = self
+                    .ops
+                    .get(&endpoint)
+                    .map(|(s, n)| format!("{rn} → {s} {n}"));
+                if let Some(l) = label {
+                    self.ops.entry(group).or_insert((rs, Arc::from(l)));
+                }
+            }
+            p.root = group;
+        }
+        for seg in a
+            .critical_path
+            .iter()
+            .filter(|s| &*s.service != SYNTHETIC_SERVICE)
+        {
+            match p.self_ns.iter_mut().find(|(s, _)| *s == seg.service) {
+                Some((_, ns)) => *ns += seg.self_time_ns.max(0),
+                None => p
+                    .self_ns
+                    .push((seg.service.clone(), seg.self_time_ns.max(0))),
+            }
+        }
+        p
+    }
+
+    /// Adds a trace to the normal period of its root operation.
+    pub fn fold(&mut self, p: &Profile) {
+        if self.roots.len() >= MAX_ROOTS && !self.roots.contains_key(&p.root) {
+            return;
+        }
+        let cap = self.samples;
+        let n = self.roots.entry(p.root).or_default();
+        if n.traces >= BASELINE_TRACES {
+            n.traces /= 2.0;
+            for map in [&mut n.spans, &mut n.calls] {
+                map.values_mut().for_each(|v| *v /= 2.0);
+                map.retain(|_, v| *v >= 0.25);
+            }
+            n.origins.values_mut().for_each(|v| *v /= 2.0);
+            n.origins.retain(|_, v| *v >= 0.25);
+        }
+        n.traces += 1.0;
+        for (k, c) in &p.spans {
+            *n.spans.entry(*k).or_default() += f64::from(*c);
+        }
+        for (k, c) in &p.calls {
+            *n.calls.entry(*k).or_default() += f64::from(*c);
+        }
+        if let Some(o) = &p.error_origin {
+            *n.origins.entry(o.clone()).or_default() += 1.0;
+        }
+        for (s, ns) in &p.self_ns {
+            push_sample(n.self_ns.entry(s.clone()).or_default(), *ns as f64, cap);
+        }
+        for (k, ns) in &p.entries {
+            push_sample(n.entries.entry(*k).or_default(), *ns as f64, cap);
+        }
+    }
+
+    fn label(&self, op: u64) -> String {
+        self.ops
+            .get(&op)
+            .map_or_else(|| "?".to_string(), |(s, n)| format!("{s} {n}"))
+    }
+
+    /// The ranked suspects of an anomalous period (`anomalous`) against the normal one
+    /// (the baselines plus `before`), among the services `candidate` accepts.
+    pub fn rank(
+        &self,
+        anomalous: &[&Profile],
+        before: &[&Profile],
+        candidate: &dyn Fn(&str) -> bool,
+        graph: &ServiceGraph,
+    ) -> Vec<Suspect> {
+        let mut groups: FxHashMap<u64, (Vec<&Profile>, Vec<&Profile>)> = FxHashMap::default();
+        for p in anomalous {
+            groups.entry(p.root).or_default().0.push(p);
+        }
+        for p in before {
+            if let Some(g) = groups.get_mut(&p.root) {
+                g.1.push(p);
+            }
+        }
+        let mut findings: FxHashMap<Arc<str>, Vec<(f64, String)>> = FxHashMap::default();
+        let empty = Normal::default();
+        for (root, (a, b)) in &groups {
+            let normal = self.roots.get(root).unwrap_or(&empty);
+            if a.len() < MIN_ANOMALOUS || normal.traces + (b.len() as f64) < MIN_NORMAL as f64 {
+                continue;
+            }
+            let period = Period {
+                ranker: self,
+                root: self.label(*root),
+                a,
+                b,
+                normal,
+            };
+            period.calls(&mut findings);
+            period.self_time(&mut findings);
+            period.early_returns(&mut findings);
+            period.error_origins(&mut findings);
+        }
+        let mut suspects: Vec<Suspect> = findings
+            .into_iter()
+            .filter(|(s, _)| candidate(s))
+            .map(|(service, mut f)| {
+                f.sort_by(|x, y| y.0.total_cmp(&x.0).then_with(|| x.1.cmp(&y.1)));
+                f.truncate(MAX_EVIDENCE);
+                let miss: f64 = f.iter().map(|(s, _)| 1.0 - s.clamp(0.0, 1.0)).product();
+                Suspect {
+                    service: service.to_string(),
+                    score: 1.0 - miss,
+                    evidence: f.into_iter().map(|(_, e)| e).collect(),
+                }
+            })
+            .filter(|s| s.score >= MIN_SCORE)
+            .collect();
+        suspects.sort_by(|x, y| {
+            y.score
+                .total_cmp(&x.score)
+                .then_with(|| x.service.cmp(&y.service))
+        });
+        callee_first(&mut suspects, graph);
+        suspects.truncate(MAX_SUSPECTS);
+        suspects
+    }
+}
+
+/// Moves a suspect's comparable callees before it (see the module doc).
+pub fn callee_first(suspects: &mut [Suspect], graph: &ServiceGraph) {
+    let n = suspects.len();
+    let mut i = 0;
+    let mut moves = 0;
+    while i < n && moves < n * n {
+        let below = graph.downstream(&suspects[i].service);
+        let callee = (i + 1..n).find(|&j| {
+            suspects[j].score * CALLEE_MARGIN >= suspects[i].score
+                && below.contains(suspects[j].service.as_str())
+                && !graph
+                    .downstream(&suspects[j].service)
+                    .contains(suspects[i].service.as_str())
+        });
+        match callee {
+            Some(j) => {
+                suspects[i..=j].rotate_right(1);
+                moves += 1;
+            }
+            None => i += 1,
+        }
+    }
+}
+
+/// Robust centre and scale of samples: the median and 1.4826 × the median absolute
+/// deviation.
+fn median_scale(values: &mut [f64]) -> (f64, f64) {
+    let median = |v: &mut [f64]| {
+        v.sort_by(f64::total_cmp);
+        let m = v.len() / 2;
+        if v.len() % 2 == 1 {
+            v[m]
+        } else {
+            (v[m - 1] + v[m]) / 2.0
+        }
+    };
+    let m = median(values);
+    let mut dev: Vec<f64> = values.iter().map(|v| (v - m).abs()).collect();
+    (m, 1.4826 * median(&mut dev))
+}
+
+/// One root operation's anomalous and normal traces.
+struct Period<'a> {
+    ranker: &'a Ranker,
+    root: String,
+    a: &'a [&'a Profile],
+    b: &'a [&'a Profile],
+    normal: &'a Normal,
+}
+
+#[path = "rank_findings.rs"]
+mod findings;

@@ -1,0 +1,267 @@
+//! The four kinds of findings of one root operation's anomalous period (see `rank.rs`).
+
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use super::{format_ns, median_scale, Period, MIN_ANOMALOUS, MIN_CALLS, MIN_CHANGE, MIN_NORMAL};
+use super::{MIN_STRENGTH, Z_MIN};
+
+type Findings = FxHashMap<Arc<str>, Vec<(f64, String)>>;
+
+fn pct(share: f64) -> String {
+    format!("{:.0} %", 100.0 * share)
+}
+
+fn add(out: &mut Findings, service: &Arc<str>, strength: f64, text: String) {
+    if strength >= MIN_STRENGTH {
+        out.entry(service.clone())
+            .or_default()
+            .push((strength, text));
+    }
+}
+
+impl Period<'_> {
+    fn normal_spans(&self, op: u64) -> f64 {
+        self.normal.spans.get(&op).copied().unwrap_or(0.0)
+            + self
+                .b
+                .iter()
+                .flat_map(|p| p.spans.iter())
+                .filter(|(k, _)| *k == op)
+                .map(|(_, n)| f64::from(*n))
+                .sum::<f64>()
+    }
+
+    fn normal_calls(&self, call: u64) -> f64 {
+        self.normal.calls.get(&call).copied().unwrap_or(0.0)
+            + self
+                .b
+                .iter()
+                .flat_map(|p| p.calls.iter())
+                .filter(|(k, _)| *k == call)
+                .map(|(_, n)| f64::from(*n))
+                .sum::<f64>()
+    }
+
+    /// Child operations called markedly less or more often per call of their parent.
+    pub(super) fn calls(&self, out: &mut Findings) {
+        let mut spans: FxHashMap<u64, f64> = FxHashMap::default();
+        let mut calls: FxHashMap<u64, f64> = FxHashMap::default();
+        for p in self.a {
+            for (k, n) in &p.spans {
+                *spans.entry(*k).or_default() += f64::from(*n);
+            }
+            for (k, n) in &p.calls {
+                *calls.entry(*k).or_default() += f64::from(*n);
+            }
+        }
+        // every call of a parent seen in the anomalous period, whether or not it happened
+        let mut keys: Vec<u64> = calls.keys().copied().collect();
+        let parent_seen = |call: &u64| {
+            self.ranker
+                .calls
+                .get(call)
+                .is_some_and(|(parent, _)| spans.get(parent).is_some_and(|n| *n >= MIN_CALLS))
+        };
+        keys.extend(self.normal.calls.keys().filter(|k| parent_seen(k)));
+        keys.extend(
+            self.b
+                .iter()
+                .flat_map(|p| p.calls.iter().map(|(k, _)| *k))
+                .filter(|k| parent_seen(k)),
+        );
+        keys.sort_unstable();
+        keys.dedup();
+        for call in keys {
+            let Some(&(parent, child)) = self.ranker.calls.get(&call) else {
+                continue;
+            };
+            let (Some((p_svc, p_name)), Some((c_svc, c_name))) =
+                (self.ranker.ops.get(&parent), self.ranker.ops.get(&child))
+            else {
+                continue;
+            };
+            let na = spans.get(&parent).copied().unwrap_or(0.0);
+            let nb = self.normal_spans(parent);
+            if na < MIN_CALLS || nb < MIN_CALLS {
+                continue;
+            }
+            let ca = calls.get(&call).copied().unwrap_or(0.0);
+            let rb = self.normal_calls(call) / nb;
+            let ra = ca / na;
+            // Anscombe: 2√(x + 3/8) of a Poisson count is about normal with variance 1
+            let expected = rb * na;
+            let z = 2.0 * ((ca + 0.375).sqrt() - (expected + 0.375).sqrt());
+            let change = (ra - rb).abs() / ra.max(rb);
+            if z.abs() < Z_MIN || change < MIN_CHANGE || (ra > rb && ca < MIN_CALLS) {
+                continue;
+            }
+            let text = if ra < rb {
+                format!(
+                    "span {c_name} of {c_svc} missing from {} of {p_name} calls of {p_svc} \
+                     ({rb:.2} per call before, {ra:.2} now) in traces of {}",
+                    pct(change),
+                    self.root
+                )
+            } else {
+                format!(
+                    "{p_svc} {p_name} calls {c_name} of {c_svc} {ra:.2} times per call \
+                     ({rb:.2} before) in traces of {}",
+                    self.root
+                )
+            };
+            add(out, p_svc, change, text);
+        }
+    }
+
+    /// Services whose critical-path self time is above its normal range.
+    pub(super) fn self_time(&self, out: &mut Findings) {
+        let mut values: FxHashMap<&Arc<str>, Vec<f64>> = FxHashMap::default();
+        for p in self.a {
+            for (s, ns) in &p.self_ns {
+                values.entry(s).or_default().push(*ns as f64);
+            }
+        }
+        for (service, now) in values {
+            let mut normal: Vec<f64> = self
+                .normal
+                .self_ns
+                .get(service)
+                .into_iter()
+                .flatten()
+                .copied()
+                .chain(
+                    self.b
+                        .iter()
+                        .flat_map(|p| p.self_ns.iter())
+                        .filter(|(s, _)| s == service)
+                        .map(|(_, ns)| *ns as f64),
+                )
+                .collect();
+            if normal.len() < MIN_NORMAL || now.len() < MIN_ANOMALOUS {
+                continue;
+            }
+            let (median, scale) = median_scale(&mut normal);
+            let bound = median + (3.0 * scale).max(0.5 * median).max(1e6);
+            let mut above: Vec<f64> = now.iter().copied().filter(|v| *v > bound).collect();
+            if above.len() < MIN_ANOMALOUS {
+                continue;
+            }
+            let share = above.len() as f64 / now.len() as f64;
+            let normal_share =
+                normal.iter().filter(|v| **v > bound).count() as f64 / normal.len() as f64;
+            let (typical, _) = median_scale(&mut above);
+            add(
+                out,
+                service,
+                share - normal_share,
+                format!(
+                    "{service} self time on the critical path {} → {} in {} of {} traces of {}",
+                    format_ns(median),
+                    format_ns(typical),
+                    pct(share),
+                    now.len(),
+                    self.root
+                ),
+            );
+        }
+    }
+
+    /// Services whose entry spans are markedly shorter than normal.
+    pub(super) fn early_returns(&self, out: &mut Findings) {
+        let mut values: FxHashMap<u64, Vec<f64>> = FxHashMap::default();
+        for p in self.a {
+            for (op, ns) in &p.entries {
+                values.entry(*op).or_default().push(*ns as f64);
+            }
+        }
+        for (op, now) in values {
+            let Some((service, name)) = self.ranker.ops.get(&op) else {
+                continue;
+            };
+            let mut normal: Vec<f64> = self
+                .normal
+                .entries
+                .get(&op)
+                .into_iter()
+                .flatten()
+                .copied()
+                .chain(
+                    self.b
+                        .iter()
+                        .flat_map(|p| p.entries.iter())
+                        .filter(|(k, _)| *k == op)
+                        .map(|(_, ns)| *ns as f64),
+                )
+                .collect();
+            if normal.len() < MIN_NORMAL || now.len() < MIN_ANOMALOUS {
+                continue;
+            }
+            let (median, scale) = median_scale(&mut normal);
+            let bound = median - (3.0 * scale).max(0.3 * median).max(1e6);
+            let mut below: Vec<f64> = now.iter().copied().filter(|v| *v < bound).collect();
+            if below.len() < MIN_ANOMALOUS {
+                continue;
+            }
+            let share = below.len() as f64 / now.len() as f64;
+            let normal_share =
+                normal.iter().filter(|v| **v < bound).count() as f64 / normal.len() as f64;
+            let (typical, _) = median_scale(&mut below);
+            add(
+                out,
+                service,
+                share - normal_share,
+                format!(
+                    "{name} of {service} returns after {} instead of {} in {} of {} calls \
+                     in traces of {}",
+                    format_ns(typical),
+                    format_ns(median),
+                    pct(share),
+                    now.len(),
+                    self.root
+                ),
+            );
+        }
+    }
+
+    /// Services that originate the failed traces' errors more often than normal.
+    pub(super) fn error_origins(&self, out: &mut Findings) {
+        let mut origins: FxHashMap<&Arc<str>, f64> = FxHashMap::default();
+        for o in self.a.iter().filter_map(|p| p.error_origin.as_ref()) {
+            *origins.entry(o).or_default() += 1.0;
+        }
+        let failed: f64 = origins.values().sum();
+        let traces_b = self.normal.traces + self.b.len() as f64;
+        for (service, n) in origins {
+            if n < MIN_ANOMALOUS as f64 {
+                continue;
+            }
+            let before = self.normal.origins.get(service).copied().unwrap_or(0.0)
+                + self
+                    .b
+                    .iter()
+                    .filter(|p| p.error_origin.as_ref() == Some(service))
+                    .count() as f64;
+            let rate = n / self.a.len() as f64;
+            let normal_rate = before / traces_b;
+            if rate <= 2.0 * normal_rate {
+                continue;
+            }
+            let share = n / failed;
+            add(
+                out,
+                service,
+                share * (1.0 - normal_rate / rate),
+                format!(
+                    "error origin in {} of {} failed traces of {} ({} of all, {} before)",
+                    pct(share),
+                    failed,
+                    self.root,
+                    pct(rate),
+                    pct(normal_rate)
+                ),
+            );
+        }
+    }
+}
