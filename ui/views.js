@@ -185,6 +185,9 @@ const Alerts = {
       h("div", { class: "meta" }, "service ", a.labels.service || "–", " · suspected service ",
         h("b", { class: "suspected" }, a.suspected_service || "–"), " · firing since ", fmt.time(a.starts_at_ms),
         " · score ", fmt.num(a.score, 2)),
+      (a.suspected_services || []).length ? h("ol", { class: "suspects" },
+        a.suspected_services.map((s) => h("li", {}, h("b", {}, s.service), " ", fmt.num(s.score, 2),
+          h("ul", {}, s.evidence.map((e) => h("li", { class: "meta" }, e)))))) : null,
       a.exemplar_trace_ids.length ? h("div", { class: "meta" }, "exemplar traces: ",
         a.exemplar_trace_ids.map((id) => h("a", { class: "mono exemplar", href: "#/trace/" + id }, id.slice(0, 16)))) : null);
   },

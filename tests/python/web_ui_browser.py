@@ -86,6 +86,10 @@ def main() -> int:
         page.wait_for_selector(selector, timeout=TIMEOUT_MS)
         suspected = page.locator(selector + " .suspected").first.inner_text()
         assert suspected == faulty, f"alert suspects {suspected}, not {faulty}"
+        # the ranked suspects: the first is the suspected service, with its evidence
+        first = page.locator(selector + " ol.suspects > li").first
+        assert first.locator("b").first.inner_text() == faulty, first.inner_text()
+        assert first.locator("ul li").count() >= 1, f"no evidence for {faulty}"
         exemplars = page.locator(selector + " a.exemplar").count()
         print(f"alerts view: service_errors suspecting {suspected}, {exemplars} exemplar traces")
         page.screenshot(path=str(shots / "alerts.png"))
