@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
 use super::{format_ns, median_scale, Period, MIN_ANOMALOUS, MIN_CALLS, MIN_CHANGE, MIN_NORMAL};
 use super::{MIN_STRENGTH, Z_MIN};
@@ -21,27 +22,27 @@ fn add(out: &mut Findings, service: &Arc<str>, strength: f64, text: String) {
     }
 }
 
+/// A count of the normal period: the baseline's plus those of the recent traces before.
+fn normal_count<'p>(
+    baseline: &FxHashMap<u64, f64>,
+    before: impl Iterator<Item = &'p SmallVec<[(u64, u32); 16]>>,
+    key: u64,
+) -> f64 {
+    baseline.get(&key).copied().unwrap_or(0.0)
+        + before
+            .flatten()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, n)| f64::from(*n))
+            .sum::<f64>()
+}
+
 impl Period<'_> {
     fn normal_spans(&self, op: u64) -> f64 {
-        self.normal.spans.get(&op).copied().unwrap_or(0.0)
-            + self
-                .b
-                .iter()
-                .flat_map(|p| p.spans.iter())
-                .filter(|(k, _)| *k == op)
-                .map(|(_, n)| f64::from(*n))
-                .sum::<f64>()
+        normal_count(&self.normal.spans, self.b.iter().map(|p| &p.spans), op)
     }
 
     fn normal_calls(&self, call: u64) -> f64 {
-        self.normal.calls.get(&call).copied().unwrap_or(0.0)
-            + self
-                .b
-                .iter()
-                .flat_map(|p| p.calls.iter())
-                .filter(|(k, _)| *k == call)
-                .map(|(_, n)| f64::from(*n))
-                .sum::<f64>()
+        normal_count(&self.normal.calls, self.b.iter().map(|p| &p.calls), call)
     }
 
     /// Child operations called markedly less or more often per call of their parent.
