@@ -166,3 +166,35 @@ fn a_fault_free_hour_gives_at_most_one_alert() {
         describe(&alerts)
     );
 }
+
+/// The alert stage's claim for a quiet system: a fault-free day of the workload (24 h of
+/// event time) gives at most one incident, i.e. at most one `new` alert (every other
+/// alert goes out as `grouped` under one). A soak of a few minutes optimised:
+/// `cargo test --release --test alert_faults -- --ignored` (scripts/soak.sh).
+#[test]
+#[ignore = "soak: scripts/soak.sh runs it"]
+fn a_fault_free_day_gives_at_most_one_incident() {
+    let alerts = run(24 * 60, 4.0, "");
+    let incidents: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| {
+            a.status == AlertStatus::Firing
+                && a.annotations.get("notification").is_none_or(|n| n == "new")
+        })
+        .collect();
+    let firing = alerts
+        .iter()
+        .filter(|a| a.status == AlertStatus::Firing)
+        .count();
+    println!(
+        "fault-free day: {} incidents, {firing} firing events\n{}",
+        incidents.len(),
+        describe(&alerts)
+    );
+    assert!(
+        incidents.len() <= 1,
+        "{} incidents in a fault-free day\n{}",
+        incidents.len(),
+        describe(&alerts)
+    );
+}

@@ -25,6 +25,7 @@ const UI: &str = "http://spanline.test:9464";
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const SUMMARY: &str = "checkout error rate 42% (baseline 0.5%)";
 const SUSPECT: &str = "payments-db";
+const INCIDENT: &str = "a3f0c2d9e8b71456";
 
 /// What the stand-ins received: (receiver, request text).
 type Inbox = Arc<Mutex<Vec<(String, String)>>>;
@@ -141,7 +142,11 @@ fn alert() -> Alert {
             ("alertname".to_owned(), "service_errors".to_owned()),
             ("service".to_owned(), "checkout".to_owned()),
         ]),
-        annotations: BTreeMap::new(),
+        annotations: BTreeMap::from([
+            ("notification".to_owned(), "new".to_owned()),
+            ("incident".to_owned(), INCIDENT.to_owned()),
+            ("incident_cause".to_owned(), SUSPECT.to_owned()),
+        ]),
         summary: SUMMARY.into(),
         suspected_service: Some(SUSPECT.into()),
         suspected_services: vec![],
@@ -149,6 +154,20 @@ fn alert() -> Alert {
         value: Some(0.42),
         exemplar_trace_ids: vec![TRACE.into()],
     }
+}
+
+/// A symptom of the same incident: another rule on a caller, filed under `alert()`'s.
+fn symptom() -> Alert {
+    let mut a = alert();
+    a.fingerprint = "0c4e1d6b9a2f8e73".into();
+    a.rule = "service_latency".into();
+    a.labels = BTreeMap::from([
+        ("alertname".to_owned(), "service_latency".to_owned()),
+        ("service".to_owned(), "storefront".to_owned()),
+    ]);
+    a.annotations
+        .insert("notification".to_owned(), "grouped".to_owned());
+    a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,7 +196,8 @@ async fn every_example_receiver_gets_the_summary_suspect_and_trace_link() {
         ui_url: Some(UI.into()),
         ..AlertSinksConfig::default()
     });
-    sinks.send(&[alert()]);
+    // one fault: the alert on its cause and a symptom on a caller, one incident
+    sinks.send(&[alert(), symptom()]);
 
     let link = format!("{UI}/#/trace/{TRACE}");
     let receivers = ["slack", "email", "pagerduty", "opsgenie", "webhook"];
@@ -198,6 +218,19 @@ async fn every_example_receiver_gets_the_summary_suspect_and_trace_link() {
                     assert!(text.contains(wanted), "{r} lacks {wanted:?}:\n{text}");
                 }
             }
+            // grouped by incident: one notification carries both alerts
+            let (_, hook) = got.iter().find(|(name, _)| name == "webhook").unwrap();
+            let body = hook.split_once('\n').map_or("", |(_, b)| b);
+            let payload: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(payload["groupLabels"]["incident"], INCIDENT, "{hook}");
+            assert_eq!(
+                payload["alerts"].as_array().map(Vec::len),
+                Some(2),
+                "{hook}"
+            );
+            let (_, slack) = got.iter().find(|(name, _)| name == "slack").unwrap();
+            let title = format!("incident on {SUSPECT}: 2 alerts");
+            assert!(slack.contains(&title), "slack lacks {title:?}:\n{slack}");
             break;
         }
         assert!(

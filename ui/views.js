@@ -199,12 +199,37 @@ const Alerts = {
     this.badge();
     this.fill();
   },
+  /** An incident: the alert on its cause first, the symptoms grouped under it. */
+  incident(id, members) {
+    const notification = (a) => (a.annotations || {}).notification;
+    const lead = members.find((a) => notification(a) !== "grouped") || members[0];
+    const cause = lead.annotations.incident_cause || lead.suspected_service || "–";
+    const symptoms = members.filter((a) => a !== lead).map((a) => {
+      const card = this.card(a);
+      card.classList.add("symptom");
+      return card;
+    });
+    return h("section", { class: "incident", "data-incident": id },
+      h("h3", {}, "Incident: ", h("b", { class: "cause" }, cause), " · ", members.length,
+        members.length === 1 ? " alert" : " alerts"),
+      this.card(lead),
+      symptoms.length ? h("div", { class: "symptoms" }, h("div", { class: "meta" }, "symptoms of it:"), symptoms) : null);
+  },
   fill() {
     const list = document.getElementById("alerts");
     if (!list) return;
-    const cards = [...this.active.values()].sort((a, b) => b.starts_at_ms - a.starts_at_ms).map((a) => this.card(a));
-    list.replaceChildren(...cards);
-    if (!cards.length) list.append(h("p", { class: "empty" }, "No alert is firing."));
+    // alerts of one incident together, newest incident first
+    const groups = new Map();
+    for (const a of [...this.active.values()].sort((a, b) => b.starts_at_ms - a.starts_at_ms)) {
+      const id = (a.annotations || {}).incident;
+      const key = id ? "i:" + id : "a:" + a.fingerprint;
+      if (!groups.has(key)) groups.set(key, []);
+      groups.get(key).push(a);
+    }
+    const blocks = [...groups.entries()].map(([key, members]) =>
+      key.startsWith("i:") ? this.incident(key.slice(2), members) : this.card(members[0]));
+    list.replaceChildren(...blocks);
+    if (!blocks.length) list.append(h("p", { class: "empty" }, "No alert is firing."));
   },
 };
 

@@ -118,8 +118,15 @@ pub struct Alert {
 
 /// Labels the engine sets itself; rules cannot set them.
 pub const RESERVED_LABELS: [&str; 3] = ["alertname", "scope", "window"];
-/// Annotation the engine sets itself (`new`, `repeat`, `escalation`, `resolved`).
+/// Annotation the engine sets itself (`new`, `grouped`, `repeat`, `escalation`,
+/// `resolved`).
 pub const NOTIFICATION_ANNOTATION: &str = "notification";
+/// Annotation of every event of an alert filed under an incident: the incident's id (16
+/// hex characters), shared by the alerts of one fault.
+pub const INCIDENT_ANNOTATION: &str = "incident";
+/// Annotation beside [`INCIDENT_ANNOTATION`]: the service the incident is named after,
+/// its most likely root cause.
+pub const INCIDENT_CAUSE_ANNOTATION: &str = "incident_cause";
 /// Annotation of an escalation event: the severity it was raised from. Receivers that
 /// identify alerts by labels (Alertmanager: `severity` is a label) resolve the alert of
 /// that severity, so one alert stays active per fingerprint.

@@ -17,8 +17,8 @@ mod window;
 
 pub use alert::{
     is_label_name, label_name, Alert, AlertStatus, AnomalyScore, Explanation, Subject, Suspect,
-    ESCALATED_FROM_ANNOTATION, NOTIFICATION_ANNOTATION, RESERVED_LABELS,
-    RESOLVED_SUMMARY_ANNOTATION,
+    ESCALATED_FROM_ANNOTATION, INCIDENT_ANNOTATION, INCIDENT_CAUSE_ANNOTATION,
+    NOTIFICATION_ANNOTATION, RESERVED_LABELS, RESOLVED_SUMMARY_ANNOTATION,
 };
 pub use analysis::{
     Analysis, Bottleneck, Edge, EdgeKind, Finding, FindingKind, Oddities, PathSegment,

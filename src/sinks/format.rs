@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::model::{Alert, AlertStatus, ESCALATED_FROM_ANNOTATION};
+use crate::model::{Alert, AlertStatus, ESCALATED_FROM_ANNOTATION, INCIDENT_ANNOTATION};
 
 /// The latest instant RFC 3339 (four-digit years) can show: 9999-12-31T23:59:59.999Z.
 const MAX_RFC3339_MS: i64 = 253_402_300_799_999;
@@ -38,12 +38,17 @@ fn sanitized(map: &BTreeMap<String, String>) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The alert's labels (names made valid) plus `alertname` (the rule) and `severity`,
-/// which win over labels of the same name.
+/// The alert's labels (names made valid) plus `alertname` (the rule), `severity` and,
+/// for an alert filed under an incident, `incident` (its id, the same for every event of
+/// the episode), which win over labels of the same name. Alertmanager routes that group
+/// by `incident` notify once per fault.
 pub fn labels(alert: &Alert) -> BTreeMap<String, String> {
     let mut labels = sanitized(&alert.labels);
     labels.insert("alertname".to_owned(), alert.rule.clone());
     labels.insert("severity".to_owned(), alert.severity.clone());
+    if let Some(id) = alert.annotations.get(INCIDENT_ANNOTATION) {
+        labels.insert(INCIDENT_ANNOTATION.to_owned(), id.clone());
+    }
     labels
 }
 

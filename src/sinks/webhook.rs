@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::format::{annotations, labels, rfc3339_ms, with_superseded};
-use crate::model::{Alert, AlertStatus};
+use crate::model::{Alert, AlertStatus, INCIDENT_ANNOTATION};
 
 /// The `receiver` name in every payload.
 pub const RECEIVER: &str = "spanline";
@@ -70,22 +70,28 @@ impl WebhookAlert {
     }
 }
 
-/// The payloads for `alerts`: one per rule (grouped by `alertname`, as Alertmanager's
-/// default route groups), in order of each rule's first alert.
+/// The payloads for `alerts`: one per incident (group label `incident`, for alerts filed
+/// under one) or else per rule (`alertname`, as Alertmanager's default route groups), in
+/// order of each group's first alert. The group key of an incident stays the same for all
+/// its alerts, so a receiver that deduplicates by it (as PagerDuty does) pages once.
 pub fn payloads(alerts: &[Arc<Alert>], external_url: Option<&str>, now_ms: i64) -> Vec<Payload> {
     let external_url = external_url.unwrap_or_default();
-    let mut groups: Vec<(&str, Vec<WebhookAlert>)> = Vec::new();
+    let mut groups: Vec<((&str, &str), Vec<WebhookAlert>)> = Vec::new();
     for alert in alerts {
         let items =
             with_superseded(alert, now_ms).map(|a| WebhookAlert::new(&a, external_url, now_ms));
-        match groups.iter_mut().find(|(rule, _)| *rule == alert.rule) {
+        let key = match alert.annotations.get(INCIDENT_ANNOTATION) {
+            Some(id) => (INCIDENT_ANNOTATION, id.as_str()),
+            None => ("alertname", alert.rule.as_str()),
+        };
+        match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, members)) => members.extend(items),
-            None => groups.push((&alert.rule, items.collect())),
+            None => groups.push((key, items.collect())),
         }
     }
     groups
         .into_iter()
-        .map(|(rule, alerts)| {
+        .map(|((name, value), alerts)| {
             let status = if alerts
                 .iter()
                 .any(|a| a.status == AlertStatus::Firing.as_str())
@@ -94,11 +100,11 @@ pub fn payloads(alerts: &[Arc<Alert>], external_url: Option<&str>, now_ms: i64) 
             } else {
                 AlertStatus::Resolved
             };
-            let group_labels = BTreeMap::from([("alertname".to_owned(), rule.to_owned())]);
+            let group_labels = BTreeMap::from([(name.to_owned(), value.to_owned())]);
             Payload {
                 version: "4",
                 // Alertmanager's form: the route's key, then the group labels.
-                group_key: format!("{{}}:{{alertname={rule:?}}}"),
+                group_key: format!("{{}}:{{{name}={value:?}}}"),
                 truncated_alerts: 0,
                 status: status.as_str(),
                 receiver: RECEIVER,

@@ -154,7 +154,9 @@ pub fn compare(
             .iter()
             .map(|e| (e.status.as_str(), e.notification.as_str()))
             .collect();
-        if kinds != [("firing", "new"), ("resolved", "resolved")] {
+        // `grouped`: the first event of an alert filed under another alert's incident
+        let first_ok = matches!(kinds.first(), Some(("firing", "new" | "grouped")));
+        if !first_ok || kinds.len() != 2 || kinds[1] != ("resolved", "resolved") {
             return Err(format!(
                 "alert {fp}: events {distinct:?}, want one firing and one resolved"
             ));

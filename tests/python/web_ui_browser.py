@@ -5,7 +5,7 @@ Usage: web_ui_browser.py UI_URL SCREENSHOT_DIR CHROMIUM SERVICES FAULTY_SERVICE
 Checks: one row per service of the workload (SERVICES, comma-separated) on the
 Services view, a trace opened from the search shows its waterfall with the critical path
 marked, the alert of the demo's error burst arrives live on the Alerts view naming
-FAULTY_SERVICE as suspected service, the other views render, and the browser logged no
+FAULTY_SERVICE as suspected service, inside an incident named after it, the other views render, and the browser logged no
 console error. Screenshots at 1280x800 go to SCREENSHOT_DIR. Prints the live stream's
 push delays (pipeline emit to page) and `ok` last.
 """
@@ -91,7 +91,13 @@ def main() -> int:
         assert first.locator("b").first.inner_text() == faulty, first.inner_text()
         assert first.locator("ul li").count() >= 1, f"no evidence for {faulty}"
         exemplars = page.locator(selector + " a.exemplar").count()
-        print(f"alerts view: service_errors suspecting {suspected}, {exemplars} exemplar traces")
+        # the alert sits in an incident named after its cause, its symptoms under it
+        incident = page.locator("#alerts section.incident").filter(has=page.locator(selector)).first
+        cause = incident.locator("h3 .cause").inner_text()
+        assert cause == faulty, f"incident named after {cause}, not {faulty}"
+        members = incident.locator(".alert").count()
+        print(f"alerts view: service_errors suspecting {suspected}, {exemplars} exemplar traces, "
+              f"in the incident on {cause} with {members} alerts")
         page.screenshot(path=str(shots / "alerts.png"))
 
         # by now several windows have closed: every service row has its sparklines

@@ -40,6 +40,11 @@ pub struct AlertConfig {
     /// the same rule group (service graph learned from the traces).
     #[serde(default = "d_true")]
     pub inhibit: bool,
+    /// An incident (the alerts of one fault, see the README) stays open this long
+    /// (event time) after its last alert resolved: an alert of the same cause firing
+    /// again within it joins the incident instead of notifying again.
+    #[serde(default = "d_incident_linger", with = "duration")]
+    pub incident_linger: Duration,
     /// A pending or firing alert whose series has no new window or score for this long
     /// (event time) resolves.
     #[serde(default = "d_resolve_timeout", with = "duration")]
@@ -319,6 +324,9 @@ fn d_true() -> bool {
 }
 fn d_resolve_timeout() -> Duration {
     Duration::from_secs(300)
+}
+fn d_incident_linger() -> Duration {
+    Duration::from_secs(120)
 }
 fn d_series_expiry() -> Duration {
     Duration::from_secs(3600)

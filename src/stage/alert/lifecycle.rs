@@ -7,10 +7,12 @@ use serde::{Deserialize, Serialize};
 
 use super::correlate::Correlation;
 use super::eval::{Eval, EvalState};
+use super::incident::Membership;
 use super::settings::{Condition, Rule, Symptom};
-use super::template::{format_ns, format_value};
+use super::template::{format_ns, format_value, hex64};
 use crate::model::{label_name, NOTIFICATION_ANNOTATION, RESOLVED_SUMMARY_ANNOTATION};
 use crate::model::{Alert, AlertStatus, TraceId};
+use crate::model::{INCIDENT_ANNOTATION, INCIDENT_CAUSE_ANNOTATION};
 
 /// Where an instance is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +47,9 @@ pub enum Notification {
     Escalation,
     /// The episode ended.
     Resolved,
+    /// The first firing event of an episode whose alert joined an incident another
+    /// alert leads (a symptom: no one is notified again).
+    Grouped,
 }
 
 impl Notification {
@@ -55,6 +60,7 @@ impl Notification {
             Notification::Repeat => "repeat",
             Notification::Escalation => "escalation",
             Notification::Resolved => "resolved",
+            Notification::Grouped => "grouped",
         }
     }
 }
@@ -76,6 +82,8 @@ pub struct Notice {
     pub correlation: Correlation,
     /// When `correlation` was computed.
     pub correlated_at_ns: Option<i64>,
+    /// The incident the alert was filed under when it first went out.
+    pub incident: Option<Membership>,
 }
 
 /// A rule applied to one series; all of it is the series' alert state (changelogs).
@@ -174,6 +182,10 @@ impl Instance {
             .entry("threshold".into())
             .or_insert_with(|| threshold.clone());
         annotations.insert(NOTIFICATION_ANNOTATION.into(), notification.as_str().into());
+        if let Some(m) = &self.notice.incident {
+            annotations.insert(INCIDENT_ANNOTATION.into(), hex64(m.id));
+            annotations.insert(INCIDENT_CAUSE_ANNOTATION.into(), m.cause.clone());
+        }
         // a resolved event says so: the rule's `resolved_summary`, else the default
         // (never the firing wording of its `summary`)
         let written = match notification {

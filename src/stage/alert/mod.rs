@@ -40,9 +40,13 @@
 //!   alert on its cause. Likewise when A blames its own service (a root cause), or when
 //!   A and B blame the same suspected service, and SB calls SA: A is closer to the cause (an outage of a service that emits no spans
 //!   alerts each of its callers; only the nearest is kept). Two alerts blaming each other's service (a cycle) inhibit
-//!   neither. An inhibited alert is not emitted (new, repeat or escalation) and is
-//!   counted once per episode; it is emitted as `new` once the inhibition ends while it
-//!   still fires. Resolutions of emitted alerts always go out.
+//!   neither. An inhibited alert is counted once per episode and goes out as `grouped`
+//!   under the incident of the alert holding it back (visible, but no one is notified
+//!   again); while that alert is not out yet it waits, and it is filed like any other
+//!   once the inhibition ends. Resolutions of emitted alerts always go out.
+//! - **Incidents**: each alert is filed under an incident when it first goes out; the
+//!   alerts of one fault share one incident named after its most likely root cause,
+//!   and only its lead is `new` (see `incident.rs`).
 //! - **Correlation**: each emitted alert names a suspected service and up to 5 exemplar
 //!   trace ids, computed when it is emitted (see `correlate.rs`).
 //!
@@ -52,6 +56,7 @@
 mod config;
 mod correlate;
 mod eval;
+mod incident;
 mod lifecycle;
 mod notify;
 mod rank;
@@ -67,6 +72,8 @@ mod tests;
 mod tests_config;
 #[cfg(test)]
 mod tests_correlate;
+#[cfg(test)]
+mod tests_incident;
 #[cfg(test)]
 mod tests_lifecycle;
 #[cfg(test)]
@@ -93,6 +100,7 @@ pub use config::{
     RuleConfig, SeriesSelector, SloBurnConfig, ThresholdConfig, TraceSelector, TrendConfig,
 };
 pub use correlate::MAX_EXEMPLARS;
+pub use incident::{Incident, Membership};
 pub use lifecycle::{Instance, Notification, Phase};
 pub use settings::{AlertSettings, Condition, CorrelationSettings, Field, Rule, Select, Symptom};
 pub use state::{LifecycleMeta, Restored};
@@ -122,6 +130,7 @@ pub struct AlertStats {
     pub fired: u64,
     /// Events emitted, by `notification`.
     pub emitted_new: u64,
+    pub emitted_grouped: u64,
     pub emitted_repeat: u64,
     pub emitted_escalation: u64,
     pub emitted_resolved: u64,
@@ -131,6 +140,8 @@ pub struct AlertStats {
     pub resolved_stale: u64,
     /// Alerts held back by inhibition (once per episode).
     pub inhibited: u64,
+    /// Incidents opened.
+    pub incidents: u64,
     /// Series tracked now.
     pub series: usize,
     /// Instances pending or firing now.
@@ -153,6 +164,8 @@ pub struct AlertEngine {
     groups: FxHashMap<String, i64>,
     /// Resolutions waiting for the next `advance`.
     outbox: Vec<Alert>,
+    /// Live incidents, oldest first.
+    incidents: Vec<Incident>,
     correlator: Correlator,
     now_ns: i64,
     stats: AlertStats,
@@ -169,6 +182,7 @@ impl AlertEngine {
             series: FxHashMap::default(),
             groups: FxHashMap::default(),
             outbox: Vec::new(),
+            incidents: Vec::new(),
             now_ns: i64::MIN,
             stats: AlertStats::default(),
         }

@@ -19,6 +19,7 @@ impl AlertEngine {
     pub(super) fn resolve(&mut self, fp: u64, at: i64) {
         let inst = self.instances.get_mut(&fp).expect("instance");
         let rule = &self.settings.rules[inst.rule];
+        let incident = inst.notice.incident.as_ref().map(|m| m.id);
         if inst.notice.announced {
             self.outbox
                 .push(inst.alert(rule, Notification::Resolved, Some(at)));
@@ -28,6 +29,9 @@ impl AlertEngine {
         }
         inst.phase = Phase::Inactive;
         inst.notice = Notice::default();
+        if let Some(id) = incident {
+            self.member_resolved(id, at);
+        }
     }
 
     /// Moves event time to `now_ns` (never backwards) and appends the alert events due:
@@ -53,6 +57,8 @@ impl AlertEngine {
                 if n.due_ns <= now {
                     due.push((n.due_ns, &inst.group_key, *fp));
                 }
+            } else if n.incident.as_ref().is_some_and(|m| !m.lead) {
+                // a symptom of an incident: its lead repeats and escalates
             } else if now.saturating_sub(n.last_emit_ns) >= repeat
                 || self.escalation_due(inst, now).is_some()
             {
@@ -68,19 +74,15 @@ impl AlertEngine {
         let due: Vec<u64> = due.into_iter().map(|d| d.2).collect();
         self.correlate_firing(now);
         let held = self.inhibited();
+        let (mut free, mut waiting) = (Vec::new(), Vec::new());
         for fp in due {
             if self.hold(fp, &held) {
-                continue;
+                waiting.push((fp, held[&fp]));
+            } else {
+                free.push(fp);
             }
-            let escalated = self.escalation_due(&self.instances[&fp], now);
-            let (_, inst) = self.rule_and(fp);
-            if let Some(sev) = escalated {
-                inst.notice.severity = sev;
-                inst.notice.escalated = true;
-            }
-            inst.notice.announced = true;
-            out.push(self.emit(fp, Notification::New, now));
         }
+        self.file_due(&free, &waiting, now, out);
         let mut repeats = Vec::new();
         for fp in again {
             if self.hold(fp, &held) {
@@ -115,7 +117,13 @@ impl AlertEngine {
             .instances
             .values()
             .filter(|i| i.firing() && i.notice.announced)
-            .map(|i| i.alert(&self.settings.rules[i.rule], Notification::New, None))
+            .map(|i| {
+                let n = match &i.notice.incident {
+                    Some(m) if !m.lead => Notification::Grouped,
+                    _ => Notification::New,
+                };
+                i.alert(&self.settings.rules[i.rule], n, None)
+            })
             .collect();
         v.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
         v
@@ -190,9 +198,9 @@ impl AlertEngine {
         }
     }
 
-    /// Fingerprints of firing alerts that inhibition holds back now.
-    fn inhibited(&self) -> FxHashSet<u64> {
-        let mut held = FxHashSet::default();
+    /// Firing alerts that inhibition holds back now, each with the alert holding it.
+    fn inhibited(&self) -> FxHashMap<u64, u64> {
+        let mut held = FxHashMap::default();
         if !self.settings.inhibit {
             return held;
         }
@@ -230,20 +238,21 @@ impl AlertEngine {
                 && reach.get(sb).is_some_and(|d| d.contains(sa))
         };
         for (fb, b) in &firing {
-            if firing
+            if let Some((fa, _)) = firing
                 .iter()
-                .any(|(fa, a)| fa != fb && raw(a, b) && !raw(b, a))
+                .filter(|(fa, a)| fa != fb && raw(a, b) && !raw(b, a))
+                .min_by_key(|(fa, _)| *fa)
             {
-                held.insert(*fb);
+                held.insert(*fb, *fa);
             }
         }
         held
     }
 
     /// True (and counted once per episode) when inhibition holds `fp` back.
-    fn hold(&mut self, fp: u64, held: &FxHashSet<u64>) -> bool {
+    fn hold(&mut self, fp: u64, held: &FxHashMap<u64, u64>) -> bool {
         let inst = self.instances.get_mut(&fp).expect("instance");
-        inst.notice.inhibited = held.contains(&fp);
+        inst.notice.inhibited = held.contains_key(&fp);
         if inst.notice.inhibited && !inst.notice.inhibition_counted {
             inst.notice.inhibition_counted = true;
             self.stats.inhibited += 1;
@@ -253,7 +262,7 @@ impl AlertEngine {
 
     /// The raised severity when `inst` is due to escalate at `now` (none at the top of
     /// `severities`).
-    fn escalation_due(&self, inst: &Instance, now: i64) -> Option<String> {
+    pub(super) fn escalation_due(&self, inst: &Instance, now: i64) -> Option<String> {
         let Phase::Firing { since_ns } = inst.phase else {
             return None;
         };
@@ -266,9 +275,10 @@ impl AlertEngine {
         sev.get(pos + 1).cloned()
     }
 
-    fn emit(&mut self, fp: u64, n: Notification, now: i64) -> Alert {
+    pub(super) fn emit(&mut self, fp: u64, n: Notification, now: i64) -> Alert {
         match n {
             Notification::New => self.stats.emitted_new += 1,
+            Notification::Grouped => self.stats.emitted_grouped += 1,
             Notification::Repeat => self.stats.emitted_repeat += 1,
             Notification::Escalation => self.stats.emitted_escalation += 1,
             Notification::Resolved => self.stats.emitted_resolved += 1,

@@ -131,6 +131,7 @@ pub struct AlertSettings {
     /// Lowest to highest.
     pub severities: Vec<String>,
     pub inhibit: bool,
+    pub incident_linger_ns: i64,
     pub resolve_timeout_ns: i64,
     pub series_expiry_ns: i64,
     pub max_series_per_rule: usize,
@@ -274,6 +275,7 @@ impl AlertConfig {
             escalate_after_ns: self.escalate_after.map(nanos),
             severities: self.severities.clone(),
             inhibit: self.inhibit,
+            incident_linger_ns: nanos(self.incident_linger),
             resolve_timeout_ns: nanos(self.resolve_timeout).max(1),
             series_expiry_ns: nanos(self.series_expiry).max(1),
             max_series_per_rule: self.max_series_per_rule,

@@ -1,14 +1,14 @@
 //! The alert stage's lifecycle as state a changelog keeps: every instance (phase and
 //! since when, the group batch it waits for, what was emitted and when, escalation,
-//! inhibition, the rule's memory of the series) and the engine's open group batches and
-//! waiting resolutions. The correlator's evidence (recent traces, the service graph,
+//! inhibition, incident membership, the rule's memory of the series) and the engine's
+//! open group batches, waiting resolutions and live incidents. The correlator's evidence (recent traces, the service graph,
 //! self-time baselines) is not kept: it is learnt again from the traces that follow.
 
 use serde::{Deserialize, Serialize};
 
 use super::eval::EvalState;
 use super::template::hex64;
-use super::{fingerprint, AlertEngine, Instance};
+use super::{fingerprint, AlertEngine, Incident, Instance};
 use crate::model::Alert;
 
 /// The engine's lifecycle state besides its instances.
@@ -20,6 +20,8 @@ pub struct LifecycleMeta {
     pub groups: Vec<(String, i64)>,
     /// Resolutions waiting for the next `advance`.
     pub outbox: Vec<Alert>,
+    /// Live incidents, oldest first.
+    pub incidents: Vec<Incident>,
 }
 
 /// What restoring an instance did.
@@ -46,6 +48,7 @@ impl AlertEngine {
             now_ns: self.now_ns,
             groups,
             outbox: self.outbox.clone(),
+            incidents: self.incidents.clone(),
         }
     }
 
@@ -87,6 +90,11 @@ impl AlertEngine {
         self.now_ns = self.now_ns.max(meta.now_ns);
         self.groups.extend(meta.groups);
         self.outbox.extend(meta.outbox);
+        for inc in meta.incidents {
+            if !self.incidents.iter().any(|i| i.id == inc.id) {
+                self.incidents.push(inc);
+            }
+        }
     }
 
     /// Forgets the lifecycle (it is kept in a changelog and restored by the next owner);
@@ -97,6 +105,7 @@ impl AlertEngine {
         self.per_rule.iter_mut().for_each(|n| *n = 0);
         self.groups.clear();
         self.outbox.clear();
+        self.incidents.clear();
         self.now_ns = i64::MIN;
     }
 }

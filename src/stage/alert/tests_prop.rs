@@ -88,18 +88,23 @@ proptest! {
 
         // fingerprint → (firing since, escalated)
         let mut open: BTreeMap<String, (i64, bool)> = BTreeMap::new();
+        // fingerprint → its episode went out as a symptom of an incident
+        let mut grouped: BTreeMap<String, bool> = BTreeMap::new();
         for a in &out {
             let n = a.annotations.get(NOTIFICATION_ANNOTATION).map(String::as_str);
             let state = open.get(&a.fingerprint).copied();
             match (n, a.status, state) {
-                (Some("new"), AlertStatus::Firing, None) => {
+                (Some("new" | "grouped"), AlertStatus::Firing, None) => {
                     prop_assert!(a.ends_at_ms.is_none());
                     open.insert(a.fingerprint.clone(), (a.starts_at_ms, a.severity == "critical"));
+                    grouped.insert(a.fingerprint.clone(), n == Some("grouped"));
                 }
                 (Some("repeat"), AlertStatus::Firing, Some((since, _))) => {
                     prop_assert_eq!(a.starts_at_ms, since);
+                    prop_assert!(grouped.get(&a.fingerprint) != Some(&true), "a symptom repeated");
                 }
                 (Some("escalation"), AlertStatus::Firing, Some((since, false))) => {
+                    prop_assert!(grouped.get(&a.fingerprint) != Some(&true), "a symptom escalated");
                     prop_assert_eq!(a.starts_at_ms, since);
                     prop_assert_eq!(a.severity.as_str(), "critical");
                     open.insert(a.fingerprint.clone(), (since, true));
@@ -116,7 +121,7 @@ proptest! {
         prop_assert!(open.is_empty(), "still open at the end: {:?}", open);
         let st = e.stats();
         prop_assert_eq!(st.firing, 0);
-        prop_assert_eq!(st.emitted_new, st.emitted_resolved);
+        prop_assert_eq!(st.emitted_new + st.emitted_grouped, st.emitted_resolved);
         prop_assert!(st.emitted_new <= st.fired);
     }
 }
