@@ -21,10 +21,14 @@
 //! Pareto tail fitted to the top decile beyond it), never smaller than the Gaussian tail
 //! of z; so is the shift the last three deviations agree on (a shift that lasts). After
 //! two days, a sample each of whose values was met as far from the median at the same
-//! hour on earlier days is capped at that share (a nightly job is not an anomaly). Once a model is
-//! installed, each of its linfa models (k-means distance to the nearest centroid, GMM
-//! negative log density from the fitted parameters, one-class SVM decision value, mean
-//! distance to the 5 nearest training vectors) scores the standard-scaled feature vector
+//! hour on earlier days is capped at that share (a nightly job is not an anomaly). Once a
+//! series (not a trace) has seen `baseline_windows` samples, a value beyond every earlier
+//! one by more than 5 % of their range is new ground and scores at least 0.99 however its
+//! baseline judges it (the "spatial anomaly" of Numenta's NAB detector; it does not by
+//! itself hold the sample out of learning). Once a model is installed, each of its linfa
+//! models (k-means distance to the nearest centroid, GMM negative log density from the
+//! fitted parameters, one-class SVM decision value, mean distance to the 5 nearest
+//! training vectors) scores the standard-scaled feature vector
 //! (the transformed feature values, a missing one as the last seen) and the score is
 //! turned into a tail probability among that model's scores of its own training data.
 //!
