@@ -315,16 +315,17 @@ impl Core {
             score
         };
 
-        // the calibrators learn what accepted samples look like, as the baselines do
-        if !flagged {
-            for ((f, z), zm) in self.features.iter_mut().zip(&zs).zip(&zs_short) {
-                if let Some(z) = z {
-                    f.calib.push(*z);
-                }
-                if let Some(z) = zm {
-                    f.calib_short.push(*z);
-                }
+        // the calibrators learn how far every sample deviates, flagged ones too: spikes
+        // that recur are part of what a series does
+        for ((f, z), zm) in self.features.iter_mut().zip(&zs).zip(&zs_short) {
+            if let Some(z) = z {
+                f.calib.push(*z);
             }
+            if let Some(z) = zm {
+                f.calib_short.push(*z);
+            }
+        }
+        if !flagged {
             for (recent, score) in self.model_recent.iter_mut().zip(model_scores) {
                 recent.push(score);
             }
