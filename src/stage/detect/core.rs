@@ -21,6 +21,8 @@ use super::DetectSettings;
 const SEASONAL_AFTER_NS: i64 = 2 * 86_400_000_000_000;
 /// Earlier values of the same hour at least as extreme that make a value usual.
 const SEASONAL_USUAL_K: usize = 1;
+/// The score, at least, of a series value beyond the range of all earlier ones.
+const NEW_GROUND_SCORE: f64 = 0.99;
 
 /// A flagged sample held back from training, adopted if the change persists.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -225,9 +227,16 @@ impl Core {
             })
             .collect();
         self.last_row.clone_from(&row);
+        // a series value beyond all earlier ones (by a share of their range) is new ground
+        // however usual its deviation from the recent baseline is; only once the series
+        // has filled a baseline window (a short history's extremes are soon surpassed),
+        // and never for traces, whose features have long tails
+        let judge_range = self.categories.is_none() && self.seen > self.cap as u64;
+        let mut new_ground = false;
         for (f, v) in self.features.iter_mut().zip(&x) {
             if v.is_finite() {
                 f.track(at_ns, *v);
+                new_ground |= f.beyond_range(*v) && judge_range;
             }
         }
         // the oldest entry's buffer is reused for this sample's deviations
@@ -298,18 +307,25 @@ impl Core {
         }
         explanations.sort_by(|a, b| b.deviations.abs().total_cmp(&a.deviations.abs()));
         let score = if warm { score_of_ln_p(ln_p) } else { 0.0 };
+        // new ground alone does not hold a sample out of learning: the baselines judge that
         let flagged = warm && score >= s.anomaly_threshold;
+        let score = if warm && new_ground {
+            score.max(NEW_GROUND_SCORE)
+        } else {
+            score
+        };
 
-        // the calibrators learn what accepted samples look like, as the baselines do
-        if !flagged {
-            for ((f, z), zm) in self.features.iter_mut().zip(&zs).zip(&zs_short) {
-                if let Some(z) = z {
-                    f.calib.push(*z);
-                }
-                if let Some(z) = zm {
-                    f.calib_short.push(*z);
-                }
+        // the calibrators learn how far every sample deviates, flagged ones too: spikes
+        // that recur are part of what a series does
+        for ((f, z), zm) in self.features.iter_mut().zip(&zs).zip(&zs_short) {
+            if let Some(z) = z {
+                f.calib.push(*z);
             }
+            if let Some(z) = zm {
+                f.calib_short.push(*z);
+            }
+        }
+        if !flagged {
             for (recent, score) in self.model_recent.iter_mut().zip(model_scores) {
                 recent.push(score);
             }

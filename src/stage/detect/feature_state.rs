@@ -49,6 +49,9 @@ pub(super) struct FeatureSpec {
 const RESIDUAL_ALPHA: f64 = 0.02;
 /// The seasonal spread is at least this share of the rolling one.
 const SEASONAL_SPREAD_SHARE: f64 = 0.25;
+/// How far beyond the range of every value seen so far, as a share of that range, a
+/// value of a series is new ground (the "spatial anomaly" of Numenta's NAB detector).
+const RANGE_TOLERANCE: f64 = 0.05;
 /// Values a rolling baseline needs before it is used.
 pub(super) const MIN_BASELINE_VALUES: usize = 5;
 
@@ -65,6 +68,9 @@ pub(super) struct FeatureState {
     pub(super) calib: Calibrator,
     /// Calibrates the shift the last `SHORT` deviations agree on.
     pub(super) calib_short: Calibrator,
+    /// Smallest and largest (transformed) value ever seen, flagged ones included.
+    #[serde(default)]
+    range: Option<(f64, f64)>,
 }
 
 impl FeatureState {
@@ -80,6 +86,7 @@ impl FeatureState {
             resid_seas: Ewm::default(),
             calib: Calibrator::new(cap),
             calib_short: Calibrator::new(cap),
+            range: None,
         }
     }
 
@@ -121,6 +128,19 @@ impl FeatureState {
         if let Some(s) = self.seasonal.baseline(at_ns, self.floor) {
             self.resid_seas.push((x - s.center).abs(), RESIDUAL_ALPHA);
         }
+    }
+
+    /// Whether `x` lies beyond every value seen so far by more than `RANGE_TOLERANCE` of
+    /// their range (never while all were one value); then widens the range to it.
+    pub(super) fn beyond_range(&mut self, x: f64) -> bool {
+        let Some((lo, hi)) = self.range else {
+            self.range = Some((x, x));
+            return false;
+        };
+        let tol = RANGE_TOLERANCE * (hi - lo);
+        let beyond = hi > lo && (x > hi + tol || x < lo - tol);
+        self.range = Some((lo.min(x), hi.max(x)));
+        beyond
     }
 
     pub(super) fn accept(&mut self, at_ns: i64, interval_ns: i64, x: f64) {

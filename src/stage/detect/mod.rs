@@ -17,14 +17,19 @@
 //! constant series is not infinitely surprised), or, once the subject has two days of
 //! history and the profile has tracked it better, the median/MAD of the same hour of
 //! the day. The signed robust deviation z is turned into a tail probability by the
-//! feature's own recent |z| values of accepted samples (empirical rank, a generalized
-//! Pareto tail fitted to the top decile beyond it), never smaller than the Gaussian tail
-//! of z; so is the shift the last three deviations agree on (a shift that lasts). After
-//! two days, a sample each of whose values was met as far from the median at the same
-//! hour on earlier days is capped at that share (a nightly job is not an anomaly). Once a model is
-//! installed, each of its linfa models (k-means distance to the nearest centroid, GMM
-//! negative log density from the fitted parameters, one-class SVM decision value, mean
-//! distance to the 5 nearest training vectors) scores the standard-scaled feature vector
+//! feature's own recent |z| values, flagged samples' too (spikes that recur are usual;
+//! empirical rank, a generalized Pareto tail fitted to the top decile beyond it), never
+//! smaller than the Gaussian tail of z; so is the shift the last three deviations agree
+//! on (a shift that lasts). After two days, a sample each of whose values was met as
+//! far from the median at the same hour on earlier days is capped at that share (a
+//! nightly job is not an anomaly). Once a
+//! series (not a trace) has seen `baseline_windows` samples, a value beyond every earlier
+//! one by more than 5 % of their range is new ground and scores at least 0.99 however its
+//! baseline judges it (the "spatial anomaly" of Numenta's NAB detector; it does not by
+//! itself hold the sample out of learning). Once a model is installed, each of its linfa
+//! models (k-means distance to the nearest centroid, GMM negative log density from the
+//! fitted parameters, one-class SVM decision value, mean distance to the 5 nearest
+//! training vectors) scores the standard-scaled feature vector
 //! (the transformed feature values, a missing one as the last seen) and the score is
 //! turned into a tail probability among that model's scores of its own training data.
 //!
@@ -39,8 +44,8 @@
 //! each feature's value, baseline and signed deviations, largest |deviation| first.
 //!
 //! **Learning.** Before `min_samples` accepted samples the score is 0 and `warm` false.
-//! A sample scoring at least `anomaly_threshold` is flagged and not learnt from; when
-//! `adapt_after` of the last 2·`adapt_after` samples were flagged, the change has
+//! A sample scoring at least `anomaly_threshold` is flagged and not learnt from (but by
+//! the calibrators of |z|); when `adapt_after` of the last 2·`adapt_after` samples were flagged, the change has
 //! persisted: the held samples become the new baseline (old baselines, history and model
 //! are dropped). Every `retrain_every` accepted samples, but not within
 //! `retrain_min_interval` of event time of the last one (a root operation with a

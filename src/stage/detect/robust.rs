@@ -344,7 +344,7 @@ impl Calibrator {
         }
     }
 
-    /// Records the |z| of an accepted sample.
+    /// Records the |z| of a sample (flagged ones too).
     pub(super) fn push(&mut self, z: f64) {
         if z.is_finite() {
             self.recent.push(z.abs());

@@ -205,3 +205,31 @@ fn a_persistent_level_shift_is_adopted_and_stops_scoring_high() {
         );
     }
 }
+
+#[test]
+fn a_value_beyond_every_earlier_one_is_new_ground() {
+    // a series that keeps alternating between two levels, 0 and 10 (with noise): its
+    // baseline spread is wide, so values just outside [0, 10] are little surprise to it
+    let mut rng = SmallRng::seed_from_u64(7);
+    let level = |i: i64| if (i / 5) % 2 == 0 { 0.0 } else { 10.0 };
+    let values: Vec<(i64, f64)> = (0..400)
+        .map(|i| (i, level(i) + rng.random::<f64>() * 0.2))
+        .collect();
+    let score_of = |history: &[(i64, f64)], v: f64| {
+        let mut d = Detector::new(DetectSettings::default());
+        feed_values(&mut d, history);
+        let at = history.len() as i64;
+        feed_values(&mut d, &[(at, v)]).pop().unwrap().score
+    };
+    // inside the range seen, or less than 5 % of it beyond: the baseline decides
+    let inside = score_of(&values, 10.25);
+    assert!(inside < 0.99, "{inside}");
+    // 10 % of the range above or below every earlier value: new ground
+    for v in [11.2, -1.0] {
+        let beyond = score_of(&values, v);
+        assert!(beyond >= 0.99, "{v}: {beyond}");
+    }
+    // not before the series has filled a baseline window (360 samples by default)
+    let young = score_of(&values[..300], 11.2);
+    assert!(young < 0.99, "{young}");
+}
