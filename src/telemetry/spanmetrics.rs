@@ -352,3 +352,70 @@ pub fn init() {
     LazyLock::force(&EXPIRED);
     let _ = &REGISTRY;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn score(service: &str, at_ns: i64, value: f64) -> AnomalyScore {
+        AnomalyScore {
+            subject: Subject::Series {
+                window_size_ns: 10_000_000_000,
+                scope: Arc::from("anomaly-cap-test"),
+                key: vec![(Arc::from("service"), Arc::from(service))],
+            },
+            at_ns,
+            score: value,
+            warm: true,
+            model: "mad",
+            explanations: Vec::new(),
+        }
+    }
+
+    fn gauge(series: &str) -> Option<f64> {
+        WINDOW_ANOMALY
+            .get_metric_with_label_values(&["10s", "anomaly-cap-test", series])
+            .ok()
+            .map(|g| g.get())
+    }
+
+    #[test]
+    fn anomaly_scores_are_capped_like_the_window_series_and_expire() {
+        let mut m = SpanMetrics::new(2, 60_000_000_000);
+        m.observe_score(&score("a", 1, 0.25));
+        m.observe_score(&score("b", 1, 0.5));
+        // a third series goes to the overflow series: the family stays bounded
+        m.observe_score(&score("c", 1, 0.75));
+        assert_eq!(gauge("service=a"), Some(0.25));
+        assert_eq!(gauge("service=b"), Some(0.5));
+        let overflow = WINDOW_ANOMALY
+            .get_metric_with_label_values(&[OVERFLOW, OVERFLOW, OVERFLOW])
+            .unwrap()
+            .get();
+        assert_eq!(overflow, 0.75);
+        let families = REGISTRY.gather();
+        let family = families
+            .iter()
+            .find(|f| f.name() == "spanline_window_anomaly_score")
+            .unwrap();
+        let ours = family
+            .get_metric()
+            .iter()
+            .filter(|m| m.get_label().iter().any(|l| l.value() == "anomaly-cap-test"))
+            .count();
+        assert_eq!(ours, 2, "series c has no gauge of its own");
+        // idle series are removed with the window series
+        m.expire(2 + 60_000_000_000);
+        let families = REGISTRY.gather();
+        let left = families
+            .iter()
+            .find(|f| f.name() == "spanline_window_anomaly_score")
+            .map_or(0, |f| {
+                f.get_metric()
+                    .iter()
+                    .filter(|m| m.get_label().iter().any(|l| l.value() == "anomaly-cap-test"))
+                    .count()
+            });
+        assert_eq!(left, 0);
+    }
+}
