@@ -401,7 +401,11 @@ mod tests {
         let ours = family
             .get_metric()
             .iter()
-            .filter(|m| m.get_label().iter().any(|l| l.value() == "anomaly-cap-test"))
+            .filter(|m| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.value() == "anomaly-cap-test")
+            })
             .count();
         assert_eq!(ours, 2, "series c has no gauge of its own");
         // idle series are removed with the window series
@@ -413,7 +417,11 @@ mod tests {
             .map_or(0, |f| {
                 f.get_metric()
                     .iter()
-                    .filter(|m| m.get_label().iter().any(|l| l.value() == "anomaly-cap-test"))
+                    .filter(|m| {
+                        m.get_label()
+                            .iter()
+                            .any(|l| l.value() == "anomaly-cap-test")
+                    })
                     .count()
             });
         assert_eq!(left, 0);

@@ -17,8 +17,10 @@
 //! grouped`, once, without repeats or escalations (the lead's carry the incident), and its
 //! resolution goes out as usual. Every event of a member carries the annotations
 //! `incident` (16 hex characters) and `incident_cause`. An incident is live while a
-//! member fires and for `incident_linger` after the last one resolved; an alert that
-//! fires again within that time rejoins it instead of paging again.
+//! member fires and for `incident_linger` after the last one resolved (a resolution for
+//! want of data counts from the member's last window or score, so a gap in the input
+//! does not keep an incident live); an alert that fires again within that time rejoins
+//! it instead of paging again.
 
 use serde::{Deserialize, Serialize};
 
@@ -35,7 +37,8 @@ pub struct Incident {
     pub cause: String,
     /// Fingerprints of the alerts filed under it, the lead first.
     pub members: Vec<u64>,
-    /// Event time a member was last seen firing.
+    /// Event time a member was last seen firing (its series' last window or score while
+    /// it fired, or its resolution).
     pub last_firing_ns: i64,
 }
 
@@ -96,13 +99,19 @@ impl AlertEngine {
     fn refresh_incidents(&mut self, now: i64) {
         let instances = &self.instances;
         for inc in &mut self.incidents {
-            let firing = inc.members.iter().any(|fp| {
-                instances.get(fp).is_some_and(|i| {
+            // when a firing member was last seen (its series' last window or score): an
+            // event-time gap in the input does not keep an incident live
+            let seen = inc
+                .members
+                .iter()
+                .filter_map(|fp| instances.get(fp))
+                .filter(|i| {
                     i.firing() && i.notice.incident.as_ref().is_some_and(|m| m.id == inc.id)
                 })
-            });
-            if firing {
-                inc.last_firing_ns = now;
+                .map(|i| i.last_seen_ns.min(now))
+                .max();
+            if let Some(seen) = seen {
+                inc.last_firing_ns = inc.last_firing_ns.max(seen);
             }
         }
         let linger = self.settings.incident_linger_ns;

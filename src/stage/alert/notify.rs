@@ -19,7 +19,12 @@ impl AlertEngine {
     pub(super) fn resolve(&mut self, fp: u64, at: i64) {
         let inst = self.instances.get_mut(&fp).expect("instance");
         let rule = &self.settings.rules[inst.rule];
-        let incident = inst.notice.incident.as_ref().map(|m| m.id);
+        // a stale resolution counts from the series' last window or score
+        let incident = inst
+            .notice
+            .incident
+            .as_ref()
+            .map(|m| (m.id, inst.last_seen_ns.min(at)));
         if inst.notice.announced {
             self.outbox
                 .push(inst.alert(rule, Notification::Resolved, Some(at)));
@@ -29,8 +34,8 @@ impl AlertEngine {
         }
         inst.phase = Phase::Inactive;
         inst.notice = Notice::default();
-        if let Some(id) = incident {
-            self.member_resolved(id, at);
+        if let Some((id, last)) = incident {
+            self.member_resolved(id, last);
         }
     }
 

@@ -200,3 +200,23 @@ fn incidents_survive_a_restart_through_the_lifecycle_state() {
     );
     assert_eq!(incident(&out[0]), id);
 }
+
+#[test]
+fn a_gap_in_the_input_does_not_keep_an_incident_live() {
+    let mut e = engine(&format!("resolve_timeout: 1m\n{RULES}"));
+    observe(&mut e, &three_tier(1, 0, 300, 240));
+    db_fault(&mut e, 10);
+    let first = incident(&advance(&mut e, 10)[0]).to_owned();
+    // nothing from these services for minutes (input that jumps in event time): their
+    // alerts resolve for want of data, counted from their last window at 10 s
+    healthy(&mut e, 400, &["billing"]);
+    let out = advance(&mut e, 400);
+    assert_eq!(out.len(), 4);
+    assert!(out.iter().all(|a| a.status == AlertStatus::Resolved));
+    // a fault 20 s after the input resumes is a new incident, not a flap of the old one
+    observe(&mut e, &three_tier(2, 410, 300, 240));
+    db_fault(&mut e, 420);
+    let out = advance(&mut e, 420);
+    assert_eq!(out.iter().filter(|a| note(a) == "new").count(), 1);
+    assert_ne!(incident(&out[0]), first);
+}
