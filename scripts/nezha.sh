@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Detection and root-cause quality on the Nezha fault-injection streams: replays each
 # stream through the default pipeline and scores its alerts with the dataset's score.py
-# (recall, precision, F1, median delay, AS@1/3/5 of the ranked suspects).
+# (recall, precision, F1, median delay, AS@1/3/5 of the ranked suspects). Then the cost
+# of the stages after assembly: each stream's replay rate with every stage against
+# assembly only (pipelines/traces-only.yaml), one run each, as a ratio.
 #
 #   bash scripts/nezha.sh [DATASET_DIR]     (default ../shared/datasets/nezha)
 set -euo pipefail
@@ -11,10 +13,30 @@ python="${SPANLINE_PYTHON:-python3}"
 cargo build --release --locked --quiet
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
+
+# prints "<spans> <seconds>" of one replay
+replay() {
+  local started ended summary
+  started=$(date +%s.%N)
+  summary=$(./target/release/spanline replay "$1" --input "$2" --output-dir "$3")
+  ended=$(date +%s.%N)
+  awk -v s="$(sed -E 's/.*: ([0-9]+) spans.*/\1/' <<<"$summary")" -v a="$started" -v b="$ended" \
+    'BEGIN { printf "%d %.3f\n", s, b - a }'
+}
+
+declare -A every
 for faults in "$data"/*.faults.json; do
   name="$(basename "$faults" .faults.json)"
-  ./target/release/spanline replay pipelines/trace-analytics.yaml \
-    --input "$data/$name.jsonl.gz" --output-dir "$out/$name" > /dev/null
+  every[$name]=$(replay pipelines/trace-analytics.yaml "$data/$name.jsonl.gz" "$out/$name")
   printf '%-28s ' "$name"
   "$python" "$data/score.py" "$faults" "$out/$name/alerts.jsonl"
+done
+echo
+for faults in "$data"/*.faults.json; do
+  name="$(basename "$faults" .faults.json)"
+  read -r spans full <<<"${every[$name]}"
+  read -r _ assemble <<<"$(replay pipelines/traces-only.yaml "$data/$name.jsonl.gz" "$out/$name-traces")"
+  awk -v n="$name" -v s="$spans" -v f="$full" -v a="$assemble" 'BEGIN {
+    printf "%-28s replay: every stage %.0f spans/s, assembly only %.0f spans/s, ratio %.2f\n",
+      n, s / f, s / a, a / f }'
 done
