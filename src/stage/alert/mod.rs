@@ -82,6 +82,8 @@ mod tests_prop;
 #[cfg(test)]
 mod tests_rank;
 #[cfg(test)]
+mod tests_trend_slo;
+#[cfg(test)]
 mod tests_units;
 
 use std::collections::BTreeMap;
