@@ -193,16 +193,31 @@ impl Driver {
         let Some(engine) = self.stages.alerts_mut() else {
             return Ok(());
         };
-        match (parse_key(&r.key)?, r.value) {
-            (Key::Instance(_), Some(v)) => {
-                if engine.restore_instance(decode_instance(&v)?) == Restored::UnknownRule {
-                    tracing::warn!(
-                        "restored alert state of a rule this pipeline no longer has: dropped"
-                    );
-                }
+        // alert state an earlier spanline wrote in an earlier format: dropped, the series
+        // start afresh (a firing alert is announced again when it next fires)
+        let outdated = |e: StateError| match e {
+            StateError::Version { found, reads } if found < reads => {
+                tracing::warn!(found, reads, "alert state of an earlier format: dropped");
+                Ok(())
             }
+            e => Err(e),
+        };
+        match (parse_key(&r.key)?, r.value) {
+            (Key::Instance(_), Some(v)) => match decode_instance(&v) {
+                Ok(inst) => {
+                    if engine.restore_instance(inst) == Restored::UnknownRule {
+                        tracing::warn!(
+                            "restored alert state of a rule this pipeline no longer has: dropped"
+                        );
+                    }
+                }
+                Err(e) => outdated(e)?,
+            },
             (Key::Instance(fp), None) => engine.forget_instance(fp),
-            (Key::Meta, Some(v)) => engine.restore_meta(decode_meta(&v)?),
+            (Key::Meta, Some(v)) => match decode_meta(&v) {
+                Ok(meta) => engine.restore_meta(meta),
+                Err(e) => outdated(e)?,
+            },
             (Key::Meta, None) => {}
         }
         Ok(())

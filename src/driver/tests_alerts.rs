@@ -193,3 +193,39 @@ fn live_clients_get_each_closed_window_and_alert_only_when_asked() {
         .collect();
     assert_eq!(alerts, [AlertStatus::Firing, AlertStatus::Resolved]);
 }
+
+#[test]
+fn alert_state_of_an_earlier_format_is_dropped_damaged_state_is_not() {
+    use crate::state::alert::{instance_key, meta_key, ALERT_VERSION};
+    let config = alerting();
+    let mut d = with_changelogs(&config);
+    // what a build before incidents wrote: version 1, another layout
+    let earlier = |key: Vec<u8>| StateRecord {
+        partition: 0,
+        offset: 3,
+        key,
+        value: Some(vec![1, 0, 0, 0]),
+    };
+    d.handle(Event::Restore {
+        store: Store::Alert,
+        records: vec![earlier(instance_key(42)), earlier(meta_key())],
+    })
+    .expect("an earlier format is dropped, not fatal");
+    assert_eq!(d.stages().alerts().map(|e| e.instances().count()), Some(0));
+    // a record of this version that does not decode is damage: restore fails
+    let damaged = StateRecord {
+        value: Some(vec![ALERT_VERSION, 200, 200, 200]),
+        ..earlier(instance_key(42))
+    };
+    let err = d
+        .handle(Event::Restore {
+            store: Store::Alert,
+            records: vec![damaged],
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("g-alert-changelog partition 0 offset 3"),
+        "{err}"
+    );
+}

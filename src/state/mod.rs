@@ -103,8 +103,8 @@ impl Store {
 /// A state record that cannot be restored.
 #[derive(Debug, Error)]
 pub enum StateError {
-    #[error("state record of format version {found}, this spanline reads version {VERSION}")]
-    Version { found: u8 },
+    #[error("state record of format version {found}, this spanline reads version {reads}")]
+    Version { found: u8, reads: u8 },
     #[error("state record has an empty value")]
     Empty,
     #[error("state record key {0:?} is not one spanline writes")]
@@ -129,10 +129,15 @@ impl From<DecodeError> for StateError {
 
 /// Checks the version byte and returns the rest of the value.
 fn versioned(value: &[u8]) -> Result<&[u8], StateError> {
+    versioned_as(value, VERSION)
+}
+
+/// Checks that the version byte is `reads` and returns the rest of the value.
+fn versioned_as(value: &[u8], reads: u8) -> Result<&[u8], StateError> {
     match value.split_first() {
         None => Err(StateError::Empty),
-        Some((&VERSION, rest)) => Ok(rest),
-        Some((&found, _)) => Err(StateError::Version { found }),
+        Some((&found, rest)) if found == reads => Ok(rest),
+        Some((&found, _)) => Err(StateError::Version { found, reads }),
     }
 }
 

@@ -147,7 +147,7 @@ fn damaged_and_foreign_records_are_errors() {
     ));
     assert!(matches!(
         decode_window(&[7]),
-        Err(StateError::Version { found: 7 })
+        Err(StateError::Version { found: 7, .. })
     ));
     assert!(matches!(parse_key(b"w1"), Err(StateError::Key(_))));
     assert_eq!(parse_key(&window_key(10, -5)).unwrap(), Key::Window(10, -5));
