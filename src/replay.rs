@@ -16,7 +16,7 @@ use crate::driver::{
 use crate::model::{Alert, Record, Span};
 use crate::output::Encoding;
 use crate::snapshots;
-use crate::stage::detect::SnapshotError;
+use crate::stage::detect::{SnapshotError, TrainedModel};
 use crate::stage::pipeline::Stages;
 
 /// What a replay did.
@@ -95,6 +95,10 @@ impl Written {
 pub struct Replayer {
     driver: Driver,
     offset: i64,
+    /// Models training on other threads, asked for while the last input was handled.
+    /// They go in, in the order asked, before the next input is handled: the models the
+    /// stages use are the same on every run, and training overlaps the next input.
+    training: Vec<std::thread::JoinHandle<TrainedModel>>,
 }
 
 /// Why a replay stopped.
@@ -173,11 +177,16 @@ impl Replayer {
             now_ms: 0,
         };
         driver.handle(assigned)?;
-        Ok(Self { driver, offset: 0 })
+        Ok(Self {
+            driver,
+            offset: 0,
+            training: Vec::new(),
+        })
     }
 
     /// Feeds the spans of one input record.
     pub fn push(&mut self, spans: impl IntoIterator<Item = Span>, written: &mut Written) {
+        self.land_training(written);
         self.offset += 1;
         self.driver.push_spans(INPUT, 0, self.offset, spans, 0);
         self.settle(written);
@@ -198,12 +207,34 @@ impl Replayer {
             records: vec![record],
             now_ms: 0,
         };
+        self.land_training(written);
         self.handle(records, written);
     }
 
     /// End of input: event time runs out and every trace and window closes.
     pub fn finish(&mut self, written: &mut Written) {
+        self.land_training(written);
         self.handle(Event::EndOfInput, written);
+        while !self.training.is_empty() {
+            self.land_training(written);
+        }
+    }
+
+    /// Hands the driver the models trained since the last input, in the order asked.
+    fn land_training(&mut self, written: &mut Written) {
+        if self.training.is_empty() {
+            return;
+        }
+        for job in std::mem::take(&mut self.training) {
+            match job.join() {
+                Ok(model) => {
+                    let _ = self.driver.handle(Event::Trained(model));
+                }
+                // a training that panicked fails the replay as it would inline
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        self.settle(written);
     }
 
     /// The driver's stages, for their statistics and state.
@@ -222,8 +253,8 @@ impl Replayer {
         self.settle(written);
     }
 
-    /// Carries out the driver's effects: records are taken at once, models train inline
-    /// (deterministic, and nothing else waits).
+    /// Carries out the driver's effects: records are taken at once, models train on
+    /// threads of their own (see `training`).
     fn settle(&mut self, written: &mut Written) {
         while self.driver.has_effects() {
             for effect in self.driver.take_effects() {
@@ -242,7 +273,10 @@ impl Replayer {
                         written.alerts.push(alert);
                         continue;
                     }
-                    Effect::Train(job) => Event::Trained(job.run()),
+                    Effect::Train(job) => {
+                        self.training.push(std::thread::spawn(move || job.run()));
+                        continue;
+                    }
                     Effect::Commit(commits) | Effect::CommitTransaction(commits) => {
                         Event::Committed(commits)
                     }
