@@ -1,0 +1,69 @@
+//! Replay is deterministic although its models train on threads of their own: the same
+//! input gives the same output records, scores and alerts on every run, and the models
+//! the stages score with are installed (trainings happen and land).
+
+use spanline::config::load_str;
+use spanline::model::Span;
+use spanline::replay::{Replayer, Written};
+use spanline::workload::{parse_faults, Workload, WorkloadConfig};
+
+const S: i64 = 1_000_000_000;
+const START: i64 = 1_700_000_000 * S;
+
+/// Three minutes of the workload with a latency fault, through the default pipeline;
+/// every output record as (topic, key, value), the alerts, and the models installed.
+fn replay() -> (Vec<(String, Vec<u8>, Vec<u8>)>, Vec<String>, u64) {
+    let config = load_str(include_str!("../pipelines/trace-analytics.yaml"), |_| None).unwrap();
+    let mut replayer = Replayer::new(&config).unwrap();
+    let mut workload = Workload::new(WorkloadConfig {
+        seed: 7,
+        traces_per_second: 8.0,
+        start_ns: START,
+        faults: parse_faults("latency:llm-openai*8@2m+1m").unwrap(),
+    });
+    let mut pending: Vec<Span> = Vec::new();
+    let mut written = Written::default();
+    let (mut records, mut alerts) = (Vec::new(), Vec::new());
+    let mut now = START;
+    while now < START + 3 * 60 * S {
+        now += S;
+        workload.generate_until_into(now, &mut pending);
+        let (mut ended, rest): (Vec<_>, Vec<_>) = pending.drain(..).partition(|s| s.end_ns <= now);
+        pending = rest;
+        ended.sort_by_key(|s| s.end_ns);
+        replayer.push(ended, &mut written);
+        records.extend(
+            written
+                .records
+                .drain(..)
+                .map(|p| (p.topic.to_string(), p.key, p.value)),
+        );
+        alerts.extend(written.alerts.drain(..).map(|a| format!("{a:?}")));
+    }
+    replayer.finish(&mut written);
+    records.extend(
+        written
+            .records
+            .drain(..)
+            .map(|p| (p.topic.to_string(), p.key, p.value)),
+    );
+    alerts.extend(written.alerts.drain(..).map(|a| format!("{a:?}")));
+    let installed = replayer
+        .stages()
+        .detector()
+        .map_or(0, |d| d.stats().models_installed);
+    (records, alerts, installed)
+}
+
+#[test]
+fn the_same_input_replays_to_the_same_output() {
+    let (records, alerts, installed) = replay();
+    assert!(installed > 0, "no model was trained and installed");
+    assert!(records.len() > 1_000, "{} records", records.len());
+    let (again, alerts_again, installed_again) = replay();
+    assert_eq!(installed, installed_again);
+    assert_eq!(alerts, alerts_again);
+    assert_eq!(records.len(), again.len());
+    let differ = records.iter().zip(&again).position(|(a, b)| a != b);
+    assert_eq!(differ, None, "the first record that differs");
+}
