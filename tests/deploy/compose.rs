@@ -251,8 +251,8 @@ fn compose_wires_spanline_to_alertmanager_and_the_webhook() {
         .collect();
     assert_eq!(ports, ["9093:9093"]);
 
-    // its route groups by rule and service, and every receiver it names exists; the
-    // example webhook is a compose service
+    // its route groups by incident (one notification per fault), and every receiver it
+    // names exists; the example webhook is a compose service
     let am = yaml(ALERTMANAGER_CONFIG);
     let group_by: Vec<&str> = am["route"]["group_by"]
         .as_sequence()
@@ -260,7 +260,7 @@ fn compose_wires_spanline_to_alertmanager_and_the_webhook() {
         .iter()
         .filter_map(|v| v.as_str())
         .collect();
-    assert_eq!(group_by, ["alertname", "service"]);
+    assert_eq!(group_by, ["incident"]);
     let receivers: BTreeMap<&str, &serde_yaml::Value> = am["receivers"]
         .as_sequence()
         .expect("receivers")
