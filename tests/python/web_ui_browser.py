@@ -80,24 +80,25 @@ def main() -> int:
         page.wait_for_selector("[data-view=compare][data-loaded]", timeout=TIMEOUT_MS)
         page.screenshot(path=str(shots / "compare.png"))
 
-        # Alerts: the error burst's alert arrives while the page is open
+        # Alerts: the error burst's incident arrives while the page is open, named after
+        # the faulty service, led by its service_errors alert, symptoms under it
         page.goto(url + "#/alerts")
-        selector = f"#alerts .alert[data-rule=service_errors]"
-        page.wait_for_selector(selector, timeout=TIMEOUT_MS)
-        suspected = page.locator(selector + " .suspected").first.inner_text()
-        assert suspected == faulty, f"alert suspects {suspected}, not {faulty}"
+        named = f"#alerts section.incident:has(h3 .cause:text-is('{faulty}'))"
+        page.wait_for_selector(named + " .alert[data-rule=service_errors]", timeout=TIMEOUT_MS)
+        lead = page.locator(named + " > .alert").first
+        assert lead.get_attribute("data-rule") == "service_errors", lead.inner_text()
+        suspected = lead.locator(".suspected").inner_text()
+        assert suspected == faulty, f"the lead alert suspects {suspected}, not {faulty}"
         # the ranked suspects: the first is the suspected service, with its evidence
-        first = page.locator(selector + " ol.suspects > li").first
+        first = lead.locator("ol.suspects > li").first
         assert first.locator("b").first.inner_text() == faulty, first.inner_text()
         assert first.locator("ul li").count() >= 1, f"no evidence for {faulty}"
-        exemplars = page.locator(selector + " a.exemplar").count()
-        # the alert sits in an incident named after its cause, its symptoms under it
-        incident = page.locator("#alerts section.incident").filter(has=page.locator(selector)).first
-        cause = incident.locator("h3 .cause").inner_text()
-        assert cause == faulty, f"incident named after {cause}, not {faulty}"
-        members = incident.locator(".alert").count()
-        print(f"alerts view: service_errors suspecting {suspected}, {exemplars} exemplar traces, "
-              f"in the incident on {cause} with {members} alerts")
+        exemplars = lead.locator("a.exemplar").count()
+        members = page.locator(named + " .alert").count()
+        incidents = page.locator("#alerts section.incident").count()
+        print(f"alerts view: the incident on {faulty} led by service_errors suspecting "
+              f"{suspected} ({exemplars} exemplar traces), {members} alerts in it; "
+              f"{incidents} incidents on the page")
         page.screenshot(path=str(shots / "alerts.png"))
 
         # by now several windows have closed: every service row has its sparklines
