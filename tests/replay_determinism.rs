@@ -10,9 +10,20 @@ use spanline::workload::{parse_faults, Workload, WorkloadConfig};
 const S: i64 = 1_000_000_000;
 const START: i64 = 1_700_000_000 * S;
 
+/// An output record: topic, key, value.
+type Record = (String, Vec<u8>, Vec<u8>);
+
+/// What a replay produced: its records, its alerts (debug-printed) and the models its
+/// detectors installed.
+struct Output {
+    records: Vec<Record>,
+    alerts: Vec<String>,
+    installed: u64,
+}
+
 /// Three minutes of the workload with a latency fault, through the default pipeline;
 /// every output record as (topic, key, value), the alerts, and the models installed.
-fn replay() -> (Vec<(String, Vec<u8>, Vec<u8>)>, Vec<String>, u64) {
+fn replay() -> Output {
     let config = load_str(include_str!("../pipelines/trace-analytics.yaml"), |_| None).unwrap();
     let mut replayer = Replayer::new(&config).unwrap();
     let mut workload = Workload::new(WorkloadConfig {
@@ -52,18 +63,30 @@ fn replay() -> (Vec<(String, Vec<u8>, Vec<u8>)>, Vec<String>, u64) {
         .stages()
         .detector()
         .map_or(0, |d| d.stats().models_installed);
-    (records, alerts, installed)
+    Output {
+        records,
+        alerts,
+        installed,
+    }
 }
 
 #[test]
 fn the_same_input_replays_to_the_same_output() {
-    let (records, alerts, installed) = replay();
-    assert!(installed > 0, "no model was trained and installed");
-    assert!(records.len() > 1_000, "{} records", records.len());
-    let (again, alerts_again, installed_again) = replay();
-    assert_eq!(installed, installed_again);
-    assert_eq!(alerts, alerts_again);
-    assert_eq!(records.len(), again.len());
-    let differ = records.iter().zip(&again).position(|(a, b)| a != b);
+    let first = replay();
+    assert!(first.installed > 0, "no model was trained and installed");
+    assert!(
+        first.records.len() > 1_000,
+        "{} records",
+        first.records.len()
+    );
+    let again = replay();
+    assert_eq!(first.installed, again.installed);
+    assert_eq!(first.alerts, again.alerts);
+    assert_eq!(first.records.len(), again.records.len());
+    let differ = first
+        .records
+        .iter()
+        .zip(&again.records)
+        .position(|(a, b)| a != b);
     assert_eq!(differ, None, "the first record that differs");
 }
