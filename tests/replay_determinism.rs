@@ -21,6 +21,17 @@ struct Output {
     installed: u64,
 }
 
+/// Moves what the replay wrote into `records` and `alerts`.
+fn take(written: &mut Written, records: &mut Vec<Record>, alerts: &mut Vec<String>) {
+    records.extend(
+        written
+            .records
+            .drain(..)
+            .map(|p| (p.topic.to_string(), p.key, p.value)),
+    );
+    alerts.extend(written.alerts.drain(..).map(|a| format!("{a:?}")));
+}
+
 /// Three minutes of the workload with a latency fault, through the default pipeline;
 /// every output record as (topic, key, value), the alerts, and the models installed.
 fn replay() -> Output {
@@ -43,22 +54,10 @@ fn replay() -> Output {
         pending = rest;
         ended.sort_by_key(|s| s.end_ns);
         replayer.push(ended, &mut written);
-        records.extend(
-            written
-                .records
-                .drain(..)
-                .map(|p| (p.topic.to_string(), p.key, p.value)),
-        );
-        alerts.extend(written.alerts.drain(..).map(|a| format!("{a:?}")));
+        take(&mut written, &mut records, &mut alerts);
     }
     replayer.finish(&mut written);
-    records.extend(
-        written
-            .records
-            .drain(..)
-            .map(|p| (p.topic.to_string(), p.key, p.value)),
-    );
-    alerts.extend(written.alerts.drain(..).map(|a| format!("{a:?}")));
+    take(&mut written, &mut records, &mut alerts);
     let installed = replayer
         .stages()
         .detector()
