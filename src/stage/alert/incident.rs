@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::lifecycle::Notification;
 use super::template::Fnv;
-use super::AlertEngine;
+use super::{AlertEngine, Instance};
 use crate::model::Alert;
 
 /// One incident: its cause, its members and when one last fired.
@@ -119,11 +119,20 @@ impl AlertEngine {
             .retain(|i| now.saturating_sub(i.last_firing_ns) <= linger);
     }
 
+    /// What an alert blames: its suspected service, else its own service.
+    fn cause_of(inst: &Instance) -> Option<&str> {
+        inst.notice
+            .correlation
+            .suspected
+            .as_deref()
+            .or(inst.service.as_deref())
+    }
+
     /// The newest live incident `fp` is a symptom of (see the module documentation).
     fn symptom_of(&self, fp: u64) -> Option<usize> {
         let inst = &self.instances[&fp];
         let service = inst.service.as_deref();
-        let cause = inst.notice.correlation.suspected.as_deref().or(service)?;
+        let cause = Self::cause_of(inst)?;
         let reach = service.map(|s| self.correlator.graph.downstream(s));
         // an alert blaming its own service is a cause of its own, not a caller's symptom
         let own_cause =
@@ -140,7 +149,10 @@ impl AlertEngine {
         let membership = match at {
             Some(k) => {
                 let inc = &mut self.incidents[k];
-                inc.members.push(fp);
+                // an alert that fires again within the linger is a member already
+                if !inc.members.contains(&fp) {
+                    inc.members.push(fp);
+                }
                 inc.last_firing_ns = now;
                 Membership {
                     id: inc.id,
@@ -150,13 +162,10 @@ impl AlertEngine {
             }
             None => {
                 let inst = &self.instances[&fp];
-                let cause = inst
-                    .notice
-                    .correlation
-                    .suspected
-                    .clone()
-                    .or_else(|| inst.service.clone())
-                    .unwrap_or_else(|| self.settings.rules[inst.rule].name.clone());
+                let cause = Self::cause_of(inst).map_or_else(
+                    || self.settings.rules[inst.rule].name.clone(),
+                    str::to_owned,
+                );
                 let id = Fnv::default()
                     .str(&cause)
                     .str(&inst.fingerprint)
