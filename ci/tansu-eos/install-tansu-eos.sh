@@ -9,7 +9,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 FEATURES=${TANSU_EOS_FEATURES:-libsql}
 PREFIX=${TANSU_EOS_PREFIX:-/opt/tansu-eos}
-STAMP="$(cat "$HERE"/tansu-storage-0.6.0-eos.patch "$HERE"/tansu-broker-0.6.0-endtxn.patch | sha256sum | cut -c1-16) $FEATURES"
+STAMP="$(cat "$HERE"/tansu-storage-0.6.0-eos.patch "$HERE"/tansu-broker-0.6.0-eos.patch | sha256sum | cut -c1-16) $FEATURES"
 if [[ -x "$PREFIX/bin/tansu" && -f "$PREFIX/stamp" && "$(cat "$PREFIX/stamp")" == "$STAMP" ]]; then
     echo "tansu-eos already installed: $PREFIX/bin/tansu ($STAMP)"
     exit 0
@@ -44,7 +44,7 @@ cp -r "$(registry_src tansu-0.6.0)" "$WORK/tansu"
 cp -r "$(registry_src tansu-storage-0.6.0)" "$WORK/tansu-storage"
 cp -r "$(registry_src tansu-broker-0.6.0)" "$WORK/tansu-broker"
 patch -s -p1 -d "$WORK/tansu-storage" <"$HERE/tansu-storage-0.6.0-eos.patch"
-patch -s -p1 -d "$WORK/tansu-broker" <"$HERE/tansu-broker-0.6.0-endtxn.patch"
+patch -s -p1 -d "$WORK/tansu-broker" <"$HERE/tansu-broker-0.6.0-eos.patch"
 cat >>"$WORK/tansu/Cargo.toml" <<'EOF'
 
 [patch.crates-io]
