@@ -16,8 +16,11 @@ use crate::driver::{
 use crate::model::{Alert, Record, Span};
 use crate::output::Encoding;
 use crate::snapshots;
-use crate::stage::detect::{SnapshotError, TrainedModel};
+use crate::stage::detect::SnapshotError;
 use crate::stage::pipeline::Stages;
+
+mod training;
+use training::TrainingPool;
 
 /// What a replay did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -90,15 +93,16 @@ impl Written {
 }
 
 /// A pipeline's [`Driver`] fed from recorded spans in event time, without Kafka: one
-/// input partition, never idle, every record acknowledged at once, models trained
-/// inline. `replay` feeds it from files; tests feed it generated spans.
+/// input partition, never idle, every record acknowledged at once, models trained on
+/// worker threads, in the order asked. `replay` feeds it from files; tests feed it
+/// generated spans.
 pub struct Replayer {
     driver: Driver,
     offset: i64,
-    /// Models training on other threads, asked for while the last input was handled.
+    /// Models training on worker threads, asked for while the last input was handled.
     /// They go in, in the order asked, before the next input is handled: the models the
     /// stages use are the same on every run, and training overlaps the next input.
-    training: Vec<std::thread::JoinHandle<TrainedModel>>,
+    training: TrainingPool,
 }
 
 /// Why a replay stopped.
@@ -180,7 +184,7 @@ impl Replayer {
         Ok(Self {
             driver,
             offset: 0,
-            training: Vec::new(),
+            training: TrainingPool::per_core(),
         })
     }
 
@@ -215,24 +219,19 @@ impl Replayer {
     pub fn finish(&mut self, written: &mut Written) {
         self.land_training(written);
         self.handle(Event::EndOfInput, written);
-        while !self.training.is_empty() {
+        while self.training.in_flight() > 0 {
             self.land_training(written);
         }
     }
 
     /// Hands the driver the models trained since the last input, in the order asked.
     fn land_training(&mut self, written: &mut Written) {
-        if self.training.is_empty() {
+        if self.training.in_flight() == 0 {
             return;
         }
-        for job in std::mem::take(&mut self.training) {
-            match job.join() {
-                Ok(model) => {
-                    let _ = self.driver.handle(Event::Trained(model));
-                }
-                // a training that panicked fails the replay as it would inline
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
+        // a training that panicked fails the replay as it would inline
+        for model in self.training.drain() {
+            let _ = self.driver.handle(Event::Trained(model));
         }
         self.settle(written);
     }
@@ -254,7 +253,7 @@ impl Replayer {
     }
 
     /// Carries out the driver's effects: records are taken at once, models train on
-    /// threads of their own (see `training`).
+    /// worker threads (see `training`).
     fn settle(&mut self, written: &mut Written) {
         while self.driver.has_effects() {
             for effect in self.driver.take_effects() {
@@ -274,7 +273,7 @@ impl Replayer {
                         continue;
                     }
                     Effect::Train(job) => {
-                        self.training.push(std::thread::spawn(move || job.run()));
+                        self.training.submit(move || job.run());
                         continue;
                     }
                     Effect::Commit(commits) | Effect::CommitTransaction(commits) => {

@@ -9,7 +9,7 @@ use super::correlate::Correlation;
 use super::eval::{Eval, EvalState};
 use super::incident::Membership;
 use super::settings::{Condition, Rule, Symptom};
-use super::template::{format_ns, format_value, hex64};
+use super::template::{format_ns, format_share, format_value, hex64};
 use crate::model::{label_name, NOTIFICATION_ANNOTATION, RESOLVED_SUMMARY_ANNOTATION};
 use crate::model::{Alert, AlertStatus, TraceId};
 use crate::model::{INCIDENT_ANNOTATION, INCIDENT_CAUSE_ANNOTATION};
@@ -158,9 +158,13 @@ impl Instance {
             threshold: f64::NAN,
             eta_ns: None,
         });
-        let nanos = rule.condition.field().is_some_and(|f| f.is_nanos());
-        let value = format_value(e.value, nanos);
-        let threshold = format_value(e.threshold, nanos);
+        let field = rule.condition.field();
+        let format = |v: f64| match field {
+            Some(f) if f.is_ratio() => format_share(v),
+            f => format_value(v, f.is_some_and(|f| f.is_nanos())),
+        };
+        let value = format(e.value);
+        let threshold = format(e.threshold);
         let eta = e.eta_ns.map(|ns| format_ns(ns as f64)).unwrap_or_default();
         let vars = [("value", &value), ("threshold", &threshold), ("eta", &eta)];
         let lookup = |name: &str| -> Option<&str> {

@@ -172,6 +172,23 @@ pub fn format_value(v: f64, nanos: bool) -> String {
     s
 }
 
+/// A share between 0 and 1 as a percentage, to two decimals at most (`0.90462` →
+/// `90.46%`, `0.2` → `20%`).
+pub fn format_share(v: f64) -> String {
+    if !v.is_finite() {
+        return v.to_string();
+    }
+    let mut s = format!("{:.2}", v * 100.0);
+    while s.ends_with('0') {
+        s.pop();
+    }
+    if s.ends_with('.') {
+        s.pop();
+    }
+    s.push('%');
+    s
+}
+
 /// Nanoseconds as a duration, rounded to what matters (`1.25s` → `1s 250ms`).
 pub fn format_ns(ns: f64) -> String {
     if !ns.is_finite() {

@@ -115,7 +115,7 @@ fn threshold_fires_then_resolves() {
     assert_eq!(a.ends_at_ms, None);
     assert_eq!(a.value, Some(0.3), "the measured value");
     assert_eq!(a.score, 0.0, "no detector scores the series");
-    assert_eq!(a.summary, "gateway fails 0.3 of calls");
+    assert_eq!(a.summary, "gateway fails 30% of calls");
     let labels: Vec<(&str, &str)> = a
         .labels
         .iter()
@@ -145,7 +145,7 @@ fn threshold_fires_then_resolves() {
     let r = &resolved[0];
     assert_eq!((r.status, note(r)), (AlertStatus::Resolved, "resolved"));
     assert_eq!(
-        r.summary, "high_error_rate service=gateway, team=shop-gateway: resolved, error_rate 0.02",
+        r.summary, "high_error_rate service=gateway, team=shop-gateway: resolved, error_rate 2%",
         "a resolved event says so, not the firing summary"
     );
     assert_eq!(r.annotations["summary"], r.summary);
@@ -185,14 +185,11 @@ fn a_rule_can_word_its_resolved_events() {
     let mut e = engine(&rule);
     e.observe_window(&window("gateway", 10, 10, 100, 30, 50.0));
     let fired = advance(&mut e, 10);
-    assert_eq!(fired[0].summary, "gateway fails 0.3 of calls");
+    assert_eq!(fired[0].summary, "gateway fails 30% of calls");
     e.observe_window(&window("gateway", 20, 10, 100, 2, 50.0));
     let resolved = advance(&mut e, 20);
     assert_eq!(resolved[0].status, AlertStatus::Resolved);
-    assert_eq!(
-        resolved[0].summary,
-        "gateway recovered (0.02 of calls fail)"
-    );
+    assert_eq!(resolved[0].summary, "gateway recovered (2% of calls fail)");
 }
 
 #[test]

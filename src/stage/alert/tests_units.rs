@@ -24,7 +24,7 @@ fn math_helpers() {
 
 #[test]
 fn text_helpers() {
-    use super::template::{format_ns, format_value, Fnv};
+    use super::template::{format_ns, format_share, format_value, Fnv};
     use crate::model::label_name;
     assert_eq!(Fnv::default().finish(), 0xcbf2_9ce4_8422_2325);
     assert_eq!(Fnv::default().bytes(b"a").finish(), 0xaf63_dc4c_8601_ec8c);
@@ -45,6 +45,10 @@ fn text_helpers() {
     assert_eq!(format_ns(500.0), "500ns");
     assert_eq!(format_value(0.123456, false), "0.1235");
     assert_eq!(format_value(42.0, false), "42");
+    assert_eq!(format_share(0.904_62), "90.46%");
+    assert_eq!(format_share(0.2), "20%");
+    assert_eq!(format_share(1.0), "100%");
+    assert_eq!(format_share(0.000_04), "0%");
     let t = Template::parse("{{ service }} is {{value}}!").unwrap();
     assert_eq!(t.render(|n| (n == "service").then_some("db")), "db is !");
     assert!(Template::parse("{{service").is_err());
