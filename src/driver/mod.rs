@@ -38,6 +38,8 @@ mod tests_merge;
 mod tests_repartition;
 #[cfg(test)]
 mod tests_scores;
+#[cfg(test)]
+mod tests_seed;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -330,6 +332,7 @@ impl Driver {
             Event::Restore { store, records } => self.restore(store, records)?,
             Event::ResetState { store, records } => self.reset_state(store, records),
             Event::Repair { store, records } => self.repair(store, records),
+            Event::SeedTraceModels(records) => self.seed_trace_models(records),
             Event::Trained(model) => self.stages.install(model),
             Event::Committed(commits) => {
                 metrics::COMMITS.inc();

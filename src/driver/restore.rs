@@ -187,6 +187,49 @@ impl Driver {
         Ok(())
     }
 
+    /// Whether this instance would take the windows' owner's trace models: it assembles
+    /// traces with two-phase aggregation, does not own the windows, scores traces, and
+    /// has no trace model yet (it just started).
+    pub fn wants_trace_models(&self) -> bool {
+        self.merge.is_some()
+            && !self.owns_window_state()
+            && self
+                .stages
+                .detector()
+                .is_some_and(|d| d.settings().traces && d.trace_models() == 0)
+    }
+
+    /// Takes the trace models of the owner's detect changelog records. The seed only
+    /// saves learning time: records that cannot be read are passed over with a warning.
+    pub(super) fn seed_trace_models(&mut self, records: Vec<StateRecord>) {
+        if !self.wants_trace_models() {
+            return;
+        }
+        let Some(detector) = self.stages.detector_mut() else {
+            return;
+        };
+        let live = records
+            .into_iter()
+            .filter(|r| r.key != state::CHECKPOINT_MARKER)
+            .filter_map(|r| {
+                let key = String::from_utf8_lossy(&r.key).into_owned();
+                r.value.map(|v| (key, v))
+            });
+        match crate::stage::detect::Snapshot::from_records(live) {
+            Ok(Some(snapshot)) => {
+                let taken = detector.seed_trace_models(snapshot);
+                tracing::info!(
+                    root_operations = taken,
+                    "trace models taken from the windows' owner"
+                );
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(%error, "the windows' owner's trace models are unreadable: learning them afresh")
+            }
+        }
+    }
+
     fn restore_alert(&mut self, r: StateRecord) -> Result<(), StateError> {
         use crate::stage::alert::Restored;
         use state::alert::{decode_instance, decode_meta, parse_key, Key};

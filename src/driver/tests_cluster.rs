@@ -84,6 +84,9 @@ pub(super) fn instance(config: &PipelineConfig, changelog: bool) -> Driver {
     )
 }
 
+/// The latest value of each key of a changelog partition (`None`: a tombstone).
+pub(super) type Compacted = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
 /// Instances and the internal topics between them.
 pub(super) struct Cluster {
     pub drivers: Vec<Driver>,
@@ -97,6 +100,9 @@ pub(super) struct Cluster {
     pub aggregates: Vec<(usize, serde_json::Value)>,
     /// Every alert record: (instance, record).
     pub alerts: Vec<(usize, serde_json::Value)>,
+    /// The latest changelog record of each key, per topic and partition, as compaction
+    /// keeps it.
+    pub changelogs: BTreeMap<(String, i32), Compacted>,
     pub now_ms: i64,
     offsets: BTreeMap<i32, i64>,
 }
@@ -133,6 +139,7 @@ impl Cluster {
             traces: BTreeMap::new(),
             aggregates: Vec::new(),
             alerts: Vec::new(),
+            changelogs: BTreeMap::new(),
             now_ms: 0,
             offsets: BTreeMap::new(),
         }
@@ -159,6 +166,7 @@ impl Cluster {
                                 self.collect(i, &p);
                             }
                             Effect::Commit(c) => d.handle(Event::Committed(c)).unwrap(),
+                            Effect::Train(job) => d.handle(Event::Trained(job.run())).unwrap(),
                             Effect::Notify(_) => {}
                             other => panic!("unexpected {other:?}"),
                         }
@@ -194,6 +202,22 @@ impl Cluster {
                 break;
             }
         }
+    }
+
+    /// The latest records of a changelog partition, as a restore reads them.
+    pub fn changelog(&self, topic: &str, partition: i32) -> Vec<StateRecord> {
+        self.changelogs
+            .get(&(topic.to_string(), partition))
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .map(|(offset, (key, value))| StateRecord {
+                partition,
+                offset: offset as i64,
+                key: key.clone(),
+                value: value.clone(),
+            })
+            .collect()
     }
 
     /// One OTLP message of `spans` on source partition `partition`, read by `instance`.
@@ -253,7 +277,14 @@ impl Cluster {
             }
             OutputKind::Aggregate => self.aggregates.push((instance, json())),
             OutputKind::Alert => self.alerts.push((instance, json())),
-            OutputKind::Changelog => {}
+            OutputKind::Changelog => {
+                let partition = p.partition.unwrap_or(0);
+                let value = (!p.tombstone).then(|| p.value.clone());
+                self.changelogs
+                    .entry((p.topic.to_string(), partition))
+                    .or_default()
+                    .insert(p.key.clone(), value);
+            }
             other => panic!("unexpected {other:?} record: {:?}", p.headers),
         }
     }

@@ -168,6 +168,10 @@ pub enum Event {
         store: crate::state::Store,
         records: Vec<StateRecord>,
     },
+    /// The latest records of the detect changelog of the windows' owner, read by an
+    /// instance that assembles traces without owning the windows: it takes the trace
+    /// models it has none of (see `Driver::wants_trace_models`).
+    SeedTraceModels(Vec<StateRecord>),
     /// A model trained for [`Effect::Train`].
     Trained(TrainedModel),
     /// The broker took an [`Effect::Commit`] or committed an

@@ -2,7 +2,7 @@
 //! when partitions are assigned (before their records are processed), checkpointed when
 //! partitions are revoked and when the pipeline stops.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use crate::config::PipelineConfig;
@@ -19,7 +19,7 @@ const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Reads the changelogs of a pipeline.
 pub(super) struct Restorer {
     brokers: String,
-    properties: std::collections::BTreeMap<String, String>,
+    properties: BTreeMap<String, String>,
     reset: bool,
 }
 
@@ -160,7 +160,61 @@ impl Shell {
             self.handle(event).await?;
             tracing::info!(%topic, records = n, bytes, elapsed_ms = started.elapsed().as_millis() as u64, reset, "state restored");
         }
+        if !reset && !assembled.is_empty() && self.driver.wants_trace_models() {
+            self.take_trace_models(brokers, properties).await?;
+        }
         Ok(())
+    }
+
+    /// An instance that assembles traces without owning the windows starts its trace
+    /// models from the owner's (its detect changelog, partition 0, as of its last
+    /// checkpoint) instead of learning them from scratch. Not reading them only costs
+    /// learning time: a failure is a warning.
+    async fn take_trace_models(
+        &mut self,
+        brokers: String,
+        properties: BTreeMap<String, String>,
+    ) -> Result<(), RunError> {
+        let Some(topic) = self
+            .driver
+            .changelog_topic(Store::Detect)
+            .map(str::to_string)
+        else {
+            return Ok(());
+        };
+        let reader = StateTopic {
+            brokers,
+            properties,
+            topic: topic.clone(),
+        };
+        let read = tokio::task::spawn_blocking(move || {
+            reader.read_checkpointed(&[0], RESTORE_TIMEOUT, CHECKPOINT_MARKER)
+        })
+        .await
+        .map_err(|source| RunError::Task {
+            pipeline: self.pipeline.clone(),
+            doing: "reading a changelog",
+            source,
+        })?;
+        match read {
+            Ok(read) => {
+                let records = read
+                    .records
+                    .into_iter()
+                    .map(|(partition, offset, key, value)| StateRecord {
+                        partition,
+                        offset,
+                        key,
+                        value,
+                    })
+                    .collect();
+                self.handle(Event::SeedTraceModels(records)).await
+            }
+            Err(error) => {
+                tracing::warn!(%topic, %error, "the windows' owner's trace models were not read: learning them afresh");
+                Ok(())
+            }
+        }
     }
 
     /// Partitions are being revoked: what is safe is written and committed while they

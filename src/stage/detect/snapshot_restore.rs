@@ -35,6 +35,36 @@ impl Detector {
         snap
     }
 
+    /// Takes the trace models of another instance's snapshot (the windows' owner's,
+    /// with two-phase aggregation) for the root operations this detector has no model
+    /// of, so an instance that starts or restarts scores its traces at once instead of
+    /// learning from scratch; the series models stay the owner's. Returns how many
+    /// root operations it took.
+    pub fn seed_trace_models(&mut self, s: Snapshot) -> usize {
+        if !self.settings.traces || s.version != SNAPSHOT_VERSION {
+            return 0;
+        }
+        let mut taken = 0;
+        for (k, mut t) in s.traces {
+            if !t.core.has_model() || self.traces.get(&k).is_some_and(|m| m.core.has_model()) {
+                continue;
+            }
+            if !self.traces.contains_key(&k) && self.traces.len() >= self.settings.max_subjects {
+                continue;
+            }
+            t.core.clear_pending();
+            self.traces.insert(k, t);
+            taken += 1;
+        }
+        self.stats.root_operations = self.traces.len();
+        taken
+    }
+
+    /// Root operations with an installed trace model.
+    pub fn trace_models(&self) -> usize {
+        self.traces.values().filter(|t| t.core.has_model()).count()
+    }
+
     /// Replaces the learnt state with a snapshot's. Training requests that were pending
     /// are asked again by the next samples; queued jobs are dropped. Subjects the
     /// current settings do not watch (another `window` or `series_scopes`, `traces`
