@@ -404,7 +404,14 @@ impl Driver {
                 } else {
                     p == 0 && self.is_merge(t)
                 };
-                let next = self.tracker.next(id)?;
+                // the state reflects the input up to what was restored, too: a partition
+                // read nothing (or only records below that) since its state came back
+                // must not lose the position, or the next owner reads them again
+                let restored = self.restored_from.get(&id).copied();
+                let next = match (self.tracker.next(id), restored) {
+                    (Some(read), Some(restored)) => read.max(restored),
+                    (read, restored) => read.or(restored)?,
+                };
                 relevant.then(|| (t.clone(), p, next))
             })
             .collect()

@@ -289,3 +289,72 @@ fn a_damaged_state_record_names_where_it_was_read() {
     assert_eq!(tombstones.len(), 1);
     assert!(tombstones[0].tombstone && tombstones[0].kind == OutputKind::Changelog);
 }
+
+/// The positions of the checkpoint markers among `records`, per changelog topic.
+fn marker_positions(records: &[Produce]) -> Vec<(String, Vec<(String, i32, i64)>)> {
+    records
+        .iter()
+        .filter(|p| p.key == crate::state::CHECKPOINT_MARKER)
+        .map(|p| (p.topic.to_string(), crate::state::decode_marker(&p.value)))
+        .collect()
+}
+
+#[test]
+fn a_checkpoint_before_anything_is_read_keeps_the_restored_position() {
+    let config = pipeline(true, "otlp_json");
+    let mut d = driver_with_changelogs(&config);
+    d.push_spans("spans", 0, 0, [root(1, 0)], 0);
+    d.push_spans("spans", 0, 1, [root(2, S)], 0);
+    let traces = produced(d.take_effects());
+    d.handle(Event::Tick { now_ms: 10_000 }).unwrap();
+    ack(&mut d, traces);
+    let state = produced(d.take_effects());
+    let first = latest(&state);
+    ack(&mut d, state);
+
+    // restored, then checkpointed before it reads a record (its partitions revoked at
+    // once, as in a rebalance right after another): its markers still say that the
+    // state reflects the input up to offset 2
+    let mut restored = driver_with_changelogs(&config);
+    restore(&mut restored, &first);
+    restored.handle(Event::CommitNow).unwrap();
+    let state = produced(restored.take_effects());
+    // (the assemble changelog's markers name the input partitions; the aggregate one's
+    // only the aggregate repartition topic's, with two-phase aggregation)
+    let markers = marker_positions(&state);
+    let assemble: Vec<_> = markers
+        .iter()
+        .filter(|(topic, _)| topic == "g-assemble-changelog")
+        .collect();
+    assert_eq!(
+        assemble.len(),
+        1,
+        "the checkpoint wrote open traces: {markers:?}"
+    );
+    assert_eq!(assemble[0].1, vec![("spans".to_string(), 0, 2)]);
+
+    // so the next owner, whose consumer starts below it, skips what the state has
+    let second = latest(&state);
+    let mut next = driver_with_changelogs(&config);
+    restore(&mut next, &second);
+    let record = |offset: i64, span: Span| Record {
+        topic: Arc::from("spans"),
+        partition: 0,
+        offset,
+        key: None,
+        payload: Some(crate::codec::otlp::encode_json([&span])),
+    };
+    let records = vec![record(0, root(1, 0)), record(1, root(2, S))];
+    next.handle(Event::Records { records, now_ms: 0 }).unwrap();
+    let out = produced(next.take_effects());
+    assert_eq!(
+        out.iter().filter(|p| p.kind == OutputKind::Trace).count(),
+        0,
+        "trace 1 is not written again"
+    );
+    assert_eq!(
+        next.stages().assembler.stats().duplicates,
+        0,
+        "0 and 1 skipped"
+    );
+}

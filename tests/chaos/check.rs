@@ -132,6 +132,7 @@ pub fn compare(
     // windows: every (service, window) counted exactly
     let mut window_duplicates = 0;
     let mut overcounted = 0;
+    let mut over = Vec::new();
     for (key, exact) in &expected.windows {
         let Some(got) = found.windows.get(key) else {
             return Err(format!("window {key:?} never written"));
@@ -141,6 +142,9 @@ pub fn compare(
                 return Err(format!("window {key:?} undercounted: {c} < {exact}"));
             }
             overcounted += usize::from(c > exact);
+            if c > exact && over.len() < 8 {
+                over.push((key, *exact, *c));
+            }
         }
         window_duplicates += got.len() - 1;
     }
@@ -186,7 +190,7 @@ pub fn compare(
             .take(10)
             .collect();
         return Err(format!(
-            "exactly-once wrote duplicates: {trace_duplicates} trace records, {window_duplicates} window records ({overcounted} overcounted), {alert_duplicates} alert records; traces written twice at (partition, offset): {twice:?}"
+            "exactly-once wrote duplicates: {trace_duplicates} trace records, {window_duplicates} window records ({overcounted} overcounted, e.g. (window, exact, counted) {over:?}), {alert_duplicates} alert records; traces written twice at (partition, offset): {twice:?}"
         ));
     }
     Ok(format!(
