@@ -135,6 +135,17 @@ fn latest(records: &[Produce]) -> Vec<(Store, StateRecord)> {
     by_key
 }
 
+/// Record `offset` of `spans` partition 0: one span as OTLP JSON.
+fn record(offset: i64, span: Span) -> Record {
+    Record {
+        topic: Arc::from("spans"),
+        partition: 0,
+        offset,
+        key: None,
+        payload: Some(crate::codec::otlp::encode_json([&span])),
+    }
+}
+
 /// Restores the open traces and windows of `records` into `d`.
 fn restore(d: &mut Driver, records: &[(Store, StateRecord)]) {
     for store in [Store::Assemble, Store::Aggregate] {
@@ -223,13 +234,6 @@ fn state_follows_the_outputs_and_the_commit_follows_the_state() {
     // lost after the state was written): what the state reflects is skipped
     let mut again = driver_with_changelogs(&config);
     restore(&mut again, &records);
-    let record = |offset: i64, span: Span| Record {
-        topic: Arc::from("spans"),
-        partition: 0,
-        offset,
-        key: None,
-        payload: Some(crate::codec::otlp::encode_json([&span])),
-    };
     let records = vec![
         record(0, root(1, 0)),
         record(1, root(2, S)),
@@ -337,13 +341,6 @@ fn a_checkpoint_before_anything_is_read_keeps_the_restored_position() {
     let second = latest(&state);
     let mut next = driver_with_changelogs(&config);
     restore(&mut next, &second);
-    let record = |offset: i64, span: Span| Record {
-        topic: Arc::from("spans"),
-        partition: 0,
-        offset,
-        key: None,
-        payload: Some(crate::codec::otlp::encode_json([&span])),
-    };
     let records = vec![record(0, root(1, 0)), record(1, root(2, S))];
     next.handle(Event::Records { records, now_ms: 0 }).unwrap();
     let out = produced(next.take_effects());
