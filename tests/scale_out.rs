@@ -60,6 +60,11 @@ stages:
     windows: [10s]
     dimensions: {{service: [service]}}
     service_graph: false
+  - type: detect
+    window: 10s
+    min_samples: 10
+    series_scopes: [service]
+    traces: true
   - type: alert
     group_by: [alertname, service]
     group_wait: 5s
