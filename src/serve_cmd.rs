@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use spanline::config::PipelineConfig;
+use spanline::serve::status::Status;
 use spanline::serve::RepositoryService;
 use spanline::telemetry::{self, http::Readiness};
 
@@ -38,6 +39,9 @@ pub fn routes(
             ready.executions().clone(),
         ))
         .merge(spanline::serve::events::router(ready.live().clone()))
+        .merge(spanline::serve::status::router(Status {
+            repository: service.is_some(),
+        }))
         .merge(spanline::serve::ui::router())
 }
 
@@ -68,7 +72,8 @@ pub async fn serve(path: &Path) -> Result<(), CliError> {
     let routes = service
         .router()
         .merge(spanline::serve::ui::router())
-        .merge(spanline::serve::events::router(ready.live().clone()));
+        .merge(spanline::serve::events::router(ready.live().clone()))
+        .merge(spanline::serve::status::router(Status { repository: true }));
     let (addr, _server) = telemetry::http::serve_with(config.http.listen, ready, routes)
         .await
         .map_err(|e| {

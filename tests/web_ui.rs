@@ -72,3 +72,69 @@ fn the_ui_shows_services_traces_and_a_live_alert_in_chromium() {
         assert!(shots.join(format!("{shot}.png")).exists(), "no {shot}.png");
     }
 }
+
+#[test]
+fn without_a_repository_the_ui_fills_from_live_data_and_says_what_is_off() {
+    let chromium = find_program("chromium");
+    let python = python();
+    let found = require_or_skip("chromium", chromium.is_some())
+        && require_or_skip("python with playwright (.venv)", python.is_some());
+    let (Some(chromium), Some(python)) = (chromium.filter(|_| found), python) else {
+        return;
+    };
+    // the default pipeline with the repository turned off
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = dir.path().join("no-repository.yaml");
+    let default =
+        std::fs::read_to_string(support::repo_root().join("pipelines/trace-analytics.yaml"))
+            .unwrap();
+    std::fs::write(
+        &pipeline,
+        format!("{default}\nrepository:\n  enabled: false\n"),
+    )
+    .unwrap();
+    let demo = Demo::start_with_args(
+        Path::new(env!("CARGO_BIN_EXE_spanline")),
+        &[
+            "demo",
+            "--duration",
+            "300s",
+            "--http",
+            "127.0.0.1:0",
+            "--rate",
+            "100",
+            "--faults",
+            "",
+            "--pipeline",
+            pipeline.to_str().unwrap(),
+        ],
+    );
+    let base = demo.ui().trim_end_matches('/').to_string();
+    let status: serde_json::Value = reqwest::blocking::get(format!("{base}/api/spanline/status"))
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(status["data"]["repository"], false, "{status}");
+    let services = reqwest::blocking::get(format!("{base}/api/services")).unwrap();
+    assert_eq!(services.status(), 404, "no query API without a repository");
+
+    let workload = spanline::workload::services().join(",");
+    let run = run_python(
+        &python,
+        "web_ui_no_repository.py",
+        &[
+            OsStr::new(demo.ui()),
+            chromium.as_os_str(),
+            OsStr::new(&workload),
+        ],
+        Duration::from_secs(300),
+    );
+    println!("{}", run.output());
+    assert!(
+        run.status.success() && run.stdout.trim_end().ends_with("ok"),
+        "web_ui_no_repository.py failed ({})\n{}\n{}",
+        run.status,
+        run.output(),
+        demo.output_tail(60)
+    );
+}

@@ -10,6 +10,16 @@ const App = {
     running: (root) => Running.render(root),
     compare: (root, params) => Compare.render(root, params),
   },
+  /** Whether the trace repository (and the query API over it) runs in this process. */
+  repository: true,
+  /** For views that read the repository: says it is off and returns true. */
+  withoutRepository(root) {
+    if (this.repository) return false;
+    root.append(h("p", { class: "panel muted", id: "no-repository" },
+      "This view reads the trace repository, which is off in this pipeline (repository.enabled: false). ",
+      "Services and alerts still arrive live; running executions are answered by the pipeline."));
+    return true;
+  },
   go(hash) {
     location.hash = hash;
   },
@@ -53,9 +63,15 @@ const App = {
         Alerts.fill();
       }
     });
-    Alerts.load().then(() => Alerts.badge()).catch(() => {});
-    Live.start();
-    this.route();
+    // which views this process can fill, before the first of them asks
+    Api.get("/api/spanline/status")
+      .then((status) => { this.repository = status.repository !== false; })
+      .catch(() => {})
+      .then(() => {
+        Alerts.load().then(() => Alerts.badge()).catch(() => {});
+        Live.start();
+        this.route();
+      });
   },
 };
 

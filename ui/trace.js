@@ -21,6 +21,7 @@ function summarize(t) {
 const Search = {
   async render(root, params) {
     root.append(h("h2", {}, "Trace search"));
+    if (App.withoutRepository(root)) return;
     const services = await Api.get("/api/services").catch(() => []);
     const sel = h("select", { name: "service" }, h("option", { value: "" }, "any service"),
       (services || []).map((s) => h("option", { value: s, selected: s === params.get("service") }, s)));
@@ -88,6 +89,7 @@ const TraceView = {
     return out;
   },
   async render(root, id) {
+    if (App.withoutRepository(root)) return;
     const [traces, analysis] = await Promise.all([
       Api.get("/api/traces/" + id),
       Api.get("/api/spanline/traces/" + id + "/analysis").then((a) => a[0]).catch(() => null),

@@ -32,6 +32,8 @@ const Services = {
   windowMs: null,
   points: 60,
   async load() {
+    // without the repository the rows come from live windows only
+    if (!App.repository) return;
     const data = await Api.get("/api/spanline/series", { scope: "service", start: "-15m", limit: 1000 });
     for (const s of data || []) {
       const name = s.key.service;
@@ -114,7 +116,9 @@ const Services = {
 
 const Graph = {
   async render(root) {
-    root.append(h("h2", {}, "Service graph"), h("p", { class: "muted" }, "Calls between services in the last hour (from /api/dependencies)."));
+    root.append(h("h2", {}, "Service graph"));
+    if (App.withoutRepository(root)) return;
+    root.append(h("p", { class: "muted" }, "Calls between services in the last hour (from /api/dependencies)."));
     const links = await Api.get("/api/dependencies", { lookback: 3600000 });
     const box = h("div", { class: "graph" });
     root.append(box);
@@ -165,6 +169,8 @@ const Graph = {
 const Alerts = {
   active: new Map(),
   async load() {
+    // without the repository the active alerts are those that arrived live
+    if (!App.repository) return;
     const data = await Api.get("/api/spanline/alerts", { active: "true", limit: 200 });
     this.active = new Map((data || []).map((a) => [a.fingerprint, a]));
   },
@@ -260,6 +266,7 @@ const Running = {
 const Compare = {
   async render(root, params) {
     root.append(h("h2", {}, "Baseline comparison"));
+    if (App.withoutRepository(root)) return;
     const f = (name, value, label) => h("label", {}, label, h("input", { name, value: params.get(name) || value }));
     const form = h("form", { class: "query panel" }, f("service", "", "service"), f("baselineStart", "-10m", "baseline from"),
       f("baselineEnd", "-5m", "baseline to"), f("start", "-5m", "current from"), f("end", "now", "current to"), h("button", {}, "Compare"));

@@ -294,8 +294,11 @@ fn a_damaged_state_record_names_where_it_was_read() {
     assert!(tombstones[0].tombstone && tombstones[0].kind == OutputKind::Changelog);
 }
 
+/// Input positions of a checkpoint marker: (topic, partition, offset).
+type Positions = Vec<(String, i32, i64)>;
+
 /// The positions of the checkpoint markers among `records`, per changelog topic.
-fn marker_positions(records: &[Produce]) -> Vec<(String, Vec<(String, i32, i64)>)> {
+fn marker_positions(records: &[Produce]) -> Vec<(String, Positions)> {
     records
         .iter()
         .filter(|p| p.key == crate::state::CHECKPOINT_MARKER)

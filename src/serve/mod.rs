@@ -11,6 +11,7 @@ pub mod events;
 pub mod executions;
 pub mod feed;
 pub mod stats;
+pub mod status;
 pub mod trend;
 pub mod ui;
 
