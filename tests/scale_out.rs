@@ -216,6 +216,12 @@ fn three_instances_assemble_every_trace_once_across_scaling_and_a_kill() {
     last.signal("TERM");
     assert!(last.wait_success(), "{}", support::file_tail(&log, 30));
 
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !log_text.contains("revoked partitions not released"),
+        "an instance held revoked partitions for 30 s\n{}",
+        support::file_tail(&log, 40)
+    );
     let found = check::Found::read(&broker);
     // exactly-once across the SIGKILL too: an instance that takes over a partition while
     // the killed instance's transaction is still being committed waits for it (KIP-447's

@@ -88,7 +88,14 @@ impl ConsumerContext for SourceContext {
             let sent = self
                 .events
                 .blocking_send(SourceEvent::Revoked(partitions(tpl), done));
-            if sent.is_ok() && wait.recv_timeout(REVOKE_WAIT).is_err() {
+            // the runner sends, or drops the sender, when it is done: only a timeout
+            // means it is not
+            let timed_out = sent.is_ok()
+                && matches!(
+                    wait.recv_timeout(REVOKE_WAIT),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                );
+            if timed_out {
                 tracing::warn!("revoked partitions not released within {REVOKE_WAIT:?}");
             }
         }
