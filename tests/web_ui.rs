@@ -7,7 +7,7 @@
 mod support;
 
 use std::ffi::OsStr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use support::{find_program, python, require_or_skip, run_python, Demo};
@@ -16,30 +16,38 @@ use support::{find_program, python, require_or_skip, run_python, Demo};
 /// for the alert to be active while the page looks.
 const FAULTY: &str = "vector-store";
 
-#[test]
-fn the_ui_shows_services_traces_and_a_live_alert_in_chromium() {
+/// Debian's Chromium and the virtualenv's Python with Playwright, or `None` (the test
+/// skipped) when either is missing.
+fn browser_or_skip() -> Option<(PathBuf, PathBuf)> {
     let chromium = find_program("chromium");
     let python = python();
     let found = require_or_skip("chromium", chromium.is_some())
         && require_or_skip("python with playwright (.venv)", python.is_some());
-    let (Some(chromium), Some(python)) = (chromium.filter(|_| found), python) else {
+    chromium.filter(|_| found).zip(python)
+}
+
+/// A five-minute demo at 100 traces/s on a free port, with `args` added.
+fn demo(args: &[&str]) -> Demo {
+    let mut all = vec![
+        "demo",
+        "--duration",
+        "300s",
+        "--http",
+        "127.0.0.1:0",
+        "--rate",
+        "100",
+    ];
+    all.extend_from_slice(args);
+    Demo::start_with_args(Path::new(env!("CARGO_BIN_EXE_spanline")), &all)
+}
+
+#[test]
+fn the_ui_shows_services_traces_and_a_live_alert_in_chromium() {
+    let Some((chromium, python)) = browser_or_skip() else {
         return;
     };
     let faults = format!("errors:{FAULTY}*0.9@20s+5m");
-    let demo = Demo::start_with_args(
-        Path::new(env!("CARGO_BIN_EXE_spanline")),
-        &[
-            "demo",
-            "--duration",
-            "300s",
-            "--http",
-            "127.0.0.1:0",
-            "--rate",
-            "100",
-            "--faults",
-            &faults,
-        ],
-    );
+    let demo = demo(&["--faults", &faults]);
     // the UI's address is the first line the demo prints
     assert!(demo.ui().starts_with("http://127.0.0.1:"), "{}", demo.ui());
     let page = reqwest::blocking::get(demo.ui()).unwrap();
@@ -75,11 +83,7 @@ fn the_ui_shows_services_traces_and_a_live_alert_in_chromium() {
 
 #[test]
 fn without_a_repository_the_ui_fills_from_live_data_and_says_what_is_off() {
-    let chromium = find_program("chromium");
-    let python = python();
-    let found = require_or_skip("chromium", chromium.is_some())
-        && require_or_skip("python with playwright (.venv)", python.is_some());
-    let (Some(chromium), Some(python)) = (chromium.filter(|_| found), python) else {
+    let Some((chromium, python)) = browser_or_skip() else {
         return;
     };
     // the default pipeline with the repository turned off
@@ -93,22 +97,7 @@ fn without_a_repository_the_ui_fills_from_live_data_and_says_what_is_off() {
         format!("{default}\nrepository:\n  enabled: false\n"),
     )
     .unwrap();
-    let demo = Demo::start_with_args(
-        Path::new(env!("CARGO_BIN_EXE_spanline")),
-        &[
-            "demo",
-            "--duration",
-            "300s",
-            "--http",
-            "127.0.0.1:0",
-            "--rate",
-            "100",
-            "--faults",
-            "",
-            "--pipeline",
-            pipeline.to_str().unwrap(),
-        ],
-    );
+    let demo = demo(&["--faults", "", "--pipeline", pipeline.to_str().unwrap()]);
     let base = demo.ui().trim_end_matches('/').to_string();
     let status: serde_json::Value = reqwest::blocking::get(format!("{base}/api/spanline/status"))
         .unwrap()

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-TIMEOUT_MS = 150_000
+from ui_page import TIMEOUT_MS, open_page, wait_for_services
+
 
 
 def main() -> int:
@@ -26,25 +27,11 @@ def main() -> int:
     shots.mkdir(parents=True, exist_ok=True)
     problems = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True)
-        page = browser.new_page(viewport={"width": 1280, "height": 800})
-        page.on(
-            "console",
-            lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None,
-        )
-        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        browser, page = open_page(p, chromium, problems)
 
         # Services: a row per service of the workload, filled by live windows
         page.goto(url)
-        page.wait_for_function(
-            """(want) => {
-                const got = [...document.querySelectorAll('#services tr[data-service]')]
-                    .map((r) => r.dataset.service).sort();
-                return JSON.stringify(got) === JSON.stringify(want);
-            }""",
-            arg=services,
-            timeout=TIMEOUT_MS,
-        )
+        wait_for_services(page, services)
         rows = page.locator("#services tr[data-service]").count()
         print(f"services view: {rows} rows")
         page.screenshot(path=str(shots / "services.png"))

@@ -14,7 +14,8 @@ import sys
 
 from playwright.sync_api import sync_playwright
 
-TIMEOUT_MS = 150_000
+from ui_page import TIMEOUT_MS, open_page, wait_for_services
+
 
 
 def main() -> int:
@@ -22,24 +23,10 @@ def main() -> int:
     services = sorted(services.split(","))
     problems = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True)
-        page = browser.new_page(viewport={"width": 1280, "height": 800})
-        page.on(
-            "console",
-            lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None,
-        )
-        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        browser, page = open_page(p, chromium, problems)
 
         page.goto(url)
-        page.wait_for_function(
-            """(want) => {
-                const got = [...document.querySelectorAll('#services tr[data-service]')]
-                    .map((r) => r.dataset.service).sort();
-                return JSON.stringify(got) === JSON.stringify(want);
-            }""",
-            arg=services,
-            timeout=TIMEOUT_MS,
-        )
+        wait_for_services(page, services)
         print(f"services view: {len(services)} rows from live windows")
 
         for view in ["search?service=api-gateway", "graph", "compare", "trace/0123456789abcdef0123456789abcdef"]:
