@@ -173,12 +173,8 @@ impl Driver {
             offset: at.1,
             source,
         };
-        let live = records.into_iter().filter_map(|r| {
-            let key = String::from_utf8_lossy(&r.key).into_owned();
-            r.value.map(|v| (key, v))
-        });
-        let snapshot = crate::stage::detect::Snapshot::from_records(live)
-            .map_err(|e| error(StateError::Damaged(e.to_string())))?;
+        let snapshot =
+            detect_snapshot(records).map_err(|e| error(StateError::Damaged(e.to_string())))?;
         if let Some(s) = snapshot {
             detector
                 .restore(s)
@@ -208,14 +204,7 @@ impl Driver {
         let Some(detector) = self.stages.detector_mut() else {
             return;
         };
-        let live = records
-            .into_iter()
-            .filter(|r| r.key != state::CHECKPOINT_MARKER)
-            .filter_map(|r| {
-                let key = String::from_utf8_lossy(&r.key).into_owned();
-                r.value.map(|v| (key, v))
-            });
-        match crate::stage::detect::Snapshot::from_records(live) {
+        match detect_snapshot(records) {
             Ok(Some(snapshot)) => {
                 let taken = detector.seed_trace_models(snapshot);
                 tracing::info!(
@@ -294,4 +283,19 @@ impl Driver {
             self.effects.push(Effect::Produce(record));
         }
     }
+}
+
+/// The detectors' state in the latest records of their changelog (markers and
+/// tombstones left out), as one snapshot.
+fn detect_snapshot(
+    records: Vec<StateRecord>,
+) -> Result<Option<crate::stage::detect::Snapshot>, crate::stage::detect::SnapshotError> {
+    let live = records
+        .into_iter()
+        .filter(|r| r.key != state::CHECKPOINT_MARKER)
+        .filter_map(|r| {
+            let key = String::from_utf8_lossy(&r.key).into_owned();
+            r.value.map(|v| (key, v))
+        });
+    crate::stage::detect::Snapshot::from_records(live)
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::config::PipelineConfig;
 use crate::driver::{Driver, Event, StateRecord};
 use crate::kafka::admin::{self, AdminError};
-use crate::kafka::state::StateTopic;
+use crate::kafka::state::{Checkpointed, LatestRecord, StateTopic, StateTopicError};
 use crate::state::{Store, CHECKPOINT_MARKER};
 
 use super::{wall_ms, Endpoints, RunError, Shell};
@@ -102,37 +102,16 @@ impl Shell {
             if parts.is_empty() {
                 continue;
             }
-            let reader = StateTopic {
-                brokers: brokers.clone(),
-                properties: properties.clone(),
-                topic: topic.clone(),
-            };
             let started = Instant::now();
-            let read = tokio::task::spawn_blocking(move || {
-                reader.read_checkpointed(&parts, RESTORE_TIMEOUT, CHECKPOINT_MARKER)
-            })
-            .await
-            .map_err(|source| RunError::Task {
-                pipeline: self.pipeline.clone(),
-                doing: "reading a changelog",
-                source,
-            })?
-            .map_err(|source| RunError::Restore {
-                pipeline: self.pipeline.clone(),
-                source: Box::new(source),
-            })?;
-            let as_records = |v: Vec<crate::kafka::state::LatestRecord>| -> Vec<StateRecord> {
-                v.into_iter()
-                    .map(|(partition, offset, key, value)| StateRecord {
-                        partition,
-                        offset,
-                        key,
-                        value,
-                    })
-                    .collect()
-            };
-            let mut records = as_records(read.records);
-            let repairs = as_records(read.repairs);
+            let read = self
+                .read_changelog(&brokers, &properties, &topic, parts)
+                .await?
+                .map_err(|source| RunError::Restore {
+                    pipeline: self.pipeline.clone(),
+                    source: Box::new(source),
+                })?;
+            let mut records = state_records(read.records);
+            let repairs = state_records(read.repairs);
             let (n, bytes) = (
                 records.len(),
                 records
@@ -161,7 +140,7 @@ impl Shell {
             tracing::info!(%topic, records = n, bytes, elapsed_ms = started.elapsed().as_millis() as u64, reset, "state restored");
         }
         if !reset && !assembled.is_empty() && self.driver.wants_trace_models() {
-            self.take_trace_models(brokers, properties).await?;
+            self.take_trace_models(&brokers, &properties).await?;
         }
         Ok(())
     }
@@ -172,8 +151,8 @@ impl Shell {
     /// learning time: a failure is a warning.
     async fn take_trace_models(
         &mut self,
-        brokers: String,
-        properties: BTreeMap<String, String>,
+        brokers: &str,
+        properties: &BTreeMap<String, String>,
     ) -> Result<(), RunError> {
         let Some(topic) = self
             .driver
@@ -182,32 +161,12 @@ impl Shell {
         else {
             return Ok(());
         };
-        let reader = StateTopic {
-            brokers,
-            properties,
-            topic: topic.clone(),
-        };
-        let read = tokio::task::spawn_blocking(move || {
-            reader.read_checkpointed(&[0], RESTORE_TIMEOUT, CHECKPOINT_MARKER)
-        })
-        .await
-        .map_err(|source| RunError::Task {
-            pipeline: self.pipeline.clone(),
-            doing: "reading a changelog",
-            source,
-        })?;
-        match read {
+        match self
+            .read_changelog(brokers, properties, &topic, vec![0])
+            .await?
+        {
             Ok(read) => {
-                let records = read
-                    .records
-                    .into_iter()
-                    .map(|(partition, offset, key, value)| StateRecord {
-                        partition,
-                        offset,
-                        key,
-                        value,
-                    })
-                    .collect();
+                let records = state_records(read.records);
                 self.handle(Event::SeedTraceModels(records)).await
             }
             Err(error) => {
@@ -215,6 +174,31 @@ impl Shell {
                 Ok(())
             }
         }
+    }
+
+    /// Reads `parts` of the changelog `topic` as of their last checkpoint, on the
+    /// blocking pool; the outer error is the task's, the inner one the read's.
+    async fn read_changelog(
+        &self,
+        brokers: &str,
+        properties: &BTreeMap<String, String>,
+        topic: &str,
+        parts: Vec<i32>,
+    ) -> Result<Result<Checkpointed, StateTopicError>, RunError> {
+        let reader = StateTopic {
+            brokers: brokers.to_string(),
+            properties: properties.clone(),
+            topic: topic.to_string(),
+        };
+        tokio::task::spawn_blocking(move || {
+            reader.read_checkpointed(&parts, RESTORE_TIMEOUT, CHECKPOINT_MARKER)
+        })
+        .await
+        .map_err(|source| RunError::Task {
+            pipeline: self.pipeline.clone(),
+            doing: "reading a changelog",
+            source,
+        })
     }
 
     /// Partitions are being revoked: what is safe is written and committed while they
@@ -263,4 +247,17 @@ impl Shell {
         }
         Ok(())
     }
+}
+
+/// Changelog records as the driver restores them.
+fn state_records(records: Vec<LatestRecord>) -> Vec<StateRecord> {
+    records
+        .into_iter()
+        .map(|(partition, offset, key, value)| StateRecord {
+            partition,
+            offset,
+            key,
+            value,
+        })
+        .collect()
 }

@@ -1,11 +1,13 @@
 //! `GET /api/spanline/status`: what this process serves, for the web UI to know which
-//! views it can fill: `{"data": {"repository": true}}` (the API's envelope) when the trace
+//! views it can fill: `{"data": {"repository": true}, ...}` (the API's envelope) when the trace
 //! repository (and with it the query API) runs here. Open like `/healthz`: it says
 //! nothing about the data.
 
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
+
+use super::api::jaeger::Envelope;
 
 /// What the process serves.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -17,9 +19,8 @@ pub struct Status {
 
 /// The route.
 pub fn router(status: Status) -> Router {
-    let body = serde_json::json!({ "data": status });
     Router::new().route(
         "/api/spanline/status",
-        get(move || async move { Json(body) }),
+        get(move || async move { Json(Envelope::ok(status, 1, 1)) }),
     )
 }
