@@ -22,6 +22,10 @@ use spanline::repository::{Repository, RetentionSettings, TraceQuery, TraceRecor
 use spanline::stage::analyze::{analyze, AnalyzeSettings};
 use spanline::workload::{Workload, WorkloadConfig};
 
+// the binary's allocator, so the figures are the binary's
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SPANS_PER_TRACE: usize = 25;
 const TEMPLATES: usize = 5_000;
 const BATCH: usize = 1_000;

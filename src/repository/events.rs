@@ -219,7 +219,9 @@ impl Repository {
                 .during(&self.path, DURING)?;
             }
         }
-        tx.commit().during(&self.path, DURING)
+        tx.commit().during(&self.path, DURING)?;
+        self.committed();
+        Ok(())
     }
 
     /// The windows of a series, by size then start.
@@ -334,7 +336,9 @@ impl Repository {
                 .during(&self.path, DURING)?;
             }
         }
-        tx.commit().during(&self.path, DURING)
+        tx.commit().during(&self.path, DURING)?;
+        self.committed();
+        Ok(())
     }
 
     /// Alert events matching `q`, newest first.

@@ -22,10 +22,12 @@
 //! a read-only file or a lock held elsewhere are distinct [`RepositoryError`] variants
 //! after which the batch is counted as dropped ([`RepositoryError::is_drop`]).
 
+mod checkpointer;
 mod codec;
 mod error;
 mod events;
 mod postings;
+mod prepare;
 mod retention;
 mod schema;
 mod search;
@@ -136,6 +138,8 @@ pub struct Repository {
     next_row: i64,
     /// Operations already written to the `operations` table by this connection.
     known_operations: FxHashSet<(Arc<str>, Arc<str>, SpanKind)>,
+    /// The writer's checkpoint thread (none for a reader).
+    checkpointer: Option<checkpointer::Checkpointer>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -165,12 +169,18 @@ impl Repository {
         })?;
         schema::prepare(&mut conn, &path)?;
         let next_row = next_row(&conn, &path)?;
+        let checkpointer = checkpointer::Checkpointer::start(&path);
+        if checkpointer.is_some() {
+            conn.execute_batch("PRAGMA wal_autocheckpoint = 0")
+                .during(&path, "setting pragmas")?;
+        }
         Ok(Self {
             conn,
             path,
             retention,
             next_row,
             known_operations: FxHashSet::default(),
+            checkpointer,
         })
     }
 
@@ -205,6 +215,7 @@ impl Repository {
             retention: RetentionSettings::default(),
             next_row: i64::MAX,
             known_operations: FxHashSet::default(),
+            checkpointer: None,
         })
     }
 
@@ -247,6 +258,13 @@ impl Repository {
         self.conn
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
             .during(&self.path, "checkpointing")
+    }
+
+    /// Tells the checkpoint thread that a transaction was committed.
+    fn committed(&self) {
+        if let Some(c) = &self.checkpointer {
+            c.committed();
+        }
     }
 
     /// Runs a SQL statement on the connection; for tests that provoke errors.

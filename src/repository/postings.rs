@@ -1,7 +1,7 @@
 //! The search index: per batch of stored traces, a posting list per term, and the
 //! start and duration of every row of the batch.
 //!
-//! One row per (term, batch) instead of one per (term, trace): a batch of 1,000
+//! One row per (batch, term) instead of one per (term, trace): a batch of 1,000
 //! workload traces has about 88,000 (trace, term) pairs but a few thousand distinct
 //! terms, and a posting costs one or a few bytes. A trace that is amended moves to a
 //! new row in the batch being written; its old row is marked dead in its batch, so a
@@ -158,9 +158,11 @@ impl BatchBuilder {
             encode_rows(min_start, &self.rows)
         ])?;
         let mut st =
-            tx.prepare_cached("INSERT INTO postings (term, batch, list) VALUES (?1, ?2, ?3)")?;
-        for (term, entries) in &self.lists {
-            st.execute(params![term, self.first_row, encode_list(entries)])?;
+            tx.prepare_cached("INSERT INTO postings (batch, term, list) VALUES (?1, ?2, ?3)")?;
+        let mut lists: Vec<_> = self.lists.iter().collect();
+        lists.sort_unstable_by_key(|(term, _)| **term);
+        for (term, entries) in lists {
+            st.execute(params![self.first_row, term, encode_list(entries)])?;
         }
         Ok(())
     }

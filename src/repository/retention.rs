@@ -3,7 +3,7 @@
 
 use super::error::{Context, RepositoryError};
 use super::postings::{drop_batch, kill_rows};
-use super::write::DEPENDENCY_BUCKET_NS;
+use super::prepare::DEPENDENCY_BUCKET_NS;
 use super::Repository;
 
 /// What one [`Repository::enforce_retention`] deleted.

@@ -7,7 +7,7 @@ use rusqlite::Connection;
 use super::error::{Context, RepositoryError};
 
 /// The schema version this code writes and reads (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Pragmas of every connection: WAL so that readers do not block the writer, NORMAL
 /// sync (a power loss may lose the last transactions, never corrupt the file; the
@@ -25,20 +25,22 @@ PRAGMA busy_timeout = 5000;
 PRAGMA wal_autocheckpoint = 1024;
 ";
 
-/// Version 1.
+/// Version 2 (version 1 keyed `postings` by term first, see [`MIGRATE_V1`]).
 ///
 /// - `traces`: one row per trace, the summary columns then the spans and analysis blob
 ///   (see `codec.rs`). Row ids are assigned by the writer, consecutively per batch.
 /// - `batches`: one row per stored batch (`batch` is its first trace row, `last_row`
 ///   its last), its start range, and `traces`: per row, the trace's start and duration
 ///   or a mark that the row was deleted or moved (see `postings.rs`).
-/// - `postings`: the search index, per term (hash of a service, a service and span
-///   name, or a tag `key=value`) and batch, the rows of the batch that have it (with
-///   the longest span's duration for service and operation terms).
+/// - `postings`: the search index, per batch and term (hash of a service, a service and
+///   span name, or a tag `key=value`), the rows of the batch that have it (with the
+///   longest span's duration for service and operation terms). Keyed by batch first, so
+///   a batch's lists are appended at the end of the table instead of scattered over
+///   every term's range (which rewrote most of the table's pages at each batch).
 /// - `operations`: the distinct (service, span name, span kind) seen.
 /// - `dependencies`: parent service to child service calls per minute of trace start.
 /// - `windows` and `alerts`: aggregate windows and alert events as the pipeline wrote them.
-const SCHEMA_V1: &str = "
+const SCHEMA_V2: &str = "
 CREATE TABLE traces (
     id INTEGER PRIMARY KEY,
     trace_id BLOB NOT NULL UNIQUE,
@@ -62,12 +64,11 @@ CREATE TABLE batches (
 );
 CREATE INDEX batches_max_start ON batches (max_start);
 CREATE TABLE postings (
-    term INTEGER NOT NULL,
     batch INTEGER NOT NULL,
+    term INTEGER NOT NULL,
     list BLOB NOT NULL,
-    PRIMARY KEY (term, batch)
+    PRIMARY KEY (batch, term)
 ) WITHOUT ROWID;
-CREATE INDEX postings_batch ON postings (batch);
 CREATE TABLE operations (
     service TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -106,6 +107,19 @@ CREATE INDEX alerts_at ON alerts (at_ms);
 CREATE INDEX alerts_rule ON alerts (rule, at_ms);
 ";
 
+/// From version 1: the posting lists keyed by batch first.
+const MIGRATE_V1: &str = "
+CREATE TABLE postings_v2 (
+    batch INTEGER NOT NULL,
+    term INTEGER NOT NULL,
+    list BLOB NOT NULL,
+    PRIMARY KEY (batch, term)
+) WITHOUT ROWID;
+INSERT INTO postings_v2 (batch, term, list) SELECT batch, term, list FROM postings ORDER BY batch, term;
+DROP TABLE postings;
+ALTER TABLE postings_v2 RENAME TO postings;
+";
+
 /// Sets the pragmas, then creates the schema of a new file or checks the version of an
 /// existing one.
 pub(crate) fn prepare(conn: &mut Connection, path: &Path) -> Result<(), RepositoryError> {
@@ -139,13 +153,15 @@ pub(crate) fn prepare(conn: &mut Connection, path: &Path) -> Result<(), Reposito
     }
     conn.execute_batch(CONNECTION_PRAGMAS)
         .during(path, "setting pragmas")?;
-    if version == 0 {
-        let tx = conn.transaction().during(path, "creating the schema")?;
-        tx.execute_batch(SCHEMA_V1)
-            .during(path, "creating the schema")?;
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .during(path, "creating the schema")?;
-        tx.commit().during(path, "creating the schema")?;
-    }
+    let (script, during) = match version {
+        0 => (SCHEMA_V2, "creating the schema"),
+        1 => (MIGRATE_V1, "migrating the schema from version 1"),
+        _ => return Ok(()),
+    };
+    let tx = conn.transaction().during(path, during)?;
+    tx.execute_batch(script).during(path, during)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .during(path, during)?;
+    tx.commit().during(path, during)?;
     Ok(())
 }

@@ -10,7 +10,8 @@ use crate::model::{SpanKind, TraceId};
 
 use super::codec::DecodeError;
 use super::error::{Context, RepositoryError};
-use super::write::{close_reason_of, id_bytes, is_incomplete, DEPENDENCY_BUCKET_NS};
+use super::prepare::DEPENDENCY_BUCKET_NS;
+use super::write::{close_reason_of, id_bytes, is_incomplete};
 use super::{codec, postings, terms, Dependency, Operation, Repository, StoredTrace, TraceSummary};
 
 /// Traces a search returns when the query sets no limit.
@@ -150,7 +151,7 @@ impl Repository {
             .during(path, DURING)?;
         let mut list = self
             .conn
-            .prepare_cached("SELECT list FROM postings WHERE term = ?1 AND batch = ?2")
+            .prepare_cached("SELECT list FROM postings WHERE batch = ?2 AND term = ?1")
             .during(path, DURING)?;
         let mut batch_rows = self
             .conn

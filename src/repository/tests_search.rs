@@ -200,3 +200,41 @@ fn limits_are_capped() {
     let q = TraceQuery { limit: 0, ..q };
     assert_eq!(repo.search(&q).unwrap().len(), DEFAULT_SEARCH_LIMIT);
 }
+
+#[test]
+fn a_version_1_file_is_migrated_and_searches_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = TraceQuery {
+        service: Some("payments".into()),
+        tags: vec![("host.name".into(), "pay-1".into())],
+        ..Default::default()
+    };
+    let before = {
+        let repo = stored(&dir);
+        let found = ids(&repo.search(&q).unwrap());
+        // version 1 kept the posting lists by term first
+        repo.execute_raw(
+            "CREATE TABLE postings_v1 (term INTEGER NOT NULL, batch INTEGER NOT NULL, \
+             list BLOB NOT NULL, PRIMARY KEY (term, batch)) WITHOUT ROWID;
+             INSERT INTO postings_v1 SELECT term, batch, list FROM postings;
+             DROP TABLE postings;
+             ALTER TABLE postings_v1 RENAME TO postings;
+             CREATE INDEX postings_batch ON postings (batch);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        found
+    };
+    assert_eq!(before, (1..=9).rev().collect::<Vec<_>>());
+    let mut repo = open(&dir);
+    let version: i64 = repo
+        .conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    assert_eq!(ids(&repo.search(&q).unwrap()), before);
+    // and the migrated file takes new batches
+    repo.store_traces(&[record(11, shop_trace(11, 20, 0), false)])
+        .unwrap();
+    assert_eq!(ids(&repo.search(&q).unwrap())[0], 11);
+}

@@ -4,14 +4,18 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use rayon::prelude::*;
 use rusqlite::{params, OptionalExtension, Transaction};
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::model::{Analysis, CloseReason, Span, SpanId, SpanKind, StatusCode, TraceId};
+use crate::model::{Analysis, CloseReason, Span, SpanId, SpanKind, TraceId};
 
 use super::error::{Context, RepositoryError};
 use super::postings::{kill_rows, BatchBuilder};
-use super::{codec, terms, Repository, TraceRecord};
+use super::prepare::{
+    canonical, count_dependencies, prepare, summarize, DependencyDeltas, Prepared,
+};
+use super::{codec, Repository, TraceRecord};
 
 /// What a call to [`Repository::store_traces`] did, by trace id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,9 +48,6 @@ pub(crate) fn close_reason_of(flags: i64) -> CloseReason {
 pub(crate) fn is_incomplete(flags: i64) -> bool {
     flags & INCOMPLETE != 0
 }
-
-/// The minute a trace's dependency calls are counted in.
-pub(crate) const DEPENDENCY_BUCKET_NS: i64 = 60_000_000_000;
 
 /// A trace as it will be stored: the union of its records.
 struct Merged<'r> {
@@ -131,86 +132,24 @@ impl<'r> Merged<'r> {
     }
 }
 
-/// True when the spans are in canonical order with distinct span ids.
-fn canonical(spans: &[Span]) -> bool {
-    let ordered = spans
-        .windows(2)
-        .all(|w| (w[0].start_ns, w[0].span_id) < (w[1].start_ns, w[1].span_id));
-    if !ordered {
-        return false;
-    }
-    let mut ids = FxHashSet::default();
-    ids.reserve(spans.len());
-    spans.iter().all(|s| ids.insert(s.span_id))
-}
+/// Traces prepared per task of the thread pool and handed to the writing thread.
+const PREPARE_CHUNK: usize = 64;
 
-/// The summary columns of a trace, from its spans.
-pub(crate) struct Summary<'s> {
-    pub start_ns: i64,
-    pub duration_ns: i64,
-    pub error_count: usize,
-    pub root: Option<&'s Span>,
-    pub services: Vec<&'s str>,
-}
-
-pub(crate) fn summarize(spans: &[Span]) -> Summary<'_> {
-    let start_ns = spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
-    let end_ns = spans.iter().map(|s| s.end_ns).max().unwrap_or(0);
-    let mut services: Vec<&str> = spans.iter().map(|s| s.service()).collect();
-    services.sort_unstable();
-    services.dedup();
-    Summary {
-        start_ns,
-        duration_ns: end_ns.saturating_sub(start_ns).max(0),
-        error_count: spans
-            .iter()
-            .filter(|s| s.status == StatusCode::Error)
-            .count(),
-        root: spans.iter().find(|s| s.is_root()),
-        services,
-    }
-}
-
-type DependencyDeltas = FxHashMap<(i64, Arc<str>, Arc<str>), i64>;
-
-/// Adds `sign` times the trace's cross-service parent/child calls to `deltas`.
-fn count_dependencies(spans: &[Span], start_ns: i64, sign: i64, deltas: &mut DependencyDeltas) {
-    let minute = start_ns.div_euclid(DEPENDENCY_BUCKET_NS) * DEPENDENCY_BUCKET_NS;
-    let mut service_of: FxHashMap<SpanId, &Arc<str>> = FxHashMap::default();
-    service_of.reserve(spans.len());
-    for s in spans {
-        service_of
-            .entry(s.span_id)
-            .or_insert(&s.resource.service_name);
-    }
-    for s in spans.iter().filter(|s| !s.is_root()) {
-        if let Some(parent) = service_of.get(&s.parent_span_id) {
-            if **parent != s.resource.service_name {
-                *deltas
-                    .entry((
-                        minute,
-                        Arc::clone(parent),
-                        Arc::clone(&s.resource.service_name),
-                    ))
-                    .or_insert(0) += sign;
-            }
-        }
-    }
-}
-
-/// Scratch space reused across the traces of a batch, and the batch's index.
-struct Scratch {
-    terms: FxHashMap<i64, Option<i64>>,
-    ids: FxHashSet<SpanId>,
-    deltas: DependencyDeltas,
-    batch: BatchBuilder,
-    /// Rows of earlier batches whose traces moved into this one.
-    killed: Vec<i64>,
+/// A trace of the batch once its stored row (if any) has been read: what to write.
+struct Pending<'r> {
+    key: [u8; 16],
+    merged: Merged<'r>,
+    /// The row it had and that row's dependency counts, negated, when it was stored.
+    replaces: Option<(i64, DependencyDeltas)>,
 }
 
 impl Repository {
     /// Stores a batch of trace records in one transaction (see the module docs for
     /// how records of one trace id combine). On error nothing of the batch is stored.
+    ///
+    /// The stored rows of the batch's trace ids are read first; then the rows, index
+    /// terms and dependency counts of the traces to write are prepared on every core;
+    /// then they are written in the batch's order.
     pub fn store_traces(
         &mut self,
         records: &[TraceRecord],
@@ -228,28 +167,79 @@ impl Repository {
         let path = self.path.clone();
         let tx = self.conn.transaction().during(&path, DURING)?;
         let mut report = StoreReport::default();
-        let mut scratch = Scratch {
-            terms: FxHashMap::default(),
-            ids: FxHashSet::default(),
-            deltas: DependencyDeltas::default(),
-            batch: BatchBuilder::new(self.next_row),
-            killed: Vec::new(),
-        };
+        let mut pending = Vec::with_capacity(order.len());
+        let mut ids = FxHashSet::default();
         for id in order {
             let group = groups.get(&id).map(Vec::as_slice).unwrap_or_default();
-            match store_one(&tx, &path, id, group, &mut scratch)? {
-                Outcome::Inserted => report.inserted += 1,
-                Outcome::Updated => report.updated += 1,
-                Outcome::Unchanged => report.unchanged += 1,
+            match merge_one(&tx, &path, id, group, &mut ids)? {
+                None => report.unchanged += 1,
+                Some(p) => {
+                    if p.replaces.is_some() {
+                        report.updated += 1;
+                    } else {
+                        report.inserted += 1;
+                    }
+                    pending.push(p);
+                }
             }
         }
-        let next_row = scratch.batch.next_row();
-        scratch.batch.write(&tx).during(&path, DURING)?;
-        kill_rows(&tx, &scratch.killed).during(&path, DURING)?;
-        write_dependencies(&tx, &scratch.deltas).during(&path, DURING)?;
+        let mut batch = BatchBuilder::new(self.next_row);
+        let mut deltas = DependencyDeltas::default();
+        let mut killed = Vec::new();
+        let (heads, work): (Vec<_>, Vec<_>) = pending
+            .into_iter()
+            .map(|p| {
+                let flags = p.merged.flags();
+                let analysis = p.merged.analysis.map(|(a, _)| a);
+                ((p.key, flags, p.replaces), (p.merged.spans, analysis))
+            })
+            .unzip();
+        // chunks are prepared on the thread pool while this thread writes the ones before
+        std::thread::scope(|scope| {
+            let (send, receive) = std::sync::mpsc::sync_channel::<Vec<Prepared>>(2);
+            scope.spawn(move || {
+                let mut work = work;
+                for chunk in work.chunks_mut(PREPARE_CHUNK) {
+                    let prepared = chunk
+                        .par_iter_mut()
+                        .map(|(spans, analysis)| {
+                            prepare(std::mem::take(spans), analysis.as_deref())
+                        })
+                        .collect();
+                    if send.send(prepared).is_err() {
+                        return; // the writer stopped at an error
+                    }
+                }
+            });
+            let mut heads = heads.into_iter();
+            for (prepared, (key, flags, replaces)) in receive.into_iter().flatten().zip(&mut heads)
+            {
+                if let Some((row, old_dependencies)) = replaces {
+                    // the trace moves to a row of this batch; its old row's postings go stale
+                    tx.prepare_cached("DELETE FROM traces WHERE id = ?1")
+                        .and_then(|mut st| st.execute([row]))
+                        .during(&path, DURING)?;
+                    killed.push(row);
+                    for (k, v) in old_dependencies {
+                        *deltas.entry(k).or_insert(0) += v;
+                    }
+                }
+                insert_row(&tx, batch.next_row(), &key, flags, &prepared).during(&path, DURING)?;
+                batch.add(prepared.start_ns, prepared.duration_ns, &prepared.terms);
+                for (k, v) in prepared.dependencies {
+                    *deltas.entry(k).or_insert(0) += v;
+                }
+            }
+            Ok::<(), RepositoryError>(())
+        })?;
+        let next_row = batch.next_row();
+        batch.write(&tx).during(&path, DURING)?;
+        kill_rows(&tx, &killed).during(&path, DURING)?;
+        write_dependencies(&tx, &deltas).during(&path, DURING)?;
         let new_operations =
             write_operations(&tx, &self.known_operations, records).during(&path, DURING)?;
         tx.commit().during(&path, DURING)?;
+        self.committed();
         self.next_row = next_row;
         // remembered only once committed: a rolled-back batch must write them again
         if self.known_operations.len() + new_operations.len() > KNOWN_OPERATIONS_CAP {
@@ -260,19 +250,15 @@ impl Repository {
     }
 }
 
-enum Outcome {
-    Inserted,
-    Updated,
-    Unchanged,
-}
-
-fn store_one(
+/// Combines a trace's records with its stored row, if any; `None` when they add nothing
+/// to what is stored.
+fn merge_one<'r>(
     tx: &Transaction<'_>,
     path: &std::path::Path,
     id: TraceId,
-    group: &[&TraceRecord],
-    scratch: &mut Scratch,
-) -> Result<Outcome, RepositoryError> {
+    group: &[&'r TraceRecord],
+    ids: &mut FxHashSet<SpanId>,
+) -> Result<Option<Pending<'r>>, RepositoryError> {
     const DURING: &str = "storing traces";
     let key = id_bytes(id);
     let existing: Option<(i64, i64, Vec<u8>)> = tx
@@ -282,88 +268,71 @@ fn store_one(
                 .optional()
         })
         .during(path, DURING)?;
-    scratch.ids.clear();
-    let (mut merged, outcome) = match existing {
-        None => {
-            let mut m = Merged::empty();
-            if let [only] = group {
-                if canonical(&only.trace.spans) {
-                    m.spans = Cow::Borrowed(&only.trace.spans);
-                    scratch
-                        .ids
-                        .extend(only.trace.spans.iter().map(|s| s.span_id));
-                }
+    ids.clear();
+    let Some((row, flags, body)) = existing else {
+        let mut merged = Merged::empty();
+        if let [only] = group {
+            if canonical(&only.trace.spans) {
+                merged.spans = Cow::Borrowed(&only.trace.spans);
+                ids.extend(only.trace.spans.iter().map(|s| s.span_id));
             }
-            for r in group {
-                m.absorb(r, &mut scratch.ids);
-            }
-            (m, Outcome::Inserted)
         }
-        Some((row, flags, body)) => {
-            let (spans, analysis) = codec::decode(id, &body)
-                .map_err(|e| RepositoryError::bad_record(path, DURING, e.0))?;
-            let mut old_dependencies = DependencyDeltas::default();
-            count_dependencies(
-                &spans,
-                summarize(&spans).start_ns,
-                -1,
-                &mut old_dependencies,
-            );
-            scratch.ids.extend(spans.iter().map(|s| s.span_id));
-            let mut m = Merged::stored(spans, analysis, flags);
-            let mut changed = false;
-            for r in group {
-                changed |= m.absorb(r, &mut scratch.ids);
-            }
-            if !changed {
-                return Ok(Outcome::Unchanged);
-            }
-            for (k, v) in old_dependencies {
-                *scratch.deltas.entry(k).or_insert(0) += v;
-            }
-            // the trace moves to a row of this batch; its old row's postings go stale
-            tx.prepare_cached("DELETE FROM traces WHERE id = ?1")
-                .and_then(|mut st| st.execute([row]))
-                .during(path, DURING)?;
-            scratch.killed.push(row);
-            (m, Outcome::Updated)
+        for r in group {
+            merged.absorb(r, ids);
         }
+        return Ok(Some(Pending {
+            key,
+            merged,
+            replaces: None,
+        }));
     };
-    if let Cow::Owned(spans) = &mut merged.spans {
-        spans.sort_unstable_by_key(|s| (s.start_ns, s.span_id));
+    let (spans, analysis) =
+        codec::decode(id, &body).map_err(|e| RepositoryError::bad_record(path, DURING, e.0))?;
+    let mut old_dependencies = DependencyDeltas::default();
+    count_dependencies(
+        &spans,
+        summarize(&spans).start_ns,
+        -1,
+        &mut old_dependencies,
+    );
+    ids.extend(spans.iter().map(|s| s.span_id));
+    let mut merged = Merged::stored(spans, analysis, flags);
+    let mut changed = false;
+    for r in group {
+        changed |= merged.absorb(r, ids);
     }
-    let spans: &[Span] = &merged.spans;
-    let summary = summarize(spans);
-    let body = codec::encode(spans, merged.analysis.as_ref().map(|(a, _)| &**a));
-    let services = serde_json::to_string(&summary.services).unwrap_or_default();
-    let row = scratch.batch.next_row();
+    Ok(changed.then_some(Pending {
+        key,
+        merged,
+        replaces: Some((row, old_dependencies)),
+    }))
+}
+
+fn insert_row(
+    tx: &Transaction<'_>,
+    row: i64,
+    key: &[u8; 16],
+    flags: i64,
+    p: &Prepared,
+) -> rusqlite::Result<usize> {
     tx.prepare_cached(
         "INSERT INTO traces (id, trace_id, start_ns, duration_ns, span_count, error_count, \
          flags, root_service, root_name, services, body) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    )
-    .and_then(|mut st| {
-        st.execute(params![
-            row,
-            &key[..],
-            summary.start_ns,
-            summary.duration_ns,
-            spans.len() as i64,
-            summary.error_count as i64,
-            merged.flags(),
-            summary.root.map(|r| r.service()),
-            summary.root.map(|r| &*r.name),
-            services,
-            body
-        ])
-    })
-    .during(path, DURING)?;
-    terms::collect(spans, &mut scratch.terms);
-    scratch
-        .batch
-        .add(summary.start_ns, summary.duration_ns, &scratch.terms);
-    count_dependencies(spans, summary.start_ns, 1, &mut scratch.deltas);
-    Ok(outcome)
+    )?
+    .execute(params![
+        row,
+        &key[..],
+        p.start_ns,
+        p.duration_ns,
+        p.span_count as i64,
+        p.error_count as i64,
+        flags,
+        p.root_service.as_deref(),
+        p.root_name.as_deref(),
+        p.services,
+        p.body
+    ])
 }
 
 pub(crate) fn write_dependencies(

@@ -1,0 +1,131 @@
+//! What a trace's row, index entries and dependency counts will be, computed from its
+//! spans and analysis alone: the part of storing that needs no database, so the traces
+//! of a batch are prepared on every core before one thread writes them.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::model::{Analysis, Span, SpanId, StatusCode};
+
+use super::{codec, terms};
+
+/// The minute a trace's dependency calls are counted in.
+pub(crate) const DEPENDENCY_BUCKET_NS: i64 = 60_000_000_000;
+
+/// True when the spans are in canonical order with distinct span ids.
+pub(crate) fn canonical(spans: &[Span]) -> bool {
+    let ordered = spans
+        .windows(2)
+        .all(|w| (w[0].start_ns, w[0].span_id) < (w[1].start_ns, w[1].span_id));
+    if !ordered {
+        return false;
+    }
+    let mut ids = FxHashSet::default();
+    ids.reserve(spans.len());
+    spans.iter().all(|s| ids.insert(s.span_id))
+}
+
+/// The summary columns of a trace, from its spans.
+pub(crate) struct Summary<'s> {
+    pub start_ns: i64,
+    pub duration_ns: i64,
+    pub error_count: usize,
+    pub root: Option<&'s Span>,
+    pub services: Vec<&'s str>,
+}
+
+pub(crate) fn summarize(spans: &[Span]) -> Summary<'_> {
+    let start_ns = spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
+    let end_ns = spans.iter().map(|s| s.end_ns).max().unwrap_or(0);
+    let mut services: Vec<&str> = spans.iter().map(|s| s.service()).collect();
+    services.sort_unstable();
+    services.dedup();
+    Summary {
+        start_ns,
+        duration_ns: end_ns.saturating_sub(start_ns).max(0),
+        error_count: spans
+            .iter()
+            .filter(|s| s.status == StatusCode::Error)
+            .count(),
+        root: spans.iter().find(|s| s.is_root()),
+        services,
+    }
+}
+
+pub(crate) type DependencyDeltas = FxHashMap<(i64, Arc<str>, Arc<str>), i64>;
+
+/// Adds `sign` times the trace's cross-service parent/child calls to `deltas`.
+pub(crate) fn count_dependencies(
+    spans: &[Span],
+    start_ns: i64,
+    sign: i64,
+    deltas: &mut DependencyDeltas,
+) {
+    let minute = start_ns.div_euclid(DEPENDENCY_BUCKET_NS) * DEPENDENCY_BUCKET_NS;
+    let mut service_of: FxHashMap<SpanId, &Arc<str>> = FxHashMap::default();
+    service_of.reserve(spans.len());
+    for s in spans {
+        service_of
+            .entry(s.span_id)
+            .or_insert(&s.resource.service_name);
+    }
+    for s in spans.iter().filter(|s| !s.is_root()) {
+        if let Some(parent) = service_of.get(&s.parent_span_id) {
+            if **parent != s.resource.service_name {
+                *deltas
+                    .entry((
+                        minute,
+                        Arc::clone(parent),
+                        Arc::clone(&s.resource.service_name),
+                    ))
+                    .or_insert(0) += sign;
+            }
+        }
+    }
+}
+
+/// A trace ready to be written: its row's columns, its index terms and its
+/// cross-service calls.
+pub(crate) struct Prepared {
+    pub start_ns: i64,
+    pub duration_ns: i64,
+    pub span_count: usize,
+    pub error_count: usize,
+    pub root_service: Option<Arc<str>>,
+    pub root_name: Option<Arc<str>>,
+    /// The distinct services, as a JSON array.
+    pub services: String,
+    pub body: Vec<u8>,
+    /// Each term with the duration of the longest span for service and operation terms.
+    pub terms: FxHashMap<i64, Option<i64>>,
+    /// The trace's calls between services, counted once.
+    pub dependencies: DependencyDeltas,
+}
+
+/// Puts `spans` in canonical order (by start, then span id) and computes what the
+/// trace's row and index entries hold.
+pub(crate) fn prepare(mut spans: Cow<'_, [Span]>, analysis: Option<&Analysis>) -> Prepared {
+    if let Cow::Owned(spans) = &mut spans {
+        spans.sort_unstable_by_key(|s| (s.start_ns, s.span_id));
+    }
+    let spans: &[Span] = &spans;
+    let summary = summarize(spans);
+    let mut terms = FxHashMap::default();
+    terms::collect(spans, &mut terms);
+    let mut dependencies = DependencyDeltas::default();
+    count_dependencies(spans, summary.start_ns, 1, &mut dependencies);
+    Prepared {
+        start_ns: summary.start_ns,
+        duration_ns: summary.duration_ns,
+        span_count: spans.len(),
+        error_count: summary.error_count,
+        root_service: summary.root.map(|r| Arc::clone(&r.resource.service_name)),
+        root_name: summary.root.map(|r| Arc::clone(&r.name)),
+        services: serde_json::to_string(&summary.services).unwrap_or_default(),
+        body: codec::encode(spans, analysis),
+        terms,
+        dependencies,
+    }
+}
