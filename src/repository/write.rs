@@ -148,8 +148,9 @@ impl Repository {
     /// how records of one trace id combine). On error nothing of the batch is stored.
     ///
     /// The stored rows of the batch's trace ids are read first; then the rows, index
-    /// terms and dependency counts of the traces to write are prepared on every core;
-    /// then they are written in the batch's order.
+    /// terms and dependency counts of the traces to write are prepared on the thread
+    /// pool, a chunk at a time, while this thread writes the chunks before, in the
+    /// batch's order.
     pub fn store_traces(
         &mut self,
         records: &[TraceRecord],
