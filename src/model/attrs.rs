@@ -42,6 +42,28 @@ fn put_value(buf: &mut Vec<u8>, value: AttrValue<'_>) {
     }
 }
 
+/// One attribute value with a string as its bytes (UTF-8, checked when the attributes
+/// were built or read): for consumers that only hash or copy them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RawValue<'a> {
+    Str(&'a [u8]),
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+}
+
+fn read_raw_attribute<'a>(r: &mut Reader<'a>) -> Result<(&'a [u8], RawValue<'a>), AvroReadError> {
+    let key = r.bytes()?;
+    let value = match r.long()? {
+        BRANCH_STRING => RawValue::Str(r.bytes()?),
+        BRANCH_BOOL => RawValue::Bool(r.bool()?),
+        BRANCH_LONG => RawValue::Int(r.long()?),
+        BRANCH_DOUBLE => RawValue::Double(r.double()?),
+        other => return Err(AvroReadError::BadUnion(other, "Attribute.value")),
+    };
+    Ok((key, value))
+}
+
 fn read_attribute<'a>(r: &mut Reader<'a>) -> Result<(&'a str, AttrValue<'a>), AvroReadError> {
     let key = r.str()?;
     let value = match r.long()? {
@@ -134,6 +156,20 @@ impl Attributes {
         let mut r = Reader::new(self.as_bytes());
         let remaining = r.block_count().unwrap_or(0);
         AttrIter { r, remaining }
+    }
+
+    /// The attributes in order, strings as bytes: no UTF-8 check on the way (they were
+    /// checked when built or read).
+    pub fn iter_raw(&self) -> impl Iterator<Item = (&[u8], RawValue<'_>)> + '_ {
+        let mut r = Reader::new(self.as_bytes());
+        let mut remaining = r.block_count().unwrap_or(0);
+        std::iter::from_fn(move || {
+            if remaining == 0 {
+                return None;
+            }
+            remaining -= 1;
+            read_raw_attribute(&mut r).ok()
+        })
     }
 
     /// The value of `key`, if present.
@@ -303,6 +339,10 @@ mod tests {
         assert_eq!(all[0], ("http.method", AttrValue::Str("GET")));
         assert_eq!(attrs.get("http.status_code"), Some(AttrValue::Int(503)));
         assert_eq!(attrs.get("missing"), None);
+        let raw: Vec<_> = attrs.iter_raw().collect();
+        assert_eq!(raw.len(), 4);
+        assert_eq!(raw[0], (&b"http.method"[..], RawValue::Str(b"GET")));
+        assert_eq!(raw[2], (&b"http.status_code"[..], RawValue::Int(503)));
         assert!(AttributesBuilder::default().build().is_empty());
     }
 

@@ -17,6 +17,7 @@ use rusqlite::{params, OptionalExtension, Transaction};
 use rustc_hash::FxHashMap;
 
 use super::codec::{get_varint, put_varint, DecodeError};
+use super::terms::Term;
 
 /// One entry of a posting list: row offset in the batch and, for service and
 /// operation terms, the duration of the longest span.
@@ -126,15 +127,10 @@ impl BatchBuilder {
     }
 
     /// Adds the trace at [`BatchBuilder::next_row`] with its terms.
-    pub(crate) fn add(
-        &mut self,
-        start_ns: i64,
-        duration_ns: i64,
-        terms: &FxHashMap<i64, Option<i64>>,
-    ) {
+    pub(crate) fn add(&mut self, start_ns: i64, duration_ns: i64, terms: &[Term]) {
         let offset = self.rows.len() as u32;
         self.rows.push(Some((start_ns, duration_ns)));
-        for (&term, &dur) in terms {
+        for &(term, dur) in terms {
             self.lists.entry(term).or_default().push((offset, dur));
         }
     }

@@ -64,25 +64,37 @@ pub(crate) fn count_dependencies(
     deltas: &mut DependencyDeltas,
 ) {
     let minute = start_ns.div_euclid(DEPENDENCY_BUCKET_NS) * DEPENDENCY_BUCKET_NS;
-    let mut service_of: FxHashMap<SpanId, &Arc<str>> = FxHashMap::default();
-    service_of.reserve(spans.len());
-    for s in spans {
-        service_of
-            .entry(s.span_id)
-            .or_insert(&s.resource.service_name);
-    }
+    let mut service_of: Vec<(SpanId, &Arc<str>)> = spans
+        .iter()
+        .map(|s| (s.span_id, &s.resource.service_name))
+        .collect();
+    // the first span of an id names its service, as a map filled in span order would
+    service_of.sort_by_key(|e| e.0);
+    service_of.dedup_by_key(|e| e.0);
+    let same = |a: &Arc<str>, b: &Arc<str>| Arc::ptr_eq(a, b) || **a == **b;
+    // a trace has few distinct calls: counted here first, so the shared names are
+    // cloned once per call rather than once per span
+    let mut calls: Vec<(&Arc<str>, &Arc<str>, i64)> = Vec::new();
     for s in spans.iter().filter(|s| !s.is_root()) {
-        if let Some(parent) = service_of.get(&s.parent_span_id) {
-            if **parent != s.resource.service_name {
-                *deltas
-                    .entry((
-                        minute,
-                        Arc::clone(parent),
-                        Arc::clone(&s.resource.service_name),
-                    ))
-                    .or_insert(0) += sign;
-            }
+        let Ok(i) = service_of.binary_search_by_key(&s.parent_span_id, |e| e.0) else {
+            continue;
+        };
+        let (parent, child) = (service_of[i].1, &s.resource.service_name);
+        if same(parent, child) {
+            continue;
         }
+        match calls
+            .iter_mut()
+            .find(|c| same(c.0, parent) && same(c.1, child))
+        {
+            Some(c) => c.2 += sign,
+            None => calls.push((parent, child, sign)),
+        }
+    }
+    for (parent, child, n) in calls {
+        *deltas
+            .entry((minute, Arc::clone(parent), Arc::clone(child)))
+            .or_insert(0) += n;
     }
 }
 
@@ -99,7 +111,7 @@ pub(crate) struct Prepared {
     pub services: String,
     pub body: Vec<u8>,
     /// Each term with the duration of the longest span for service and operation terms.
-    pub terms: FxHashMap<i64, Option<i64>>,
+    pub terms: Vec<terms::Term>,
     /// The trace's calls between services, counted once.
     pub dependencies: DependencyDeltas,
 }
@@ -112,7 +124,7 @@ pub(crate) fn prepare(mut spans: Cow<'_, [Span]>, analysis: Option<&Analysis>) -
     }
     let spans: &[Span] = &spans;
     let summary = summarize(spans);
-    let mut terms = FxHashMap::default();
+    let mut terms = Vec::new();
     terms::collect(spans, &mut terms);
     let mut dependencies = DependencyDeltas::default();
     count_dependencies(spans, summary.start_ns, 1, &mut dependencies);

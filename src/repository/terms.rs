@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use crate::model::{AttrValue, Span, SpanKind, StatusCode};
+use crate::model::{RawValue, Resource, Span, SpanKind, StatusCode};
 
 fn hash(kind: u8, parts: &[&[u8]]) -> i64 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -49,22 +49,29 @@ pub(crate) fn tag_term(key: &str, value: &str) -> i64 {
     hash(b't', &[key.as_bytes(), value.as_bytes()])
 }
 
-fn value_term(key: &str, value: AttrValue<'_>, buf: &mut String) -> i64 {
+fn value_term(key: &[u8], value: RawValue<'_>, buf: &mut String) -> i64 {
     use std::fmt::Write as _;
-    match value {
-        AttrValue::Str(s) => tag_term(key, s),
-        AttrValue::Bool(b) => tag_term(key, if b { "true" } else { "false" }),
-        AttrValue::Int(i) => {
+    let text: &[u8] = match value {
+        RawValue::Str(s) => s,
+        RawValue::Bool(b) => {
+            if b {
+                b"true"
+            } else {
+                b"false"
+            }
+        }
+        RawValue::Int(i) => {
             buf.clear();
             let _ = write!(buf, "{i}");
-            tag_term(key, buf)
+            buf.as_bytes()
         }
-        AttrValue::Double(d) => {
+        RawValue::Double(d) => {
             buf.clear();
             let _ = write!(buf, "{d}");
-            tag_term(key, buf)
+            buf.as_bytes()
         }
-    }
+    };
+    hash(b't', &[key, text])
 }
 
 /// The lowercase span kind, as Jaeger's `span.kind` tag.
@@ -79,28 +86,35 @@ pub(crate) fn kind_tag(kind: SpanKind) -> Option<&'static str> {
     }
 }
 
-/// Collects the terms of a trace into `out`: each service and each (service, span
-/// name) with the duration of its longest span, and each tag (with `None`). Tags are the span attributes, the resource attributes, `error=true`
-/// for a span with status ERROR and `span.kind` (as Jaeger shows them).
-pub(crate) fn collect(spans: &[Span], out: &mut FxHashMap<i64, Option<i64>>) {
-    out.clear();
-    let mut buf = String::new();
-    let mut resources_seen: Vec<*const crate::model::Resource> = Vec::new();
+/// One term of a trace: its hash and, for service and operation terms, the duration of
+/// the trace's longest span with it.
+pub(crate) type Term = (i64, Option<i64>);
+
+/// Collects the terms of a trace into `terms`, without repeats: each
+/// service and each (service, span name) with the duration of its longest span, and
+/// each tag (with `None`). Tags are the span attributes, the resource attributes,
+/// `error=true` for a span with status ERROR and `span.kind` (as Jaeger shows them).
+pub(crate) fn collect(spans: &[Span], terms: &mut Vec<Term>) {
+    terms.clear();
+    let mut out: FxHashMap<i64, Option<i64>> =
+        FxHashMap::with_capacity_and_hasher(spans.len() * 8, Default::default());
     let put_max = |out: &mut FxHashMap<i64, Option<i64>>, term: i64, dur: i64| {
         let e = out.entry(term).or_insert(Some(dur));
         *e = Some(e.unwrap_or(dur).max(dur));
     };
+    let mut buf = String::new();
+    let mut resources_seen: Vec<*const Resource> = Vec::new();
     for s in spans {
         let dur = (s.end_ns - s.start_ns).max(0);
-        put_max(out, service_term(s.service()), dur);
-        put_max(out, operation_term(s.service(), &s.name), dur);
-        for (k, v) in s.attributes.iter() {
+        put_max(&mut out, service_term(s.service()), dur);
+        put_max(&mut out, operation_term(s.service(), &s.name), dur);
+        for (k, v) in s.attributes.iter_raw() {
             out.insert(value_term(k, v, &mut buf), None);
         }
         let r = Arc::as_ptr(&s.resource);
         if !resources_seen.contains(&r) {
             resources_seen.push(r);
-            for (k, v) in s.resource.attributes.iter() {
+            for (k, v) in s.resource.attributes.iter_raw() {
                 out.insert(value_term(k, v, &mut buf), None);
             }
         }
@@ -111,6 +125,7 @@ pub(crate) fn collect(spans: &[Span], out: &mut FxHashMap<i64, Option<i64>>) {
             out.insert(tag_term("span.kind", kind), None);
         }
     }
+    terms.extend(out);
 }
 
 #[cfg(test)]
@@ -124,5 +139,14 @@ mod tests {
         assert_ne!(tag_term("k", "v1"), tag_term("k", "v2"));
         // the format: a fixed value pins the hash across releases
         assert_eq!(service_term("checkout"), 3_095_528_466_851_187_632);
+        let mut buf = String::new();
+        assert_eq!(
+            value_term(b"http.status_code", RawValue::Int(503), &mut buf),
+            tag_term("http.status_code", "503")
+        );
+        assert_eq!(
+            value_term(b"retry", RawValue::Bool(true), &mut buf),
+            tag_term("retry", "true")
+        );
     }
 }

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use crate::model::{
-    Analysis, AttrValue, Attributes, AttributesBuilder, Events, EventsBuilder, Resource, Span,
-    SpanId, SpanKind, StatusCode, TraceId,
+    Analysis, AttrValue, Attributes, AttributesBuilder, Events, EventsBuilder, RawValue, Resource,
+    Span, SpanId, SpanKind, StatusCode, TraceId,
 };
 
 use analysis::{decode_analysis, encode_analysis};
@@ -71,12 +71,17 @@ pub(crate) fn get_signed(buf: &[u8], pos: &mut usize) -> Decoded<i64> {
 /// Writes a body while collecting its strings.
 struct Writer<'a> {
     body: Vec<u8>,
-    index: FxHashMap<&'a str, u32>,
-    strings: Vec<&'a str>,
+    index: FxHashMap<&'a [u8], u32>,
+    strings: Vec<&'a [u8]>,
 }
 
 impl<'a> Writer<'a> {
     fn str(&mut self, s: &'a str) {
+        self.utf8(s.as_bytes());
+    }
+
+    /// A string given as its UTF-8 bytes.
+    fn utf8(&mut self, s: &'a [u8]) {
         let next = self.strings.len() as u32;
         let i = *self.index.entry(s).or_insert_with(|| next);
         if i == next {
@@ -99,19 +104,19 @@ impl<'a> Writer<'a> {
         let start = self.body.len();
         self.body.push(0);
         let mut n = 0usize;
-        for (k, v) in attrs.iter() {
-            self.str(k);
+        for (k, v) in attrs.iter_raw() {
+            self.utf8(k);
             match v {
-                AttrValue::Str(s) => {
+                RawValue::Str(s) => {
                     self.body.push(0);
-                    self.str(s);
+                    self.utf8(s);
                 }
-                AttrValue::Bool(b) => self.body.push(1 + u8::from(b)),
-                AttrValue::Int(i) => {
+                RawValue::Bool(b) => self.body.push(1 + u8::from(b)),
+                RawValue::Int(i) => {
                     self.body.push(3);
                     put_signed(&mut self.body, i);
                 }
-                AttrValue::Double(d) => {
+                RawValue::Double(d) => {
                     self.body.push(4);
                     self.body.extend_from_slice(&d.to_le_bytes());
                 }
@@ -131,7 +136,7 @@ impl<'a> Writer<'a> {
         put_len(&mut out, self.strings.len());
         for s in &self.strings {
             put_len(&mut out, s.len());
-            out.extend_from_slice(s.as_bytes());
+            out.extend_from_slice(s);
         }
         out.extend_from_slice(&self.body);
         out
@@ -145,8 +150,8 @@ pub(crate) fn encode(spans: &[Span], analysis: Option<&Analysis>) -> Vec<u8> {
         spans.iter().map(|s| s.events.iter().collect()).collect();
     let mut w = Writer {
         body: Vec::with_capacity(48 * spans.len() + 64),
-        index: FxHashMap::default(),
-        strings: Vec::with_capacity(64),
+        index: FxHashMap::with_capacity_and_hasher(128, Default::default()),
+        strings: Vec::with_capacity(128),
     };
     let base = spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
     put_signed(&mut w.body, base);
