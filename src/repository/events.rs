@@ -179,6 +179,7 @@ impl Repository {
     /// key, size and start) is replaced.
     pub fn store_windows(&mut self, windows: &[WindowAggregate]) -> Result<(), RepositoryError> {
         const DURING: &str = "storing windows";
+        self.before_write();
         let tx = self.conn.transaction().during(&self.path, DURING)?;
         {
             let mut st = tx
@@ -308,6 +309,7 @@ impl Repository {
     /// escalation of a firing alert).
     pub fn store_alerts(&mut self, alerts: &[Alert]) -> Result<(), RepositoryError> {
         const DURING: &str = "storing alerts";
+        self.before_write();
         let tx = self.conn.transaction().during(&self.path, DURING)?;
         {
             let mut st = tx

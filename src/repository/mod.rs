@@ -260,6 +260,14 @@ impl Repository {
             .during(&self.path, "checkpointing")
     }
 
+    /// Before a write transaction: lets the checkpoint thread catch up with a long log
+    /// so that the transaction starts it over (see `checkpointer.rs`).
+    fn before_write(&self) {
+        if let Some(c) = &self.checkpointer {
+            c.drain();
+        }
+    }
+
     /// Tells the checkpoint thread that a transaction was committed.
     fn committed(&self) {
         if let Some(c) = &self.checkpointer {

@@ -166,6 +166,7 @@ impl Repository {
             g.push(r);
         }
         let path = self.path.clone();
+        self.before_write();
         let tx = self.conn.transaction().during(&path, DURING)?;
         let mut report = StoreReport::default();
         let mut pending = Vec::with_capacity(order.len());
