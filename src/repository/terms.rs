@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::model::{RawValue, Resource, Span, SpanKind, StatusCode};
 
@@ -96,36 +96,61 @@ pub(crate) type Term = (i64, Option<i64>);
 /// `error=true` for a span with status ERROR and `span.kind` (as Jaeger shows them).
 pub(crate) fn collect(spans: &[Span], terms: &mut Vec<Term>) {
     terms.clear();
-    let mut out: FxHashMap<i64, Option<i64>> =
-        FxHashMap::with_capacity_and_hasher(spans.len() * 8, Default::default());
-    let put_max = |out: &mut FxHashMap<i64, Option<i64>>, term: i64, dur: i64| {
-        let e = out.entry(term).or_insert(Some(dur));
-        *e = Some(e.unwrap_or(dur).max(dur));
-    };
+    let mut tags: FxHashSet<i64> =
+        FxHashSet::with_capacity_and_hasher(spans.len() * 8, Default::default());
     let mut buf = String::new();
     let mut resources_seen: Vec<*const Resource> = Vec::new();
+    // a trace has few distinct operations and kinds: gathered first, hashed once
+    let mut operations: Vec<(&str, &Arc<str>, i64)> = Vec::new();
+    let mut kinds = 0u8;
+    let mut error = false;
     for s in spans {
         let dur = (s.end_ns - s.start_ns).max(0);
-        put_max(&mut out, service_term(s.service()), dur);
-        put_max(&mut out, operation_term(s.service(), &s.name), dur);
+        let op = operations
+            .iter_mut()
+            .find(|o| Arc::ptr_eq(o.1, &s.name) && o.0 == s.service());
+        match op {
+            Some(o) => o.2 = o.2.max(dur),
+            None => operations.push((s.service(), &s.name, dur)),
+        }
         for (k, v) in s.attributes.iter_raw() {
-            out.insert(value_term(k, v, &mut buf), None);
+            tags.insert(value_term(k, v, &mut buf));
         }
         let r = Arc::as_ptr(&s.resource);
         if !resources_seen.contains(&r) {
             resources_seen.push(r);
             for (k, v) in s.resource.attributes.iter_raw() {
-                out.insert(value_term(k, v, &mut buf), None);
+                tags.insert(value_term(k, v, &mut buf));
             }
         }
-        if s.status == StatusCode::Error {
-            out.insert(tag_term("error", "true"), None);
-        }
-        if let Some(kind) = kind_tag(s.kind) {
-            out.insert(tag_term("span.kind", kind), None);
+        error |= s.status == StatusCode::Error;
+        kinds |= 1 << (s.kind as u8);
+    }
+    if error {
+        tags.insert(tag_term("error", "true"));
+    }
+    for kind in SpanKind::ALL {
+        if kinds & (1 << (kind as u8)) != 0 {
+            if let Some(tag) = kind_tag(kind) {
+                tags.insert(tag_term("span.kind", tag));
+            }
         }
     }
-    terms.extend(out);
+    // operations of one name may be different `Arc`s: equal terms merge here
+    let mut timed: FxHashMap<i64, i64> = FxHashMap::default();
+    for (service, name, dur) in operations {
+        for term in [service_term(service), operation_term(service, name)] {
+            let e = timed.entry(term).or_insert(dur);
+            *e = (*e).max(dur);
+        }
+    }
+    terms.reserve(tags.len() + timed.len());
+    terms.extend(
+        tags.into_iter()
+            .filter(|t| !timed.contains_key(t))
+            .map(|t| (t, None)),
+    );
+    terms.extend(timed.into_iter().map(|(t, d)| (t, Some(d))));
 }
 
 #[cfg(test)]
