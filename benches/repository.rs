@@ -4,7 +4,8 @@
 //! Traces come from the synthetic workload (each analysed by the analyze stage), cut or
 //! grown to 25 spans: a trace with more keeps its first 25 in span order, one with fewer
 //! takes more spans of the next trace under new span ids and its own root. Templates are
-//! replayed under fresh trace ids, 10 ms apart in event time. They are stored in batches
+//! replayed under fresh trace ids (spread over the id space, as random ones are), 10 ms
+//! apart in event time. They are stored in batches
 //! of 1,000 (one transaction each), as the repository's consumer would.
 //!
 //! Searches are service + operation + duration range + tag queries built from stored
@@ -90,10 +91,22 @@ fn templates() -> Vec<Vec<Span>> {
     out
 }
 
+/// The id of the `i`-th trace: distinct and spread over the id space as real ones are
+/// (random ids land all over the trace id index; consecutive ones would only append).
+fn trace_id(i: usize) -> u128 {
+    let mix = |mut z: u64| {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    // the low half is `i` itself, so ids never collide
+    (u128::from(mix(i as u64 ^ 0x5eed)) << 64) | i as u128
+}
+
 /// The `i`-th trace: template `i % len` under a new trace id, started `i` gaps later.
 fn record(templates: &[(Trace, spanline::model::Analysis)], i: usize, t0: i64) -> TraceRecord {
     let (tmpl, analysis) = &templates[i % templates.len()];
-    let id = 0x7000_0000_0000_0000_0000_0000_0000_0000u128 + i as u128;
+    let id = trace_id(i);
     let shift = t0 + i as i64 * GAP_NS - tmpl.start_ns();
     let spans = tmpl
         .spans

@@ -147,10 +147,11 @@ impl Repository {
     /// Stores a batch of trace records in one transaction (see the module docs for
     /// how records of one trace id combine). On error nothing of the batch is stored.
     ///
-    /// The stored rows of the batch's trace ids are read first; then the rows, index
-    /// terms and dependency counts of the traces to write are prepared on the thread
-    /// pool, a chunk at a time, while this thread writes the chunks before, in the
-    /// batch's order.
+    /// The rows, index terms and dependency counts of the batch's new traces are
+    /// prepared on the thread pool, a chunk at a time, while this thread reads the
+    /// stored rows of the batch's trace ids and then writes the chunks prepared, in the
+    /// batch's order; a trace that was stored or comes in several records is prepared
+    /// here once merged.
     pub fn store_traces(
         &mut self,
         records: &[TraceRecord],
@@ -166,46 +167,29 @@ impl Repository {
             g.push(r);
         }
         let path = self.path.clone();
-        self.before_write();
-        let tx = self.conn.transaction().during(&path, DURING)?;
         let mut report = StoreReport::default();
-        let mut pending = Vec::with_capacity(order.len());
-        let mut ids = FxHashSet::default();
-        for id in order {
-            let group = groups.get(&id).map(Vec::as_slice).unwrap_or_default();
-            match merge_one(&tx, &path, id, group, &mut ids)? {
-                None => report.unchanged += 1,
-                Some(p) => {
-                    if p.replaces.is_some() {
-                        report.updated += 1;
-                    } else {
-                        report.inserted += 1;
-                    }
-                    pending.push(p);
-                }
-            }
-        }
         let mut batch = BatchBuilder::new(self.next_row);
         let mut deltas = DependencyDeltas::default();
         let mut killed = Vec::new();
-        let (heads, work): (Vec<_>, Vec<_>) = pending
-            .into_iter()
-            .map(|p| {
-                let flags = p.merged.flags();
-                let analysis = p.merged.analysis.map(|(a, _)| a);
-                ((p.key, flags, p.replaces), (p.merged.spans, analysis))
-            })
-            .unzip();
-        // chunks are prepared on the thread pool while this thread writes the ones before
-        std::thread::scope(|scope| {
-            let (send, receive) = std::sync::mpsc::sync_channel::<Vec<Prepared>>(2);
+        let (groups, order) = (&groups, &order);
+        let (conn, checkpointer) = (&mut self.conn, self.checkpointer.as_ref());
+        let tx = std::thread::scope(|scope| {
+            // most traces of a batch are new and come in one record: those are prepared
+            // on the thread pool from the start, while this thread waits for the log
+            // and reads the stored rows; the others are prepared here once merged
+            let (send, receive) = std::sync::mpsc::sync_channel::<Vec<Option<Prepared>>>(
+                order.len() / PREPARE_CHUNK + 1,
+            );
             scope.spawn(move || {
-                let mut work = work;
-                for chunk in work.chunks_mut(PREPARE_CHUNK) {
+                for chunk in order.chunks(PREPARE_CHUNK) {
                     let prepared = chunk
-                        .par_iter_mut()
-                        .map(|(spans, analysis)| {
-                            prepare(std::mem::take(spans), analysis.as_deref())
+                        .par_iter()
+                        .map(|id| match groups.get(id).map(Vec::as_slice) {
+                            Some([only]) if canonical(&only.trace.spans) => Some(prepare(
+                                Cow::Borrowed(&only.trace.spans),
+                                only.analysis.as_ref(),
+                            )),
+                            _ => None,
                         })
                         .collect();
                     if send.send(prepared).is_err() {
@@ -213,10 +197,40 @@ impl Repository {
                     }
                 }
             });
-            let mut heads = heads.into_iter();
-            for (prepared, (key, flags, replaces)) in receive.into_iter().flatten().zip(&mut heads)
-            {
-                if let Some((row, old_dependencies)) = replaces {
+            if let Some(c) = checkpointer {
+                c.drain(); // see `Repository::before_write`
+            }
+            let tx = conn.transaction().during(&path, DURING)?;
+            let mut pending = Vec::with_capacity(order.len());
+            let mut ids = FxHashSet::default();
+            for (index, &id) in order.iter().enumerate() {
+                let group = groups.get(&id).map(Vec::as_slice).unwrap_or_default();
+                match merge_one(&tx, &path, id, group, &mut ids)? {
+                    None => report.unchanged += 1,
+                    Some(p) => {
+                        if p.replaces.is_some() {
+                            report.updated += 1;
+                        } else {
+                            report.inserted += 1;
+                        }
+                        pending.push((index, p));
+                    }
+                }
+            }
+            let mut speculative = receive.into_iter().flatten();
+            let mut next = 0;
+            for (index, p) in pending {
+                let mut ready = None;
+                while next <= index {
+                    ready = speculative.next().flatten();
+                    next += 1;
+                }
+                let flags = p.merged.flags();
+                let prepared = match (ready, &p.replaces) {
+                    (Some(ready), None) => ready,
+                    _ => prepare(p.merged.spans, p.merged.analysis.as_ref().map(|a| &*a.0)),
+                };
+                if let Some((row, old_dependencies)) = p.replaces {
                     // the trace moves to a row of this batch; its old row's postings go stale
                     tx.prepare_cached("DELETE FROM traces WHERE id = ?1")
                         .and_then(|mut st| st.execute([row]))
@@ -226,13 +240,14 @@ impl Repository {
                         *deltas.entry(k).or_insert(0) += v;
                     }
                 }
-                insert_row(&tx, batch.next_row(), &key, flags, &prepared).during(&path, DURING)?;
+                insert_row(&tx, batch.next_row(), &p.key, flags, &prepared)
+                    .during(&path, DURING)?;
                 batch.add(prepared.start_ns, prepared.duration_ns, &prepared.terms);
                 for (k, v) in prepared.dependencies {
                     *deltas.entry(k).or_insert(0) += v;
                 }
             }
-            Ok::<(), RepositoryError>(())
+            Ok::<_, RepositoryError>(tx)
         })?;
         let next_row = batch.next_row();
         batch.write(&tx).during(&path, DURING)?;
