@@ -65,15 +65,15 @@ fn read_raw_attribute<'a>(r: &mut Reader<'a>) -> Result<(&'a [u8], RawValue<'a>)
 }
 
 fn read_attribute<'a>(r: &mut Reader<'a>) -> Result<(&'a str, AttrValue<'a>), AvroReadError> {
-    let key = r.str()?;
-    let value = match r.long()? {
-        BRANCH_STRING => AttrValue::Str(r.str()?),
-        BRANCH_BOOL => AttrValue::Bool(r.bool()?),
-        BRANCH_LONG => AttrValue::Int(r.long()?),
-        BRANCH_DOUBLE => AttrValue::Double(r.double()?),
-        other => return Err(AvroReadError::BadUnion(other, "Attribute.value")),
+    let utf8 = |b| std::str::from_utf8(b).map_err(|_| AvroReadError::BadUtf8);
+    let (key, value) = read_raw_attribute(r)?;
+    let value = match value {
+        RawValue::Str(s) => AttrValue::Str(utf8(s)?),
+        RawValue::Bool(b) => AttrValue::Bool(b),
+        RawValue::Int(i) => AttrValue::Int(i),
+        RawValue::Double(d) => AttrValue::Double(d),
     };
-    Ok((key, value))
+    Ok((utf8(key)?, value))
 }
 
 /// Reads an Avro array whose items `read_item` consumes, and returns its canonical
@@ -109,6 +109,22 @@ fn read_array(
     }
     out.push(0);
     Ok(canonical_box(&out))
+}
+
+/// The items of a canonical (one block) encoded array, each read by `read`.
+fn items<'a, T: 'a>(
+    bytes: &'a [u8],
+    read: fn(&mut Reader<'a>) -> Result<T, AvroReadError>,
+) -> impl Iterator<Item = T> + 'a {
+    let mut r = Reader::new(bytes);
+    let mut remaining = r.block_count().unwrap_or(0);
+    std::iter::from_fn(move || {
+        if remaining == 0 {
+            return None;
+        }
+        remaining -= 1;
+        read(&mut r).ok()
+    })
 }
 
 fn first_block_positive(r: &Reader<'_>, start: usize) -> bool {
@@ -161,15 +177,7 @@ impl Attributes {
     /// The attributes in order, strings as bytes: no UTF-8 check on the way (they were
     /// checked when built or read).
     pub fn iter_raw(&self) -> impl Iterator<Item = (&[u8], RawValue<'_>)> + '_ {
-        let mut r = Reader::new(self.as_bytes());
-        let mut remaining = r.block_count().unwrap_or(0);
-        std::iter::from_fn(move || {
-            if remaining == 0 {
-                return None;
-            }
-            remaining -= 1;
-            read_raw_attribute(&mut r).ok()
-        })
+        items(self.as_bytes(), read_raw_attribute)
     }
 
     /// The value of `key`, if present.
@@ -272,15 +280,7 @@ impl Events {
 
     /// The events in order: time, name, attributes.
     pub fn iter(&self) -> impl Iterator<Item = (i64, &str, Attributes)> + '_ {
-        let mut r = Reader::new(self.as_bytes());
-        let mut remaining = r.block_count().unwrap_or(0);
-        std::iter::from_fn(move || {
-            if remaining == 0 {
-                return None;
-            }
-            remaining -= 1;
-            read_event(&mut r).ok()
-        })
+        items(self.as_bytes(), read_event)
     }
 
     /// Bytes of heap this value holds.
