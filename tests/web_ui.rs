@@ -28,6 +28,11 @@ fn browser_or_skip() -> Option<(PathBuf, PathBuf)> {
 
 /// A five-minute demo at 100 traces/s on a free port, with `args` added.
 fn demo(args: &[&str]) -> Demo {
+    demo_with_env(args, &[])
+}
+
+/// [`demo`] with environment variables `env` set.
+fn demo_with_env(args: &[&str], env: &[(&str, &str)]) -> Demo {
     let mut all = vec![
         "demo",
         "--duration",
@@ -38,7 +43,7 @@ fn demo(args: &[&str]) -> Demo {
         "100",
     ];
     all.extend_from_slice(args);
-    Demo::start_with_args(Path::new(env!("CARGO_BIN_EXE_spanline")), &all)
+    Demo::start_with_env(Path::new(env!("CARGO_BIN_EXE_spanline")), &all, env)
 }
 
 #[test]
@@ -122,6 +127,46 @@ fn without_a_repository_the_ui_fills_from_live_data_and_says_what_is_off() {
     assert!(
         run.status.success() && run.stdout.trim_end().ends_with("ok"),
         "web_ui_no_repository.py failed ({})\n{}\n{}",
+        run.status,
+        run.output(),
+        demo.output_tail(60)
+    );
+}
+
+#[test]
+fn with_an_api_token_the_ui_asks_for_it_and_works_once_given() {
+    let Some((chromium, python)) = browser_or_skip() else {
+        return;
+    };
+    const TOKEN: &str = "s3cret-token-for-the-ui-test";
+    let demo = demo_with_env(&["--faults", ""], &[("SPANLINE_API_TOKEN", TOKEN)]);
+    let base = demo.ui().trim_end_matches('/').to_string();
+    let refused = reqwest::blocking::get(format!("{base}/api/services")).unwrap();
+    assert_eq!(refused.status(), 401, "the API without the token");
+    // what the process serves is open, like /healthz
+    let status = reqwest::blocking::get(format!("{base}/api/spanline/status")).unwrap();
+    assert_eq!(status.status(), 200);
+    assert!(
+        !demo.output_tail(200).contains(TOKEN),
+        "the token is never logged"
+    );
+
+    let workload = spanline::workload::services().join(",");
+    let run = run_python(
+        &python,
+        "web_ui_token.py",
+        &[
+            OsStr::new(demo.ui()),
+            chromium.as_os_str(),
+            OsStr::new(&workload),
+            OsStr::new(TOKEN),
+        ],
+        Duration::from_secs(300),
+    );
+    println!("{}", run.output());
+    assert!(
+        run.status.success() && run.stdout.trim_end().ends_with("ok"),
+        "web_ui_token.py failed ({})\n{}\n{}",
         run.status,
         run.output(),
         demo.output_tail(60)

@@ -317,11 +317,17 @@ impl Demo {
     /// [`Demo::status_lines`], `--status-every`), for instance with its workload running,
     /// and waits until it has printed its Kafka, schema registry and metrics addresses.
     pub fn start_with_args(bin: &Path, args: &[&str]) -> Self {
+        Self::start_with_env(bin, args, &[])
+    }
+
+    /// [`Demo::start_with_args`] with environment variables `env` set for the demo.
+    pub fn start_with_env(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let (stderr_log, stderr) = log_file(dir.path(), "demo.stderr.log");
         // in the temp dir: the demo's trace repository (`spanline-data/`) is its own
         let mut child = Command::new(bin)
             .args(args)
+            .envs(env.iter().copied())
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
