@@ -46,6 +46,20 @@ fn demo_with_env(args: &[&str], env: &[(&str, &str)]) -> Demo {
     Demo::start_with_env(Path::new(env!("CARGO_BIN_EXE_spanline")), &all, env)
 }
 
+/// Runs `tests/python/<script>` with `args` against `demo` and fails the test, with the
+/// script's and the demo's output, unless it exits 0 having printed `ok` last.
+fn run_script(python: &Path, script: &str, args: &[&OsStr], timeout: Duration, demo: &Demo) {
+    let run = run_python(python, script, args, timeout);
+    println!("{}", run.output());
+    assert!(
+        run.status.success() && run.stdout.trim_end().ends_with("ok"),
+        "{script} failed ({})\n{}\n{}",
+        run.status,
+        run.output(),
+        demo.output_tail(60)
+    );
+}
+
 #[test]
 fn the_ui_shows_services_traces_and_a_live_alert_in_chromium() {
     let Some((chromium, python)) = browser_or_skip() else {
@@ -61,7 +75,7 @@ fn the_ui_shows_services_traces_and_a_live_alert_in_chromium() {
 
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-ui");
     let services = spanline::workload::services().join(",");
-    let run = run_python(
+    run_script(
         &python,
         "web_ui_browser.py",
         &[
@@ -72,14 +86,7 @@ fn the_ui_shows_services_traces_and_a_live_alert_in_chromium() {
             OsStr::new(FAULTY),
         ],
         Duration::from_secs(420),
-    );
-    println!("{}", run.output());
-    assert!(
-        run.status.success() && run.stdout.trim_end().ends_with("ok"),
-        "web_ui_browser.py failed ({})\n{}\n{}",
-        run.status,
-        run.output(),
-        demo.output_tail(60)
+        &demo,
     );
     for shot in ["services", "trace", "alerts", "graph"] {
         assert!(shots.join(format!("{shot}.png")).exists(), "no {shot}.png");
@@ -113,7 +120,7 @@ fn without_a_repository_the_ui_fills_from_live_data_and_says_what_is_off() {
     assert_eq!(services.status(), 404, "no query API without a repository");
 
     let workload = spanline::workload::services().join(",");
-    let run = run_python(
+    run_script(
         &python,
         "web_ui_no_repository.py",
         &[
@@ -122,14 +129,7 @@ fn without_a_repository_the_ui_fills_from_live_data_and_says_what_is_off() {
             OsStr::new(&workload),
         ],
         Duration::from_secs(300),
-    );
-    println!("{}", run.output());
-    assert!(
-        run.status.success() && run.stdout.trim_end().ends_with("ok"),
-        "web_ui_no_repository.py failed ({})\n{}\n{}",
-        run.status,
-        run.output(),
-        demo.output_tail(60)
+        &demo,
     );
 }
 
@@ -152,7 +152,7 @@ fn with_an_api_token_the_ui_asks_for_it_and_works_once_given() {
     );
 
     let workload = spanline::workload::services().join(",");
-    let run = run_python(
+    run_script(
         &python,
         "web_ui_token.py",
         &[
@@ -162,13 +162,6 @@ fn with_an_api_token_the_ui_asks_for_it_and_works_once_given() {
             OsStr::new(TOKEN),
         ],
         Duration::from_secs(300),
-    );
-    println!("{}", run.output());
-    assert!(
-        run.status.success() && run.stdout.trim_end().ends_with("ok"),
-        "web_ui_token.py failed ({})\n{}\n{}",
-        run.status,
-        run.output(),
-        demo.output_tail(60)
+        &demo,
     );
 }

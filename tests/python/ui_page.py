@@ -28,3 +28,13 @@ def wait_for_services(page, services):
         arg=services,
         timeout=TIMEOUT_MS,
     )
+
+
+def verdict(problems):
+    """Prints each problem, or `ok` when there are none; the exit status."""
+    for problem in problems:
+        print(problem)
+    if problems:
+        return 1
+    print("ok")
+    return 0

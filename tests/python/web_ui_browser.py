@@ -16,7 +16,7 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from ui_page import TIMEOUT_MS, open_page, wait_for_services
+from ui_page import TIMEOUT_MS, open_page, wait_for_services, verdict
 
 
 
@@ -106,11 +106,7 @@ def main() -> int:
                 f" median {statistics.median(delays):.0f} ms, p99 {p99} ms, max {delays[-1]} ms"
             )
         browser.close()
-    if problems:
-        print("\n".join(problems))
-        return 1
-    print("ok")
-    return 0
+    return verdict(problems)
 
 
 if __name__ == "__main__":

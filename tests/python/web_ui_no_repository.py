@@ -14,7 +14,7 @@ import sys
 
 from playwright.sync_api import sync_playwright
 
-from ui_page import TIMEOUT_MS, open_page, wait_for_services
+from ui_page import TIMEOUT_MS, open_page, wait_for_services, verdict
 
 
 
@@ -47,12 +47,7 @@ def main() -> int:
             problems.append(f"#/running failed: {page.locator('#view .bad').first.inner_text()}")
         browser.close()
 
-    for problem in problems:
-        print(problem)
-    if problems:
-        return 1
-    print("ok")
-    return 0
+    return verdict(problems)
 
 
 if __name__ == "__main__":

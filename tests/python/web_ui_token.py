@@ -16,7 +16,7 @@ import sys
 
 from playwright.sync_api import sync_playwright
 
-from ui_page import TIMEOUT_MS, open_page, wait_for_services
+from ui_page import TIMEOUT_MS, open_page, wait_for_services, verdict
 
 
 def enter_token(page, token):
@@ -70,12 +70,7 @@ def main() -> int:
         problems.append("the refused requests left no trace in the console")
     for c in unexpected + after:
         problems.append(c)
-    for problem in problems:
-        print(problem)
-    if problems:
-        return 1
-    print("ok")
-    return 0
+    return verdict(problems)
 
 
 if __name__ == "__main__":
