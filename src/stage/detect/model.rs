@@ -14,9 +14,6 @@
 //! - kNN: mean distance to the k nearest training vectors (linfa-nn; on the training data
 //!   leave-one-out, so a training vector is not its own neighbour).
 
-use linfa_nn::distance::L2Dist;
-use linfa_nn::{LinearSearchIndex, NearestNeighbourIndex};
-use ndarray::{ArrayView1, ArrayView2};
 use serde::{Deserialize, Serialize};
 
 use super::robust::ln_tail_p;
@@ -181,24 +178,25 @@ impl Fitted {
                 (rho - sum) / total.max(f64::MIN_POSITIVE)
             }
             Fitted::Knn { points, k } => {
-                let n = points.len() / d.max(1);
-                let Ok(view) = ArrayView2::from_shape((n, d), points) else {
+                if d == 0 {
                     return 0.0;
-                };
-                let Ok(index) = LinearSearchIndex::new(&view, L2Dist) else {
-                    return 0.0;
-                };
-                let want = (*k + usize::from(skip.is_some())).min(n);
-                let Ok(found) = index.k_nearest(ArrayView1::from(x), want) else {
-                    return 0.0;
-                };
-                let dists: Vec<f64> = found
-                    .iter()
-                    .filter(|(_, i)| Some(*i) != skip)
-                    .take(*k)
-                    .map(|(p, _)| sq_dist(p.as_slice().unwrap_or(&[]), x).sqrt())
-                    .collect();
-                dists.iter().sum::<f64>() / dists.len().max(1) as f64
+                }
+                // one pass keeping the k smallest squared distances, in order (a linear
+                // search as linfa-nn's, without building an index per scored vector)
+                let mut nearest: Vec<f64> = Vec::with_capacity(*k + 1);
+                for (i, p) in points.chunks_exact(d).enumerate() {
+                    if Some(i) == skip {
+                        continue;
+                    }
+                    let dist = sq_dist(p, x);
+                    if nearest.len() == *k && nearest.last().is_none_or(|&far| dist >= far) {
+                        continue;
+                    }
+                    let at = nearest.partition_point(|&n| n <= dist);
+                    nearest.insert(at, dist);
+                    nearest.truncate(*k);
+                }
+                nearest.iter().map(|s| s.sqrt()).sum::<f64>() / nearest.len().max(1) as f64
             }
         }
     }
