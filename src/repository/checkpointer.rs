@@ -49,7 +49,7 @@ pub(crate) struct Checkpointer {
     log_frames: Arc<AtomicI64>,
     /// Checkpoints the writer waited for.
     drains: AtomicI64,
-    /// Page size of the database, for the frame limit.
+    /// [`LOG_LIMIT_BYTES`] in frames (pages) of this database.
     limit_frames: i64,
 }
 
@@ -142,7 +142,7 @@ fn run(conn: Connection, path: PathBuf, nudged: mpsc::Receiver<Nudge>, frames: A
     let mut last = Instant::now() - MIN_INTERVAL;
     let mut pending = false;
     let mut failing = false;
-    let checkpoint = |failing: &mut bool| {
+    let checkpoint_and_report = |failing: &mut bool| {
         if let Some(log) = checkpoint(&conn, &path, failing) {
             frames.store(log, Ordering::Relaxed);
         }
@@ -156,7 +156,7 @@ fn run(conn: Connection, path: PathBuf, nudged: mpsc::Receiver<Nudge>, frames: A
         match nudged.recv_timeout(wait) {
             Ok(Nudge::Committed) => pending = true,
             Ok(Nudge::Drain(done)) => {
-                checkpoint(&mut failing);
+                checkpoint_and_report(&mut failing);
                 // the writer's next transaction starts the log over
                 frames.store(0, Ordering::Relaxed);
                 last = Instant::now();
@@ -166,13 +166,13 @@ fn run(conn: Connection, path: PathBuf, nudged: mpsc::Receiver<Nudge>, frames: A
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
                 if pending {
-                    checkpoint(&mut failing);
+                    checkpoint_and_report(&mut failing);
                 }
                 return;
             }
         }
         if pending && last.elapsed() >= MIN_INTERVAL {
-            checkpoint(&mut failing);
+            checkpoint_and_report(&mut failing);
             last = Instant::now();
             pending = false;
         }
