@@ -60,8 +60,9 @@ def main() -> int:
 
         page.goto(url + "#/search?service=api-gateway")
         page.wait_for_selector("#view [data-view='search'][data-loaded='true']", timeout=TIMEOUT_MS)
-        if page.locator("#view .bad").count() != 0:
-            problems.append(f"search failed: {page.locator('#view .bad').first.inner_text()}")
+        # a failure is a `p.bad` message (a result row's error count is a `td.bad`)
+        if page.locator("#view p.bad").count() != 0:
+            problems.append(f"search failed: {page.locator('#view p.bad').first.inner_text()}")
         browser.close()
 
     before, after = console[:refused], console[refused:]
