@@ -5,6 +5,8 @@
 //! transaction. Without this, an instance taking over a partition while the transaction
 //! of its previous owner is being committed starts from the old offset and repeats what
 //! that transaction wrote, the duplicates the scale-out test once saw after a SIGKILL.
+//! And it hides the records of every transaction until it commits (the last stable
+//! offset), not only those of a producer's first transaction.
 
 mod support;
 
@@ -134,4 +136,130 @@ fn offsets_of_a_transaction_in_flight_are_unstable_for_read_committed_readers() 
     assert_eq!(committed(&stable, WAIT).unwrap(), Offset::Offset(9));
     drop(successor);
     drop(gone);
+}
+
+/// What a `read_committed` reader of `output` 0 gets from `from` on, polling for `wait`.
+fn read_output(reader: &BaseConsumer, from: i64, wait: Duration) -> Vec<String> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(OUTPUT, 0, Offset::Offset(from))
+        .unwrap();
+    reader.assign(&tpl).unwrap();
+    let deadline = std::time::Instant::now() + wait;
+    let mut seen = Vec::new();
+    while std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(100)) {
+            let payload = rdkafka::Message::payload(&m).unwrap_or_default();
+            seen.push(String::from_utf8_lossy(payload).into_owned());
+        }
+    }
+    seen
+}
+
+/// Writes `payloads` to `output` 0 in a transaction of `producer` and leaves it open.
+fn write_open(producer: &BaseProducer, payloads: &[&str]) {
+    producer.begin_transaction().unwrap();
+    for payload in payloads {
+        producer
+            .send(
+                BaseRecord::<(), _>::to(OUTPUT)
+                    .partition(0)
+                    .payload(*payload),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(WAIT).unwrap();
+}
+
+#[test]
+fn records_of_an_open_transaction_are_hidden_from_read_committed_readers() {
+    let Some(broker) = Tansu::start_durable_or_skip() else {
+        return;
+    };
+    broker.create_topics(&[(INPUT, 1), (OUTPUT, 1)]);
+    let producer = transactional(&broker, "writer");
+    let reader = consumer(&broker, "read_committed");
+    // written, not committed: a read_committed reader stops before them (the last stable
+    // offset) until the commit; for every transaction of the producer, not only its first
+    // (tansu 0.6 marked only the first transaction of a producer epoch as begun, so the
+    // records of the later ones were visible before their commit)
+    let mut committed = Vec::new();
+    for (n, payloads) in [["a", "b"], ["c", "d"], ["e", "f"]].iter().enumerate() {
+        write_open(&producer, payloads);
+        let early = read_output(&reader, 0, Duration::from_secs(2));
+        assert_eq!(early, committed, "transaction {n} read before its commit");
+        producer.commit_transaction(WAIT).unwrap();
+        committed.extend(payloads.iter().map(|p| p.to_string()));
+        let after = read_output(&reader, 0, Duration::from_secs(3));
+        assert_eq!(after, committed, "transaction {n} read after its commit");
+    }
+    // an aborted one is never seen
+    write_open(&producer, &["x"]);
+    assert_eq!(read_output(&reader, 0, Duration::from_secs(2)), committed);
+    producer.abort_transaction(WAIT).unwrap();
+    assert_eq!(read_output(&reader, 0, Duration::from_secs(2)), committed);
+}
+
+/// A consumer of `input` in the group, polled (with the `others` already in it, whose
+/// leader assigns the partitions) until the group gives it a partition.
+fn member(broker: &Tansu, others: &[&BaseConsumer]) -> BaseConsumer {
+    let c = consumer(broker, "read_committed");
+    c.subscribe(&[INPUT]).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while c.assignment().map_or(0, |a| a.count()) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never joined the group"
+        );
+        let _ = c.poll(Duration::from_millis(50));
+        for o in others {
+            let _ = o.poll(Duration::from_millis(50));
+        }
+    }
+    c
+}
+
+#[test]
+fn offsets_of_a_member_whose_generation_has_passed_are_refused() {
+    // KIP-447: a consumer that lost its partitions in a rebalance (a new member joined)
+    // cannot commit their offsets in its transaction any more; it must abort
+    let Some(broker) = Tansu::start_durable_or_skip() else {
+        return;
+    };
+    // two partitions: each member of the group gets one
+    broker.create_topics(&[(INPUT, 2), (OUTPUT, 1)]);
+    let first = member(&broker, &[]);
+    let old = first.group_metadata().unwrap();
+    let producer = transactional(&broker, "fenced");
+    producer.begin_transaction().unwrap();
+    producer
+        .send_offsets_to_transaction(&at(3), &old, WAIT)
+        .expect("the current generation commits");
+    producer.commit_transaction(WAIT).unwrap();
+
+    let second = member(&broker, &[&first]);
+    producer.begin_transaction().unwrap();
+    let refused = producer
+        .send_offsets_to_transaction(&at(7), &old, WAIT)
+        .and_then(|()| producer.commit_transaction(WAIT));
+    match refused {
+        Err(KafkaError::Transaction(e)) => {
+            assert!(e.txn_requires_abort(), "abortable: {e}");
+            assert!(!e.is_fatal(), "not fatal: {e}");
+        }
+        other => panic!("a past generation's offsets were taken: {other:?}"),
+    }
+    producer.abort_transaction(WAIT).unwrap();
+    let stable = consumer(&broker, "read_committed");
+    assert_eq!(committed(&stable, WAIT).unwrap(), Offset::Offset(3));
+
+    // the member of the new generation commits
+    let now = second.group_metadata().unwrap();
+    producer.begin_transaction().unwrap();
+    producer
+        .send_offsets_to_transaction(&at(7), &now, WAIT)
+        .expect("the new generation commits");
+    producer.commit_transaction(WAIT).unwrap();
+    assert_eq!(committed(&stable, WAIT).unwrap(), Offset::Offset(7));
+    drop(first);
 }
