@@ -37,6 +37,8 @@ pub struct Found {
     /// Where each trace's records are: (partition, offset), by trace id.
     pub trace_offsets: BTreeMap<String, Vec<(i32, i64)>>,
     pub amendments: usize,
+    /// Trace records that list a span more than once: (trace id, repeats).
+    pub repeated: Vec<(String, usize)>,
     /// Every aggregate record's count, by (service, window start).
     pub windows: BTreeMap<(String, i64), Vec<i64>>,
     /// Every alert record, by fingerprint.
@@ -50,12 +52,18 @@ impl Found {
             let id = t["trace_id"].as_str().unwrap().to_string();
             found.trace_offsets.entry(id.clone()).or_default().push(at);
             found.amendments += usize::from(t["amendment"] != false);
-            let spans = t["spans"]
+            let listed: Vec<u64> = t["spans"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .map(|s| u64::from_str_radix(s["span_id"].as_str().unwrap(), 16).unwrap())
                 .collect();
+            let spans: BTreeSet<u64> = listed.iter().copied().collect();
+            if spans.len() < listed.len() {
+                found
+                    .repeated
+                    .push((id.clone(), listed.len() - spans.len()));
+            }
             found.traces.entry(id).or_default().push(spans);
         }
         for a in read_all(broker, "aggregates", 1) {
@@ -106,6 +114,13 @@ pub fn compare(
             lost.len(),
             expected.traces.len(),
             &lost[..lost.len().min(5)]
+        ));
+    }
+    if !found.repeated.is_empty() {
+        return Err(format!(
+            "{} trace records list a span twice, e.g. (trace, repeats) {:?}",
+            found.repeated.len(),
+            &found.repeated[..found.repeated.len().min(5)]
         ));
     }
     if found.amendments > 0 {

@@ -1,6 +1,6 @@
 //! One `spanline run` process of the chaos harness.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ impl Pipeline {
     pub fn start(config: &Path, log_path: &Path) -> Self {
         let workdir = config.with_extension("");
         std::fs::create_dir_all(&workdir).unwrap();
-        let log = std::fs::OpenOptions::new()
+        let mut log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log_path)
@@ -29,9 +29,21 @@ impl Pipeline {
             .arg(config)
             .current_dir(&workdir)
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        // every line names its process: instances of one group share the log
+        let name = format!(
+            "{} {}",
+            config.file_stem().unwrap().to_string_lossy(),
+            child.id()
+        );
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let _ = writeln!(log, "[{name}] {line}");
+            }
+        });
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let metrics = lines
