@@ -67,6 +67,9 @@ pub(super) struct Checkpoints {
     /// what changed is written.
     pub(super) written_alerts: std::collections::HashMap<u64, u64>,
     written_alert_meta: Option<u64>,
+    /// With exactly-once: the last epoch of a transaction the broker refused (its
+    /// records' delivery errors are the abort's, not failures).
+    refused_through: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -101,6 +104,7 @@ impl Checkpoints {
             written_closed_through: None,
             written_alerts: std::collections::HashMap::new(),
             written_alert_meta: None,
+            refused_through: None,
         }
     }
 
@@ -111,6 +115,28 @@ impl Checkpoints {
         self.written_closed_through = None;
         self.written_alerts.clear();
         self.written_alert_meta = None;
+    }
+
+    /// The transaction under way was aborted: its notifications never go, and what it
+    /// wrote is no longer what was last written.
+    pub(super) fn refused(&mut self) {
+        self.committing = false;
+        self.produced = false;
+        self.pending = None;
+        self.unacked.clear();
+        self.notify_committing.clear();
+        self.notify_waiting.clear();
+        self.last_position.clear();
+        self.forget_written();
+        // what comes after is of a new epoch
+        self.refused_through = Some(self.epoch);
+        self.epoch += 1;
+    }
+
+    /// Whether a record of `epoch` was in a transaction the broker refused.
+    pub(super) fn was_refused(&self, epoch: u64) -> bool {
+        self.refused_through
+            .is_some_and(|last| epoch & !CHANGELOG_EPOCH <= last)
     }
 
     /// Whether outputs commit in transactions.
@@ -267,6 +293,11 @@ impl Driver {
         let Some(cp) = &self.checkpoints else {
             return Vec::new();
         };
+        if self.partitions.is_empty() {
+            // revoked (or a refused transaction): the state is its next owner's to write,
+            // and this instance's was dropped
+            return Vec::new();
+        }
         let (assemble, aggregate) = (cp.assemble.clone(), cp.aggregate.clone());
         let epoch = CHANGELOG_EPOCH | cp.epoch;
         let mut out = Vec::new();

@@ -93,6 +93,11 @@ impl Driver {
             .collect();
         for window in self.stages.take_partials() {
             for part in split(window) {
+                tracing::debug!(
+                    start_ns = part.start_ns,
+                    spans = spans_in(&part),
+                    "partial window written"
+                );
                 let mut value = Vec::new();
                 hop::write_window(&mut value, &encode_window(&part));
                 self.produce_partial(&topic, value);
@@ -147,6 +152,12 @@ impl Driver {
         let problem = match decoded {
             Ok(HopRecord::Window(bytes)) => match decode_window(&bytes) {
                 Ok(window) => {
+                    tracing::debug!(
+                        offset = rec.offset,
+                        start_ns = window.start_ns,
+                        spans = spans_in(&window),
+                        "partial window merged"
+                    );
                     let dropped = self.stages.merge_partial(window);
                     if dropped > 0 {
                         tracing::warn!(series = dropped, topic = %rec.topic, offset = rec.offset, "partial window series not merged (late: the window was emitted, or a scope or size this pipeline no longer has)");
@@ -176,6 +187,15 @@ impl Driver {
             tracing::warn!(topic = %rec.topic, partition = rec.partition, offset = rec.offset, %error, "aggregate repartition record skipped");
         }
     }
+}
+
+/// The spans counted in `window` over every scope's series (for debug logs).
+pub(super) fn spans_in(window: &WindowState) -> u64 {
+    window
+        .scopes
+        .iter()
+        .flat_map(|(_, series)| series.iter().map(|s| s.accum.count))
+        .sum()
 }
 
 /// `window` in parts of at most [`SERIES_PER_RECORD`] series.

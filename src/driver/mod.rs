@@ -261,6 +261,22 @@ impl Driver {
                     }
                 }
             }
+            Event::TransactionRefused => {
+                // what was left to carry out belongs to the aborted transaction
+                self.effects.clear();
+                if let Some(cp) = &mut self.checkpoints {
+                    cp.refused();
+                }
+                let live: Vec<(String, i32)> = self
+                    .partitions
+                    .live_ids()
+                    .map(|id| {
+                        let (t, p) = self.partitions.name(id);
+                        (t.to_string(), p)
+                    })
+                    .collect();
+                return self.handle(Event::Revoked(live));
+            }
             Event::Revoked(partitions) => {
                 let ids: Vec<u32> = partitions
                     .iter()
@@ -313,6 +329,14 @@ impl Driver {
                 epoch,
                 error,
             } => {
+                let aborted = self
+                    .checkpoints
+                    .as_ref()
+                    .is_some_and(|cp| cp.was_refused(epoch));
+                if error.is_some() && aborted {
+                    // purged by the abort of a refused transaction
+                    return Ok(());
+                }
                 if let Some(message) = error {
                     metrics::PRODUCE_ERRORS.with_label_values(&[&topic]).inc();
                     return Err(DriverError::Delivery {

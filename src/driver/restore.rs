@@ -143,7 +143,14 @@ impl Driver {
         };
         match (parse_key(&r.key)?, r.value) {
             (Key::Window(..), Some(v)) => {
-                let dropped = agg.restore_window(decode_window(&v)?);
+                let window = decode_window(&v)?;
+                tracing::debug!(
+                    offset = r.offset,
+                    start_ns = window.start_ns,
+                    spans = super::merge::spans_in(&window),
+                    "window restored"
+                );
+                let dropped = agg.restore_window(window);
                 if dropped > 0 {
                     tracing::warn!(
                         dropped,

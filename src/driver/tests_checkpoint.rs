@@ -358,3 +358,73 @@ fn a_checkpoint_before_anything_is_read_keeps_the_restored_position() {
         "0 and 1 skipped"
     );
 }
+
+#[test]
+fn a_refused_transaction_drops_the_state_and_the_partitions_come_back_clean() {
+    let config = pipeline(true, "otlp_json");
+    let mut d = transactional_driver(&config);
+    d.push_spans("spans", 0, 0, [root(1, 0)], 0);
+    d.push_spans("spans", 0, 1, [root(2, 100 * S)], 0);
+    d.handle(Event::Tick { now_ms: 10_000 }).unwrap();
+    let effects = d.take_effects();
+    assert!(matches!(effects.last(), Some(Effect::CommitTransaction(_))));
+    assert!(d.checkpoint_in_progress());
+    assert_eq!(d.stages().assembler.open_traces(), 1, "trace 2 is open");
+
+    // the coordinator refused the transaction (a rebalance moved the partition on): the
+    // runner aborted it, so nothing of it is anywhere and the state goes with it
+    d.handle(Event::TransactionRefused).unwrap();
+    assert!(!d.owns_partitions(), "the partitions are the next owner's");
+    assert!(!d.checkpoint_in_progress(), "no commit is awaited");
+    assert_eq!(d.stages().assembler.open_traces(), 0);
+    assert!(
+        d.take_effects().is_empty(),
+        "nothing of the aborted epoch is carried out"
+    );
+    // its records come back purged: not a failure
+    for p in produced(effects) {
+        d.handle(Event::Acked {
+            topic: p.topic,
+            holds: p.holds,
+            epoch: p.epoch,
+            error: Some("Local: Purged in queue".into()),
+        })
+        .expect("a purged record of the refused transaction");
+    }
+    // read before the rebalance took the partition: not this instance's now
+    d.push_spans("spans", 0, 2, [root(3, 200 * S)], 0);
+    d.handle(Event::Tick { now_ms: 20_000 }).unwrap();
+    let effects = d.take_effects();
+    assert!(
+        commits_in_transactions(&effects).is_empty(),
+        "nothing to commit without partitions: {effects:?}"
+    );
+
+    // assigned again, from the last committed transaction: a clean start
+    d.handle(Event::Assigned {
+        partitions: vec![("spans".into(), 0)],
+        now_ms: 30_000,
+    })
+    .unwrap();
+    d.push_spans("spans", 0, 0, [root(1, 0)], 30_000);
+    d.push_spans("spans", 0, 1, [root(2, 100 * S)], 30_000);
+    d.handle(Event::Tick { now_ms: 40_000 }).unwrap();
+    let effects = d.take_effects();
+    let traces = effects
+        .iter()
+        .filter(|e| matches!(e, Effect::Produce(p) if p.kind == OutputKind::Trace))
+        .count();
+    assert_eq!(traces, 1, "trace 1 again, in the new transaction");
+    assert!(
+        matches!(effects.last(), Some(Effect::CommitTransaction(p)) if p[0].offset == 2),
+        "{effects:?}"
+    );
+    // a later delivery failure is a failure again
+    let failed = d.handle(Event::Acked {
+        topic: Arc::from("traces"),
+        holds: crate::model::Holds::new(),
+        epoch: u64::MAX >> 1,
+        error: Some("broker down".into()),
+    });
+    assert!(failed.is_err());
+}

@@ -177,6 +177,12 @@ pub enum Event {
     /// The broker took an [`Effect::Commit`] or committed an
     /// [`Effect::CommitTransaction`].
     Committed(Vec<Commit>),
+    /// The broker refused the transaction under way (exactly-once), and it was aborted:
+    /// its offsets belong to a consumer group generation that has passed, so a
+    /// rebalance gave its partitions to another instance. Nothing of it is visible; the
+    /// state is dropped as on a revocation, and the partitions' next owner restores it
+    /// from the last committed transaction.
+    TransactionRefused,
     /// Processing time passed: idle partitions, timeouts and the commit interval.
     Tick { now_ms: i64 },
     /// Commit whatever is safe now (shutdown).

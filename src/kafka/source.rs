@@ -118,6 +118,27 @@ impl ConsumerContext for SourceContext {
     }
 }
 
+/// The group's committed offsets, as the running consumer is told them.
+#[derive(Clone)]
+pub struct GroupOffsets(Arc<BaseConsumer<SourceContext>>);
+
+impl GroupOffsets {
+    /// Waits (at most `timeout`) until the group's committed offsets of `partitions` are
+    /// stable: with `read_committed`, librdkafka asks with `require_stable`, and the
+    /// broker answers "unstable" while a transaction that commits any of them is open.
+    pub fn wait_stable_offsets(
+        &self,
+        partitions: &[(String, i32)],
+        timeout: std::time::Duration,
+    ) -> KafkaResult<()> {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition) in partitions {
+            tpl.add_partition(topic, *partition);
+        }
+        self.0.committed_offsets(tpl, timeout).map(drop)
+    }
+}
+
 /// A running consumer.
 pub struct Source {
     consumer: Arc<BaseConsumer<SourceContext>>,
@@ -184,6 +205,11 @@ impl Source {
         self.consumer.unsubscribe();
         let refs: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         self.consumer.subscribe(&refs)
+    }
+
+    /// A handle for asking the group's committed offsets from another thread.
+    pub fn group_offsets(&self) -> GroupOffsets {
+        GroupOffsets(self.consumer.clone())
     }
 
     /// Commits offsets (the next offset to read, per partition) without waiting.

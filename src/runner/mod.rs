@@ -115,10 +115,18 @@ struct Shell {
     sink: std::sync::Arc<Sink>,
     /// With exactly-once: whether a transaction is open.
     txn_open: bool,
+    /// `delivery: exactly_once`: outputs are written in transactions.
+    transactional: bool,
+    /// What the transactional producer is started from (brokers, properties, id): after
+    /// a refused transaction it starts again, in a new epoch.
+    producer_start: Option<(String, std::collections::BTreeMap<String, String>, String)>,
     /// With exactly-once: the transaction being committed, and what was produced since
     /// (it goes in the next one).
     committing: Option<txn::Committing>,
     held: Vec<crate::driver::Produce>,
+    /// A refused transaction dropped every partition's state; the rebalance that moved
+    /// them is expected to follow (see [`Unassigned`]).
+    dropped: bool,
     source: Source,
     registry: Option<RegistryClient>,
     notify: Option<AlertSinks>,
@@ -277,8 +285,13 @@ pub async fn run(
         driver,
         sink: std::sync::Arc::new(sink),
         txn_open: false,
+        transactional: exactly_once,
+        producer_start: transactional_id
+            .clone()
+            .map(|id| (endpoints.brokers.clone(), config.kafka.producer(), id)),
         committing: None,
         held: Vec::new(),
+        dropped: false,
         source,
         registry,
         notify,
@@ -345,6 +358,10 @@ pub async fn run(
         };
         if let Err(e) = step {
             break Err(e);
+        }
+        if std::mem::take(&mut shell.dropped) {
+            // if no rebalance follows, the group is joined again after a while
+            unassigned.assigned(0, std::time::Instant::now());
         }
         ready.set(shell.driver.owns_partitions());
     };

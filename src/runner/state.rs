@@ -15,6 +15,8 @@ use super::{wall_ms, Endpoints, RunError, Shell};
 
 /// How long restoring one changelog may take.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long an assignment waits for the previous owner's last transaction to end.
+const STABLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Reads the changelogs of a pipeline.
 pub(super) struct Restorer {
@@ -74,6 +76,7 @@ impl Shell {
             .map(|(_, p)| *p)
             .collect();
         let owns_windows = self.driver.owns_windows(&partitions);
+        let stateful = partitions.clone();
         self.handle(Event::Assigned {
             partitions,
             now_ms: wall_ms(),
@@ -87,6 +90,7 @@ impl Shell {
             restorer.properties.clone(),
             restorer.reset,
         );
+        self.wait_for_previous_owner(stateful).await;
         for store in Store::ALL {
             let Some(topic) = self.driver.changelog_topic(store).map(str::to_string) else {
                 continue;
@@ -143,6 +147,31 @@ impl Shell {
             self.take_trace_models(&brokers, &properties).await?;
         }
         Ok(())
+    }
+
+    /// The state is read only once the group's offsets of `partitions` are stable: a
+    /// transaction of their previous owner that commits them (its last checkpoint, on
+    /// being revoked) has ended, so its changelog records are all readable, and the
+    /// state restored stands where the consumer starts. (A rebalance waits for the
+    /// previous owner on Kafka; this also holds with a coordinator that does not.) A
+    /// transaction committing them later is refused (KIP-447), so the restored state
+    /// and the starting offsets cannot drift apart after this.
+    async fn wait_for_previous_owner(&self, partitions: Vec<(String, i32)>) {
+        if partitions.is_empty() {
+            return;
+        }
+        let offsets = self.source.group_offsets();
+        let waited = tokio::task::spawn_blocking(move || {
+            offsets.wait_stable_offsets(&partitions, STABLE_TIMEOUT)
+        })
+        .await;
+        match waited {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "committed offsets not stable in time; restoring state anyway")
+            }
+            Err(error) => tracing::warn!(%error, "waiting for stable offsets failed"),
+        }
     }
 
     /// An instance that assembles traces without owning the windows starts its trace

@@ -5,9 +5,10 @@
 //! transaction commits at a time and each holds exactly the outputs emitted before its
 //! offsets were taken.
 
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use crate::driver::{Commit, Event};
+use crate::kafka::sink::Sink;
 use crate::kafka::source::offset_list;
 use crate::telemetry::metrics;
 
@@ -101,6 +102,19 @@ impl Shell {
         if let Err(e) = committed {
             let sink = self.sink.clone();
             let aborted = tokio::task::spawn_blocking(move || sink.abort()).await;
+            if refused(&e) && matches!(aborted, Ok(Ok(()))) {
+                // a rebalance moved the partitions on (KIP-447 fencing): the next owner
+                // redoes what the aborted transaction held, from the last committed one
+                tracing::warn!(error = %e, "transaction refused by the group coordinator and aborted: a rebalance moved its partitions to another instance; their state is dropped until they are assigned again");
+                metrics::TRANSACTIONS_REFUSED.inc();
+                self.held.clear();
+                self.dropped = true;
+                self.restart_producer().await?;
+                return self
+                    .driver
+                    .handle(Event::TransactionRefused)
+                    .map_err(|e| self.driver_error(e));
+            }
             tracing::error!(error = %e, aborted = ?aborted, "transaction commit failed");
             return Err(self.kafka_error(
                 "commit the transaction (aborted; a restart resumes from the last committed one)",
@@ -115,4 +129,46 @@ impl Shell {
             .handle(Event::Committed(commits))
             .map_err(|e| self.driver_error(e))
     }
+}
+
+impl Shell {
+    /// A new transactional producer of the same `transactional.id`, in a new epoch: after
+    /// an abort the broker may no longer accept the old one's sequence numbers, and
+    /// records it still holds belong to the aborted transaction.
+    async fn restart_producer(&mut self) -> Result<(), RunError> {
+        let Some((brokers, properties, id)) = self.producer_start.clone() else {
+            return Ok(());
+        };
+        let started =
+            tokio::task::spawn_blocking(move || Sink::start(&brokers, &properties, Some(&id)))
+                .await
+                .map_err(|source| RunError::Task {
+                    pipeline: self.pipeline.clone(),
+                    doing: "starting the producer again",
+                    source,
+                })?;
+        let (sink, acks) = started.map_err(|e| self.kafka_error("start the producer again", e))?;
+        self.sink = std::sync::Arc::new(sink);
+        self.acks = acks;
+        self.txn_open = false;
+        Ok(())
+    }
+}
+
+/// Whether a failed commit was refused because this consumer's group generation has
+/// passed (its offsets are another member's to commit now), and may be aborted and
+/// carried on from: librdkafka reports it as an abortable error of the offsets.
+fn refused(e: &KafkaError) -> bool {
+    let KafkaError::Transaction(t) = e else {
+        return false;
+    };
+    t.txn_requires_abort()
+        && !t.is_fatal()
+        && matches!(
+            t.code(),
+            RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::UnknownMemberId
+                | RDKafkaErrorCode::FencedInstanceId
+                | RDKafkaErrorCode::RebalanceInProgress
+        )
 }

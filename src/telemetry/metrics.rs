@@ -198,6 +198,12 @@ pub static TRANSACTIONS: LazyLock<IntCounter> = LazyLock::new(|| {
         "Transactions committed (delivery: exactly_once)",
     )
 });
+pub static TRANSACTIONS_REFUSED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "spanline_transactions_refused_total",
+        "Transactions the group coordinator refused after a rebalance moved their partitions on (aborted; redone by the partitions' next owner)",
+    )
+});
 pub static STATE_RECORDS_WRITTEN: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
         "spanline_state_records_written_total",
@@ -423,6 +429,7 @@ pub fn init() {
     LazyLock::force(&WATERMARK);
     LazyLock::force(&COMMITS);
     LazyLock::force(&TRANSACTIONS);
+    LazyLock::force(&TRANSACTIONS_REFUSED);
     LazyLock::force(&STATE_RECORDS_OVERSIZE);
     LazyLock::force(&HELD_OFFSETS);
     LazyLock::force(&WATERMARK_LAG);
