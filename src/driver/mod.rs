@@ -7,6 +7,7 @@
 //! schema, train a model). Live and replay therefore cannot drift apart, and the
 //! rebalance, acknowledgement and commit rules are tested here without a broker.
 
+mod changelog;
 mod checkpoint;
 mod inspect;
 mod merge;

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use crate::state::{self, StateError, Store};
 use crate::telemetry::metrics;
 
-use super::checkpoint::{changelog_record, CHANGELOG_EPOCH};
+use super::changelog::changelog_record;
+use super::checkpoint::CHANGELOG_EPOCH;
 use super::{Driver, DriverError, Effect};
 
 /// The latest record of one key of a changelog partition.

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::checkpoint::open_trace_of;
+use super::changelog::open_trace_of;
 use super::tests::{ack, driver_with, pipeline, produced, root, S};
 use super::*;
 use crate::state::Store;

@@ -26,6 +26,7 @@ mod checkpointer;
 mod codec;
 mod error;
 mod events;
+mod ids;
 mod postings;
 mod prepare;
 mod retention;
@@ -40,6 +41,8 @@ mod tests;
 mod tests_codec;
 #[cfg(test)]
 mod tests_events;
+#[cfg(test)]
+mod tests_ids;
 #[cfg(test)]
 mod tests_search;
 
@@ -140,6 +143,10 @@ pub struct Repository {
     known_operations: FxHashSet<(Arc<str>, Arc<str>, SpanKind)>,
     /// The writer's checkpoint thread (none for a reader).
     checkpointer: Option<checkpointer::Checkpointer>,
+    /// Ids in the recent level of the id index (an upper bound), and how many it holds
+    /// before they are merged (see `ids.rs`).
+    recent_ids: usize,
+    recent_ids_max: usize,
 }
 
 impl std::fmt::Debug for Repository {
@@ -169,6 +176,7 @@ impl Repository {
         })?;
         schema::prepare(&mut conn, &path)?;
         let next_row = next_row(&conn, &path)?;
+        let recent_ids = ids::recent_count(&conn).during(&path, "reading the id index")?;
         let checkpointer = checkpointer::Checkpointer::start(&path);
         if checkpointer.is_some() {
             conn.execute_batch("PRAGMA wal_autocheckpoint = 0")
@@ -181,6 +189,8 @@ impl Repository {
             next_row,
             known_operations: FxHashSet::default(),
             checkpointer,
+            recent_ids,
+            recent_ids_max: ids::RECENT_MAX,
         })
     }
 
@@ -216,6 +226,8 @@ impl Repository {
             next_row: i64::MAX,
             known_operations: FxHashSet::default(),
             checkpointer: None,
+            recent_ids: 0,
+            recent_ids_max: ids::RECENT_MAX,
         })
     }
 

@@ -2,6 +2,7 @@
 //! first), then returning freed pages to the filesystem.
 
 use super::error::{Context, RepositoryError};
+use super::ids;
 use super::postings::{drop_batch, kill_rows};
 use super::prepare::DEPENDENCY_BUCKET_NS;
 use super::Repository;
@@ -73,6 +74,12 @@ impl Repository {
                 let want = (used - max_bytes) / per_batch + 1;
                 report.traces_by_size += self.drop_oldest_batches(want)?;
             }
+        }
+        if report.traces_by_age + report.traces_by_size > 0 {
+            let tx = self.conn.transaction().during(&self.path, DURING)?;
+            ids::sweep(&tx).during(&self.path, DURING)?;
+            tx.commit().during(&self.path, DURING)?;
+            self.recent_ids = ids::recent_count(&self.conn).during(&self.path, DURING)?;
         }
         if report.traces_by_age + report.traces_by_size + report.windows + report.alerts > 0 {
             self.reclaim().during(&self.path, "reclaiming space")?;

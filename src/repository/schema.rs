@@ -7,7 +7,7 @@ use rusqlite::Connection;
 use super::error::{Context, RepositoryError};
 
 /// The schema version this code writes and reads (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Pragmas of every connection: WAL so that readers do not block the writer, NORMAL
 /// sync (a power loss may lose the last transactions, never corrupt the file; the
@@ -25,10 +25,13 @@ PRAGMA busy_timeout = 5000;
 PRAGMA wal_autocheckpoint = 1024;
 ";
 
-/// Version 2 (version 1 keyed `postings` by term first, see [`MIGRATE_V1`]).
+/// Version 3 (version 1 keyed `postings` by term first, see [`MIGRATE_V1`]; version 2
+/// had a unique index on `traces.trace_id`, see [`MIGRATE_V2`]).
 ///
 /// - `traces`: one row per trace, the summary columns then the spans and analysis blob
 ///   (see `codec.rs`). Row ids are assigned by the writer, consecutively per batch.
+/// - `trace_ids_recent` and `trace_ids`: the trace id index in two levels (see
+///   `ids.rs`), the ids of the last batches and the ids merged from them.
 /// - `batches`: one row per stored batch (`batch` is its first trace row, `last_row`
 ///   its last), its start range, and `traces`: per row, the trace's start and duration
 ///   or a mark that the row was deleted or moved (see `postings.rs`).
@@ -40,10 +43,10 @@ PRAGMA wal_autocheckpoint = 1024;
 /// - `operations`: the distinct (service, span name, span kind) seen.
 /// - `dependencies`: parent service to child service calls per minute of trace start.
 /// - `windows` and `alerts`: aggregate windows and alert events as the pipeline wrote them.
-const SCHEMA_V2: &str = "
+const SCHEMA_V3: &str = "
 CREATE TABLE traces (
     id INTEGER PRIMARY KEY,
-    trace_id BLOB NOT NULL UNIQUE,
+    trace_id BLOB NOT NULL,
     start_ns INTEGER NOT NULL,
     duration_ns INTEGER NOT NULL,
     span_count INTEGER NOT NULL,
@@ -55,6 +58,8 @@ CREATE TABLE traces (
     body BLOB NOT NULL
 );
 CREATE INDEX traces_start ON traces (start_ns);
+CREATE TABLE trace_ids (trace_id BLOB PRIMARY KEY, id INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE trace_ids_recent (trace_id BLOB PRIMARY KEY, id INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE batches (
     batch INTEGER PRIMARY KEY,
     last_row INTEGER NOT NULL,
@@ -120,6 +125,34 @@ DROP TABLE postings;
 ALTER TABLE postings_v2 RENAME TO postings;
 ";
 
+/// From version 2: `traces` without its unique index on trace ids, which move to the
+/// two-level index (all into `trace_ids`, in one sorted pass).
+const MIGRATE_V2: &str = "
+CREATE TABLE traces_v3 (
+    id INTEGER PRIMARY KEY,
+    trace_id BLOB NOT NULL,
+    start_ns INTEGER NOT NULL,
+    duration_ns INTEGER NOT NULL,
+    span_count INTEGER NOT NULL,
+    error_count INTEGER NOT NULL,
+    flags INTEGER NOT NULL,
+    root_service TEXT,
+    root_name TEXT,
+    services TEXT NOT NULL,
+    body BLOB NOT NULL
+);
+INSERT INTO traces_v3 (id, trace_id, start_ns, duration_ns, span_count, error_count, flags, \
+    root_service, root_name, services, body) \
+    SELECT id, trace_id, start_ns, duration_ns, span_count, error_count, flags, \
+    root_service, root_name, services, body FROM traces ORDER BY id;
+DROP TABLE traces;
+ALTER TABLE traces_v3 RENAME TO traces;
+CREATE INDEX traces_start ON traces (start_ns);
+CREATE TABLE trace_ids (trace_id BLOB PRIMARY KEY, id INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE trace_ids_recent (trace_id BLOB PRIMARY KEY, id INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO trace_ids (trace_id, id) SELECT trace_id, id FROM traces ORDER BY trace_id;
+";
+
 /// Sets the pragmas, then creates the schema of a new file or checks the version of an
 /// existing one.
 pub(crate) fn prepare(conn: &mut Connection, path: &Path) -> Result<(), RepositoryError> {
@@ -153,13 +186,20 @@ pub(crate) fn prepare(conn: &mut Connection, path: &Path) -> Result<(), Reposito
     }
     conn.execute_batch(CONNECTION_PRAGMAS)
         .during(path, "setting pragmas")?;
-    let (script, during) = match version {
-        0 => (SCHEMA_V2, "creating the schema"),
-        1 => (MIGRATE_V1, "migrating the schema from version 1"),
+    let steps: &[(&str, &str)] = match version {
+        0 => &[(SCHEMA_V3, "creating the schema")],
+        1 => &[
+            (MIGRATE_V1, "migrating the schema from version 1"),
+            (MIGRATE_V2, "migrating the schema from version 2"),
+        ],
+        2 => &[(MIGRATE_V2, "migrating the schema from version 2")],
         _ => return Ok(()),
     };
+    let during = steps[0].1;
     let tx = conn.transaction().during(path, during)?;
-    tx.execute_batch(script).during(path, during)?;
+    for (script, during) in steps {
+        tx.execute_batch(script).during(path, during)?;
+    }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .during(path, during)?;
     tx.commit().during(path, during)?;

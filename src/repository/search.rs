@@ -10,6 +10,7 @@ use crate::model::{SpanKind, TraceId};
 
 use super::codec::DecodeError;
 use super::error::{Context, RepositoryError};
+use super::ids::ROW_OF_ID;
 use super::prepare::DEPENDENCY_BUCKET_NS;
 use super::write::{close_reason_of, id_bytes, is_incomplete};
 use super::{codec, postings, terms, Dependency, Operation, Repository, StoredTrace, TraceSummary};
@@ -232,7 +233,7 @@ impl Repository {
         let found = self
             .conn
             .prepare_cached(&format!(
-                "SELECT {SUMMARY_COLUMNS}, body FROM traces WHERE trace_id = ?1"
+                "SELECT {SUMMARY_COLUMNS}, body FROM traces WHERE {ROW_OF_ID}"
             ))
             .and_then(|mut st| {
                 st.query_row([&key[..]], |r| {

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use rayon::prelude::*;
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, Transaction};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::model::{Analysis, CloseReason, Span, SpanId, SpanKind, TraceId};
@@ -15,7 +15,7 @@ use super::postings::{kill_rows, BatchBuilder};
 use super::prepare::{
     canonical, count_dependencies, prepare, summarize, DependencyDeltas, Prepared,
 };
-use super::{codec, Repository, TraceRecord};
+use super::{codec, ids, Repository, TraceRecord};
 
 /// What a call to [`Repository::store_traces`] did, by trace id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -240,8 +240,9 @@ impl Repository {
                         *deltas.entry(k).or_insert(0) += v;
                     }
                 }
-                insert_row(&tx, batch.next_row(), &p.key, flags, &prepared)
-                    .during(&path, DURING)?;
+                let row = batch.next_row();
+                insert_row(&tx, row, &p.key, flags, &prepared).during(&path, DURING)?;
+                ids::record(&tx, &p.key, row).during(&path, DURING)?;
                 batch.add(prepared.start_ns, prepared.duration_ns, &prepared.terms);
                 for (k, v) in prepared.dependencies {
                     *deltas.entry(k).or_insert(0) += v;
@@ -253,11 +254,18 @@ impl Repository {
         batch.write(&tx).during(&path, DURING)?;
         kill_rows(&tx, &killed).during(&path, DURING)?;
         write_dependencies(&tx, &deltas).during(&path, DURING)?;
+        let recent_ids = ids::merge_if_over(
+            &tx,
+            self.recent_ids + report.inserted + report.updated,
+            self.recent_ids_max,
+        )
+        .during(&path, DURING)?;
         let new_operations =
             write_operations(&tx, &self.known_operations, records).during(&path, DURING)?;
         tx.commit().during(&path, DURING)?;
         self.committed();
         self.next_row = next_row;
+        self.recent_ids = recent_ids;
         // remembered only once committed: a rolled-back batch must write them again
         if self.known_operations.len() + new_operations.len() > KNOWN_OPERATIONS_CAP {
             self.known_operations.clear();
@@ -278,13 +286,7 @@ fn merge_one<'r>(
 ) -> Result<Option<Pending<'r>>, RepositoryError> {
     const DURING: &str = "storing traces";
     let key = id_bytes(id);
-    let existing: Option<(i64, i64, Vec<u8>)> = tx
-        .prepare_cached("SELECT id, flags, body FROM traces WHERE trace_id = ?1")
-        .and_then(|mut st| {
-            st.query_row([&key[..]], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .optional()
-        })
-        .during(path, DURING)?;
+    let existing = ids::find(tx, &key).during(path, DURING)?;
     ids.clear();
     let Some((row, flags, body)) = existing else {
         let mut merged = Merged::empty();
