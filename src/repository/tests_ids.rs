@@ -23,9 +23,15 @@ fn ids_are_found_before_and_after_their_merge_and_amendments_move_them() {
     let mut repo = open(&dir);
     repo.recent_ids_max = 4;
     assert_eq!(store(&mut repo, 1..=3).inserted, 3);
-    assert_eq!((count(&repo, "trace_ids_recent"), count(&repo, "trace_ids")), (3, 0));
+    assert_eq!(
+        (count(&repo, "trace_ids_recent"), count(&repo, "trace_ids")),
+        (3, 0)
+    );
     assert_eq!(store(&mut repo, 4..=6).inserted, 3);
-    assert_eq!((count(&repo, "trace_ids_recent"), count(&repo, "trace_ids")), (0, 6));
+    assert_eq!(
+        (count(&repo, "trace_ids_recent"), count(&repo, "trace_ids")),
+        (0, 6)
+    );
     for id in 1..=6 {
         assert_eq!(repo.get_trace(id).unwrap().unwrap().summary.trace_id, id);
     }
@@ -67,11 +73,17 @@ fn retention_sweeps_the_ids_of_deleted_traces_and_they_can_come_back() {
             .collect();
         repo.store_traces(&batch).unwrap();
     }
-    assert_eq!(count(&repo, "trace_ids_recent") + count(&repo, "trace_ids"), 10);
+    assert_eq!(
+        count(&repo, "trace_ids_recent") + count(&repo, "trace_ids"),
+        10
+    );
     // now = 5 h: the traces that started before 4 h go (1..=7; the first batch whole)
     let report = repo.enforce_retention(T0 + 5 * hour * MS).unwrap();
     assert_eq!(report.traces_by_age, 7);
-    assert_eq!(count(&repo, "trace_ids_recent") + count(&repo, "trace_ids"), 3);
+    assert_eq!(
+        count(&repo, "trace_ids_recent") + count(&repo, "trace_ids"),
+        3
+    );
     assert!(repo.get_trace(3).unwrap().is_none());
     assert!(repo.get_trace(9).unwrap().is_some());
     // a deleted trace stored again is new
@@ -106,7 +118,10 @@ fn a_version_2_file_moves_its_ids_to_the_index_and_keeps_its_traces() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(version, SCHEMA_VERSION);
-    assert_eq!((count(&repo, "trace_ids_recent"), count(&repo, "trace_ids")), (0, 5));
+    assert_eq!(
+        (count(&repo, "trace_ids_recent"), count(&repo, "trace_ids")),
+        (0, 5)
+    );
     for id in 1..=5 {
         assert_eq!(repo.get_trace(id).unwrap().unwrap().spans.len(), 4);
     }
