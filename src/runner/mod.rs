@@ -3,6 +3,7 @@
 //! file turns Kafka into events and carries out the effects.
 
 mod effects;
+mod rejoin;
 mod setup;
 mod state;
 mod txn;
@@ -16,6 +17,7 @@ use tokio::sync::mpsc;
 use crate::config::{Delivery, PipelineConfig};
 use crate::driver::{ChangelogSettings, Driver, DriverError, DriverSettings, Event};
 use rdkafka::error::KafkaError;
+use rejoin::Unassigned;
 
 use crate::kafka::admin::AdminError;
 use crate::kafka::registry_client::{RegistryClient, RegistryError};
@@ -103,11 +105,6 @@ pub fn wall_ms() -> i64 {
 /// How often the driver is ticked (idle partitions, timeouts, the commit interval).
 const TICK: Duration = Duration::from_millis(200);
 
-/// How long a member waits with no partitions before it joins the group again (then
-/// twice as long each time, up to [`REJOIN_MAX`]).
-const REJOIN_AFTER: Duration = Duration::from_secs(30);
-const REJOIN_MAX: Duration = Duration::from_secs(600);
-
 /// Carries out the driver's effects.
 struct Shell {
     pipeline: String,
@@ -125,7 +122,7 @@ struct Shell {
     committing: Option<txn::Committing>,
     held: Vec<crate::driver::Produce>,
     /// A refused transaction dropped every partition's state; the rebalance that moved
-    /// them is expected to follow (see [`Unassigned`]).
+    /// them is expected to follow (see `rejoin.rs`).
     dropped: bool,
     source: Source,
     registry: Option<RegistryClient>,
@@ -360,8 +357,8 @@ pub async fn run(
             break Err(e);
         }
         if std::mem::take(&mut shell.dropped) {
-            // if no rebalance follows, the group is joined again after a while
-            unassigned.assigned(0, std::time::Instant::now());
+            // if no rebalance follows, the group is joined again soon
+            unassigned.refused(std::time::Instant::now());
         }
         ready.set(shell.driver.owns_partitions());
     };
@@ -402,67 +399,4 @@ fn repartition_topic_of(driver: &Driver) -> Vec<String> {
         .flatten()
         .map(str::to_string)
         .collect()
-}
-
-/// When a member that a rebalance left with no partitions joins the group again: only
-/// after an assignment that gave it nothing (a join still in progress is left alone).
-struct Unassigned {
-    since: Option<std::time::Instant>,
-    wait: Duration,
-}
-
-impl Unassigned {
-    fn new() -> Self {
-        Self {
-            since: None,
-            wait: REJOIN_AFTER,
-        }
-    }
-
-    /// A rebalance assigned `partitions` partitions at `now`.
-    fn assigned(&mut self, partitions: usize, now: std::time::Instant) {
-        if partitions == 0 {
-            self.since.get_or_insert(now);
-        } else {
-            self.since = None;
-            self.wait = REJOIN_AFTER;
-        }
-    }
-
-    /// Whether to rejoin now.
-    fn due(&mut self, now: std::time::Instant) -> bool {
-        let Some(since) = self.since else {
-            return false;
-        };
-        if now.duration_since(since) < self.wait {
-            return false;
-        }
-        self.since = None;
-        self.wait = (self.wait * 2).min(REJOIN_MAX);
-        true
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Instant;
-
-    #[test]
-    fn a_member_given_no_partitions_rejoins_with_backoff() {
-        let t0 = Instant::now();
-        let at = |s: u64| t0 + Duration::from_secs(s);
-        let mut u = Unassigned::new();
-        assert!(!u.due(at(100)), "a join in progress is left alone");
-        u.assigned(0, at(100));
-        assert!(!u.due(at(129)));
-        assert!(u.due(at(130)));
-        u.assigned(0, at(131));
-        assert!(!u.due(at(190)), "then after 60 s");
-        assert!(u.due(at(191)));
-        u.assigned(3, at(200));
-        assert!(!u.due(at(1000)), "assigned");
-        u.assigned(0, at(1000));
-        assert!(u.due(at(1030)), "back to 30 s");
-    }
 }
