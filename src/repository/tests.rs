@@ -124,6 +124,13 @@ pub(super) fn shop_trace(trace_id: TraceId, start_ms: i64, slow_ms: i64) -> Vec<
     ]
 }
 
+/// The schema version of the file.
+pub(super) fn user_version(repo: &Repository) -> i64 {
+    repo.conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap()
+}
+
 pub(super) fn open(dir: &tempfile::TempDir) -> Repository {
     Repository::open(dir.path().join("repo.db"), RetentionSettings::default()).unwrap()
 }
@@ -139,11 +146,7 @@ fn open_creates_schema_and_reopen_keeps_data() {
         assert_eq!(report.inserted, 1);
     }
     let repo = open(&dir);
-    let version: i64 = repo
-        .conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(version, SCHEMA_VERSION);
+    assert_eq!(user_version(&repo), SCHEMA_VERSION);
     let mode: String = repo
         .conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))

@@ -1,7 +1,7 @@
 //! The two-level trace id index: merges, moves, retention and the migration from
 //! version 2.
 
-use super::tests::{open, record, shop_trace, MS, T0};
+use super::tests::{open, record, shop_trace, user_version, MS, T0};
 use super::*;
 
 fn count(repo: &Repository, table: &str) -> i64 {
@@ -113,11 +113,7 @@ fn a_version_2_file_moves_its_ids_to_the_index_and_keeps_its_traces() {
         .unwrap();
     }
     let mut repo = open(&dir);
-    let version: i64 = repo
-        .conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(version, SCHEMA_VERSION);
+    assert_eq!(user_version(&repo), SCHEMA_VERSION);
     assert_eq!(
         (count(&repo, "trace_ids_recent"), count(&repo, "trace_ids")),
         (0, 5)

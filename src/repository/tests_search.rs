@@ -1,6 +1,6 @@
 //! Search: each criterion alone and together, order, limits and bad queries.
 
-use super::tests::{open, record, resource, shop_trace, span, MS, T0};
+use super::tests::{open, record, resource, shop_trace, span, user_version, MS, T0};
 use super::*;
 use crate::model::{AttrValue, StatusCode};
 
@@ -229,11 +229,7 @@ fn a_version_1_file_is_migrated_and_searches_the_same() {
     };
     assert_eq!(before, (1..=9).rev().collect::<Vec<_>>());
     let mut repo = open(&dir);
-    let version: i64 = repo
-        .conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(version, SCHEMA_VERSION);
+    assert_eq!(user_version(&repo), SCHEMA_VERSION);
     assert_eq!(ids(&repo.search(&q).unwrap()), before);
     // and the migrated file takes new batches
     repo.store_traces(&[record(11, shop_trace(11, 20, 0), false)])
