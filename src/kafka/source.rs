@@ -139,6 +139,22 @@ impl GroupOffsets {
     }
 }
 
+/// Leaves the group and joins it again: a member that joined while a crashed
+/// predecessor was still registered can be left with no partitions by some brokers, and
+/// one whose transaction was refused may hold partitions it dropped.
+pub struct Rejoin(Arc<BaseConsumer<SourceContext>>, Vec<String>);
+
+impl Rejoin {
+    /// Blocks until librdkafka has taken both requests. Never call it where the
+    /// consumer's events are handled: leaving revokes the partitions, and the revocation
+    /// waits for them to be released.
+    pub fn run(self) -> KafkaResult<()> {
+        self.0.unsubscribe();
+        let refs: Vec<&str> = self.1.iter().map(String::as_str).collect();
+        self.0.subscribe(&refs)
+    }
+}
+
 /// A running consumer.
 pub struct Source {
     consumer: Arc<BaseConsumer<SourceContext>>,
@@ -199,12 +215,9 @@ impl Source {
         ))
     }
 
-    /// Leaves and joins the group again: a member that joined while a crashed
-    /// predecessor was still registered can be left with no partitions by some brokers.
-    pub fn rejoin(&self) -> KafkaResult<()> {
-        self.consumer.unsubscribe();
-        let refs: Vec<&str> = self.topics.iter().map(String::as_str).collect();
-        self.consumer.subscribe(&refs)
+    /// A handle for leaving and joining the group again from another thread.
+    pub fn rejoin(&self) -> Rejoin {
+        Rejoin(self.consumer.clone(), self.topics.clone())
     }
 
     /// A handle for asking the group's committed offsets from another thread.

@@ -335,9 +335,14 @@ pub async fn run(
                 let step = shell.handle(Event::Tick { now_ms: wall_ms() }).await;
                 if unassigned.due(std::time::Instant::now()) {
                     tracing::warn!("no partitions assigned for a while; joining the consumer group again");
-                    if let Err(e) = shell.source.rejoin() {
-                        tracing::warn!(error = %e, "rejoining the consumer group failed");
-                    }
+                    // on a thread of its own: leaving revokes the partitions, and the
+                    // revocation waits for this loop to release them
+                    let rejoin = shell.source.rejoin();
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(e) = rejoin.run() {
+                            tracing::warn!(error = %e, "rejoining the consumer group failed");
+                        }
+                    });
                 }
                 if let Some(q) = ready.executions().wanted() {
                     let limit = q.limit.min(crate::telemetry::executions::MAX_LIMIT);
