@@ -23,11 +23,6 @@ impl Shell {
     }
 
     pub(super) async fn acked(&mut self, ack: Ack) -> Result<(), RunError> {
-        if ack.purged && self.transactional {
-            // purged by the abort of a refused transaction: nothing of it counts
-            tracing::debug!(topic = %ack.token.topic, "record of an aborted transaction purged");
-            return Ok(());
-        }
         let Token {
             topic,
             holds,

@@ -112,11 +112,9 @@ struct Shell {
     sink: std::sync::Arc<Sink>,
     /// With exactly-once: whether a transaction is open.
     txn_open: bool,
-    /// `delivery: exactly_once`: outputs are written in transactions.
-    transactional: bool,
-    /// What the transactional producer is started from (brokers, properties, id): after
-    /// a refused transaction it starts again, in a new epoch.
-    producer_start: Option<(String, std::collections::BTreeMap<String, String>, String)>,
+    /// What the producer was started from: after a refused transaction the
+    /// transactional one starts again, in a new epoch.
+    producer_start: ProducerStart,
     /// With exactly-once: the transaction being committed, and what was produced since
     /// (it goes in the next one).
     committing: Option<txn::Committing>,
@@ -237,18 +235,12 @@ pub async fn run(
     // with transactions, before the changelogs are read: initialising them aborts what a
     // crashed predecessor of this instance left open, which readers would wait for
     let transactional_id = exactly_once.then(|| config.kafka.transactional_id());
-    let (sink, acks) = {
-        let (brokers, properties) = (endpoints.brokers.clone(), config.kafka.producer());
-        let id = transactional_id.clone();
-        tokio::task::spawn_blocking(move || Sink::start(&brokers, &properties, id.as_deref()))
-            .await
-            .map_err(|source| RunError::Task {
-                pipeline: pipeline.clone(),
-                doing: "starting the producers",
-                source,
-            })?
-            .map_err(kafka_err("starting the producers"))?
+    let producer_start = ProducerStart {
+        brokers: endpoints.brokers.clone(),
+        properties: config.kafka.producer(),
+        transactional_id: transactional_id.clone(),
     };
+    let (sink, acks) = producer_start.start(&pipeline).await?;
     if let Some(id) = &transactional_id {
         tracing::info!(transactional_id = %id, "exactly-once: transactions initialised");
     }
@@ -282,10 +274,7 @@ pub async fn run(
         driver,
         sink: std::sync::Arc::new(sink),
         txn_open: false,
-        transactional: exactly_once,
-        producer_start: transactional_id
-            .clone()
-            .map(|id| (endpoints.brokers.clone(), config.kafka.producer(), id)),
+        producer_start,
         committing: None,
         held: Vec::new(),
         dropped: false,
@@ -395,6 +384,38 @@ pub async fn run(
     result.map(|()| RunSummary {
         slowest: driver.slowest().to_vec(),
     })
+}
+
+/// What a pipeline's producer is started from.
+struct ProducerStart {
+    brokers: String,
+    properties: std::collections::BTreeMap<String, String>,
+    transactional_id: Option<String>,
+}
+
+impl ProducerStart {
+    /// Starts the producer (with a transactional id: initialises its transactions, which
+    /// aborts what an earlier producer of that id left open).
+    async fn start(
+        &self,
+        pipeline: &str,
+    ) -> Result<(Sink, mpsc::UnboundedReceiver<Ack>), RunError> {
+        const DOING: &str = "starting the producers";
+        let (brokers, properties) = (self.brokers.clone(), self.properties.clone());
+        let id = self.transactional_id.clone();
+        tokio::task::spawn_blocking(move || Sink::start(&brokers, &properties, id.as_deref()))
+            .await
+            .map_err(|source| RunError::Task {
+                pipeline: pipeline.to_string(),
+                doing: DOING,
+                source,
+            })?
+            .map_err(|source| RunError::Kafka {
+                pipeline: pipeline.to_string(),
+                doing: DOING.to_string(),
+                source: Box::new(source),
+            })
+    }
 }
 
 /// The internal topics the consumer reads besides the sources.

@@ -8,7 +8,6 @@
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use crate::driver::{Commit, Event};
-use crate::kafka::sink::Sink;
 use crate::kafka::source::offset_list;
 use crate::telemetry::metrics;
 
@@ -136,18 +135,7 @@ impl Shell {
     /// an abort the broker may no longer accept the old one's sequence numbers, and
     /// records it still holds belong to the aborted transaction.
     async fn restart_producer(&mut self) -> Result<(), RunError> {
-        let Some((brokers, properties, id)) = self.producer_start.clone() else {
-            return Ok(());
-        };
-        let started =
-            tokio::task::spawn_blocking(move || Sink::start(&brokers, &properties, Some(&id)))
-                .await
-                .map_err(|source| RunError::Task {
-                    pipeline: self.pipeline.clone(),
-                    doing: "starting the producer again",
-                    source,
-                })?;
-        let (sink, acks) = started.map_err(|e| self.kafka_error("start the producer again", e))?;
+        let (sink, acks) = self.producer_start.start(&self.pipeline).await?;
         self.sink = std::sync::Arc::new(sink);
         self.acks = acks;
         self.txn_open = false;
