@@ -25,6 +25,31 @@ PRAGMA busy_timeout = 5000;
 PRAGMA wal_autocheckpoint = 1024;
 ";
 
+/// The traces table, its index and the two levels of the trace id index, as version 3
+/// creates them (a new file, and the migration from version 2).
+macro_rules! traces_tables {
+    () => {
+        "
+CREATE TABLE traces (
+    id INTEGER PRIMARY KEY,
+    trace_id BLOB NOT NULL,
+    start_ns INTEGER NOT NULL,
+    duration_ns INTEGER NOT NULL,
+    span_count INTEGER NOT NULL,
+    error_count INTEGER NOT NULL,
+    flags INTEGER NOT NULL,
+    root_service TEXT,
+    root_name TEXT,
+    services TEXT NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX traces_start ON traces (start_ns);
+CREATE TABLE trace_ids (trace_id BLOB PRIMARY KEY, id INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE trace_ids_recent (trace_id BLOB PRIMARY KEY, id INTEGER NOT NULL) WITHOUT ROWID;
+"
+    };
+}
+
 /// Version 3 (version 1 keyed `postings` by term first, see [`MIGRATE_V1`]; version 2
 /// had a unique index on `traces.trace_id`, see [`MIGRATE_V2`]).
 ///
@@ -43,23 +68,9 @@ PRAGMA wal_autocheckpoint = 1024;
 /// - `operations`: the distinct (service, span name, span kind) seen.
 /// - `dependencies`: parent service to child service calls per minute of trace start.
 /// - `windows` and `alerts`: aggregate windows and alert events as the pipeline wrote them.
-const SCHEMA_V3: &str = "
-CREATE TABLE traces (
-    id INTEGER PRIMARY KEY,
-    trace_id BLOB NOT NULL,
-    start_ns INTEGER NOT NULL,
-    duration_ns INTEGER NOT NULL,
-    span_count INTEGER NOT NULL,
-    error_count INTEGER NOT NULL,
-    flags INTEGER NOT NULL,
-    root_service TEXT,
-    root_name TEXT,
-    services TEXT NOT NULL,
-    body BLOB NOT NULL
-);
-CREATE INDEX traces_start ON traces (start_ns);
-CREATE TABLE trace_ids (trace_id BLOB PRIMARY KEY, id INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE trace_ids_recent (trace_id BLOB PRIMARY KEY, id INTEGER NOT NULL) WITHOUT ROWID;
+const SCHEMA_V3: &str = concat!(
+    traces_tables!(),
+    "
 CREATE TABLE batches (
     batch INTEGER PRIMARY KEY,
     last_row INTEGER NOT NULL,
@@ -110,7 +121,8 @@ CREATE TABLE alerts (
 ) WITHOUT ROWID;
 CREATE INDEX alerts_at ON alerts (at_ms);
 CREATE INDEX alerts_rule ON alerts (rule, at_ms);
-";
+"
+);
 
 /// From version 1: the posting lists keyed by batch first.
 const MIGRATE_V1: &str = "
@@ -127,31 +139,21 @@ ALTER TABLE postings_v2 RENAME TO postings;
 
 /// From version 2: `traces` without its unique index on trace ids, which move to the
 /// two-level index (all into `trace_ids`, in one sorted pass).
-const MIGRATE_V2: &str = "
-CREATE TABLE traces_v3 (
-    id INTEGER PRIMARY KEY,
-    trace_id BLOB NOT NULL,
-    start_ns INTEGER NOT NULL,
-    duration_ns INTEGER NOT NULL,
-    span_count INTEGER NOT NULL,
-    error_count INTEGER NOT NULL,
-    flags INTEGER NOT NULL,
-    root_service TEXT,
-    root_name TEXT,
-    services TEXT NOT NULL,
-    body BLOB NOT NULL
-);
-INSERT INTO traces_v3 (id, trace_id, start_ns, duration_ns, span_count, error_count, flags, \
+const MIGRATE_V2: &str = concat!(
+    "
+ALTER TABLE traces RENAME TO traces_v2;
+DROP INDEX traces_start;
+",
+    traces_tables!(),
+    "
+INSERT INTO traces (id, trace_id, start_ns, duration_ns, span_count, error_count, flags, \
     root_service, root_name, services, body) \
     SELECT id, trace_id, start_ns, duration_ns, span_count, error_count, flags, \
-    root_service, root_name, services, body FROM traces ORDER BY id;
-DROP TABLE traces;
-ALTER TABLE traces_v3 RENAME TO traces;
-CREATE INDEX traces_start ON traces (start_ns);
-CREATE TABLE trace_ids (trace_id BLOB PRIMARY KEY, id INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE trace_ids_recent (trace_id BLOB PRIMARY KEY, id INTEGER NOT NULL) WITHOUT ROWID;
+    root_service, root_name, services, body FROM traces_v2 ORDER BY id;
+DROP TABLE traces_v2;
 INSERT INTO trace_ids (trace_id, id) SELECT trace_id, id FROM traces ORDER BY trace_id;
-";
+"
+);
 
 /// Sets the pragmas, then creates the schema of a new file or checks the version of an
 /// existing one.
