@@ -55,6 +55,8 @@ pub struct Ack {
     pub token: Token,
     /// The error, when Kafka did not take the record.
     pub error: Option<String>,
+    /// The record was purged from the queue unsent: its transaction was aborted.
+    pub purged: bool,
 }
 
 struct SinkContext {
@@ -72,12 +74,22 @@ impl ProducerContext for SinkContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, token: Box<Token>) {
         let error = result.as_ref().err().map(|(e, _)| e.to_string());
+        let purged = matches!(
+            result,
+            Err((
+                KafkaError::MessageProduction(
+                    RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight
+                ),
+                _
+            ))
+        );
         if let (None, Some(emitted)) = (&error, token.emitted) {
             metrics::ALERT_ACK_LATENCY.observe(emitted.elapsed().as_secs_f64());
         }
         let _ = self.acks.send(Ack {
             token: *token,
             error,
+            purged,
         });
     }
 }

@@ -23,6 +23,12 @@ impl Shell {
     }
 
     pub(super) async fn acked(&mut self, ack: Ack) -> Result<(), RunError> {
+        if ack.purged && self.producer_start.transactional_id.is_some() {
+            // purged by the abort of a refused transaction (or at shutdown): nothing of
+            // it counts, the transaction's offsets were not committed
+            tracing::debug!(topic = %ack.token.topic, "record of an aborted transaction purged");
+            return Ok(());
+        }
         let Token {
             topic,
             holds,
