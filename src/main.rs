@@ -332,8 +332,10 @@ impl StopSignals {
     }
 }
 
-/// Topics the embedded broker must have for `config`.
-pub fn pipeline_topics(config: &PipelineConfig) -> Vec<String> {
+/// Topics the embedded broker must have for `config`, with their partition counts: the
+/// sources, outputs and changelogs with `kafka.embedded_partitions`, the internal topics
+/// as the runner would create them (the embedded broker answers no CreateTopics).
+pub fn pipeline_topics(config: &PipelineConfig) -> Vec<(String, i32)> {
     let mut topics: Vec<String> = config
         .sources
         .iter()
@@ -358,6 +360,18 @@ pub fn pipeline_topics(config: &PipelineConfig) -> Vec<String> {
     }
     topics.sort();
     topics.dedup();
+    let partitions = config.kafka.embedded_partitions;
+    let mut topics: Vec<(String, i32)> = topics.into_iter().map(|t| (t, partitions)).collect();
+    if config.repartitions_spans() {
+        let n = config.kafka.repartition_partitions.unwrap_or(partitions);
+        topics.push((config.kafka.repartition_topic(), n.max(1)));
+    }
+    if config.merges_windows() {
+        topics.push((
+            config.kafka.aggregate_repartition_topic(),
+            runner::MERGE_PARTITIONS as i32,
+        ));
+    }
     topics
 }
 
@@ -372,10 +386,7 @@ pub struct Embedded {
 /// real ones are reachable.
 pub async fn resolve(config: &PipelineConfig) -> Result<Embedded, CliError> {
     let kafka = if config.kafka.brokers == "embedded" {
-        Some(EmbeddedKafka::start(
-            config.kafka.embedded_partitions,
-            &pipeline_topics(config),
-        )?)
+        Some(EmbeddedKafka::start_topics(&pipeline_topics(config))?)
     } else {
         None
     };

@@ -274,6 +274,15 @@ fn run_stops_cleanly_on(signal: &str) {
             .any(|l| l["fields"]["message"] == "pipeline stopped"),
         "{stderr}"
     );
+    // the embedded broker starts with every topic the pipeline uses, the internal ones
+    // too: it answers no CreateTopics, and asking it costs seconds of startup
+    assert!(
+        !logs.iter().any(|l| {
+            let message = l["fields"]["message"].as_str().unwrap_or_default();
+            message.starts_with("topics created") || message == "topic created"
+        }),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -193,6 +193,18 @@ impl PipelineConfig {
         })
     }
 
+    /// Whether spans of some source are split per trace and re-keyed through the
+    /// repartition topic (`<group_id>-repartition`).
+    pub fn repartitions_spans(&self) -> bool {
+        self.assemble().is_some() && !self.sources.iter().all(|s| s.keyed_by_trace())
+    }
+
+    /// Whether windows are counted in two phases, their partials merged by one owner
+    /// through the aggregate repartition topic (`<group_id>-aggregate-repartition`).
+    pub fn merges_windows(&self) -> bool {
+        self.assemble().is_some() && self.aggregate().is_some() && self.kafka.changelogs
+    }
+
     /// The detect stage, if the pipeline has one.
     pub fn detect(&self) -> Option<&crate::stage::detect::DetectConfig> {
         self.stages.iter().find_map(|s| match s {

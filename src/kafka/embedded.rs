@@ -36,6 +36,12 @@ pub struct EmbeddedKafka {
 impl EmbeddedKafka {
     /// Starts a 1-broker cluster with `topics` created, each with `partitions` partitions.
     pub fn start(partitions: i32, topics: &[String]) -> Result<Self, EmbeddedError> {
+        let topics: Vec<(String, i32)> = topics.iter().map(|t| (t.clone(), partitions)).collect();
+        Self::start_topics(&topics)
+    }
+
+    /// Starts a 1-broker cluster with each of `topics` created with its partition count.
+    pub fn start_topics(topics: &[(String, i32)]) -> Result<Self, EmbeddedError> {
         let (ready_tx, ready_rx) = mpsc::channel::<Result<String, EmbeddedError>>();
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let topics = topics.to_vec();
@@ -50,8 +56,8 @@ impl EmbeddedKafka {
                         return;
                     }
                 };
-                for t in &topics {
-                    if let Err(source) = cluster.create_topic(t, partitions, 1) {
+                for (t, partitions) in &topics {
+                    if let Err(source) = cluster.create_topic(t, *partitions, 1) {
                         let _ = ready_tx.send(Err(EmbeddedError::Topic {
                             topic: t.clone(),
                             source,

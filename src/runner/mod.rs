@@ -8,6 +8,8 @@ mod setup;
 mod state;
 mod txn;
 
+pub use setup::MERGE_PARTITIONS;
+
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -11,6 +11,10 @@ use crate::telemetry::metrics;
 
 use super::{Endpoints, RunError};
 
+/// The aggregate repartition topic's partition count: one owner merges every
+/// instance's partial windows.
+pub const MERGE_PARTITIONS: usize = 1;
+
 /// How often each input's progress may be reported on the repartition topic.
 const PROGRESS_INTERVAL_MS: i64 = 200;
 
@@ -22,10 +26,7 @@ pub(super) async fn repartition(
     config: &PipelineConfig,
     endpoints: &Endpoints,
 ) -> Result<Option<RepartitionSettings>, RunError> {
-    if config.sources.iter().all(|s| s.keyed_by_trace()) {
-        return Ok(None);
-    }
-    let Some(assemble) = config.assemble() else {
+    let Some(assemble) = config.assemble().filter(|_| config.repartitions_spans()) else {
         return Ok(None);
     };
     let err = |source: AdminError| admin_error(config, source);
@@ -209,11 +210,7 @@ pub(super) async fn merge(
     endpoints: &Endpoints,
     repartition: Option<&RepartitionSettings>,
 ) -> Result<Option<MergeSettings>, RunError> {
-    let (Some(assemble), Some(_), true) = (
-        config.assemble(),
-        config.aggregate(),
-        config.kafka.changelogs,
-    ) else {
+    let Some(assemble) = config.assemble().filter(|_| config.merges_windows()) else {
         return Ok(None);
     };
     let err = |source: AdminError| admin_error(config, source);
@@ -236,7 +233,7 @@ pub(super) async fn merge(
     admin::ensure_topics(
         &endpoints.brokers,
         &properties,
-        &[(topic.clone(), 1)],
+        &[(topic.clone(), MERGE_PARTITIONS)],
         "delete",
     )
     .await
