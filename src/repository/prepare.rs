@@ -124,8 +124,13 @@ pub(crate) fn prepare(mut spans: Cow<'_, [Span]>, analysis: Option<&Analysis>) -
     }
     let spans: &[Span] = &spans;
     let summary = summarize(spans);
+    let mut tags = FxHashSet::with_capacity_and_hasher(spans.len() * 4, Default::default());
+    let mut buf = String::new();
+    let body = codec::encode_listing(spans, analysis, &mut |key, value| {
+        tags.insert(terms::value_term(key, value, &mut buf));
+    });
     let mut terms = Vec::new();
-    terms::collect(spans, &mut terms);
+    terms::collect(spans, tags, &mut terms);
     let mut dependencies = DependencyDeltas::default();
     count_dependencies(spans, summary.start_ns, 1, &mut dependencies);
     Prepared {
@@ -136,7 +141,7 @@ pub(crate) fn prepare(mut spans: Cow<'_, [Span]>, analysis: Option<&Analysis>) -
         root_service: summary.root.map(|r| Arc::clone(&r.resource.service_name)),
         root_name: summary.root.map(|r| Arc::clone(&r.name)),
         services: serde_json::to_string(&summary.services).unwrap_or_default(),
-        body: codec::encode(spans, analysis),
+        body,
         terms,
         dependencies,
     }

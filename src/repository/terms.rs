@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::model::{RawValue, Resource, Span, SpanKind, StatusCode};
+use crate::model::{RawValue, Span, SpanKind, StatusCode};
 
 fn hash(kind: u8, parts: &[&[u8]]) -> i64 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -49,7 +49,8 @@ pub(crate) fn tag_term(key: &str, value: &str) -> i64 {
     hash(b't', &[key.as_bytes(), value.as_bytes()])
 }
 
-fn value_term(key: &[u8], value: RawValue<'_>, buf: &mut String) -> i64 {
+/// The term of an attribute as the encoding holds it (`buf` is scratch space).
+pub(crate) fn value_term(key: &[u8], value: RawValue<'_>, buf: &mut String) -> i64 {
     use std::fmt::Write as _;
     let text: &[u8] = match value {
         RawValue::Str(s) => s,
@@ -93,13 +94,11 @@ pub(crate) type Term = (i64, Option<i64>);
 /// Collects the terms of a trace into `terms`, without repeats: each
 /// service and each (service, span name) with the duration of its longest span, and
 /// each tag (with `None`). Tags are the span attributes, the resource attributes,
-/// `error=true` for a span with status ERROR and `span.kind` (as Jaeger shows them).
-pub(crate) fn collect(spans: &[Span], terms: &mut Vec<Term>) {
+/// `error=true` for a span with status ERROR and `span.kind` (as Jaeger shows them);
+/// `tags` holds the terms of the attributes already ([`value_term`] of each, as the
+/// encoder lists them).
+pub(crate) fn collect(spans: &[Span], mut tags: FxHashSet<i64>, terms: &mut Vec<Term>) {
     terms.clear();
-    let mut tags: FxHashSet<i64> =
-        FxHashSet::with_capacity_and_hasher(spans.len() * 8, Default::default());
-    let mut buf = String::new();
-    let mut resources_seen: Vec<*const Resource> = Vec::new();
     // a trace has few distinct operations and kinds: gathered first, hashed once
     let mut operations: Vec<(&str, &Arc<str>, i64)> = Vec::new();
     let mut kinds = 0u8;
@@ -112,16 +111,6 @@ pub(crate) fn collect(spans: &[Span], terms: &mut Vec<Term>) {
         match op {
             Some(o) => o.2 = o.2.max(dur),
             None => operations.push((s.service(), &s.name, dur)),
-        }
-        for (k, v) in s.attributes.iter_raw() {
-            tags.insert(value_term(k, v, &mut buf));
-        }
-        let r = Arc::as_ptr(&s.resource);
-        if !resources_seen.contains(&r) {
-            resources_seen.push(r);
-            for (k, v) in s.resource.attributes.iter_raw() {
-                tags.insert(value_term(k, v, &mut buf));
-            }
         }
         error |= s.status == StatusCode::Error;
         kinds |= 1 << (s.kind as u8);

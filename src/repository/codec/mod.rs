@@ -14,7 +14,7 @@ mod analysis;
 
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::model::{
     Analysis, AttrValue, Attributes, AttributesBuilder, Events, EventsBuilder, RawValue, Resource,
@@ -68,11 +68,17 @@ pub(crate) fn get_signed(buf: &[u8], pos: &mut usize) -> Decoded<i64> {
     Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
 }
 
+/// An attribute as the writer interned it: the key's string, the value's kind and its
+/// string (or its bits).
+type AttrId = (u32, u8, u64);
+
 /// Writes a body while collecting its strings.
 struct Writer<'a> {
     body: Vec<u8>,
     index: FxHashMap<&'a [u8], u32>,
     strings: Vec<&'a [u8]>,
+    /// The distinct attributes of spans and resources, when the caller wants them.
+    attributes: Option<FxHashSet<AttrId>>,
 }
 
 impl<'a> Writer<'a> {
@@ -80,14 +86,15 @@ impl<'a> Writer<'a> {
         self.utf8(s.as_bytes());
     }
 
-    /// A string given as its UTF-8 bytes.
-    fn utf8(&mut self, s: &'a [u8]) {
+    /// A string given as its UTF-8 bytes; returns its index.
+    fn utf8(&mut self, s: &'a [u8]) -> u32 {
         let next = self.strings.len() as u32;
         let i = *self.index.entry(s).or_insert_with(|| next);
         if i == next {
             self.strings.push(s);
         }
         put_varint(&mut self.body, u64::from(i));
+        i
     }
 
     fn opt_str(&mut self, s: Option<&'a str>) {
@@ -100,26 +107,36 @@ impl<'a> Writer<'a> {
         }
     }
 
-    fn attrs(&mut self, attrs: &'a Attributes) {
+    /// Writes attributes; `listed`: they are listed for [`encode_listing`] (those of
+    /// spans and resources, not of events).
+    fn attrs(&mut self, attrs: &'a Attributes, listed: bool) {
         let start = self.body.len();
         self.body.push(0);
         let mut n = 0usize;
         for (k, v) in attrs.iter_raw() {
-            self.utf8(k);
-            match v {
+            let key = self.utf8(k);
+            let id = match v {
                 RawValue::Str(s) => {
                     self.body.push(0);
-                    self.utf8(s);
+                    (0, u64::from(self.utf8(s)))
                 }
-                RawValue::Bool(b) => self.body.push(1 + u8::from(b)),
+                RawValue::Bool(b) => {
+                    self.body.push(1 + u8::from(b));
+                    (1, u64::from(b))
+                }
                 RawValue::Int(i) => {
                     self.body.push(3);
                     put_signed(&mut self.body, i);
+                    (3, i as u64)
                 }
                 RawValue::Double(d) => {
                     self.body.push(4);
                     self.body.extend_from_slice(&d.to_le_bytes());
+                    (4, d.to_bits())
                 }
+            };
+            if let (true, Some(seen)) = (listed, &mut self.attributes) {
+                seen.insert((key, id.0, id.1));
             }
             n += 1;
         }
@@ -144,7 +161,27 @@ impl<'a> Writer<'a> {
 }
 
 /// Encodes spans (in their given order) and an analysis into one blob.
+#[cfg(test)]
 pub(crate) fn encode(spans: &[Span], analysis: Option<&Analysis>) -> Vec<u8> {
+    encode_with(spans, analysis, None)
+}
+
+/// [`encode`], also calling `each_attribute` once per distinct attribute (key and
+/// value) of the spans and their resources, not their events: the encoder has read and
+/// interned them already, so the index terms need not read them again.
+pub(crate) fn encode_listing(
+    spans: &[Span],
+    analysis: Option<&Analysis>,
+    each_attribute: &mut dyn FnMut(&[u8], RawValue<'_>),
+) -> Vec<u8> {
+    encode_with(spans, analysis, Some(each_attribute))
+}
+
+fn encode_with(
+    spans: &[Span],
+    analysis: Option<&Analysis>,
+    each_attribute: Option<&mut dyn FnMut(&[u8], RawValue<'_>)>,
+) -> Vec<u8> {
     // event attributes are decoded copies: they must outlive the writer's string index
     let events: Vec<Vec<(i64, &str, Attributes)>> =
         spans.iter().map(|s| s.events.iter().collect()).collect();
@@ -152,6 +189,9 @@ pub(crate) fn encode(spans: &[Span], analysis: Option<&Analysis>) -> Vec<u8> {
         body: Vec::with_capacity(48 * spans.len() + 64),
         index: FxHashMap::with_capacity_and_hasher(128, Default::default()),
         strings: Vec::with_capacity(128),
+        attributes: each_attribute
+            .is_some()
+            .then(|| FxHashSet::with_capacity_and_hasher(spans.len() * 8, Default::default())),
     };
     let base = spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
     put_signed(&mut w.body, base);
@@ -170,7 +210,7 @@ pub(crate) fn encode(spans: &[Span], analysis: Option<&Analysis>) -> Vec<u8> {
     put_len(&mut w.body, resources.len());
     for r in &resources {
         w.str(&r.service_name);
-        w.attrs(&r.attributes);
+        w.attrs(&r.attributes, true);
     }
 
     let mut position: FxHashMap<SpanId, usize> = FxHashMap::default();
@@ -193,12 +233,12 @@ pub(crate) fn encode(spans: &[Span], analysis: Option<&Analysis>) -> Vec<u8> {
         w.body.push(s.kind as u8 | ((s.status as u8) << 4));
         w.opt_str(s.status_message.as_deref());
         put_len(&mut w.body, res);
-        w.attrs(&s.attributes);
+        w.attrs(&s.attributes, true);
         put_len(&mut w.body, events[i].len());
         for (time, name, attrs) in &events[i] {
             put_signed(&mut w.body, time.wrapping_sub(s.start_ns));
             w.str(name);
-            w.attrs(attrs);
+            w.attrs(attrs, false);
         }
     }
     match analysis {
@@ -206,6 +246,17 @@ pub(crate) fn encode(spans: &[Span], analysis: Option<&Analysis>) -> Vec<u8> {
         Some(a) => {
             w.body.push(1);
             encode_analysis(&mut w, a);
+        }
+    }
+    if let (Some(each), Some(seen)) = (each_attribute, &w.attributes) {
+        for &(key, kind, bits) in seen {
+            let value = match kind {
+                0 => RawValue::Str(w.strings[bits as usize]),
+                1 => RawValue::Bool(bits != 0),
+                3 => RawValue::Int(bits as i64),
+                _ => RawValue::Double(f64::from_bits(bits)),
+            };
+            each(w.strings[key as usize], value);
         }
     }
     w.finish()
