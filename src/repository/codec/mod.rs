@@ -72,6 +72,9 @@ pub(crate) fn get_signed(buf: &[u8], pos: &mut usize) -> Decoded<i64> {
 /// string (or its bits).
 type AttrId = (u32, u8, u64);
 
+/// Called once per distinct attribute (key, value) by [`encode_listing`].
+type EachAttribute<'f> = &'f mut dyn FnMut(&[u8], RawValue<'_>);
+
 /// Writes a body while collecting its strings.
 struct Writer<'a> {
     body: Vec<u8>,
@@ -172,7 +175,7 @@ pub(crate) fn encode(spans: &[Span], analysis: Option<&Analysis>) -> Vec<u8> {
 pub(crate) fn encode_listing(
     spans: &[Span],
     analysis: Option<&Analysis>,
-    each_attribute: &mut dyn FnMut(&[u8], RawValue<'_>),
+    each_attribute: EachAttribute<'_>,
 ) -> Vec<u8> {
     encode_with(spans, analysis, Some(each_attribute))
 }
@@ -180,7 +183,7 @@ pub(crate) fn encode_listing(
 fn encode_with(
     spans: &[Span],
     analysis: Option<&Analysis>,
-    each_attribute: Option<&mut dyn FnMut(&[u8], RawValue<'_>)>,
+    each_attribute: Option<EachAttribute<'_>>,
 ) -> Vec<u8> {
     // event attributes are decoded copies: they must outlive the writer's string index
     let events: Vec<Vec<(i64, &str, Attributes)>> =
