@@ -147,6 +147,8 @@ pub struct Repository {
     /// before they are merged (see `ids.rs`).
     recent_ids: usize,
     recent_ids_max: usize,
+    /// The ids that may be stored (the writer's; a reader has none).
+    known_ids: Option<ids::KnownIds>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -177,6 +179,7 @@ impl Repository {
         schema::prepare(&mut conn, &path)?;
         let next_row = next_row(&conn, &path)?;
         let recent_ids = ids::recent_count(&conn).during(&path, "reading the id index")?;
+        let known_ids = ids::KnownIds::load(&conn).during(&path, "reading the id index")?;
         let checkpointer = checkpointer::Checkpointer::start(&path);
         if checkpointer.is_some() {
             conn.execute_batch("PRAGMA wal_autocheckpoint = 0")
@@ -191,6 +194,7 @@ impl Repository {
             checkpointer,
             recent_ids,
             recent_ids_max: ids::RECENT_MAX,
+            known_ids: Some(known_ids),
         })
     }
 
@@ -228,6 +232,7 @@ impl Repository {
             checkpointer: None,
             recent_ids: 0,
             recent_ids_max: ids::RECENT_MAX,
+            known_ids: None,
         })
     }
 

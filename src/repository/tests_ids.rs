@@ -58,6 +58,34 @@ fn ids_are_found_before_and_after_their_merge_and_amendments_move_them() {
 }
 
 #[test]
+fn the_filter_of_stored_ids_holds_every_stored_id_and_no_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut repo = open(&dir);
+    repo.recent_ids_max = 4;
+    store(&mut repo, 1..=5); // merged
+    store(&mut repo, 6..=6); // recent
+    assert_eq!(
+        (count(&repo, "trace_ids_recent"), count(&repo, "trace_ids")),
+        (1, 5)
+    );
+    let holds = |repo: &Repository, id: TraceId| {
+        repo.known_ids
+            .as_ref()
+            .unwrap()
+            .may_hold(&write::id_bytes(id))
+    };
+    assert!((1..=6).all(|id| holds(&repo, id)));
+    drop(repo);
+    // read back from both levels of the index when the writer opens the file
+    let repo = open(&dir);
+    assert!((1..=6).all(|id| holds(&repo, id)));
+    let fresh = (1_000..2_000).filter(|&id| holds(&repo, id)).count();
+    assert_eq!(fresh, 0, "new ids the filter takes for stored ones");
+    let reader = Repository::open_read_only(dir.path().join("repo.db")).unwrap();
+    assert!(reader.known_ids.is_none(), "a reader keeps no filter");
+}
+
+#[test]
 fn retention_sweeps_the_ids_of_deleted_traces_and_they_can_come_back() {
     let dir = tempfile::tempdir().unwrap();
     let retention = RetentionSettings {

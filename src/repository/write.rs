@@ -70,6 +70,19 @@ impl<'r> Merged<'r> {
         }
     }
 
+    /// A trace's one record, its spans canonical (what [`Merged::absorb`] makes of it
+    /// into an empty trace).
+    fn of(r: &'r TraceRecord) -> Self {
+        let whole = !r.trace.amendment;
+        Self {
+            spans: Cow::Borrowed(&r.trace.spans),
+            analysis: r.analysis.as_ref().map(|a| (Cow::Borrowed(a), !whole)),
+            incomplete: r.trace.incomplete,
+            seen_whole: whole,
+            close_reason: Some(r.trace.close_reason),
+        }
+    }
+
     /// The stored trace, decoded.
     fn stored(spans: Vec<Span>, analysis: Option<Analysis>, flags: i64) -> Self {
         Self {
@@ -173,6 +186,7 @@ impl Repository {
         let mut killed = Vec::new();
         let (groups, order) = (&groups, &order);
         let (conn, checkpointer) = (&mut self.conn, self.checkpointer.as_ref());
+        let known_ids = &mut self.known_ids;
         let tx = std::thread::scope(|scope| {
             // most traces of a batch are new and come in one record: those are prepared
             // on the thread pool from the start, while this thread waits for the log
@@ -205,7 +219,8 @@ impl Repository {
             let mut ids = FxHashSet::default();
             for (index, &id) in order.iter().enumerate() {
                 let group = groups.get(&id).map(Vec::as_slice).unwrap_or_default();
-                match merge_one(&tx, &path, id, group, &mut ids)? {
+                let stored = known_ids.as_ref().is_none_or(|k| k.may_hold(&id_bytes(id)));
+                match merge_one(&tx, &path, id, group, stored, &mut ids)? {
                     None => report.unchanged += 1,
                     Some(p) => {
                         if p.replaces.is_some() {
@@ -242,7 +257,7 @@ impl Repository {
                 }
                 let row = batch.next_row();
                 insert_row(&tx, row, &p.key, flags, &prepared).during(&path, DURING)?;
-                ids::record(&tx, &p.key, row).during(&path, DURING)?;
+                ids::record(&tx, known_ids.as_mut(), &p.key, row).during(&path, DURING)?;
                 batch.add(prepared.start_ns, prepared.duration_ns, &prepared.terms);
                 for (k, v) in prepared.dependencies {
                     *deltas.entry(k).or_insert(0) += v;
@@ -275,30 +290,36 @@ impl Repository {
     }
 }
 
-/// Combines a trace's records with its stored row, if any; `None` when they add nothing
-/// to what is stored.
+/// Combines a trace's records with its stored row, if any (`stored`: the id may be
+/// stored, so it is looked up); `None` when they add nothing to what is stored.
 fn merge_one<'r>(
     tx: &Transaction<'_>,
     path: &std::path::Path,
     id: TraceId,
     group: &[&'r TraceRecord],
+    stored: bool,
     ids: &mut FxHashSet<SpanId>,
 ) -> Result<Option<Pending<'r>>, RepositoryError> {
     const DURING: &str = "storing traces";
     let key = id_bytes(id);
-    let existing = ids::find(tx, &key).during(path, DURING)?;
+    let existing = if stored {
+        ids::find(tx, &key).during(path, DURING)?
+    } else {
+        None
+    };
     ids.clear();
     let Some((row, flags, body)) = existing else {
-        let mut merged = Merged::empty();
-        if let [only] = group {
-            if canonical(&only.trace.spans) {
-                merged.spans = Cow::Borrowed(&only.trace.spans);
-                ids.extend(only.trace.spans.iter().map(|s| s.span_id));
+        let merged = match group {
+            // the common case, a new trace in one record: taken as it is
+            [only] if canonical(&only.trace.spans) => Merged::of(only),
+            _ => {
+                let mut merged = Merged::empty();
+                for r in group {
+                    merged.absorb(r, ids);
+                }
+                merged
             }
-        }
-        for r in group {
-            merged.absorb(r, ids);
-        }
+        };
         return Ok(Some(Pending {
             key,
             merged,
