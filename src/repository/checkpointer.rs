@@ -30,8 +30,12 @@ use rusqlite::Connection;
 pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Length of the log past which the writer waits for a checkpoint so that the log
-/// starts over (the same as the connection's `journal_size_limit`).
-pub(crate) const LOG_LIMIT_BYTES: i64 = 64 << 20;
+/// starts over (the same as the connection's `journal_size_limit`). A wait lasts about
+/// as long whatever the limit (the passive checkpoints before it copied most of the
+/// log; what is left is the copy and `fsync` since the last one), so a longer log waits
+/// less often: 256 MB stored 28,300 traces/s over the store bench's million against
+/// 25,600 with 64 MB, for up to 256 MB of log file on disk.
+pub(crate) const LOG_LIMIT_BYTES: i64 = 256 << 20;
 
 /// What the writer tells the thread.
 enum Nudge {
