@@ -11,6 +11,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use crate::model::{Analysis, CloseReason, Span, SpanId, SpanKind, TraceId};
 
 use super::error::{Context, RepositoryError};
+use super::ids::KnownIds;
 use super::postings::{kill_rows, BatchBuilder};
 use super::prepare::{
     canonical, count_dependencies, prepare, summarize, DependencyDeltas, Prepared,
@@ -70,17 +71,13 @@ impl<'r> Merged<'r> {
         }
     }
 
-    /// A trace's one record, its spans canonical (what [`Merged::absorb`] makes of it
-    /// into an empty trace).
+    /// A trace's one record, its spans canonical: taken as they are, with no span id to
+    /// compare.
     fn of(r: &'r TraceRecord) -> Self {
-        let whole = !r.trace.amendment;
-        Self {
-            spans: Cow::Borrowed(&r.trace.spans),
-            analysis: r.analysis.as_ref().map(|a| (Cow::Borrowed(a), !whole)),
-            incomplete: r.trace.incomplete,
-            seen_whole: whole,
-            close_reason: Some(r.trace.close_reason),
-        }
+        let mut merged = Self::empty();
+        merged.spans = Cow::Borrowed(&r.trace.spans);
+        merged.absorb_summary(r);
+        merged
     }
 
     /// The stored trace, decoded.
@@ -109,11 +106,9 @@ impl<'r> Merged<'r> {
         f
     }
 
-    /// Adds a record's new spans (by span id), flags and analysis (when it ranks
-    /// higher: from a whole trace over from an amendment, then made of more spans);
-    /// true when anything changed.
+    /// Adds a record's new spans (by span id), flags and analysis (see
+    /// [`Merged::absorb_summary`]); true when anything changed.
     fn absorb(&mut self, r: &'r TraceRecord, ids: &mut FxHashSet<SpanId>) -> bool {
-        let before = self.flags();
         let mut changed = false;
         for s in &r.trace.spans {
             if ids.insert(s.span_id) {
@@ -121,6 +116,14 @@ impl<'r> Merged<'r> {
                 changed = true;
             }
         }
+        self.absorb_summary(r) || changed
+    }
+
+    /// Adds a record's flags and analysis (when it ranks higher: from a whole trace
+    /// over from an amendment, then made of more spans); true when anything changed.
+    fn absorb_summary(&mut self, r: &'r TraceRecord) -> bool {
+        let before = self.flags();
+        let mut changed = false;
         let whole = !r.trace.amendment;
         self.incomplete |= r.trace.incomplete;
         if whole && !self.seen_whole {
@@ -219,8 +222,7 @@ impl Repository {
             let mut ids = FxHashSet::default();
             for (index, &id) in order.iter().enumerate() {
                 let group = groups.get(&id).map(Vec::as_slice).unwrap_or_default();
-                let stored = known_ids.as_ref().is_none_or(|k| k.may_hold(&id_bytes(id)));
-                match merge_one(&tx, &path, id, group, stored, &mut ids)? {
+                match merge_one(&tx, &path, id, group, known_ids.as_ref(), &mut ids)? {
                     None => report.unchanged += 1,
                     Some(p) => {
                         if p.replaces.is_some() {
@@ -290,19 +292,19 @@ impl Repository {
     }
 }
 
-/// Combines a trace's records with its stored row, if any (`stored`: the id may be
-/// stored, so it is looked up); `None` when they add nothing to what is stored.
+/// Combines a trace's records with its stored row, if any (looked up unless `known`
+/// says the id is not stored); `None` when they add nothing to what is stored.
 fn merge_one<'r>(
     tx: &Transaction<'_>,
     path: &std::path::Path,
     id: TraceId,
     group: &[&'r TraceRecord],
-    stored: bool,
+    known: Option<&KnownIds>,
     ids: &mut FxHashSet<SpanId>,
 ) -> Result<Option<Pending<'r>>, RepositoryError> {
     const DURING: &str = "storing traces";
     let key = id_bytes(id);
-    let existing = if stored {
+    let existing = if known.is_none_or(|k| k.may_hold(&key)) {
         ids::find(tx, &key).during(path, DURING)?
     } else {
         None
