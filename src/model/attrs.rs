@@ -52,6 +52,15 @@ pub enum RawValue<'a> {
     Double(f64),
 }
 
+/// An attribute as [`Attributes::iter_raw`] gives it.
+#[derive(Debug, Clone, Copy)]
+pub struct RawAttribute<'a> {
+    /// The attribute's encoding: key, then value.
+    pub encoded: &'a [u8],
+    pub key: &'a [u8],
+    pub value: RawValue<'a>,
+}
+
 fn read_raw_attribute<'a>(r: &mut Reader<'a>) -> Result<(&'a [u8], RawValue<'a>), AvroReadError> {
     let key = r.bytes()?;
     let value = match r.long()? {
@@ -175,9 +184,19 @@ impl Attributes {
     }
 
     /// The attributes in order, strings as bytes: no UTF-8 check on the way (they were
-    /// checked when built or read).
-    pub fn iter_raw(&self) -> impl Iterator<Item = (&[u8], RawValue<'_>)> + '_ {
-        items(self.as_bytes(), read_raw_attribute)
+    /// checked when built or read); each with its whole encoding (key and value), which
+    /// is the same bytes wherever the same attribute is encoded.
+    pub fn iter_raw(&self) -> impl Iterator<Item = RawAttribute<'_>> + '_ {
+        items(self.as_bytes(), |r| {
+            let start = r.position();
+            let (key, value) = read_raw_attribute(r)?;
+            let encoded = r.slice(start, r.position());
+            Ok(RawAttribute {
+                encoded,
+                key,
+                value,
+            })
+        })
     }
 
     /// The value of `key`, if present.
@@ -341,8 +360,26 @@ mod tests {
         assert_eq!(attrs.get("missing"), None);
         let raw: Vec<_> = attrs.iter_raw().collect();
         assert_eq!(raw.len(), 4);
-        assert_eq!(raw[0], (&b"http.method"[..], RawValue::Str(b"GET")));
-        assert_eq!(raw[2], (&b"http.status_code"[..], RawValue::Int(503)));
+        assert_eq!(
+            (raw[0].key, raw[0].value),
+            (&b"http.method"[..], RawValue::Str(b"GET"))
+        );
+        assert_eq!(
+            (raw[2].key, raw[2].value),
+            (&b"http.status_code"[..], RawValue::Int(503))
+        );
+        // each attribute's encoding: the same bytes as the attribute alone encodes to
+        let mut one = AttributesBuilder::default();
+        one.push("http.status_code", AttrValue::Int(503));
+        let one = one.build();
+        assert_eq!(
+            one.iter_raw().next().map(|a| a.encoded),
+            Some(raw[2].encoded)
+        );
+        assert_eq!(
+            raw.iter().map(|a| a.encoded.len()).sum::<usize>() + 2,
+            attrs.as_bytes().len()
+        );
         assert!(AttributesBuilder::default().build().is_empty());
     }
 

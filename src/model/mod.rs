@@ -24,7 +24,9 @@ pub use analysis::{
     Analysis, Bottleneck, Edge, EdgeKind, Finding, FindingKind, Oddities, PathSegment,
     CLOCK_SKEW_TOLERANCE_NS,
 };
-pub use attrs::{AttrValue, Attributes, AttributesBuilder, Events, EventsBuilder, RawValue};
+pub use attrs::{
+    AttrValue, Attributes, AttributesBuilder, Events, EventsBuilder, RawAttribute, RawValue,
+};
 pub use config_error::{did_you_mean, ConfigError, ConfigErrors};
 pub use intern::Interner;
 pub use live::{LiveEvent, LiveWindow};

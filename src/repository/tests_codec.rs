@@ -82,3 +82,47 @@ fn blob_round_trips_spans_events_and_analysis() {
         assert!(codec::decode(7, &blob[..cut]).is_err(), "cut at {cut}");
     }
 }
+
+#[test]
+fn attributes_met_again_are_written_and_listed_as_the_first_time() {
+    let mut spans = shop_trace(9, 0, 0);
+    let mut shared = AttributesBuilder::default();
+    shared
+        .push("http.method", AttrValue::Str("GET"))
+        .push("retry", AttrValue::Bool(true))
+        .push("http.status_code", AttrValue::Int(-503))
+        .push("ratio", AttrValue::Double(0.25));
+    let shared = shared.build();
+    // the first time in an event (not listed), then on spans (listed)
+    let mut ev = EventsBuilder::default();
+    ev.push(T0 + MS, "retrying", &shared);
+    spans[0].events = ev.build();
+    for s in &mut spans[1..] {
+        s.attributes = shared.clone();
+    }
+    let mut listed = Vec::new();
+    let mut buf = String::new();
+    let blob = codec::encode_listing(&spans, None, &mut |key, value| {
+        listed.push(terms::value_term(key, value, &mut buf));
+    });
+    let (back, _) = codec::decode(9, &blob).unwrap();
+    assert_eq!(back, spans);
+    let mut expected: Vec<i64> = spans
+        .iter()
+        .flat_map(|s| s.attributes.iter().chain(s.resource.attributes.iter()))
+        .map(|(k, v)| {
+            let text = match v {
+                AttrValue::Str(s) => s.to_string(),
+                AttrValue::Bool(b) => b.to_string(),
+                AttrValue::Int(i) => i.to_string(),
+                AttrValue::Double(d) => d.to_string(),
+            };
+            terms::tag_term(k, &text)
+        })
+        .collect();
+    expected.sort_unstable();
+    expected.dedup();
+    listed.sort_unstable();
+    assert_eq!(listed, expected, "each distinct attribute listed once");
+    assert!(listed.contains(&terms::tag_term("http.status_code", "-503")));
+}

@@ -14,7 +14,7 @@ mod analysis;
 
 use std::sync::Arc;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 use crate::model::{
     Analysis, AttrValue, Attributes, AttributesBuilder, Events, EventsBuilder, RawValue, Resource,
@@ -81,7 +81,10 @@ struct Writer<'a> {
     index: FxHashMap<&'a [u8], u32>,
     strings: Vec<&'a [u8]>,
     /// The distinct attributes of spans and resources, when the caller wants them.
-    attributes: Option<FxHashSet<AttrId>>,
+    /// (Each once: an attribute is listed the first time its encoding is met.)
+    attributes: Option<Vec<AttrId>>,
+    /// The attributes of spans and resources written so far, by their encoding.
+    seen_encoded: FxHashMap<&'a [u8], AttrId>,
 }
 
 impl<'a> Writer<'a> {
@@ -89,14 +92,20 @@ impl<'a> Writer<'a> {
         self.utf8(s.as_bytes());
     }
 
-    /// A string given as its UTF-8 bytes; returns its index.
+    /// Writes a string given as its UTF-8 bytes; returns its index.
     fn utf8(&mut self, s: &'a [u8]) -> u32 {
+        let i = self.intern(s);
+        put_varint(&mut self.body, u64::from(i));
+        i
+    }
+
+    /// A string's index in the table, added if new.
+    fn intern(&mut self, s: &'a [u8]) -> u32 {
         let next = self.strings.len() as u32;
         let i = *self.index.entry(s).or_insert_with(|| next);
         if i == next {
             self.strings.push(s);
         }
-        put_varint(&mut self.body, u64::from(i));
         i
     }
 
@@ -116,37 +125,65 @@ impl<'a> Writer<'a> {
         let start = self.body.len();
         self.body.push(0);
         let mut n = 0usize;
-        for (k, v) in attrs.iter_raw() {
-            let key = self.utf8(k);
-            let id = match v {
-                RawValue::Str(s) => {
-                    self.body.push(0);
-                    (0, u64::from(self.utf8(s)))
-                }
-                RawValue::Bool(b) => {
-                    self.body.push(1 + u8::from(b));
-                    (1, u64::from(b))
-                }
-                RawValue::Int(i) => {
-                    self.body.push(3);
-                    put_signed(&mut self.body, i);
-                    (3, i as u64)
-                }
-                RawValue::Double(d) => {
-                    self.body.push(4);
-                    self.body.extend_from_slice(&d.to_le_bytes());
-                    (4, d.to_bits())
-                }
-            };
-            if let (true, Some(seen)) = (listed, &mut self.attributes) {
-                seen.insert((key, id.0, id.1));
-            }
+        for a in attrs.iter_raw() {
             n += 1;
+            if listed {
+                // an attribute met before in the trace is written as it was then, from
+                // its encoding alone (and was listed then)
+                if let Some(&id) = self.seen_encoded.get(a.encoded) {
+                    self.put_attr(id);
+                    continue;
+                }
+            }
+            let key = self.utf8(a.key);
+            let value = match a.value {
+                RawValue::Str(s) => (0, u64::from(self.intern(s))),
+                RawValue::Bool(b) => (1, u64::from(b)),
+                RawValue::Int(i) => (3, i as u64),
+                RawValue::Double(d) => (4, d.to_bits()),
+            };
+            let id = (key, value.0, value.1);
+            self.put_value(id);
+            if listed {
+                self.seen_encoded.insert(a.encoded, id);
+                if let Some(listing) = &mut self.attributes {
+                    listing.push(id);
+                }
+            }
         }
-        // the count byte was reserved; counts of 128 or more need more bytes
-        let mut count = Vec::with_capacity(2);
-        put_len(&mut count, n);
-        self.body.splice(start..start + 1, count);
+        if n < 0x80 {
+            self.body[start] = n as u8;
+        } else {
+            // the count byte was reserved; counts of 128 or more need more bytes
+            let mut count = Vec::with_capacity(2);
+            put_len(&mut count, n);
+            self.body.splice(start..start + 1, count);
+        }
+    }
+
+    /// Writes an attribute interned before: its key's index, then its value.
+    fn put_attr(&mut self, id: AttrId) {
+        put_varint(&mut self.body, u64::from(id.0));
+        self.put_value(id);
+    }
+
+    /// Writes an attribute's value: its kind, then its string's index or its bits.
+    fn put_value(&mut self, (_, kind, bits): AttrId) {
+        match kind {
+            0 => {
+                self.body.push(0);
+                put_varint(&mut self.body, bits);
+            }
+            1 => self.body.push(1 + bits as u8),
+            3 => {
+                self.body.push(3);
+                put_signed(&mut self.body, bits as i64);
+            }
+            _ => {
+                self.body.push(4);
+                self.body.extend_from_slice(&bits.to_le_bytes());
+            }
+        }
     }
 
     fn finish(self) -> Vec<u8> {
@@ -194,7 +231,8 @@ fn encode_with(
         strings: Vec::with_capacity(128),
         attributes: each_attribute
             .is_some()
-            .then(|| FxHashSet::with_capacity_and_hasher(spans.len() * 8, Default::default())),
+            .then(|| Vec::with_capacity(spans.len() * 4)),
+        seen_encoded: FxHashMap::with_capacity_and_hasher(spans.len() * 8, Default::default()),
     };
     let base = spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
     put_signed(&mut w.body, base);
