@@ -85,11 +85,25 @@ struct Writer<'a> {
     attributes: Option<Vec<AttrId>>,
     /// The attributes of spans and resources written so far, by their encoding.
     seen_encoded: FxHashMap<&'a [u8], AttrId>,
+    /// The strings written by [`Writer::str`], by address and length.
+    by_address: FxHashMap<(usize, usize), u32>,
 }
 
 impl<'a> Writer<'a> {
+    /// Writes a string: names are mostly shared (`Arc<str>`), so they are looked up by
+    /// address first, and by content only the first time an address is met (what `'a`
+    /// borrows cannot move or be freed while the writer lives).
     fn str(&mut self, s: &'a str) {
-        self.utf8(s.as_bytes());
+        let at = (s.as_ptr() as usize, s.len());
+        let i = match self.by_address.get(&at) {
+            Some(&i) => i,
+            None => {
+                let i = self.intern(s.as_bytes());
+                self.by_address.insert(at, i);
+                i
+            }
+        };
+        put_varint(&mut self.body, u64::from(i));
     }
 
     /// Writes a string given as its UTF-8 bytes; returns its index.
@@ -233,6 +247,7 @@ fn encode_with(
             .is_some()
             .then(|| Vec::with_capacity(spans.len() * 4)),
         seen_encoded: FxHashMap::with_capacity_and_hasher(spans.len() * 8, Default::default()),
+        by_address: FxHashMap::with_capacity_and_hasher(64, Default::default()),
     };
     let base = spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
     put_signed(&mut w.body, base);
