@@ -1,10 +1,10 @@
 //! `spanline replay`: the same driver as live over recorded OTLP JSON lines, without
 //! Kafka, at full speed in event time.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-
 use std::sync::Arc;
 
 use crate::codec::Format;
@@ -99,11 +99,20 @@ impl Written {
 pub struct Replayer {
     driver: Driver,
     offset: i64,
-    /// Models training on worker threads, asked for while the last input was handled.
-    /// They go in, in the order asked, before the next input is handled: the models the
-    /// stages use are the same on every run, and training overlaps the next input.
+    /// Models training on worker threads. Those asked for while an input was handled
+    /// go in, in the order asked, before the input [`TRAINING_LAG`] inputs later is
+    /// handled: the models the stages use are the same on every run, and training
+    /// overlaps the inputs in between.
     training: TrainingPool,
+    /// The pool's [`TrainingPool::asked`] after each of the last inputs, oldest first.
+    marks: VecDeque<u64>,
 }
+
+/// Inputs handled while a model trains: its job was asked for while one input was
+/// handled, and the model goes in before the input this many inputs later. Larger
+/// overlaps more of the training with the driver's work; the models land later in the
+/// stream (in live runs they land when ready).
+pub const TRAINING_LAG: usize = 4;
 
 /// Why a replay stopped.
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +194,7 @@ impl Replayer {
             driver,
             offset: 0,
             training: TrainingPool::per_core(),
+            marks: VecDeque::with_capacity(TRAINING_LAG + 1),
         })
     }
 
@@ -194,6 +204,7 @@ impl Replayer {
         self.offset += 1;
         self.driver.push_spans(INPUT, 0, self.offset, spans, 0);
         self.settle(written);
+        self.marks.push_back(self.training.asked());
     }
 
     /// Feeds one input record (an OTLP JSON line); a bad one is written to the
@@ -213,24 +224,37 @@ impl Replayer {
         };
         self.land_training(written);
         self.handle(records, written);
+        self.marks.push_back(self.training.asked());
     }
 
     /// End of input: event time runs out and every trace and window closes.
     pub fn finish(&mut self, written: &mut Written) {
-        self.land_training(written);
+        self.marks.clear();
+        self.land(self.training.asked(), written);
         self.handle(Event::EndOfInput, written);
         while self.training.in_flight() > 0 {
-            self.land_training(written);
+            self.land(self.training.asked(), written);
         }
     }
 
-    /// Hands the driver the models trained since the last input, in the order asked.
+    /// Before an input: hands the driver the models asked for [`TRAINING_LAG`] inputs
+    /// ago, in the order asked.
     fn land_training(&mut self, written: &mut Written) {
-        if self.training.in_flight() == 0 {
+        if self.marks.len() >= TRAINING_LAG {
+            if let Some(mark) = self.marks.pop_front() {
+                self.land(mark, written);
+            }
+        }
+    }
+
+    /// Hands the driver the models asked for before `mark` and not landed yet.
+    fn land(&mut self, mark: u64, written: &mut Written) {
+        // a training that panicked fails the replay as it would inline
+        let models = self.training.drain_until(mark);
+        if models.is_empty() {
             return;
         }
-        // a training that panicked fails the replay as it would inline
-        for model in self.training.drain() {
+        for model in models {
             let _ = self.driver.handle(Event::Trained(model));
         }
         self.settle(written);

@@ -70,11 +70,18 @@ impl<T: Send + 'static> OrderedPool<T> {
         self.asked += 1;
     }
 
-    /// Waits for every job asked for and returns the results in the order asked. A job
-    /// that panicked panics here, as it would have inline.
-    pub fn drain(&mut self) -> Vec<T> {
-        let mut out = Vec::with_capacity(self.in_flight() as usize);
-        while self.landed < self.asked {
+    /// Jobs asked for so far, a mark for [`OrderedPool::drain_until`].
+    pub fn asked(&self) -> u64 {
+        self.asked
+    }
+
+    /// Waits for the jobs asked for before `mark` (an [`OrderedPool::asked`] taken
+    /// earlier) and returns those not returned yet, in the order asked. A job that
+    /// panicked panics here, as it would have inline.
+    pub fn drain_until(&mut self, mark: u64) -> Vec<T> {
+        let mark = mark.min(self.asked);
+        let mut out = Vec::with_capacity(mark.saturating_sub(self.landed) as usize);
+        while self.landed < mark {
             let outcome = match self.early.remove(&self.landed) {
                 Some(outcome) => outcome,
                 None => {
@@ -152,13 +159,17 @@ mod tests {
             second_done.send(()).unwrap();
             "second"
         });
+        let mark = pool.asked();
         pool.submit(|| "third");
         assert_eq!(pool.in_flight(), 3);
-        assert_eq!(pool.drain(), vec!["first", "second", "third"]);
+        assert_eq!(pool.drain_until(mark), vec!["first", "second"]);
+        assert_eq!(pool.in_flight(), 1);
+        assert_eq!(pool.drain_until(mark), Vec::<&str>::new());
+        assert_eq!(pool.drain_until(u64::MAX), vec!["third"]);
         assert_eq!(pool.in_flight(), 0);
         // the workers stay for the next jobs
         pool.submit(|| "again");
-        assert_eq!(pool.drain(), vec!["again"]);
+        assert_eq!(pool.drain_until(u64::MAX), vec!["again"]);
     }
 
     #[test]
@@ -167,7 +178,7 @@ mod tests {
         for i in 0..100 {
             pool.submit(move || (i, thread::current().id()));
         }
-        let results = pool.drain();
+        let results = pool.drain_until(u64::MAX);
         assert_eq!(
             results.iter().map(|r| r.0).collect::<Vec<_>>(),
             (0..100).collect::<Vec<_>>()
@@ -183,6 +194,6 @@ mod tests {
     fn a_job_that_panics_panics_at_drain() {
         let mut pool = OrderedPool::new(1);
         pool.submit(|| -> u8 { panic!("bad data") });
-        pool.drain();
+        pool.drain_until(u64::MAX);
     }
 }
