@@ -1,5 +1,7 @@
 //! Encoding of output records, shared by the Kafka runner and `replay`.
 
+mod aggregate_json;
+
 use crate::codec::avro;
 use crate::config::OutputFormat;
 use crate::model::Analysis;
@@ -60,7 +62,6 @@ impl Encoding {
 
     /// Key and value of an aggregate record (`schemas/aggregate.avsc`).
     pub fn aggregate(&self, w: &WindowAggregate) -> (Vec<u8>, Vec<u8>) {
-        let fields = aggregate_fields(w);
         match self {
             Encoding::Avro {
                 key_schema_id,
@@ -72,7 +73,7 @@ impl Encoding {
                 let mut value = Vec::new();
                 avro::put_frame(&mut value, *value_schema_id);
                 let record = apache_avro::types::Value::Record(
-                    fields
+                    aggregate_fields(w)
                         .into_iter()
                         .map(|(name, v)| (name.to_string(), v.into_avro()))
                         .collect(),
@@ -82,16 +83,10 @@ impl Encoding {
                 );
                 (key, value)
             }
-            Encoding::Json => {
-                let map: serde_json::Map<String, serde_json::Value> = fields
-                    .into_iter()
-                    .map(|(name, v)| (name.to_string(), v.into_json()))
-                    .collect();
-                (
-                    w.key_string().into_bytes(),
-                    serde_json::to_vec(&map).expect("aggregate serialises"),
-                )
-            }
+            Encoding::Json => (
+                w.key_string().into_bytes(),
+                aggregate_json::aggregate_json(w),
+            ),
         }
     }
 
@@ -242,7 +237,8 @@ static AGGREGATE: std::sync::LazyLock<apache_avro::Schema> = std::sync::LazyLock
     apache_avro::Schema::parse_str(avro::AGGREGATE_SCHEMA).expect("schemas/aggregate.avsc is valid")
 });
 
-/// A field value of an aggregate record, for both encodings.
+/// A field value of an aggregate record (the Avro encoding; the JSON one is written
+/// straight from the window, see `aggregate_json`).
 enum Field {
     Long(i64),
     Double(f64),
@@ -267,22 +263,6 @@ impl Field {
                     })
                     .collect(),
             ),
-        }
-    }
-
-    fn into_json(self) -> serde_json::Value {
-        match self {
-            Field::Long(v) => v.into(),
-            // JSON has no NaN: an undefined quantile is null
-            Field::Double(v) => {
-                serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into)
-            }
-            Field::Str(v) => v.into(),
-            Field::Dimensions(dims) => dims
-                .into_iter()
-                .map(|(n, v)| serde_json::json!({"name": n, "value": v}))
-                .collect::<Vec<_>>()
-                .into(),
         }
     }
 }
