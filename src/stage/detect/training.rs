@@ -20,7 +20,8 @@ pub struct TrainingJob {
 impl TrainingJob {
     /// Fits the models (standard scaling, then each model) and their score tails.
     pub fn run(self) -> TrainedModel {
-        let model = model_fit::train(&self.rows, self.dim, &self.floors, &self.models);
+        let model =
+            on_this_thread(|| model_fit::train(&self.rows, self.dim, &self.floors, &self.models));
         TrainedModel {
             target: self.target,
             generation: self.generation,
@@ -32,6 +33,26 @@ impl TrainingJob {
     pub fn samples(&self) -> usize {
         self.rows.len() / self.dim.max(1)
     }
+}
+
+/// Runs `f` with the data-parallel loops of linfa's algorithms (rayon, through ndarray)
+/// on this thread alone. A training has hundreds of vectors: handing each loop's halves
+/// to the pool's threads and waiting for them cost more than the loop (profiles of replay
+/// showed the training threads mostly waking, waiting and yielding), and trainings
+/// already run side by side. The same models whatever the number of cores.
+fn on_this_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    thread_local! {
+        // a pool of one thread, this one; none on a thread of another pool already
+        static ALONE: Option<rayon::ThreadPool> = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .use_current_thread()
+            .build()
+            .ok();
+    }
+    ALONE.with(|pool| match pool {
+        Some(pool) => pool.install(f),
+        None => f(),
+    })
 }
 
 /// The result of a [`TrainingJob`], for [`Detector::install`].
