@@ -106,13 +106,6 @@ impl<'a> Writer<'a> {
         put_varint(&mut self.body, u64::from(i));
     }
 
-    /// Writes a string given as its UTF-8 bytes; returns its index.
-    fn utf8(&mut self, s: &'a [u8]) -> u32 {
-        let i = self.intern(s);
-        put_varint(&mut self.body, u64::from(i));
-        i
-    }
-
     /// A string's index in the table, added if new.
     fn intern(&mut self, s: &'a [u8]) -> u32 {
         let next = self.strings.len() as u32;
@@ -149,15 +142,15 @@ impl<'a> Writer<'a> {
                     continue;
                 }
             }
-            let key = self.utf8(a.key);
-            let value = match a.value {
+            let key = self.intern(a.key);
+            let (kind, bits) = match a.value {
                 RawValue::Str(s) => (0, u64::from(self.intern(s))),
                 RawValue::Bool(b) => (1, u64::from(b)),
                 RawValue::Int(i) => (3, i as u64),
                 RawValue::Double(d) => (4, d.to_bits()),
             };
-            let id = (key, value.0, value.1);
-            self.put_value(id);
+            let id = (key, kind, bits);
+            self.put_attr(id);
             if listed {
                 self.seen_encoded.insert(a.encoded, id);
                 if let Some(listing) = &mut self.attributes {
@@ -175,14 +168,10 @@ impl<'a> Writer<'a> {
         }
     }
 
-    /// Writes an attribute interned before: its key's index, then its value.
-    fn put_attr(&mut self, id: AttrId) {
-        put_varint(&mut self.body, u64::from(id.0));
-        self.put_value(id);
-    }
-
-    /// Writes an attribute's value: its kind, then its string's index or its bits.
-    fn put_value(&mut self, (_, kind, bits): AttrId) {
+    /// Writes an interned attribute: its key's index, its kind, then its string's index
+    /// or its bits.
+    fn put_attr(&mut self, (key, kind, bits): AttrId) {
+        put_varint(&mut self.body, u64::from(key));
         match kind {
             0 => {
                 self.body.push(0);
