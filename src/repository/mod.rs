@@ -22,6 +22,7 @@
 //! a read-only file or a lock held elsewhere are distinct [`RepositoryError`] variants
 //! after which the batch is counted as dropped ([`RepositoryError::is_drop`]).
 
+mod bodies;
 mod checkpointer;
 mod codec;
 mod error;
@@ -37,6 +38,8 @@ mod write;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_bodies;
 #[cfg(test)]
 mod tests_codec;
 #[cfg(test)]
@@ -149,6 +152,8 @@ pub struct Repository {
     recent_ids_max: usize,
     /// The ids that may be stored (the writer's; a reader has none).
     known_ids: Option<ids::KnownIds>,
+    /// The dictionaries trace bodies are compressed with.
+    bodies: bodies::Bodies,
 }
 
 impl std::fmt::Debug for Repository {
@@ -180,6 +185,7 @@ impl Repository {
         let next_row = next_row(&conn, &path)?;
         let recent_ids = ids::recent_count(&conn).during(&path, "reading the id index")?;
         let known_ids = ids::KnownIds::load(&conn).during(&path, "reading the id index")?;
+        let bodies = bodies::Bodies::load(&conn).during(&path, "reading the dictionaries")?;
         let checkpointer = checkpointer::Checkpointer::start(&path);
         if checkpointer.is_some() {
             conn.execute_batch("PRAGMA wal_autocheckpoint = 0")
@@ -195,6 +201,7 @@ impl Repository {
             recent_ids,
             recent_ids_max: ids::RECENT_MAX,
             known_ids: Some(known_ids),
+            bodies,
         })
     }
 
@@ -233,6 +240,7 @@ impl Repository {
             recent_ids: 0,
             recent_ids_max: ids::RECENT_MAX,
             known_ids: None,
+            bodies: bodies::Bodies::reader(),
         })
     }
 
@@ -290,6 +298,13 @@ impl Repository {
         if let Some(c) = &self.checkpointer {
             c.committed();
         }
+    }
+
+    /// Bodies to sample before training a dictionary, and encoded bytes per window of
+    /// the compression ratio; for tests, which store fewer.
+    #[cfg(test)]
+    pub(crate) fn set_dictionary_training(&mut self, samples: usize, window_bytes: usize) {
+        self.bodies.set_training(samples, window_bytes);
     }
 
     /// Runs a SQL statement on the connection; for tests that provoke errors.

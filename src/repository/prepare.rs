@@ -9,6 +9,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::model::{Analysis, Span, SpanId, StatusCode};
 
+use super::bodies::Dictionary;
 use super::{codec, terms};
 
 /// The minute a trace's dependency calls are counted in.
@@ -109,7 +110,10 @@ pub(crate) struct Prepared {
     pub root_name: Option<Arc<str>>,
     /// The distinct services, as a JSON array.
     pub services: String,
+    /// The spans and analysis as stored (compressed when a dictionary was given).
     pub body: Vec<u8>,
+    /// Bytes of the body's encoding before compression.
+    pub encoded_len: usize,
     /// Each term with the duration of the longest span for service and operation terms.
     pub terms: Vec<terms::Term>,
     /// The trace's calls between services, counted once.
@@ -117,8 +121,12 @@ pub(crate) struct Prepared {
 }
 
 /// Puts `spans` in canonical order (by start, then span id) and computes what the
-/// trace's row and index entries hold.
-pub(crate) fn prepare(mut spans: Cow<'_, [Span]>, analysis: Option<&Analysis>) -> Prepared {
+/// trace's row and index entries hold, its body compressed with `dictionary` if any.
+pub(crate) fn prepare(
+    mut spans: Cow<'_, [Span]>,
+    analysis: Option<&Analysis>,
+    dictionary: Option<&Dictionary>,
+) -> Prepared {
     if let Cow::Owned(spans) = &mut spans {
         spans.sort_unstable_by_key(|s| (s.start_ns, s.span_id));
     }
@@ -133,6 +141,11 @@ pub(crate) fn prepare(mut spans: Cow<'_, [Span]>, analysis: Option<&Analysis>) -
     terms::collect(spans, tags, &mut terms);
     let mut dependencies = DependencyDeltas::default();
     count_dependencies(spans, summary.start_ns, 1, &mut dependencies);
+    let encoded_len = body.len();
+    let body = match dictionary {
+        Some(d) => d.compress(body),
+        None => body,
+    };
     Prepared {
         start_ns: summary.start_ns,
         duration_ns: summary.duration_ns,
@@ -142,6 +155,7 @@ pub(crate) fn prepare(mut spans: Cow<'_, [Span]>, analysis: Option<&Analysis>) -
         root_name: summary.root.map(|r| Arc::clone(&r.name)),
         services: serde_json::to_string(&summary.services).unwrap_or_default(),
         body,
+        encoded_len,
         terms,
         dependencies,
     }

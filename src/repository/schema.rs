@@ -7,7 +7,7 @@ use rusqlite::Connection;
 use super::error::{Context, RepositoryError};
 
 /// The schema version this code writes and reads (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Pragmas of every connection: WAL so that readers do not block the writer, NORMAL
 /// sync (a power loss may lose the last transactions, never corrupt the file; the
@@ -50,11 +50,14 @@ CREATE TABLE trace_ids_recent (trace_id BLOB PRIMARY KEY, id INTEGER NOT NULL) W
     };
 }
 
-/// Version 3 (version 1 keyed `postings` by term first, see [`MIGRATE_V1`]; version 2
-/// had a unique index on `traces.trace_id`, see [`MIGRATE_V2`]).
+/// Version 3, which with [`MIGRATE_V3`] is version 4 (version 1 keyed `postings` by
+/// term first, see [`MIGRATE_V1`]; version 2 had a unique index on `traces.trace_id`,
+/// see [`MIGRATE_V2`]).
 ///
 /// - `traces`: one row per trace, the summary columns then the spans and analysis blob
-///   (see `codec.rs`). Row ids are assigned by the writer, consecutively per batch.
+///   (see `codec/`, compressed as `bodies.rs` says). Row ids are assigned by the
+///   writer, consecutively per batch.
+/// - `dictionaries`: the zstd dictionaries bodies are compressed with (`bodies.rs`).
 /// - `trace_ids_recent` and `trace_ids`: the trace id index in two levels (see
 ///   `ids.rs`), the ids of the last batches and the ids merged from them.
 /// - `batches`: one row per stored batch (`batch` is its first trace row, `last_row`
@@ -124,6 +127,12 @@ CREATE INDEX alerts_rule ON alerts (rule, at_ms);
 "
 );
 
+/// From version 3: the dictionaries that trace bodies are compressed with (see
+/// `bodies.rs`); a new file gets it after [`SCHEMA_V3`] as well.
+const MIGRATE_V3: &str = "
+CREATE TABLE dictionaries (id INTEGER PRIMARY KEY, dict BLOB NOT NULL);
+";
+
 /// From version 1: the posting lists keyed by batch first.
 const MIGRATE_V1: &str = "
 CREATE TABLE postings_v2 (
@@ -189,12 +198,20 @@ pub(crate) fn prepare(conn: &mut Connection, path: &Path) -> Result<(), Reposito
     conn.execute_batch(CONNECTION_PRAGMAS)
         .during(path, "setting pragmas")?;
     let steps: &[(&str, &str)] = match version {
-        0 => &[(SCHEMA_V3, "creating the schema")],
+        0 => &[
+            (SCHEMA_V3, "creating the schema"),
+            (MIGRATE_V3, "creating the schema"),
+        ],
         1 => &[
             (MIGRATE_V1, "migrating the schema from version 1"),
             (MIGRATE_V2, "migrating the schema from version 2"),
+            (MIGRATE_V3, "migrating the schema from version 3"),
         ],
-        2 => &[(MIGRATE_V2, "migrating the schema from version 2")],
+        2 => &[
+            (MIGRATE_V2, "migrating the schema from version 2"),
+            (MIGRATE_V3, "migrating the schema from version 3"),
+        ],
+        3 => &[(MIGRATE_V3, "migrating the schema from version 3")],
         _ => return Ok(()),
     };
     let during = steps[0].1;

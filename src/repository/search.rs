@@ -245,8 +245,9 @@ impl Repository {
         let Some((summary, body)) = found else {
             return Ok(None);
         };
-        let (spans, analysis) = codec::decode(trace_id, &body)
-            .map_err(|e| RepositoryError::bad_record(&self.path, DURING, e.0))?;
+        let bad = |e| RepositoryError::bad_record(&self.path, DURING, e);
+        let body = self.bodies.open(&self.conn, &body).map_err(bad)?;
+        let (spans, analysis) = codec::decode(trace_id, &body).map_err(|e| bad(e.0))?;
         Ok(Some(StoredTrace {
             summary,
             spans,

@@ -127,7 +127,7 @@ fn a_version_2_file_moves_its_ids_to_the_index_and_keeps_its_traces() {
         store(&mut repo, 1..=5);
         // version 2 kept the ids in a unique index of the traces table
         repo.execute_raw(
-            "DROP TABLE trace_ids; DROP TABLE trace_ids_recent;
+            "DROP TABLE trace_ids; DROP TABLE trace_ids_recent; DROP TABLE dictionaries;
              CREATE TABLE traces_v2 (id INTEGER PRIMARY KEY, trace_id BLOB NOT NULL UNIQUE, \
              start_ns INTEGER NOT NULL, duration_ns INTEGER NOT NULL, \
              span_count INTEGER NOT NULL, error_count INTEGER NOT NULL, flags INTEGER NOT NULL, \

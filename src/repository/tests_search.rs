@@ -215,7 +215,7 @@ fn a_version_1_file_is_migrated_and_searches_the_same() {
         // version 1 kept the posting lists by term first, and trace ids in the traces
         // table (unique: that index is not searched, so it is left out here)
         repo.execute_raw(
-            "DROP TABLE trace_ids; DROP TABLE trace_ids_recent;
+            "DROP TABLE trace_ids; DROP TABLE trace_ids_recent; DROP TABLE dictionaries;
              CREATE TABLE postings_v1 (term INTEGER NOT NULL, batch INTEGER NOT NULL, \
              list BLOB NOT NULL, PRIMARY KEY (term, batch)) WITHOUT ROWID;
              INSERT INTO postings_v1 SELECT term, batch, list FROM postings;

@@ -10,6 +10,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::model::{Analysis, CloseReason, Span, SpanId, SpanKind, TraceId};
 
+use super::bodies::Bodies;
 use super::error::{Context, RepositoryError};
 use super::ids::KnownIds;
 use super::postings::{kill_rows, BatchBuilder};
@@ -190,6 +191,11 @@ impl Repository {
         let (groups, order) = (&groups, &order);
         let (conn, checkpointer) = (&mut self.conn, self.checkpointer.as_ref());
         let known_ids = &mut self.known_ids;
+        let bodies = &mut self.bodies;
+        let dictionary = bodies.current();
+        let dictionary = dictionary.as_deref();
+        // bytes of the batch's body encodings, and as stored
+        let (mut encoded, mut stored) = (0, 0);
         let tx = std::thread::scope(|scope| {
             // most traces of a batch are new and come in one record: those are prepared
             // on the thread pool from the start, while this thread waits for the log
@@ -205,6 +211,7 @@ impl Repository {
                             Some([only]) if canonical(&only.trace.spans) => Some(prepare(
                                 Cow::Borrowed(&only.trace.spans),
                                 only.analysis.as_ref(),
+                                dictionary,
                             )),
                             _ => None,
                         })
@@ -222,7 +229,8 @@ impl Repository {
             let mut ids = FxHashSet::default();
             for (index, &id) in order.iter().enumerate() {
                 let group = groups.get(&id).map(Vec::as_slice).unwrap_or_default();
-                match merge_one(&tx, &path, id, group, known_ids.as_ref(), &mut ids)? {
+                let known = known_ids.as_ref();
+                match merge_one(&tx, &path, id, group, known, bodies, &mut ids)? {
                     None => report.unchanged += 1,
                     Some(p) => {
                         if p.replaces.is_some() {
@@ -245,8 +253,17 @@ impl Repository {
                 let flags = p.merged.flags();
                 let prepared = match (ready, &p.replaces) {
                     (Some(ready), None) => ready,
-                    _ => prepare(p.merged.spans, p.merged.analysis.as_ref().map(|a| &*a.0)),
+                    _ => prepare(
+                        p.merged.spans,
+                        p.merged.analysis.as_ref().map(|a| &*a.0),
+                        dictionary,
+                    ),
                 };
+                if dictionary.is_none() {
+                    bodies.sample(&prepared.body);
+                }
+                encoded += prepared.encoded_len;
+                stored += prepared.body.len();
                 if let Some((row, old_dependencies)) = p.replaces {
                     // the trace moves to a row of this batch; its old row's postings go stale
                     tx.prepare_cached("DELETE FROM traces WHERE id = ?1")
@@ -279,8 +296,13 @@ impl Repository {
         .during(&path, DURING)?;
         let new_operations =
             write_operations(&tx, &self.known_operations, records).during(&path, DURING)?;
+        let trained = self
+            .bodies
+            .after_batch(&tx, encoded, stored)
+            .during(&path, DURING)?;
         tx.commit().during(&path, DURING)?;
         self.committed();
+        self.bodies.committed(trained);
         self.next_row = next_row;
         self.recent_ids = recent_ids;
         // remembered only once committed: a rolled-back batch must write them again
@@ -300,6 +322,7 @@ fn merge_one<'r>(
     id: TraceId,
     group: &[&'r TraceRecord],
     known: Option<&KnownIds>,
+    bodies: &Bodies,
     ids: &mut FxHashSet<SpanId>,
 ) -> Result<Option<Pending<'r>>, RepositoryError> {
     const DURING: &str = "storing traces";
@@ -328,8 +351,9 @@ fn merge_one<'r>(
             replaces: None,
         }));
     };
-    let (spans, analysis) =
-        codec::decode(id, &body).map_err(|e| RepositoryError::bad_record(path, DURING, e.0))?;
+    let bad = |e| RepositoryError::bad_record(path, DURING, e);
+    let body = bodies.open(tx, &body).map_err(bad)?;
+    let (spans, analysis) = codec::decode(id, &body).map_err(|e| bad(e.0))?;
     let mut old_dependencies = DependencyDeltas::default();
     count_dependencies(
         &spans,
