@@ -89,8 +89,22 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads a zig-zag varint.
-    #[inline]
+    #[inline(always)]
     pub fn long(&mut self) -> Result<i64, AvroReadError> {
+        // most are one byte: lengths, union branches, small numbers
+        match self.buf.get(self.pos) {
+            Some(&byte) if byte < 0x80 => {
+                self.pos += 1;
+                let n = u64::from(byte);
+                Ok(((n >> 1) as i64) ^ -((n & 1) as i64))
+            }
+            _ => self.long_multibyte(),
+        }
+    }
+
+    /// [`Reader::long`] of a varint longer than one byte (or at the end of the input).
+    #[inline(never)]
+    fn long_multibyte(&mut self) -> Result<i64, AvroReadError> {
         let mut n: u64 = 0;
         let mut shift = 0;
         loop {

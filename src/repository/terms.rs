@@ -63,7 +63,7 @@ pub(crate) fn value_term(key: &[u8], value: RawValue<'_>, buf: &mut String) -> i
         }
         RawValue::Int(i) => {
             buf.clear();
-            let _ = write!(buf, "{i}");
+            buf.push_str(itoa::Buffer::new().format(i));
             buf.as_bytes()
         }
         RawValue::Double(d) => {
