@@ -55,6 +55,11 @@ const DRIFT: f64 = 1.5;
 /// small batch of unusual traces does not count as a change of traffic.
 const WINDOW_BYTES: usize = 1 << 20;
 
+/// Windows measured with a dictionary before it may be replaced (about 10,000 traces of
+/// the synthetic workload): traffic that keeps changing cannot make the writer train
+/// more often than that.
+const MIN_WINDOWS: usize = 30;
+
 /// Distinguishes dictionaries across repositories of one process (ids are per file),
 /// for the compressor each thread keeps.
 static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
@@ -123,6 +128,9 @@ pub(crate) struct Bodies {
     /// Encoded and stored bytes of the window being measured, and its length.
     window: (usize, usize),
     window_bytes: usize,
+    /// Windows measured with `current`, and how many before it may be replaced.
+    windows: usize,
+    min_windows: usize,
     /// Decompressors by dictionary id, loaded as bodies need them.
     decoders: Mutex<FxHashMap<i64, zstd::bulk::Decompressor<'static>>>,
 }
@@ -145,6 +153,8 @@ impl Bodies {
             baseline: None,
             window: (0, 0),
             window_bytes: WINDOW_BYTES,
+            windows: 0,
+            min_windows: MIN_WINDOWS,
             decoders: Mutex::new(FxHashMap::default()),
         })
     }
@@ -159,16 +169,19 @@ impl Bodies {
             baseline: None,
             window: (0, 0),
             window_bytes: WINDOW_BYTES,
+            windows: 0,
+            min_windows: MIN_WINDOWS,
             decoders: Mutex::new(FxHashMap::default()),
         }
     }
 
-    /// Bodies to sample before a training, and encoded bytes per measured window (tests
-    /// store fewer).
+    /// Bodies to sample before a training, encoded bytes per measured window and
+    /// windows before a dictionary may be replaced (tests store fewer).
     #[cfg(test)]
-    pub(crate) fn set_training(&mut self, samples: usize, window_bytes: usize) {
+    pub(crate) fn set_training(&mut self, samples: usize, window_bytes: usize, windows: usize) {
         self.wanted = samples;
         self.window_bytes = window_bytes;
+        self.min_windows = windows;
     }
 
     /// The dictionary to compress the next batch with.
@@ -199,9 +212,11 @@ impl Bodies {
             if self.window.0 >= self.window_bytes.max(1) {
                 let ratio = self.window.1 as f64 / self.window.0 as f64;
                 self.window = (0, 0);
+                self.windows += 1;
+                let settled = self.windows >= self.min_windows;
                 match self.baseline {
                     None => self.baseline = Some(ratio),
-                    Some(b) if ratio > b * DRIFT && ratio > 0.2 => {
+                    Some(b) if settled && ratio > b * DRIFT && ratio > 0.2 => {
                         tracing::info!(
                             ratio,
                             trained = b,
@@ -244,6 +259,7 @@ impl Bodies {
             self.current = Some(Arc::new(d));
             self.baseline = None;
             self.window = (0, 0);
+            self.windows = 0;
         }
     }
 

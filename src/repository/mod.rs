@@ -300,11 +300,12 @@ impl Repository {
         }
     }
 
-    /// Bodies to sample before training a dictionary, and encoded bytes per window of
-    /// the compression ratio; for tests, which store fewer.
+    /// Bodies to sample before training a dictionary, encoded bytes per window of the
+    /// compression ratio and windows before a dictionary may be replaced; for tests,
+    /// which store fewer.
     #[cfg(test)]
-    pub(crate) fn set_dictionary_training(&mut self, samples: usize, window_bytes: usize) {
-        self.bodies.set_training(samples, window_bytes);
+    pub(crate) fn set_dictionary_training(&mut self, samples: usize, window: usize, n: usize) {
+        self.bodies.set_training(samples, window, n);
     }
 
     /// Runs a SQL statement on the connection; for tests that provoke errors.

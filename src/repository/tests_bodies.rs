@@ -79,8 +79,9 @@ fn noisy_record(trace_id: TraceId, len: usize) -> TraceRecord {
 
 fn open_training(path: &std::path::Path) -> Repository {
     let mut repo = Repository::open(path, RetentionSettings::default()).unwrap();
-    // every batch of these tests is a window of the compression ratio
-    repo.set_dictionary_training(SAMPLES, 1);
+    // every batch of these tests is a window of the compression ratio, and a dictionary
+    // may be replaced after two
+    repo.set_dictionary_training(SAMPLES, 1, 2);
     repo
 }
 
@@ -251,4 +252,27 @@ fn a_version_3_file_gets_the_dictionaries_table_and_keeps_its_traces() {
     repo.store_traces(&records[5..]).unwrap();
     assert_eq!(dictionaries(&repo), 1);
     assert_reads_back(&repo, &records);
+}
+
+#[test]
+fn a_dictionary_is_kept_for_its_first_windows_whatever_they_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut repo = open_training(&dir.path().join("repo.db"));
+    repo.set_dictionary_training(SAMPLES, 1, 5);
+    let records = workload_records(13, SAMPLES * 2);
+    for batch in records.chunks(SAMPLES) {
+        repo.store_traces(batch).unwrap();
+    }
+    // windows 2 to 4 after the training: noise, but too soon to train again
+    let noisy: Vec<TraceRecord> = (0..SAMPLES as u128 * 3)
+        .map(|i| noisy_record(0x9000 + i, 600))
+        .collect();
+    for batch in noisy.chunks(SAMPLES) {
+        repo.store_traces(batch).unwrap();
+    }
+    assert_eq!(dictionaries(&repo), 1);
+    assert!(noisy
+        .iter()
+        .all(|r| stored_body(&repo, r.trace.trace_id)[0] == COMPRESSED));
+    assert_reads_back(&repo, &noisy);
 }
