@@ -34,6 +34,10 @@ pub(crate) const COMPRESSED: u8 = 2;
 /// Bodies sampled to train a dictionary.
 pub(crate) const TRAINING_SAMPLES: usize = 1_000;
 
+/// Bytes of samples that are enough whatever their number: traces of thousands of
+/// spans cannot make the writer hold a thousand of them.
+const TRAINING_BYTES: usize = 4 << 20;
+
 /// Largest dictionary trained: a few hundred KB of samples hold a workload's recurring
 /// strings many times over.
 const DICTIONARY_BYTES: usize = 64 * 1024;
@@ -121,8 +125,9 @@ pub(crate) struct Bodies {
     /// Samples for the next dictionary, end to end, and their sizes.
     samples: Vec<u8>,
     sizes: Vec<usize>,
-    /// Bodies to sample before training.
+    /// Bodies, or bytes of them, to sample before training.
     wanted: usize,
+    wanted_bytes: usize,
     /// Stored / encoded bytes of the first window compressed with `current`.
     baseline: Option<f64>,
     /// Encoded and stored bytes of the window being measured, and its length.
@@ -150,6 +155,7 @@ impl Bodies {
             samples: Vec::new(),
             sizes: Vec::new(),
             wanted: TRAINING_SAMPLES,
+            wanted_bytes: TRAINING_BYTES,
             baseline: None,
             window: (0, 0),
             window_bytes: WINDOW_BYTES,
@@ -166,6 +172,7 @@ impl Bodies {
             samples: Vec::new(),
             sizes: Vec::new(),
             wanted: 0,
+            wanted_bytes: 0,
             baseline: None,
             window: (0, 0),
             window_bytes: WINDOW_BYTES,
@@ -175,13 +182,25 @@ impl Bodies {
         }
     }
 
-    /// Bodies to sample before a training, encoded bytes per measured window and
-    /// windows before a dictionary may be replaced (tests store fewer).
+    /// Bodies (and bytes of them) to sample before a training, encoded bytes per
+    /// measured window and windows before a dictionary may be replaced (tests store
+    /// fewer).
     #[cfg(test)]
-    pub(crate) fn set_training(&mut self, samples: usize, window_bytes: usize, windows: usize) {
-        self.wanted = samples;
+    pub(crate) fn set_training(
+        &mut self,
+        samples: (usize, usize),
+        window_bytes: usize,
+        windows: usize,
+    ) {
+        (self.wanted, self.wanted_bytes) = samples;
         self.window_bytes = window_bytes;
         self.min_windows = windows;
+    }
+
+    /// Bytes of samples held.
+    #[cfg(test)]
+    pub(crate) fn samples_held(&self) -> usize {
+        self.samples.len()
     }
 
     /// The dictionary to compress the next batch with.
@@ -189,9 +208,14 @@ impl Bodies {
         self.current.clone()
     }
 
+    /// True when the samples are enough to train on.
+    fn sampled(&self) -> bool {
+        self.sizes.len() >= self.wanted || self.samples.len() >= self.wanted_bytes
+    }
+
     /// Takes a body stored uncompressed as a sample, while samples are wanted.
     pub(crate) fn sample(&mut self, raw: &[u8]) {
-        if self.current.is_none() && self.sizes.len() < self.wanted {
+        if self.current.is_none() && !self.sampled() {
             self.samples.extend_from_slice(raw);
             self.sizes.push(raw.len());
         }
@@ -230,7 +254,7 @@ impl Bodies {
             }
             return Ok(None);
         }
-        if self.wanted == 0 || self.sizes.len() < self.wanted {
+        if self.wanted == 0 || !self.sampled() {
             return Ok(None);
         }
         let trained = zstd::dict::from_continuous(

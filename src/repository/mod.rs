@@ -300,11 +300,16 @@ impl Repository {
         }
     }
 
-    /// Bodies to sample before training a dictionary, encoded bytes per window of the
-    /// compression ratio and windows before a dictionary may be replaced; for tests,
-    /// which store fewer.
+    /// Bodies (and bytes of them) to sample before training a dictionary, encoded bytes
+    /// per window of the compression ratio and windows before a dictionary may be
+    /// replaced; for tests, which store fewer.
     #[cfg(test)]
-    pub(crate) fn set_dictionary_training(&mut self, samples: usize, window: usize, n: usize) {
+    pub(crate) fn set_dictionary_training(
+        &mut self,
+        samples: (usize, usize),
+        window: usize,
+        n: usize,
+    ) {
         self.bodies.set_training(samples, window, n);
     }
 

@@ -81,7 +81,7 @@ fn open_training(path: &std::path::Path) -> Repository {
     let mut repo = Repository::open(path, RetentionSettings::default()).unwrap();
     // every batch of these tests is a window of the compression ratio, and a dictionary
     // may be replaced after two
-    repo.set_dictionary_training(SAMPLES, 1, 2);
+    repo.set_dictionary_training((SAMPLES, usize::MAX), 1, 2);
     repo
 }
 
@@ -258,7 +258,7 @@ fn a_version_3_file_gets_the_dictionaries_table_and_keeps_its_traces() {
 fn a_dictionary_is_kept_for_its_first_windows_whatever_they_hold() {
     let dir = tempfile::tempdir().unwrap();
     let mut repo = open_training(&dir.path().join("repo.db"));
-    repo.set_dictionary_training(SAMPLES, 1, 5);
+    repo.set_dictionary_training((SAMPLES, usize::MAX), 1, 5);
     let records = workload_records(13, SAMPLES * 2);
     for batch in records.chunks(SAMPLES) {
         repo.store_traces(batch).unwrap();
@@ -275,4 +275,28 @@ fn a_dictionary_is_kept_for_its_first_windows_whatever_they_hold() {
         .iter()
         .all(|r| stored_body(&repo, r.trace.trace_id)[0] == COMPRESSED));
     assert_reads_back(&repo, &noisy);
+}
+
+#[test]
+fn large_traces_are_sampled_up_to_a_byte_budget_not_a_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut repo = open_training(&dir.path().join("repo.db"));
+    // a budget of 12 bodies of this size, far fewer than the 1,000 bodies wanted
+    let big: Vec<TraceRecord> = (0..40u128)
+        .map(|i| noisy_record(0xb000 + i, 3_000))
+        .collect();
+    let size = codec::encode(&big[0].trace.spans, None).len();
+    repo.set_dictionary_training((1_000, 12 * size), 1, 2);
+    repo.store_traces(&big[..20]).unwrap();
+    assert_eq!(
+        repo.bodies.samples_held(),
+        0,
+        "trained and let go of its samples"
+    );
+    assert_eq!(dictionaries(&repo), 1);
+    repo.store_traces(&big[20..]).unwrap();
+    assert!(big[20..]
+        .iter()
+        .all(|r| stored_body(&repo, r.trace.trace_id)[0] == COMPRESSED));
+    assert_reads_back(&repo, &big);
 }
