@@ -150,29 +150,24 @@ impl Bodies {
                 |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
             )
             .optional()?;
-        Ok(Self {
-            current: newest.map(|(id, bytes)| Arc::new(Dictionary::new(id, bytes))),
-            samples: Vec::new(),
-            sizes: Vec::new(),
-            wanted: TRAINING_SAMPLES,
-            wanted_bytes: TRAINING_BYTES,
-            baseline: None,
-            window: (0, 0),
-            window_bytes: WINDOW_BYTES,
-            windows: 0,
-            min_windows: MIN_WINDOWS,
-            decoders: Mutex::new(FxHashMap::default()),
-        })
+        let current = newest.map(|(id, bytes)| Arc::new(Dictionary::new(id, bytes)));
+        Ok(Self::new(current, (TRAINING_SAMPLES, TRAINING_BYTES)))
     }
 
     /// For a reader: dictionaries are loaded as bodies need them.
     pub(crate) fn reader() -> Self {
+        Self::new(None, (0, 0))
+    }
+
+    /// Compressing with `current`; sampling `wanted` bodies (or bytes of them) when
+    /// there is none.
+    fn new(current: Option<Arc<Dictionary>>, wanted: (usize, usize)) -> Self {
         Self {
-            current: None,
+            current,
             samples: Vec::new(),
             sizes: Vec::new(),
-            wanted: 0,
-            wanted_bytes: 0,
+            wanted: wanted.0,
+            wanted_bytes: wanted.1,
             baseline: None,
             window: (0, 0),
             window_bytes: WINDOW_BYTES,
