@@ -127,7 +127,7 @@ pub struct RuleConfig {
     /// Aggregate series (or, for `anomaly`, series scores) the rule watches.
     #[serde(default)]
     pub series: Option<SeriesSelector>,
-    /// Trace anomaly scores the rule watches (`anomaly` only).
+    /// Trace anomaly scores the rule watches (`anomaly` and `call_pattern` only).
     #[serde(default)]
     pub traces: Option<TraceSelector>,
     /// A static bound on an aggregate field.
@@ -145,6 +145,9 @@ pub struct RuleConfig {
     /// Multi-window error-budget burn rate.
     #[serde(default)]
     pub slo_burn: Option<SloBurnConfig>,
+    /// The calls in recent traces of a root operation against its normal period.
+    #[serde(default)]
+    pub call_pattern: Option<CallPatternConfig>,
 }
 
 /// Which aggregate series a rule watches.
@@ -251,6 +254,29 @@ pub struct AnomalyRuleConfig {
     /// count as above; unset: any feature.
     #[serde(default)]
     pub feature: Option<String>,
+}
+
+/// `call_pattern`: fires while, in the traces of a root operation that ended in the last
+/// `window`, some child operation is called markedly less (spans missing) or more often
+/// per call of its parent than in the operation's normal period: the count moved by at
+/// least `z` standard scores (a Poisson count at the normal rate, on Anscombe's
+/// square-root scale) and the rate by at least `min_change` of itself. Decided at most
+/// once per `every` of event time per root operation, when its traces arrive.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CallPatternConfig {
+    /// Standard scores a call count must move by.
+    #[serde(default = "d_call_z")]
+    pub z: f64,
+    /// Relative change of a call rate that counts, between 0 and 1.
+    #[serde(default = "d_min_change")]
+    pub min_change: f64,
+    /// The recent period compared with the normal one.
+    #[serde(default = "d_call_window", with = "duration")]
+    pub window: Duration,
+    /// Decisions per root operation at most once per this much event time.
+    #[serde(default = "d_call_every", with = "duration")]
+    pub every: Duration,
 }
 
 /// `trend`: least-squares line through the last `windows` values of the field; fires
@@ -366,6 +392,18 @@ fn d_score() -> f64 {
 }
 fn d_windows_anomaly() -> u32 {
     1
+}
+fn d_call_z() -> f64 {
+    4.0
+}
+fn d_min_change() -> f64 {
+    0.3
+}
+fn d_call_window() -> Duration {
+    Duration::from_secs(60)
+}
+fn d_call_every() -> Duration {
+    Duration::from_secs(10)
 }
 fn d_trend_windows() -> usize {
     10

@@ -24,7 +24,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 
 use super::eval::RollingBaseline;
-use super::rank::{Profile, Ranker};
+use super::rank::{CallPattern, Profile, Ranker};
 use super::settings::{CorrelationSettings, Symptom};
 use crate::model::{hex_trace_id, Suspect, Trace, TraceId};
 use crate::stage::analyze::{Analysis, FindingKind, SYNTHETIC_SERVICE};
@@ -164,13 +164,14 @@ impl Correlator {
     }
 
     /// Learns edges, baselines and evidence from one analysed trace. Amendments (late
-    /// spans only) add their edges and nothing else.
-    pub fn observe(&mut self, trace: &Trace, analysis: &Analysis) {
+    /// spans only) add their edges and nothing else. Returns the trace's root operation
+    /// as ranking refines it (see [`Ranker::profile`]) when the trace was kept.
+    pub fn observe(&mut self, trace: &Trace, analysis: &Analysis) -> Option<u64> {
         for e in &analysis.edges {
             self.graph.add(&e.client, &e.server, e.end_ns);
         }
         if trace.amendment || trace.spans.is_empty() {
-            return;
+            return None;
         }
         let root: Arc<str> = analysis
             .root_service
@@ -238,6 +239,7 @@ impl Correlator {
             .find(|f| f.kind == FindingKind::ErrorOrigin)
             .map(|f| f.service.clone());
         let profile = self.ranker.profile(trace, analysis, error_origin);
+        let group = profile.root();
         self.traces.push_back(TraceRecord {
             trace_id: trace.trace_id,
             end_ns: trace.end_ns(),
@@ -249,6 +251,34 @@ impl Correlator {
         while self.traces.len() > self.settings.max_traces {
             self.forget_oldest();
         }
+        Some(group)
+    }
+
+    /// The service and name of a root operation returned by [`Self::observe`].
+    pub fn root_names(&self, root: u64) -> Option<(Arc<str>, Arc<str>)> {
+        self.ranker.names(root)
+    }
+
+    /// The strongest call change of root operation `root` in its traces that ended in
+    /// the `window_ns` before `now_ns`, against its normal period (see
+    /// [`Ranker::call_pattern`]).
+    pub fn call_pattern(
+        &self,
+        root: u64,
+        now_ns: i64,
+        window_ns: i64,
+        min_change: f64,
+    ) -> Option<CallPattern> {
+        let since = now_ns.saturating_sub(window_ns);
+        let (mut recent, mut before) = (Vec::new(), Vec::new());
+        for r in self.traces.iter().filter(|r| r.profile.root() == root) {
+            if r.end_ns >= since {
+                recent.push(&r.profile);
+            } else {
+                before.push(&r.profile);
+            }
+        }
+        self.ranker.call_pattern(root, &recent, &before, min_change)
     }
 
     /// Moves the oldest recent trace into the baselines of root-cause ranking.

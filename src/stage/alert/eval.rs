@@ -24,7 +24,7 @@ pub struct Eval {
 }
 
 impl Eval {
-    fn new(active: bool, value: f64, threshold: f64) -> Self {
+    pub(super) fn new(active: bool, value: f64, threshold: f64) -> Self {
         Self {
             active,
             value,
@@ -49,7 +49,7 @@ impl EvalState {
     /// The empty state for a condition.
     pub fn new(condition: &Condition) -> Self {
         match condition {
-            Condition::Threshold { .. } => EvalState::Stateless,
+            Condition::Threshold { .. } | Condition::CallPattern { .. } => EvalState::Stateless,
             Condition::Dynamic { samples, .. } => {
                 EvalState::Baseline(RollingBaseline::new(*samples))
             }

@@ -258,6 +258,9 @@ impl Instance {
         let text = match (&rule.condition, n) {
             (Condition::Anomaly { .. }, Notification::Resolved) => format!("resolved, anomaly score {value}"),
             (Condition::SloBurn { .. }, Notification::Resolved) => format!("resolved, burn rate {value}"),
+            (Condition::CallPattern { .. }, Notification::Resolved) => {
+                format!("resolved, calls back to their normal rates (largest change {value} standard scores)")
+            }
             (_, Notification::Resolved) => format!("resolved, {field} {value}"),
             (Condition::Threshold { .. }, _) => {
                 let below = self.last.is_some_and(|e| e.value < e.threshold);
@@ -270,6 +273,10 @@ impl Instance {
             (Condition::Anomaly { .. }, _) => match &self.feature {
                 Some(f) => format!("anomaly score {value} above {threshold} (mostly {f})"),
                 None => format!("anomaly score {value} above {threshold}"),
+            },
+            (Condition::CallPattern { .. }, _) => match &self.feature {
+                Some(f) => format!("{f} ({value} standard scores)"),
+                None => format!("calls changed by {value} standard scores"),
             },
             (Condition::Trend { horizon_ns, .. }, _) => format!(
                 "{field} predicted to cross {threshold} in {eta} ({value} in {})",

@@ -70,6 +70,8 @@ mod validate_condition;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_calls;
+#[cfg(test)]
 mod tests_config;
 #[cfg(test)]
 mod tests_correlate;
@@ -98,8 +100,9 @@ pub use crate::model::{
     label_name, ESCALATED_FROM_ANNOTATION, NOTIFICATION_ANNOTATION, RESERVED_LABELS,
 };
 pub use config::{
-    AlertConfig, AnomalyRuleConfig, Bound, CorrelationConfig, Direction, DynamicConfig, Indicator,
-    RuleConfig, SeriesSelector, SloBurnConfig, ThresholdConfig, TraceSelector, TrendConfig,
+    AlertConfig, AnomalyRuleConfig, Bound, CallPatternConfig, CorrelationConfig, Direction,
+    DynamicConfig, Indicator, RuleConfig, SeriesSelector, SloBurnConfig, ThresholdConfig,
+    TraceSelector, TrendConfig,
 };
 pub use correlate::MAX_EXEMPLARS;
 pub use incident::{Incident, Membership};
@@ -201,10 +204,61 @@ impl AlertEngine {
         &self.stats
     }
 
-    /// Learns the service graph, baselines and evidence from one analysed trace.
+    /// Learns the service graph, baselines and evidence from one analysed trace, then
+    /// evaluates the `call_pattern` rules watching its root operation, at its end.
     pub fn observe_trace(&mut self, trace: &Trace, analysis: &Analysis) {
         self.stats.traces += 1;
-        self.correlator.observe(trace, analysis);
+        let Some(root) = self.correlator.observe(trace, analysis) else {
+            return;
+        };
+        let at = trace.end_ns();
+        let mut names = None;
+        for ri in 0..self.settings.rules.len() {
+            let Condition::CallPattern {
+                z,
+                min_change,
+                window_ns,
+                every_ns,
+            } = self.settings.rules[ri].condition
+            else {
+                continue;
+            };
+            let Some((service, operation)) = names
+                .get_or_insert_with(|| self.correlator.root_names(root))
+                .clone()
+            else {
+                return;
+            };
+            let series = SeriesRef::Root {
+                service: &service,
+                operation: &operation,
+            };
+            if !series.selected_by(&self.settings.rules[ri].select, u64::MAX) {
+                continue;
+            }
+            let last = self
+                .series
+                .get(&series.id(ri))
+                .and_then(|fp| self.instances.get(fp))
+                .map_or(i64::MIN, |inst| inst.last_seen_ns);
+            if at < last.saturating_add(every_ns) {
+                continue;
+            }
+            let found = self
+                .correlator
+                .call_pattern(root, at, window_ns, min_change);
+            self.decide(ri, &series, at, |_, inst| {
+                let found = found?;
+                let active = found.z >= z;
+                if active {
+                    inst.feature = found.finding.map(|(_, text)| text);
+                    inst.symptom = Symptom::Other;
+                }
+                let ln_p = crate::stage::detect::ln_gauss_two_sided(found.z);
+                inst.anomaly_score = Some(crate::stage::detect::score_of_ln_p(ln_p));
+                Some(eval::Eval::new(active, found.z, z))
+            });
+        }
     }
 
     /// Evaluates the rules watching this window's series, at the window's end.
@@ -217,8 +271,10 @@ impl AlertEngine {
         };
         for ri in 0..self.settings.rules.len() {
             let rule = &self.settings.rules[ri];
-            if matches!(rule.condition, Condition::Anomaly { .. })
-                || !series.selected_by(&rule.select, w.count)
+            if matches!(
+                rule.condition,
+                Condition::Anomaly { .. } | Condition::CallPattern { .. }
+            ) || !series.selected_by(&rule.select, w.count)
             {
                 continue;
             }
@@ -260,6 +316,9 @@ impl AlertEngine {
         for ri in 0..self.settings.rules.len() {
             let rule = &self.settings.rules[ri];
             if !series.selected_by(&rule.select, u64::MAX) {
+                continue;
+            }
+            if matches!(rule.condition, Condition::CallPattern { .. }) {
                 continue;
             }
             if !matches!(rule.condition, Condition::Anomaly { .. }) {

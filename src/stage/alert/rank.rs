@@ -90,6 +90,36 @@ pub struct Profile {
     pub error_origin: Option<Arc<str>>,
 }
 
+impl Profile {
+    /// Its root operation (refined by the endpoint of a catch-all root).
+    pub fn root(&self) -> u64 {
+        self.root
+    }
+}
+
+/// A call whose rate per call of its parent operation moved between the normal and the
+/// anomalous period.
+#[derive(Debug, Clone, Copy)]
+pub struct CallChange {
+    parent: u64,
+    child: u64,
+    /// Standard scores the count moved by (negative: fewer calls).
+    pub z: f64,
+    /// The change relative to the larger of the two rates.
+    pub change: f64,
+    before: f64,
+    now: f64,
+}
+
+/// The strongest call change of one root operation's recent traces.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallPattern {
+    /// Its |z| (0 when no call rate moved by `min_change`).
+    pub z: f64,
+    /// The parent's service and the change in words, when one moved.
+    pub finding: Option<(Arc<str>, String)>,
+}
+
 /// A root operation's normal period.
 #[derive(Debug, Default)]
 struct Normal {
@@ -294,6 +324,46 @@ impl Ranker {
         for (k, ns) in &p.entries {
             push_sample(n.entries.entry(*k).or_default(), *ns as f64, cap);
         }
+    }
+
+    /// The service and name of a root operation (as refined by [`Ranker::profile`]).
+    pub fn names(&self, op: u64) -> Option<(Arc<str>, Arc<str>)> {
+        self.ops.get(&op).cloned()
+    }
+
+    /// The strongest change of a call rate in the recent traces of root operation
+    /// `root` (`anomalous`) against its normal period (its baseline plus `before`), among
+    /// calls whose rate moved by `min_change`; `None` when either period has too few
+    /// traces to compare.
+    pub fn call_pattern(
+        &self,
+        root: u64,
+        anomalous: &[&Profile],
+        before: &[&Profile],
+        min_change: f64,
+    ) -> Option<CallPattern> {
+        let empty = Normal::default();
+        let normal = self.roots.get(&root).unwrap_or(&empty);
+        if anomalous.len() < MIN_ANOMALOUS
+            || normal.traces + (before.len() as f64) < MIN_NORMAL as f64
+        {
+            return None;
+        }
+        let period = Period {
+            ranker: self,
+            root: self.label(root),
+            a: anomalous,
+            b: before,
+            normal,
+        };
+        let strongest = period
+            .call_changes(0.0, min_change)
+            .into_iter()
+            .max_by(|x, y| x.z.abs().total_cmp(&y.z.abs()));
+        Some(CallPattern {
+            z: strongest.map_or(0.0, |c| c.z.abs()),
+            finding: strongest.and_then(|c| period.describe(&c)),
+        })
     }
 
     fn label(&self, op: u64) -> String {

@@ -6,7 +6,7 @@ use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
 use super::{format_ns, median_scale, Period, MIN_ANOMALOUS, MIN_CALLS, MIN_CHANGE, MIN_NORMAL};
-use super::{MIN_STRENGTH, Z_MIN};
+use super::{CallChange, MIN_STRENGTH, Z_MIN};
 
 type Findings = FxHashMap<Arc<str>, Vec<(f64, String)>>;
 
@@ -45,8 +45,10 @@ impl Period<'_> {
         normal_count(&self.normal.calls, self.b.iter().map(|p| &p.calls), call)
     }
 
-    /// Child operations called markedly less or more often per call of their parent.
-    pub(super) fn calls(&self, out: &mut Findings) {
+    /// Child operations called markedly less or more often per call of their parent:
+    /// each call whose count moved by at least `z_min` standard scores and
+    /// `min_change` of its rate.
+    pub(super) fn call_changes(&self, z_min: f64, min_change: f64) -> Vec<CallChange> {
         let mut spans: FxHashMap<u64, f64> = FxHashMap::default();
         let mut calls: FxHashMap<u64, f64> = FxHashMap::default();
         for p in self.a {
@@ -74,13 +76,9 @@ impl Period<'_> {
         );
         keys.sort_unstable();
         keys.dedup();
+        let mut out = Vec::new();
         for call in keys {
             let Some(&(parent, child)) = self.ranker.calls.get(&call) else {
-                continue;
-            };
-            let (Some((p_svc, p_name)), Some((c_svc, c_name))) =
-                (self.ranker.ops.get(&parent), self.ranker.ops.get(&child))
-            else {
                 continue;
             };
             let na = spans.get(&parent).copied().unwrap_or(0.0);
@@ -95,24 +93,51 @@ impl Period<'_> {
             let expected = rb * na;
             let z = 2.0 * ((ca + 0.375).sqrt() - (expected + 0.375).sqrt());
             let change = (ra - rb).abs() / ra.max(rb);
-            if z.abs() < Z_MIN || change < MIN_CHANGE || (ra > rb && ca < MIN_CALLS) {
+            if z.abs() < z_min || change < min_change || (ra > rb && ca < MIN_CALLS) {
                 continue;
             }
-            let text = if ra < rb {
-                format!(
-                    "span {c_name} of {c_svc} missing from {} of {p_name} calls of {p_svc} \
-                     ({rb:.2} per call before, {ra:.2} now) in traces of {}",
-                    pct(change),
-                    self.root
-                )
-            } else {
-                format!(
-                    "{p_svc} {p_name} calls {c_name} of {c_svc} {ra:.2} times per call \
-                     ({rb:.2} before) in traces of {}",
-                    self.root
-                )
-            };
-            add(out, p_svc, change, text);
+            out.push(CallChange {
+                parent,
+                child,
+                z,
+                change,
+                before: rb,
+                now: ra,
+            });
+        }
+        out
+    }
+
+    /// The parent operation's service and the finding's words for a call change.
+    pub(super) fn describe(&self, c: &CallChange) -> Option<(Arc<str>, String)> {
+        let (p_svc, p_name) = self.ranker.ops.get(&c.parent)?;
+        let (c_svc, c_name) = self.ranker.ops.get(&c.child)?;
+        let (rb, ra) = (c.before, c.now);
+        let text = if ra < rb {
+            format!(
+                "span {c_name} of {c_svc} missing from {} of {p_name} calls of {p_svc} \
+                 ({rb:.2} per call before, {ra:.2} now) in traces of {}",
+                pct(c.change),
+                self.root
+            )
+        } else {
+            format!(
+                "{p_svc} {p_name} calls {c_name} of {c_svc} {ra:.2} times per call \
+                 ({rb:.2} before) in traces of {}",
+                self.root
+            )
+        };
+        Some((p_svc.clone(), text))
+    }
+
+    /// Findings of [`Self::call_changes`] at the ranking's thresholds, against the
+    /// parent's service, whose behaviour changed (it returned early, failed half-way,
+    /// retried).
+    pub(super) fn calls(&self, out: &mut Findings) {
+        for c in self.call_changes(Z_MIN, MIN_CHANGE) {
+            if let Some((service, text)) = self.describe(&c) {
+                add(out, &service, c.change, text);
+            }
         }
     }
 

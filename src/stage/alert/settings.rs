@@ -214,6 +214,12 @@ pub enum Condition {
         factor: f64,
         indicator: Indicator,
     },
+    CallPattern {
+        z: f64,
+        min_change: f64,
+        window_ns: i64,
+        every_ns: i64,
+    },
 }
 
 impl Condition {
@@ -223,7 +229,9 @@ impl Condition {
             Condition::Threshold { field, .. }
             | Condition::Dynamic { field, .. }
             | Condition::Trend { field, .. } => Some(*field),
-            Condition::Anomaly { .. } | Condition::SloBurn { .. } => None,
+            Condition::Anomaly { .. }
+            | Condition::SloBurn { .. }
+            | Condition::CallPattern { .. } => None,
         }
     }
 
@@ -235,6 +243,7 @@ impl Condition {
             Condition::Anomaly { .. } => "anomaly",
             Condition::Trend { .. } => "trend",
             Condition::SloBurn { .. } => "slo_burn",
+            Condition::CallPattern { .. } => "call_pattern",
         }
     }
 }
@@ -299,6 +308,7 @@ impl RuleConfig {
             ("anomaly", self.anomaly.is_some()),
             ("trend", self.trend.is_some()),
             ("slo_burn", self.slo_burn.is_some()),
+            ("call_pattern", self.call_pattern.is_some()),
         ]
         .into_iter()
         .filter(|(_, set)| *set)
@@ -388,6 +398,14 @@ impl RuleConfig {
                 rising,
                 windows: t.windows.max(2),
                 horizon_ns: nanos(t.horizon),
+            });
+        }
+        if let Some(c) = &self.call_pattern {
+            return Some(Condition::CallPattern {
+                z: c.z,
+                min_change: c.min_change,
+                window_ns: nanos(c.window).max(1),
+                every_ns: nanos(c.every),
             });
         }
         let s = self.slo_burn.as_ref()?;

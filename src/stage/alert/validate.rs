@@ -15,7 +15,7 @@ use crate::stage::aggregate::SERVICE_GRAPH_SCOPE;
 /// Variables annotations may use besides the labels.
 pub const VALUE_VARS: [&str; 3] = ["value", "threshold", "eta"];
 
-const KINDS: &str = "threshold, dynamic, anomaly, trend or slo_burn";
+const KINDS: &str = "threshold, dynamic, anomaly, trend, slo_burn or call_pattern";
 const EDGE_DIMENSIONS: [&str; 3] = ["client", "server", "connection_type"];
 
 impl AlertConfig {
@@ -264,6 +264,7 @@ impl AlertConfig {
             );
         }
         let anomaly = rule.anomaly.is_some();
+        let calls = rule.call_pattern.is_some();
         match (&rule.series, &rule.traces) {
             (Some(_), Some(_)) => errors.push(
                 format!("{p}.traces"),
@@ -273,16 +274,23 @@ impl AlertConfig {
             (None, None) => errors.push(
                 format!("{p}.series"),
                 "is missing",
-                if anomaly {
+                if calls {
+                    "add `traces: {}`"
+                } else if anomaly {
                     "add `series: {scope: service}` or `traces: {}`"
                 } else {
                     "add e.g. `series: {scope: service, window: 1m}`"
                 },
             ),
-            (None, Some(_)) if !anomaly && !kinds.is_empty() => errors.push(
+            (None, Some(_)) if !anomaly && !calls && !kinds.is_empty() => errors.push(
                 format!("{p}.traces"),
-                "only anomaly rules watch traces",
+                "only anomaly and call_pattern rules watch traces",
                 "use `series:` for aggregate conditions",
+            ),
+            (Some(_), None) if calls => errors.push(
+                format!("{p}.series"),
+                "call_pattern rules watch traces, not aggregate series",
+                "replace `series:` with `traces: {}`",
             ),
             _ => {}
         }

@@ -65,6 +65,22 @@ impl AlertConfig {
                 errors.push(format!("{cp}.windows"), "must be at least 1", "e.g. 3");
             }
         }
+        if let Some(c) = &rule.call_pattern {
+            let cp = format!("{p}.call_pattern");
+            if !(c.z.is_finite() && c.z > 0.0) {
+                errors.push(format!("{cp}.z"), "must be more than 0", "e.g. 4");
+            }
+            if !(c.min_change > 0.0 && c.min_change < 1.0) {
+                errors.push(
+                    format!("{cp}.min_change"),
+                    "must be between 0 and 1 (exclusive)",
+                    "e.g. 0.3",
+                );
+            }
+            if c.window.is_zero() {
+                errors.push(format!("{cp}.window"), "must be more than 0", "e.g. 1m");
+            }
+        }
         if let Some(t) = &rule.trend {
             let cp = format!("{p}.trend");
             if let Some(field) = check_field(&t.field, &cp, errors) {

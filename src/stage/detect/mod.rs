@@ -73,6 +73,9 @@ mod snapshot_restore;
 mod trace;
 mod training;
 
+pub(crate) use robust::ln_gauss_two_sided;
+pub(crate) use score::score_of_ln_p;
+
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -301,7 +301,7 @@ fn gpd_fit(top: &[f64], u: f64, sigma_floor: f64) -> (f64, f64) {
 /// ln of the two-sided Gaussian tail probability of `z` standard deviations,
 /// `ln erfc(|z|/√2)`, accurate to a relative 1.2e-7 and finite for any finite `z`
 /// (Numerical Recipes' Chebyshev fit, taken in logs).
-pub(super) fn ln_gauss_two_sided(z: f64) -> f64 {
+pub(crate) fn ln_gauss_two_sided(z: f64) -> f64 {
     let x = z.abs() / std::f64::consts::SQRT_2;
     let t = 1.0 / (1.0 + 0.5 * x);
     let poly = -x * x - 1.265_512_23

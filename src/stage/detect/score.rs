@@ -64,7 +64,7 @@ pub(super) fn finite(v: f64) -> f64 {
 /// (the surprise in decades), `L² / (L² + 4)`. 0.5 means p = 10⁻², 0.8 means 10⁻⁴, 0.9
 /// means 10⁻⁶, 0.99 means about 10⁻²⁰; always in [0, 1], strictly increasing in L (no
 /// saturation, so the most extreme samples still rank).
-pub(super) fn score_of_ln_p(ln_p: f64) -> f64 {
+pub(crate) fn score_of_ln_p(ln_p: f64) -> f64 {
     if ln_p.is_nan() {
         return 0.0;
     }
