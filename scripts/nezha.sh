@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Detection and root-cause quality on the Nezha fault-injection streams: replays each
 # stream through the default pipeline and scores its alerts with the dataset's score.py
-# (recall, precision, F1, median delay, AS@1/3/5 of the ranked suspects). Then the cost
+# (recall, precision, F1, median delay, AS@1/3/5 of the ranked suspects) and what a
+# detector alerting once on every injection would score (scripts/nezha_segments.py: the
+# streams hold injections whose faults the lists leave out). Then the cost
 # of the stages after assembly: each stream's replay rate with every stage against
 # assembly only (pipelines/traces-only.yaml), one run each, as a ratio.
 #
@@ -30,6 +32,8 @@ for faults in "$data"/*.faults.json; do
   every[$name]=$(replay pipelines/trace-analytics.yaml "$data/$name.jsonl.gz" "$out/$name")
   printf '%-28s ' "$name"
   "$python" "$data/score.py" "$faults" "$out/$name/alerts.jsonl"
+  printf '%-28s ' ''
+  "$python" scripts/nezha_segments.py "$data/$name.jsonl.gz" "$faults"
 done
 echo
 for faults in "$data"/*.faults.json; do

@@ -54,7 +54,7 @@ fn run(e: &mut AlertEngine, from_s: i64, secs: i64, skip: u128) -> Vec<Alert> {
     for s in from_s..from_s + secs {
         for k in 0..2u128 {
             let id = (s as u128) * 2 + k;
-            let charged = skip == 0 || id % skip != 0;
+            let charged = skip == 0 || !id.is_multiple_of(skip);
             observe(e, &checkout(id, s, charged));
         }
         out.extend(advance(e, s + 1));
