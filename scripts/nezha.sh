@@ -16,9 +16,11 @@ cargo build --release --locked --quiet
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 
-# prints "<spans> <seconds>" of one replay
+# prints "<spans> <seconds>" of one replay; written-back first, so no replay pays for the
+# dirty pages of the one before (the outputs are hundreds of megabytes)
 replay() {
   local started ended summary
+  sync
   started=$(date +%s.%N)
   summary=$(./target/release/spanline replay "$1" --input "$2" --output-dir "$3")
   ended=$(date +%s.%N)
@@ -39,7 +41,9 @@ echo
 for faults in "$data"/*.faults.json; do
   name="$(basename "$faults" .faults.json)"
   read -r spans full <<<"${every[$name]}"
+  rm -rf "${out:?}/$name"
   read -r _ assemble <<<"$(replay pipelines/traces-only.yaml "$data/$name.jsonl.gz" "$out/$name-traces")"
+  rm -rf "${out:?}/$name-traces"
   awk -v n="$name" -v s="$spans" -v f="$full" -v a="$assemble" 'BEGIN {
     printf "%-28s replay: every stage %.0f spans/s, assembly only %.0f spans/s, ratio %.2f\n",
       n, s / f, s / a, a / f }'
