@@ -232,7 +232,7 @@ rules:
     has(&e, &r(1, ".threshold.below"), "between 0 and 1");
     has(&e, &r(2, ""), "needs a condition");
     has(&e, &r(3, ""), "has 2 conditions");
-    has(&e, &r(4, ".traces"), "only anomaly rules");
+    has(&e, &r(4, ".traces"), "only anomaly and call_pattern rules");
     has(&e, &r(4, ".threshold.above"), "`750ms` is not a number");
     has(&e, &r(5, ".labels.alertname"), "set by the alert stage");
     has(&e, &r(5, ".labels.shard"), "fingerprint");
