@@ -251,7 +251,12 @@ impl AlertEngine {
                 let found = found?;
                 let active = found.z >= z;
                 if active {
-                    inst.feature = found.finding.map(|(_, text)| text);
+                    if let Some((service, text)) = found.finding {
+                        // the service whose calls changed: correlation looks below it,
+                        // incidents file the alert by it
+                        inst.service = Some(service.to_string());
+                        inst.feature = Some(text);
+                    }
                     inst.symptom = Symptom::Other;
                 }
                 let ln_p = crate::stage::detect::ln_gauss_two_sided(found.z);
