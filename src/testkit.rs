@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use crate::model::{AttrValue, AttributesBuilder, Resource, Span, SpanKind, StatusCode};
+use crate::model::{
+    AttrValue, AttributesBuilder, CloseReason, Resource, Span, SpanKind, StatusCode, Trace,
+};
 
 /// A span with a few attributes and the given ids and times (nanoseconds).
 pub fn span(
@@ -40,4 +42,17 @@ pub fn span(
         attributes: attrs.build(),
         events: Default::default(),
     }
+}
+
+/// A completed trace of `spans`, sorted as assembly leaves them.
+pub fn completed(trace_id: u128, spans: Vec<Span>) -> Trace {
+    let mut trace = Trace {
+        trace_id,
+        spans,
+        amendment: false,
+        close_reason: CloseReason::Completed,
+        incomplete: false,
+    };
+    trace.sort_spans();
+    trace
 }

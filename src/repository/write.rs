@@ -259,9 +259,7 @@ impl Repository {
                         dictionary,
                     ),
                 };
-                if dictionary.is_none() {
-                    bodies.sample(&prepared.body);
-                }
+                bodies.sample(&prepared.body);
                 encoded += prepared.encoded_len;
                 stored += prepared.body.len();
                 if let Some((row, old_dependencies)) = p.replaces {

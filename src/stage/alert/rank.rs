@@ -4,8 +4,9 @@
 //!
 //! Every analysed trace leaves a [`Profile`]: its root operation; how often each span
 //! operation (service and span name) occurs and which child operations each one calls;
-//! each service's critical-path self time; the durations of each service's entry spans
-//! (spans whose parent is in another service, and the root); and its error origin.
+//! each service's critical-path self time and each caller's wait on the services it
+//! calls (see `rank_profile.rs`); the durations of each service's entry spans (spans
+//! whose parent is in another service, and the root); and its error origin.
 //! Profiles that leave the correlator's recent traces are folded into a baseline per
 //! root operation (counts halve once it holds [`BASELINE_TRACES`] traces, so it follows
 //! slow drift; time samples are the last `baseline_samples`).
@@ -22,6 +23,13 @@
 //! - **self time**: a service's critical-path self time above its normal range (median
 //!   plus the largest of 3 robust deviations, 50 % and 1 ms) in more anomalous traces
 //!   than normal ones;
+//! - **wait**: the same test on the critical-path time of a caller's calls into another
+//!   service spent outside the callee's spans (a client span, or without span kinds a
+//!   span whose one child is in another service, beyond its child): against the callee
+//!   (a slow network to it, requests queueing before it), unless the caller waits longer
+//!   on at least two and at least half of the services it calls: then against the
+//!   caller, the common factor (slow to send and receive), which its callees then do
+//!   not go before;
 //! - **early return**: a service's entry spans markedly shorter than normal (slower entry
 //!   spans are explained by self time, theirs or their callees');
 //! - **error origin**: the service where the failed traces' errors originate, when it
@@ -38,13 +46,12 @@ use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use rustc_hash::{FxHashMap, FxHasher};
+use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
 use smallvec::SmallVec;
 
 use super::correlate::ServiceGraph;
 use super::template::format_ns;
-use crate::model::{Analysis, Suspect, Trace};
-use crate::stage::analyze::SYNTHETIC_SERVICE;
+use crate::model::Suspect;
 
 /// Suspects an alert names at most.
 pub const MAX_SUSPECTS: usize = 5;
@@ -85,6 +92,10 @@ pub struct Profile {
     calls: SmallVec<[(u64, u32); 16]>,
     /// Service → critical-path self time, ns.
     self_ns: SmallVec<[(Arc<str>, i64); 8]>,
+    /// (Caller, callee service) → critical-path time of the caller's calls into the
+    /// callee spent outside the callee's spans (network, queueing, the caller sending
+    /// and receiving), ns.
+    wait_ns: SmallVec<[(Call, i64); 8]>,
     /// Entry operation id → span duration, ns.
     entries: SmallVec<[(u64, i64); 8]>,
     pub error_origin: Option<Arc<str>>,
@@ -96,6 +107,9 @@ impl Profile {
         self.root
     }
 }
+
+/// A caller and the service it calls.
+type Call = (Arc<str>, Arc<str>);
 
 /// A call whose rate per call of its parent operation moved between the normal and the
 /// anomalous period.
@@ -128,6 +142,7 @@ struct Normal {
     calls: FxHashMap<u64, f64>,
     origins: FxHashMap<Arc<str>, f64>,
     self_ns: FxHashMap<Arc<str>, VecDeque<f64>>,
+    wait_ns: FxHashMap<Call, VecDeque<f64>>,
     entries: FxHashMap<u64, VecDeque<f64>>,
 }
 
@@ -144,27 +159,6 @@ fn id(parts: &[&str]) -> u64 {
     let mut h = FxHasher::default();
     parts.hash(&mut h);
     h.finish()
-}
-
-fn pair_id(a: u64, b: u64) -> u64 {
-    let mut h = FxHasher::default();
-    (a, b, 0x5eed_u16).hash(&mut h);
-    h.finish()
-}
-
-/// A root operation refined by its endpoint (salted apart from [`pair_id`], which names
-/// the same two operations as a call context).
-fn group_id(root: u64, endpoint: u64) -> u64 {
-    let mut h = FxHasher::default();
-    (root, endpoint, 0x6e0d_u16).hash(&mut h);
-    h.finish()
-}
-
-fn bump(list: &mut SmallVec<[(u64, u32); 16]>, key: u64) {
-    match list.iter_mut().find(|(k, _)| *k == key) {
-        Some((_, n)) => *n += 1,
-        None => list.push((key, 1)),
-    }
 }
 
 fn push_sample(q: &mut VecDeque<f64>, v: f64, cap: usize) {
@@ -195,103 +189,6 @@ impl Ranker {
         k
     }
 
-    /// The profile of an analysed trace (not an amendment).
-    pub fn profile(
-        &mut self,
-        trace: &Trace,
-        a: &Analysis,
-        error_origin: Option<Arc<str>>,
-    ) -> Profile {
-        let root_service = a.root_service.clone().unwrap_or_else(|| Arc::from(""));
-        let root_name = a.root_name.clone().unwrap_or_else(|| Arc::from(""));
-        let mut p = Profile {
-            root: self.op(&root_service, &root_name),
-            error_origin,
-            ..Profile::default()
-        };
-        let index: FxHashMap<u64, usize> = trace
-            .spans
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.span_id, i))
-            .collect();
-        let parents: Vec<Option<usize>> = trace
-            .spans
-            .iter()
-            .enumerate()
-            .map(|(i, s)| index.get(&s.parent_span_id).copied().filter(|&j| j != i))
-            .collect();
-        let ops: Vec<u64> = trace
-            .spans
-            .iter()
-            .map(|s| self.op(&s.resource.service_name, &s.name))
-            .collect();
-        // an operation in the context of its caller's: a generic span name (a commit, an
-        // HTTP client call) means different work under different callers
-        let context: Vec<u64> = (0..ops.len())
-            .map(|i| parents[i].map_or(ops[i], |j| pair_id(ops[j], ops[i])))
-            .collect();
-        for (i, s) in trace.spans.iter().enumerate() {
-            if context[i] != ops[i] && self.ops.len() < MAX_NAMES {
-                let named = self.ops.get(&ops[i]).cloned();
-                if let Some(n) = named {
-                    self.ops.entry(context[i]).or_insert(n);
-                }
-            }
-            bump(&mut p.spans, context[i]);
-            if let Some(j) = parents[i] {
-                let call = pair_id(context[j], ops[i]);
-                if self.calls.len() < MAX_NAMES {
-                    self.calls.entry(call).or_insert((context[j], ops[i]));
-                }
-                bump(&mut p.calls, call);
-            }
-            let entry = parents[i].is_none_or(|j| trace.spans[j].service() != s.service());
-            if entry && p.entries.len() < MAX_ENTRIES {
-                p.entries.push((context[i], (s.end_ns - s.start_ns).max(0)));
-            }
-        }
-        // traces of a catch-all root (a gateway's `/*`) differ by the first operation of
-        // another service they reach: that is their endpoint
-        let first_other = trace
-            .spans
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| *s.resource.service_name != *root_service)
-            .filter(|(i, _)| {
-                parents[*i].is_some_and(|j| *trace.spans[j].resource.service_name == *root_service)
-            })
-            .min_by_key(|(i, s)| (s.start_ns, *i))
-            .map(|(i, _)| ops[i]);
-        if let Some(endpoint) = first_other {
-            let group = group_id(p.root, endpoint);
-            if self.ops.len() < MAX_NAMES {
-                let (rs, rn) = (root_service.clone(), root_name.clone());
-                let label = self
-                    .ops
-                    .get(&endpoint)
-                    .map(|(s, n)| format!("{rn} → {s} {n}"));
-                if let Some(l) = label {
-                    self.ops.entry(group).or_insert((rs, Arc::from(l)));
-                }
-            }
-            p.root = group;
-        }
-        for seg in a
-            .critical_path
-            .iter()
-            .filter(|s| &*s.service != SYNTHETIC_SERVICE)
-        {
-            match p.self_ns.iter_mut().find(|(s, _)| *s == seg.service) {
-                Some((_, ns)) => *ns += seg.self_time_ns.max(0),
-                None => p
-                    .self_ns
-                    .push((seg.service.clone(), seg.self_time_ns.max(0))),
-            }
-        }
-        p
-    }
-
     /// Adds a trace to the normal period of its root operation.
     pub fn fold(&mut self, p: &Profile) {
         if self.roots.len() >= MAX_ROOTS && !self.roots.contains_key(&p.root) {
@@ -320,6 +217,9 @@ impl Ranker {
         }
         for (s, ns) in &p.self_ns {
             push_sample(n.self_ns.entry(s.clone()).or_default(), *ns as f64, cap);
+        }
+        for (s, ns) in &p.wait_ns {
+            push_sample(n.wait_ns.entry(s.clone()).or_default(), *ns as f64, cap);
         }
         for (k, ns) in &p.entries {
             push_sample(n.entries.entry(*k).or_default(), *ns as f64, cap);
@@ -391,6 +291,8 @@ impl Ranker {
             }
         }
         let mut findings: FxHashMap<Arc<str>, Vec<(f64, String)>> = FxHashMap::default();
+        // callers that wait longer on most of their callees: the common factor
+        let mut slow_callers: FxHashSet<Arc<str>> = FxHashSet::default();
         let empty = Normal::default();
         for (root, (a, b)) in &groups {
             let normal = self.roots.get(root).unwrap_or(&empty);
@@ -406,6 +308,7 @@ impl Ranker {
             };
             period.calls(&mut findings);
             period.self_time(&mut findings);
+            period.wait_time(&mut findings, &mut slow_callers);
             period.early_returns(&mut findings);
             period.error_origins(&mut findings);
         }
@@ -429,18 +332,24 @@ impl Ranker {
                 .total_cmp(&x.score)
                 .then_with(|| x.service.cmp(&y.service))
         });
-        callee_first(&mut suspects, graph);
+        callee_first(&mut suspects, graph, &|s| slow_callers.contains(s));
         suspects.truncate(MAX_SUSPECTS);
         suspects
     }
 }
 
-/// Moves a suspect's comparable callees before it (see the module doc).
-pub fn callee_first(suspects: &mut [Suspect], graph: &ServiceGraph) {
+/// Moves a suspect's comparable callees before it (see the module doc), except before
+/// a suspect `stays` keeps first (a caller waiting longer on most of its callees: their
+/// own findings do not explain that).
+pub fn callee_first(suspects: &mut [Suspect], graph: &ServiceGraph, stays: &dyn Fn(&str) -> bool) {
     let n = suspects.len();
     let mut i = 0;
     let mut moves = 0;
     while i < n && moves < n * n {
+        if stays(&suspects[i].service) {
+            i += 1;
+            continue;
+        }
         let below = graph.downstream(&suspects[i].service);
         let callee = (i + 1..n).find(|&j| {
             suspects[j].score * CALLEE_MARGIN >= suspects[i].score
@@ -487,3 +396,5 @@ struct Period<'a> {
 
 #[path = "rank_findings.rs"]
 mod findings;
+#[path = "rank_profile.rs"]
+mod profile;

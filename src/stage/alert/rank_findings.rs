@@ -1,12 +1,14 @@
-//! The four kinds of findings of one root operation's anomalous period (see `rank.rs`).
+//! The kinds of findings of one root operation's anomalous period (see `rank.rs`).
 
+use std::collections::VecDeque;
+use std::hash::Hash;
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 
 use super::{format_ns, median_scale, Period, MIN_ANOMALOUS, MIN_CALLS, MIN_CHANGE, MIN_NORMAL};
-use super::{CallChange, MIN_STRENGTH, Z_MIN};
+use super::{CallChange, Profile, MIN_STRENGTH, Z_MIN};
 
 type Findings = FxHashMap<Arc<str>, Vec<(f64, String)>>;
 
@@ -143,25 +145,87 @@ impl Period<'_> {
 
     /// Services whose critical-path self time is above its normal range.
     pub(super) fn self_time(&self, out: &mut Findings) {
-        let mut values: FxHashMap<&Arc<str>, Vec<f64>> = FxHashMap::default();
-        for p in self.a {
-            for (s, ns) in &p.self_ns {
-                values.entry(s).or_default().push(*ns as f64);
+        for (service, strength, times) in self.times_above(|p| &p.self_ns, &self.normal.self_ns) {
+            let text = format!("{service} self time on the critical path {times}");
+            add(out, service, strength, text);
+        }
+    }
+
+    /// Waits outside the callee's spans that grew (the caller's client span beyond the
+    /// callee's server span): when a caller waits longer on most of the services it
+    /// calls (at least two), the caller is slow to send and receive; otherwise each
+    /// callee whose calls wait longer is (a slow network to it, requests queueing
+    /// before it).
+    /// Such callers go into `slow_callers`.
+    pub(super) fn wait_time(&self, out: &mut Findings, slow_callers: &mut FxHashSet<Arc<str>>) {
+        let grown = self.times_above(|p| &p.wait_ns, &self.normal.wait_ns);
+        let mut called: FxHashMap<&Arc<str>, FxHashSet<&Arc<str>>> = FxHashMap::default();
+        for ((caller, callee), _) in self.a.iter().flat_map(|p| p.wait_ns.iter()) {
+            called.entry(caller).or_default().insert(callee);
+        }
+        type Waits<'w> = Vec<(&'w Arc<str>, f64, String)>;
+        let mut by_caller: FxHashMap<&Arc<str>, Waits> = FxHashMap::default();
+        for ((caller, callee), strength, times) in grown {
+            by_caller
+                .entry(caller)
+                .or_default()
+                .push((callee, strength, times));
+        }
+        for (caller, mut waits) in by_caller {
+            let callees = called.get(caller).map_or(0, FxHashSet::len);
+            if waits.len() >= 2 && 2 * waits.len() >= callees {
+                waits.sort_by(|x, y| y.1.total_cmp(&x.1).then_with(|| x.0.cmp(y.0)));
+                let names: Vec<&str> = waits.iter().map(|w| &**w.0).collect();
+                let text = format!(
+                    "{caller} waits longer on {} of the {callees} services it calls ({}): \
+                     {} {}",
+                    waits.len(),
+                    names.join(", "),
+                    waits[0].0,
+                    waits[0].2
+                );
+                add(out, caller, waits[0].1, text);
+                slow_callers.insert(caller.clone());
+            } else {
+                for (callee, strength, times) in waits {
+                    let text = format!(
+                        "calls from {caller} to {callee} wait outside its spans (network, \
+                         queueing) on the critical path {times}"
+                    );
+                    add(out, callee, strength, text);
+                }
             }
         }
-        for (service, now) in values {
-            let mut normal: Vec<f64> = self
-                .normal
-                .self_ns
-                .get(service)
+    }
+
+    /// Keys (a service, a caller and callee) whose time per trace (`times` of each
+    /// profile) is above its normal range (median plus the largest of 3 robust
+    /// deviations, 50 % and 1 ms) in more anomalous traces than normal ones: each with
+    /// the share beyond the normal one and "<normal> → <typical> in <share> of <n>
+    /// traces of <root>".
+    fn times_above<'k, K: Eq + Hash + 'k>(
+        &'k self,
+        times: impl Fn(&'k Profile) -> &'k [(K, i64)],
+        baseline: &FxHashMap<K, VecDeque<f64>>,
+    ) -> Vec<(&'k K, f64, String)> {
+        let mut values: FxHashMap<&K, Vec<f64>> = FxHashMap::default();
+        for p in self.a {
+            for (k, ns) in times(p) {
+                values.entry(k).or_default().push(*ns as f64);
+            }
+        }
+        let mut found = Vec::new();
+        for (key, now) in values {
+            let mut normal: Vec<f64> = baseline
+                .get(key)
                 .into_iter()
                 .flatten()
                 .copied()
                 .chain(
                     self.b
                         .iter()
-                        .flat_map(|p| p.self_ns.iter())
-                        .filter(|(s, _)| s == service)
+                        .flat_map(|p| times(p).iter())
+                        .filter(|(k, _)| k == key)
                         .map(|(_, ns)| *ns as f64),
                 )
                 .collect();
@@ -178,20 +242,17 @@ impl Period<'_> {
             let normal_share =
                 normal.iter().filter(|v| **v > bound).count() as f64 / normal.len() as f64;
             let (typical, _) = median_scale(&mut above);
-            add(
-                out,
-                service,
-                share - normal_share,
-                format!(
-                    "{service} self time on the critical path {} → {} in {} of {} traces of {}",
-                    format_ns(median),
-                    format_ns(typical),
-                    pct(share),
-                    now.len(),
-                    self.root
-                ),
+            let times = format!(
+                "{} → {} in {} of {} traces of {}",
+                format_ns(median),
+                format_ns(typical),
+                pct(share),
+                now.len(),
+                self.root
             );
+            found.push((key, share - normal_share, times));
         }
+        found
     }
 
     /// Services whose entry spans are markedly shorter than normal.

@@ -8,7 +8,7 @@ use super::*;
 use std::sync::Arc;
 
 use crate::config::ConfigErrors;
-use crate::model::{AlertStatus, CloseReason};
+use crate::model::AlertStatus;
 use crate::testkit;
 
 /// gateway `/*` → shop `POST /checkout` → (stock `reserve`, payment `charge` unless
@@ -27,15 +27,7 @@ fn checkout(id: u128, at_s: i64, charged: bool) -> Trace {
     for (s, name) in spans.iter_mut().zip(names) {
         s.name = Arc::from(name);
     }
-    let mut trace = Trace {
-        trace_id: id,
-        spans,
-        amendment: false,
-        close_reason: CloseReason::Completed,
-        incomplete: false,
-    };
-    trace.sort_spans();
-    trace
+    testkit::completed(id, spans)
 }
 
 const CALLS: &str = "

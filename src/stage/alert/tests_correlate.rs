@@ -3,7 +3,7 @@
 
 use super::tests::{advance, engine, trace_score, window, MS, S, T0};
 use super::*;
-use crate::model::{hex_trace_id, CloseReason, StatusCode};
+use crate::model::{hex_trace_id, StatusCode};
 use crate::stage::analyze::{analyze, AnalyzeSettings};
 use crate::testkit;
 
@@ -18,15 +18,7 @@ pub(super) fn chain(id: u128, start_s: i64, calls: &[(&str, i64, i64)]) -> Trace
             testkit::span(id, i as u64 + 1, i as u64, t + a * MS, t + b * MS, svc)
         })
         .collect();
-    let mut trace = Trace {
-        trace_id: id,
-        spans,
-        amendment: false,
-        close_reason: CloseReason::Completed,
-        incomplete: false,
-    };
-    trace.sort_spans();
-    trace
+    testkit::completed(id, spans)
 }
 
 /// gateway → orders → db; db's call lasts `db_ms`.
