@@ -3,7 +3,9 @@
 # stream through the default pipeline and scores its alerts with the dataset's score.py
 # (recall, precision, F1, median delay, AS@1/3/5 of the ranked suspects) and what a
 # detector alerting once on every injection would score (scripts/nezha_segments.py: the
-# streams hold injections whose faults the lists leave out). Then the cost
+# streams hold injections whose faults the lists leave out) and how the alerts score
+# when a fault's window opens 60 or 120 s before its listed time (scripts/nezha_lead.py:
+# TrainTicket's traces change before it). Then the cost
 # of the stages after assembly: each stream's replay rate with every stage against
 # assembly only (pipelines/traces-only.yaml), one run each, as a ratio.
 #
@@ -36,6 +38,7 @@ for faults in "$data"/*.faults.json; do
   "$python" "$data/score.py" "$faults" "$out/$name/alerts.jsonl"
   printf '%-28s ' ''
   "$python" scripts/nezha_segments.py "$data/$name.jsonl.gz" "$faults"
+  "$python" scripts/nezha_lead.py "$faults" "$out/$name/alerts.jsonl" 60 120 | sed 's/^/                             /'
 done
 echo
 for faults in "$data"/*.faults.json; do
