@@ -6,7 +6,9 @@
 //! member's generation had passed (its state was dropped; the rebalance that moved the
 //! partitions normally reaches it within a heartbeat or two, but when the member had
 //! already joined the newer generation no further rebalance comes, and its partitions
-//! would wait for nobody).
+//! would wait for nobody). A join of its own that no rebalance answers is tried again
+//! after the backoff (a CI run had the last member left after a scale-down rejoin and
+//! hear nothing for minutes).
 
 use std::time::{Duration, Instant};
 
@@ -18,13 +20,17 @@ const REJOIN_MAX: Duration = Duration::from_secs(600);
 const REFUSED_REJOIN_AFTER: Duration = Duration::from_secs(10);
 
 /// Whether a member holding no partitions should join the group again: only after an
-/// assignment that gave it nothing, or a refused transaction (a join still in progress
-/// is left alone).
+/// assignment that gave it nothing, a refused transaction, or a join of its own that
+/// no rebalance answered within the backoff (the first join, still in progress, is
+/// left alone).
 pub(super) struct Unassigned {
     since: Option<Instant>,
     wait: Duration,
     /// The wait started at a refused transaction, not at an empty assignment.
     refused: bool,
+    /// When it last joined again, until a rebalance answers (a join that never brings
+    /// an assignment is tried again).
+    rejoined: Option<Instant>,
 }
 
 impl Unassigned {
@@ -33,12 +39,14 @@ impl Unassigned {
             since: None,
             wait: REJOIN_AFTER,
             refused: false,
+            rejoined: None,
         }
     }
 
     /// A rebalance assigned `partitions` partitions at `now`.
     pub(super) fn assigned(&mut self, partitions: usize, now: Instant) {
         self.refused = false;
+        self.rejoined = None;
         if partitions == 0 {
             self.since.get_or_insert(now);
         } else {
@@ -55,7 +63,7 @@ impl Unassigned {
 
     /// Whether to rejoin now.
     pub(super) fn due(&mut self, now: Instant) -> bool {
-        let Some(since) = self.since else {
+        let Some(since) = self.since.or(self.rejoined) else {
             return false;
         };
         let wait = if self.refused {
@@ -67,6 +75,7 @@ impl Unassigned {
             return false;
         }
         self.since = None;
+        self.rejoined = Some(now);
         if !std::mem::take(&mut self.refused) {
             self.wait = (self.wait * 2).min(REJOIN_MAX);
         }
@@ -107,7 +116,7 @@ mod tests {
         u.refused(at(100));
         assert!(!u.due(at(109)));
         assert!(u.due(at(110)), "10 s after the refusal");
-        assert!(!u.due(at(200)), "once");
+        assert!(!u.due(at(160)), "once");
         u.assigned(0, at(200));
         assert!(
             !u.due(at(259)),
@@ -118,5 +127,21 @@ mod tests {
         u.refused(at(300));
         u.assigned(2, at(303));
         assert!(!u.due(at(400)));
+    }
+
+    #[test]
+    fn a_rejoin_that_no_rebalance_answers_is_tried_again() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut u = Unassigned::new();
+        u.assigned(0, at(0));
+        assert!(u.due(at(30)));
+        // the join hangs: no assignment, not even an empty one
+        assert!(!u.due(at(89)));
+        assert!(u.due(at(90)), "again after the backoff of 60 s");
+        assert!(!u.due(at(209)));
+        assert!(u.due(at(210)), "then after 120 s");
+        u.assigned(3, at(215));
+        assert!(!u.due(at(2000)), "assigned");
     }
 }
