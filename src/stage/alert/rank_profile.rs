@@ -1,6 +1,7 @@
 //! The profile ranking keeps of one analysed trace (see `rank.rs`).
 
 use std::hash::{Hash, Hasher};
+use std::ops::AddAssign;
 use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHasher};
@@ -24,17 +25,16 @@ fn group_id(root: u64, endpoint: u64) -> u64 {
     h.finish()
 }
 
-fn bump(list: &mut SmallVec<[(u64, u32); 16]>, key: u64) {
+/// Adds `v` to `key`'s entry of a small list of totals.
+fn add<A, K, V>(list: &mut SmallVec<A>, key: K, v: V)
+where
+    A: smallvec::Array<Item = (K, V)>,
+    K: PartialEq,
+    V: AddAssign,
+{
     match list.iter_mut().find(|(k, _)| *k == key) {
-        Some((_, n)) => *n += 1,
-        None => list.push((key, 1)),
-    }
-}
-
-fn add_ns<K: PartialEq>(list: &mut SmallVec<[(K, i64); 8]>, key: K, ns: i64) {
-    match list.iter_mut().find(|(k, _)| *k == key) {
-        Some((_, total)) => *total += ns,
-        None => list.push((key, ns)),
+        Some((_, total)) => *total += v,
+        None => list.push((key, v)),
     }
 }
 
@@ -75,20 +75,29 @@ impl Ranker {
         let context: Vec<u64> = (0..ops.len())
             .map(|i| parents[i].map_or(ops[i], |j| pair_id(ops[j], ops[i])))
             .collect();
+        // per span: its first child by start and how many it has
+        let mut children: Vec<Option<(usize, u32)>> = vec![None; trace.spans.len()];
         for (i, s) in trace.spans.iter().enumerate() {
+            if let Some(j) = parents[i] {
+                let first = children[j].get_or_insert((i, 0));
+                first.1 += 1;
+                if s.start_ns < trace.spans[first.0].start_ns {
+                    first.0 = i;
+                }
+            }
             if context[i] != ops[i] && self.ops.len() < MAX_NAMES {
                 let named = self.ops.get(&ops[i]).cloned();
                 if let Some(n) = named {
                     self.ops.entry(context[i]).or_insert(n);
                 }
             }
-            bump(&mut p.spans, context[i]);
+            add(&mut p.spans, context[i], 1);
             if let Some(j) = parents[i] {
                 let call = pair_id(context[j], ops[i]);
                 if self.calls.len() < MAX_NAMES {
                     self.calls.entry(call).or_insert((context[j], ops[i]));
                 }
-                bump(&mut p.calls, call);
+                add(&mut p.calls, call, 1);
             }
             let entry = parents[i].is_none_or(|j| trace.spans[j].service() != s.service());
             if entry && p.entries.len() < MAX_ENTRIES {
@@ -124,18 +133,8 @@ impl Ranker {
         // a client span whose child is in another service is a call into it: its own
         // time on the critical path is the wait for that service (network, queueing),
         // not work; without a span kind, a span whose one child is in another service
-        let mut children: FxHashMap<usize, (usize, u32)> = FxHashMap::default();
-        for (i, parent) in parents.iter().enumerate() {
-            if let Some(j) = *parent {
-                let first = children.entry(j).or_insert((i, 0));
-                first.1 += 1;
-                if trace.spans[i].start_ns < trace.spans[first.0].start_ns {
-                    first.0 = i;
-                }
-            }
-        }
         let callee = |i: usize| {
-            let &(k, n) = children.get(&i)?;
+            let (k, n) = children[i]?;
             let (s, child) = (&trace.spans[i], &trace.spans[k]);
             let call = match s.kind {
                 SpanKind::Client | SpanKind::Producer => true,
@@ -152,8 +151,8 @@ impl Ranker {
             let ns = seg.self_time_ns.max(0);
             let into = index.get(&seg.span_id).and_then(|&i| callee(i));
             match into {
-                Some(callee) => add_ns(&mut p.wait_ns, (seg.service.clone(), callee.clone()), ns),
-                None => add_ns(&mut p.self_ns, seg.service.clone(), ns),
+                Some(callee) => add(&mut p.wait_ns, (seg.service.clone(), callee.clone()), ns),
+                None => add(&mut p.self_ns, seg.service.clone(), ns),
             }
         }
         p
