@@ -11,7 +11,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 
-use super::{file_tail, find_program, free_port, log_file, require_or_skip, READY_TIMEOUT};
+use super::{file_tail, find_program, free_port, require_or_skip, READY_TIMEOUT};
 
 /// A real tansu broker process on a loopback port; killed on Drop. In-memory storage,
 /// or with [`Tansu::start_durable`] a sqlite file that survives [`Tansu::restart`].
@@ -65,7 +65,11 @@ impl Tansu {
 
     fn spawn(bin: &Path, dir: &Path, port: u16, durable: bool, n: usize) -> (Child, PathBuf) {
         let url = format!("tcp://127.0.0.1:{port}");
-        let (log, stderr) = log_file(dir, &format!("tansu-{n}.log"));
+        // tansu logs to stdout: both streams go to the log, through one file offset
+        let log = dir.join(format!("tansu-{n}.log"));
+        let file = std::fs::File::create(&log)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
+        let stdout = file.try_clone().expect("log file handle");
         let mut cmd = Command::new(bin);
         cmd.args([
             "broker",
@@ -88,8 +92,8 @@ impl Tansu {
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .current_dir(dir)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr);
+            .stdout(stdout)
+            .stderr(file);
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
@@ -208,6 +212,19 @@ impl Tansu {
         )
     }
 
+    /// Copies every log this broker wrote (one per start) beside the test's other files,
+    /// as the broker's temporary directory goes when the test fails.
+    fn keep_logs(&self) {
+        let kept = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        for n in 0..self.starts {
+            let name = format!("tansu-{n}.log");
+            let to = kept.join(format!("tansu-{}-{n}.log", self.port));
+            if std::fs::copy(self.dir.path().join(&name), &to).is_ok() {
+                eprintln!("tansu log kept: {}", to.display());
+            }
+        }
+    }
+
     /// Creates topics with the Kafka admin API and waits until metadata shows them with
     /// their partitions (tansu does not auto-create topics).
     pub fn create_topics(&self, topics: &[(&str, i32)]) {
@@ -267,6 +284,7 @@ impl Drop for Tansu {
     fn drop(&mut self) {
         if thread::panicking() {
             eprintln!("{}", self.log_tail());
+            self.keep_logs();
         }
         self.stop();
     }
