@@ -6,7 +6,8 @@
 //! of its previous owner is being committed starts from the old offset and repeats what
 //! that transaction wrote, the duplicates the scale-out test once saw after a SIGKILL.
 //! And it hides the records of every transaction until it commits (the last stable
-//! offset), not only those of a producer's first transaction.
+//! offset), not only those of a producer's first transaction, and never shows those of
+//! an aborted one.
 
 mod support;
 
@@ -198,6 +199,49 @@ fn records_of_an_open_transaction_are_hidden_from_read_committed_readers() {
     assert_eq!(read_output(&reader, 0, Duration::from_secs(2)), committed);
     producer.abort_transaction(WAIT).unwrap();
     assert_eq!(read_output(&reader, 0, Duration::from_secs(2)), committed);
+}
+
+/// Sends `payload` to partition 0 of `topic` in `producer`'s open transaction and waits
+/// for it.
+fn send(producer: &BaseProducer, topic: &str, payload: &str) {
+    producer
+        .send(BaseRecord::<(), _>::to(topic).partition(0).payload(payload))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(WAIT).unwrap();
+}
+
+#[test]
+fn an_aborted_transaction_overlapping_an_open_one_stays_aborted() {
+    // stock tansu deferred the end of a transaction whose records interleave with those
+    // of another producer's open transaction, keeping its outcome under the producer's
+    // transactional id and epoch, which the producer's next transaction shares: the next
+    // transaction's commit then committed the aborted records too (records written twice
+    // by the scale-out test's instances)
+    let Some(broker) = Tansu::start_durable_or_skip() else {
+        return;
+    };
+    broker.create_topics(&[(INPUT, 1), (OUTPUT, 1)]);
+    let first = transactional(&broker, "first");
+    let other = transactional(&broker, "other");
+    first.begin_transaction().unwrap();
+    send(&first, OUTPUT, "aborted-1");
+    other.begin_transaction().unwrap();
+    send(&other, OUTPUT, "other");
+    send(&first, OUTPUT, "aborted-2");
+    first.abort_transaction(WAIT).unwrap();
+    // the producer's next transaction, on another topic, committed while the other
+    // producer's transaction is still open
+    first.begin_transaction().unwrap();
+    send(&first, INPUT, "next");
+    first.commit_transaction(WAIT).unwrap();
+    other.commit_transaction(WAIT).unwrap();
+    let reader = consumer(&broker, "read_committed");
+    assert_eq!(
+        read_output(&reader, 0, Duration::from_secs(3)),
+        ["other"],
+        "aborted records were read"
+    );
 }
 
 /// A consumer of `input` in the group, polled (with the `others` already in it, whose
