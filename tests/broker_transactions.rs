@@ -160,16 +160,8 @@ fn read_output(reader: &BaseConsumer, from: i64, wait: Duration) -> Vec<String> 
 fn write_open(producer: &BaseProducer, payloads: &[&str]) {
     producer.begin_transaction().unwrap();
     for payload in payloads {
-        producer
-            .send(
-                BaseRecord::<(), _>::to(OUTPUT)
-                    .partition(0)
-                    .payload(*payload),
-            )
-            .map_err(|(e, _)| e)
-            .unwrap();
+        send(producer, OUTPUT, payload);
     }
-    producer.flush(WAIT).unwrap();
 }
 
 #[test]
