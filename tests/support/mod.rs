@@ -101,10 +101,23 @@ pub fn file_tail(path: &Path, n: usize) -> String {
 
 /// A temporary log file a child process writes to, and the handle to give it.
 pub fn log_file(dir: &Path, name: &str) -> (PathBuf, Stdio) {
+    let (path, file) = create_log(dir, name);
+    (path, Stdio::from(file))
+}
+
+/// [`log_file`] for both streams of a child process (one file offset): its stdout, then
+/// its stderr handle.
+pub fn log_file_both(dir: &Path, name: &str) -> (PathBuf, Stdio, Stdio) {
+    let (path, file) = create_log(dir, name);
+    let stdout = file.try_clone().expect("log file handle");
+    (path, Stdio::from(stdout), Stdio::from(file))
+}
+
+fn create_log(dir: &Path, name: &str) -> (PathBuf, File) {
     let path = dir.join(name);
     let file =
         File::create(&path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
-    (path, Stdio::from(file))
+    (path, file)
 }
 
 /// A free loopback port: bound, then released for the child process to take.

@@ -11,7 +11,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 
-use super::{file_tail, find_program, free_port, require_or_skip, READY_TIMEOUT};
+use super::{file_tail, find_program, free_port, log_file_both, require_or_skip, READY_TIMEOUT};
 
 /// A real tansu broker process on a loopback port; killed on Drop. In-memory storage,
 /// or with [`Tansu::start_durable`] a sqlite file that survives [`Tansu::restart`].
@@ -65,11 +65,8 @@ impl Tansu {
 
     fn spawn(bin: &Path, dir: &Path, port: u16, durable: bool, n: usize) -> (Child, PathBuf) {
         let url = format!("tcp://127.0.0.1:{port}");
-        // tansu logs to stdout: both streams go to the log, through one file offset
-        let log = dir.join(format!("tansu-{n}.log"));
-        let file = std::fs::File::create(&log)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
-        let stdout = file.try_clone().expect("log file handle");
+        // tansu logs to stdout: both streams go to the log
+        let (log, stdout, stderr) = log_file_both(dir, &format!("tansu-{n}.log"));
         let mut cmd = Command::new(bin);
         cmd.args([
             "broker",
@@ -93,7 +90,7 @@ impl Tansu {
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(stdout)
-            .stderr(file);
+            .stderr(stderr);
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
