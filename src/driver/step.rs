@@ -4,13 +4,27 @@
 use std::sync::Arc;
 
 use crate::codec::{self, DecodeError, Format};
+use crate::model::{Analysis, Trace, WindowAggregate};
 use crate::model::{Holds, LiveEvent, LiveWindow, Origin, Record};
 use crate::stage::assemble::Pushed;
-use crate::stage::pipeline::Emit;
+use crate::stage::pipeline::{Emit, Encode, Encoded};
 use crate::telemetry::metrics;
 
 use super::windows::{lowest_per_partition, release_at};
-use super::{Driver, Effect, OutputKind, Produce};
+use super::{Driver, Effect, OutputKind, Outputs, Produce};
+
+/// The records of closed traces and windows in the driver's output encodings.
+impl Encode for Outputs {
+    fn trace(&self, trace: &Trace, analysis: Option<&Analysis>) -> Encoded {
+        self.traces.encoding.trace(trace, analysis)
+    }
+
+    fn window(&self, window: &WindowAggregate) -> Option<Encoded> {
+        self.aggregates
+            .as_ref()
+            .map(|o| o.encoding.aggregate(window))
+    }
+}
 
 impl Driver {
     /// Decodes one record and pushes its spans; bad records go to the dead-letter topic.
@@ -153,7 +167,8 @@ impl Driver {
     /// Runs the stages after assembly over what the assembler closed and turns what
     /// they emit into effects.
     pub(super) fn step(&mut self) {
-        self.stages.process(&mut self.out, &mut self.emits);
+        self.stages
+            .process(&mut self.out, &mut self.emits, &self.outputs);
         // alerts first, on their own producer: they never wait for the traces' queue (a
         // stable sort, and only in the rare steps that have alerts)
         if self.emits.iter().any(|e| matches!(e, Emit::Alert(_))) {
@@ -203,19 +218,21 @@ impl Driver {
                 trace,
                 analysis,
                 holds,
+                encoded,
             } => {
                 if let Some(s) = &mut self.spanmetrics {
                     let edges = analysis.as_ref().map_or(&[][..], |a| &a.edges[..]);
                     s.observe(&trace, edges);
                 }
-                let record = self
-                    .outputs
-                    .traces
-                    .encoding
-                    .trace(&trace, analysis.as_deref());
+                let record = encoded.unwrap_or_else(|| {
+                    self.outputs
+                        .traces
+                        .encoding
+                        .trace(&trace, analysis.as_deref())
+                });
                 (OutputKind::Trace, self.topics.traces.clone(), record, holds)
             }
-            Emit::Aggregate(window) => {
+            Emit::Aggregate { window, encoded } => {
                 if self.live {
                     let brief = LiveEvent::Window(LiveWindow::of(&window));
                     self.effects.push(Effect::Live(brief));
@@ -224,7 +241,7 @@ impl Driver {
                     s.observe_window(&window);
                 }
                 let out = self.outputs.aggregates.as_ref()?;
-                let record = out.encoding.aggregate(&window);
+                let record = encoded.unwrap_or_else(|| out.encoding.aggregate(&window));
                 let topic = self.topics.aggregates.clone()?;
                 let holds = hold_step(&mut self.tracker);
                 (OutputKind::Aggregate, topic, record, holds)

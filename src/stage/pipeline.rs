@@ -10,6 +10,9 @@ use crate::stage::assemble::{self, Assembler, Holds, Origin, Output};
 use crate::stage::detect::{DetectSettings, Detector, TrainedModel, TrainingJob};
 use crate::stage::watermark::{HopWatermarks, NO_WATERMARK};
 
+mod beside;
+pub use beside::{Encode, Encoded};
+
 /// A record for an output topic.
 #[derive(Debug)]
 pub enum Emit {
@@ -18,11 +21,17 @@ pub enum Emit {
         trace: Trace,
         analysis: Option<Box<Analysis>>,
         holds: Holds,
+        /// Its record, encoded beside the stages that read it ([`Encode`]).
+        encoded: Option<Encoded>,
     },
     /// A span later than `grace`.
     Late { span: Span, origin: Origin },
-    /// A closed aggregate window (boxed: it is the largest by far).
-    Aggregate(Box<WindowAggregate>),
+    /// A closed aggregate window (boxed: it is the largest by far), with its record
+    /// when it was encoded beside the stages that read it.
+    Aggregate {
+        window: Box<WindowAggregate>,
+        encoded: Option<Encoded>,
+    },
     /// An alert event.
     Alert(Alert),
     /// The anomaly score of an aggregate series' closed window.
@@ -270,8 +279,15 @@ impl Stages {
 
     /// Runs the later stages over the assembler's `outputs` (drained) and appends the
     /// records to write to `emits`, closing the aggregate windows no open trace can
-    /// still reach.
-    pub fn process(&mut self, outputs: &mut Vec<Output>, emits: &mut Vec<Emit>) {
+    /// still reach. `encode` encodes the closed traces' and windows' records on another
+    /// core while the stages read them (see [`Encode`]).
+    pub fn process(
+        &mut self,
+        outputs: &mut Vec<Output>,
+        emits: &mut Vec<Emit>,
+        encode: &dyn Encode,
+    ) {
+        let first = emits.len();
         for output in outputs.drain(..) {
             match output {
                 Output::Late { span, origin } => emits.push(Emit::Late { span, origin }),
@@ -284,29 +300,16 @@ impl Stages {
                         self.count(a);
                         self.keep_if_slow(&trace, a);
                     }
-                    let counting = match &mut self.two_phase {
-                        Some(t) => Some(&mut t.combiner),
-                        None => self.aggregator.as_mut(),
-                    };
-                    if let Some(agg) = counting {
-                        agg.add_trace(&trace, analysis.as_ref().map_or(&[], |a| &a.edges));
-                    }
-                    if let Some(a) = &analysis {
-                        if let Some(d) = &mut self.detector {
-                            d.observe_trace(&trace, a, &mut self.scores);
-                        }
-                        if let Some(e) = &mut self.alerts {
-                            e.observe_trace(&trace, a);
-                        }
-                    }
                     emits.push(Emit::Trace {
                         trace,
                         analysis,
                         holds,
+                        encoded: None,
                     });
                 }
             }
         }
+        self.traces_beside(&mut emits[first..], encode);
         // spans of open traces all start at or after their earliest start, so windows
         // ending by then are complete (amendments arriving later are counted late)
         let asm = &self.assembler;
@@ -324,7 +327,7 @@ impl Stages {
         if let Some(agg) = &mut self.aggregator {
             agg.advance(watermark, &mut windows);
         }
-        self.after_windows(windows, watermark, emits);
+        self.after_windows(windows, watermark, emits, encode);
     }
 
     /// Scores and alerts on closed windows, then emits everything in order.
@@ -333,28 +336,19 @@ impl Stages {
         windows: Vec<WindowAggregate>,
         watermark: i64,
         emits: &mut Vec<Emit>,
+        encode: &dyn Encode,
     ) {
         let mut alerts = Vec::new();
-        for w in &windows {
-            if let Some(d) = &mut self.detector {
-                d.observe_window(w, &mut self.scores);
-            }
-            if let Some(e) = &mut self.alerts {
-                // two-phase: event time reaches each window's end in turn, because an
-                // owner that takes over or catches up closes many windows in one step,
-                // and what an earlier window fired must be announced before a later one
-                // resolves it (windows ending together are still observed together).
-                // Replay and one-phase pipelines keep the step's order: a one-phase
-                // pipeline catching up over many windows at once has the same gap, but
-                // stepping it per window changes the fault acceptance tests' alert
-                // counts (tests/alert_faults.rs), whose rules must be re-checked first.
-                if self.two_phase.is_some() {
-                    e.advance(w.window_end_ns.saturating_sub(1), &mut alerts);
-                }
-                e.observe_window(w);
-            }
-        }
-        emits.extend(windows.into_iter().map(|w| Emit::Aggregate(Box::new(w))));
+        let records = self.windows_beside(&windows, &mut alerts, encode);
+        emits.extend(
+            windows
+                .into_iter()
+                .zip(records)
+                .map(|(w, encoded)| Emit::Aggregate {
+                    window: Box::new(w),
+                    encoded,
+                }),
+        );
         // the alert rules read every score; a series' score is also published
         for s in self.scores.drain(..) {
             if let Some(e) = &mut self.alerts {
