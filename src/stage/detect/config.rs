@@ -21,7 +21,9 @@ pub struct DetectConfig {
     /// (an hour of 10 s windows).
     #[serde(default = "d_baseline_windows")]
     pub baseline_windows: usize,
-    /// Accepted samples between trainings of a detector's models. Default 60.
+    /// Accepted samples between trainings of a detector's models. Default 180: half the
+    /// default history, so each accepted sample is in about two trainings (the rolling
+    /// baselines learn from every sample; a persistent change retrains at once).
     #[serde(default = "d_retrain_every")]
     pub retrain_every: usize,
     /// Event time between two trainings of one detector's models, at least: a busy root

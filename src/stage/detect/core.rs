@@ -430,10 +430,17 @@ impl Core {
             .trained_at_ns
             .and_then(|t| at_ns.checked_sub(t))
             .is_none_or(|d| d < 0 || d >= s.retrain_min_interval_ns);
+        // every `retrain_every` samples, and sooner while the history grows: once the
+        // samples since the last training are half as many as those it saw, so a young
+        // model keeps up (its trainings are small) and a full history is refitted every
+        // `retrain_every` samples
+        let len = self.history.len() as u64;
+        let grown =
+            len < self.cap as u64 && 2 * self.since_train >= len - self.since_train.min(len);
         let due = if self.model.is_none() {
             enough
         } else {
-            self.since_train >= retrain && waited
+            (self.since_train >= retrain || grown) && waited
         };
         if !due || s.models.is_empty() || !enough {
             return None;

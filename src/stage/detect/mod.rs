@@ -134,7 +134,7 @@ impl Default for DetectSettings {
         Self {
             min_samples: 30,
             baseline_windows: 360,
-            retrain_every: 60,
+            retrain_every: 180,
             retrain_min_interval_ns: 60_000_000_000,
             anomaly_threshold: 0.9,
             adapt_after: 30,
