@@ -318,6 +318,16 @@ pub fn replay(
     inputs: &[PathBuf],
     out_dir: &Path,
 ) -> Result<ReplaySummary, ReplayError> {
+    // on one of rayon's threads, so that a step waiting for the stages' work on its
+    // traces and windows (see `stage::pipeline`) runs some of it instead of sleeping
+    rayon::scope(|_| replay_here(config, inputs, out_dir))
+}
+
+fn replay_here(
+    config: &PipelineConfig,
+    inputs: &[PathBuf],
+    out_dir: &Path,
+) -> Result<ReplaySummary, ReplayError> {
     let mut replayer = Replayer::new(config)?;
     // the detectors continue from their snapshot, if there is one (never fatal)
     if let Some(topic) = config.detect().and_then(|d| d.snapshot_topic.as_ref()) {
