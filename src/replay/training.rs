@@ -32,6 +32,18 @@ pub struct OrderedPool<T> {
     early: BTreeMap<u64, Outcome<T>>,
 }
 
+/// Lowers the calling thread's scheduling priority (nice 10): training fills the cores
+/// the driver and the stages leave idle instead of taking turns with them, and a model a
+/// step waits for still trains then (the waiting step leaves its core idle).
+fn yield_to_the_stages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority only reads its arguments; on Linux PRIO_PROCESS with who 0 is
+    // the calling thread. Failing leaves the priority as it was.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+}
+
 impl<T: Send + 'static> OrderedPool<T> {
     /// A pool of `workers` threads (at least one).
     pub fn new(workers: usize) -> Self {
@@ -112,16 +124,19 @@ impl<T: Send + 'static> OrderedPool<T> {
             let done = done.clone();
             let thread = thread::Builder::new()
                 .name(format!("spanline-train-{n}"))
-                .spawn(move || loop {
-                    // the lock is held only to take the next job
-                    let next = queue
-                        .lock()
-                        .map_err(|_| ())
-                        .and_then(|q| q.recv().map_err(|_| ()));
-                    let Ok((i, job)) = next else { return };
-                    let outcome = catch_unwind(AssertUnwindSafe(job));
-                    if done.send((i, outcome)).is_err() {
-                        return;
+                .spawn(move || {
+                    yield_to_the_stages();
+                    loop {
+                        // the lock is held only to take the next job
+                        let next = queue
+                            .lock()
+                            .map_err(|_| ())
+                            .and_then(|q| q.recv().map_err(|_| ()));
+                        let Ok((i, job)) = next else { return };
+                        let outcome = catch_unwind(AssertUnwindSafe(job));
+                        if done.send((i, outcome)).is_err() {
+                            return;
+                        }
                     }
                 })
                 .expect("spawning a training thread");

@@ -47,8 +47,9 @@
 //! A sample scoring at least `anomaly_threshold` is flagged and not learnt from (but by
 //! the calibrators of |z|); when `adapt_after` of the last 2·`adapt_after` samples were flagged, the change has
 //! persisted: the held samples become the new baseline (old baselines, history and model
-//! are dropped). Every `retrain_every` accepted samples, but not within
-//! `retrain_min_interval` of event time of the last one (a root operation with a
+//! are dropped). Every `retrain_every` accepted samples (sooner while the history grows:
+//! once the samples since the last training are half as many as those it saw), but not
+//! within `retrain_min_interval` of event time of the last one (a root operation with a
 //! thousand traces a second would otherwise train sixteen times a second), and as soon
 //! as there are `min_samples`, a [`TrainingJob`] over the accepted history is queued; until its
 //! [`TrainedModel`] is installed the previous model, or the baseline alone, scores.
