@@ -39,6 +39,9 @@ fn closed(e: &Emit) -> Option<(&Trace, Option<&Analysis>)> {
 impl Stages {
     /// The stages read the closed traces among `emits` while their records are encoded.
     pub(super) fn traces_beside(&mut self, emits: &mut [Emit], encode: &dyn Encode) {
+        if !emits.iter().any(|e| closed(e).is_some()) {
+            return;
+        }
         let read: &[Emit] = emits;
         let encode_all = move || -> Vec<Encoded> {
             read.iter()
