@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Long runs kept out of the test suite (10 to 20 minutes optimised on 2 cores): a
+# Long runs kept out of the test suite (about 5 minutes optimised on 2 cores): a
 # fault-free day (24 h of event time) of the synthetic workload through the default
 # pipeline gives at most one incident. Prints the incidents and alert events it saw.
 #
