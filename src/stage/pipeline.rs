@@ -279,8 +279,8 @@ impl Stages {
 
     /// Runs the later stages over the assembler's `outputs` (drained) and appends the
     /// records to write to `emits`, closing the aggregate windows no open trace can
-    /// still reach. `encode` encodes the closed traces' and windows' records on another
-    /// core while the stages read them (see [`Encode`]).
+    /// still reach. `encode` encodes the closed traces' and windows' records while the
+    /// stages read them on rayon's threads (see [`Encode`]).
     pub fn process(
         &mut self,
         outputs: &mut Vec<Output>,
