@@ -1,12 +1,15 @@
 //! Encoding of output records, shared by the Kafka runner and `replay`.
 
 mod aggregate_json;
+mod trace_json;
+
+use trace_json::trace_json;
 
 use crate::codec::avro;
 use crate::config::OutputFormat;
 use crate::model::Analysis;
 use crate::model::WindowAggregate;
-use crate::model::{hex_span_id, hex_trace_id, Alert, Span, Trace};
+use crate::model::{hex_trace_id, Alert, Span, Trace};
 
 /// How one output topic is encoded.
 #[derive(Debug, Clone)]
@@ -177,60 +180,6 @@ impl Encoding {
         };
         (key, value)
     }
-}
-
-/// The JSON trace record: the trace's fields, then the analysis fields under the same
-/// names as in `schemas/trace.avsc` (span ids as hex).
-fn trace_json(trace: &Trace, analysis: Option<&Analysis>) -> Vec<u8> {
-    let mut value = serde_json::to_value(trace).expect("trace serialises");
-    if let (Some(a), Some(map)) = (analysis, value.as_object_mut()) {
-        let path: Vec<serde_json::Value> = a
-            .critical_path
-            .iter()
-            .map(|s| {
-                serde_json::json!({"span_id": hex_span_id(s.span_id), "service": &*s.service, "name": &*s.name, "self_time_ns": s.self_time_ns})
-            })
-            .collect();
-        map.insert("depth".into(), a.depth.into());
-        map.insert("critical_path".into(), path.into());
-        map.insert(
-            "bottleneck".into(),
-            a.bottleneck.as_ref().map_or(serde_json::Value::Null, |b| {
-                serde_json::json!({"span_id": hex_span_id(b.span_id), "service": &*b.service, "name": &*b.name, "self_time_ns": b.self_time_ns, "share": b.share})
-            }),
-        );
-        map.insert(
-            "bottleneck_service".into(),
-            a.bottleneck_service
-                .as_ref()
-                .map(|(s, _)| s.to_string())
-                .into(),
-        );
-        map.insert(
-            "bottleneck_service_share".into(),
-            a.bottleneck_service
-                .as_ref()
-                .map_or(0.0, |(_, v)| *v)
-                .into(),
-        );
-        let findings: Vec<serde_json::Value> = a
-            .findings
-            .iter()
-            .map(|f| {
-                let ids: Vec<String> = f.span_ids.iter().map(|id| hex_span_id(*id)).collect();
-                serde_json::json!({"kind": f.kind.as_str(), "service": &*f.service, "span_ids": ids, "message": f.message})
-            })
-            .collect();
-        map.insert("findings".into(), findings.into());
-        let odd: serde_json::Map<String, serde_json::Value> = a
-            .oddities
-            .labels()
-            .filter(|(_, n)| *n > 0)
-            .map(|(k, n)| (k.to_string(), n.into()))
-            .collect();
-        map.insert("oddities".into(), odd.into());
-    }
-    serde_json::to_vec(&value).expect("trace serialises")
 }
 
 static AGGREGATE: std::sync::LazyLock<apache_avro::Schema> = std::sync::LazyLock::new(|| {

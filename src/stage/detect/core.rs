@@ -7,13 +7,14 @@ use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::model::Explanation;
 
 use super::feature_state::{Categories, FeatureSpec, FeatureState, MIN_BASELINE_VALUES};
 use super::model::ModelSet;
 use super::model_fit::MIN_TRAIN_ROWS;
-use super::robust::{ln_tail_p, Window};
+use super::robust::{ln_tail_p, Baseline, Window};
 use super::score::{finite, ln_harmonic_mean_p, score_of_ln_p, short_shift, z_of_ln_p, SHORT};
 use super::DetectSettings;
 
@@ -188,8 +189,11 @@ impl Core {
         let mut zs_short = vec![None; d];
         let mut ln_ps = Vec::with_capacity(d + 5);
         let mut explanations = Vec::with_capacity(d + 1);
+        // each rolling baseline once: it judges this sample and tracks how well it did
+        let rolling: SmallVec<[Option<Baseline>; 8]> =
+            self.features.iter().map(FeatureState::rolling).collect();
         for (i, f) in self.features.iter().enumerate() {
-            let base = f.baseline(at_ns, seasonal_ok);
+            let base = f.baseline(at_ns, seasonal_ok, rolling[i]);
             if !x[i].is_finite() {
                 continue;
             }
@@ -233,9 +237,9 @@ impl Core {
         // and never for traces, whose features have long tails
         let judge_range = self.categories.is_none() && self.seen > self.cap as u64;
         let mut new_ground = false;
-        for (f, v) in self.features.iter_mut().zip(&x) {
+        for ((f, v), r) in self.features.iter_mut().zip(&x).zip(&rolling) {
             if v.is_finite() {
-                f.track(at_ns, *v);
+                f.track(at_ns, *v, *r);
                 new_ground |= f.beyond_range(*v) && judge_range;
             }
         }

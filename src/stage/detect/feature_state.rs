@@ -94,7 +94,8 @@ impl FeatureState {
         self.floor.max(self.floor_rel * center.abs())
     }
 
-    fn rolling(&self) -> Option<Baseline> {
+    /// The rolling baseline: median and spread of the recent accepted values.
+    pub(super) fn rolling(&self) -> Option<Baseline> {
         if self.roll.len() < MIN_BASELINE_VALUES {
             return None;
         }
@@ -103,9 +104,15 @@ impl FeatureState {
     }
 
     /// The baseline a value is judged against: the hour-of-day profile once there are
-    /// two days of history and it has tracked the series better than the rolling one.
-    pub(super) fn baseline(&self, at_ns: i64, seasonal_ok: bool) -> Option<Baseline> {
-        let rolling = self.rolling()?;
+    /// two days of history and it has tracked the series better than the rolling one
+    /// (`rolling`, this feature's [`rolling`](Self::rolling) baseline).
+    pub(super) fn baseline(
+        &self,
+        at_ns: i64,
+        seasonal_ok: bool,
+        rolling: Option<Baseline>,
+    ) -> Option<Baseline> {
+        let rolling = rolling?;
         if seasonal_ok && self.resid_seas.n > 0 && self.resid_seas.mean < self.resid_roll.mean {
             // an hour that is always the same value still varies as much as a quarter of
             // the whole series
@@ -120,9 +127,10 @@ impl FeatureState {
     }
 
     /// Tracks how well each baseline predicted `x` (every sample, flagged or not: a
-    /// baseline that misses a daily pattern keeps missing it).
-    pub(super) fn track(&mut self, at_ns: i64, x: f64) {
-        if let Some(r) = self.rolling() {
+    /// baseline that misses a daily pattern keeps missing it); `rolling` as for
+    /// [`baseline`](Self::baseline).
+    pub(super) fn track(&mut self, at_ns: i64, x: f64, rolling: Option<Baseline>) {
+        if let Some(r) = rolling {
             self.resid_roll.push((x - r.center).abs(), RESIDUAL_ALPHA);
         }
         if let Some(s) = self.seasonal.baseline(at_ns, self.floor) {
