@@ -190,12 +190,22 @@ impl Replayer {
             now_ms: 0,
         };
         driver.handle(assigned)?;
+        // a step's aggregation, detection and alerting run beside the next record's
+        // decoding and assembly
+        driver.overlap_steps(true);
         Ok(Self {
             driver,
             offset: 0,
             training: TrainingPool::per_core(),
             marks: VecDeque::with_capacity(TRAINING_LAG + 1),
         })
+    }
+
+    /// Whether a record's step runs its aggregation, detection and alerting beside the
+    /// next record's decoding and assembly (the default; the outputs are the same).
+    pub fn overlap_steps(&mut self, on: bool) {
+        self.driver.finish_deferred();
+        self.driver.overlap_steps(on);
     }
 
     /// Feeds the spans of one input record.
@@ -229,6 +239,9 @@ impl Replayer {
 
     /// End of input: event time runs out and every trace and window closes.
     pub fn finish(&mut self, written: &mut Written) {
+        // the last record's step first: the models it asks for land with the rest
+        self.driver.finish_deferred();
+        self.settle(written);
         self.marks.clear();
         self.land(self.training.asked(), written);
         self.handle(Event::EndOfInput, written);

@@ -2,6 +2,7 @@
 //! input gives the same output records, scores and alerts on every run, and the models
 //! the stages score with are installed (trainings happen and land).
 
+use spanline::codec::otlp::encode_json;
 use spanline::config::load_str;
 use spanline::model::Span;
 use spanline::replay::{Replayer, Written};
@@ -88,4 +89,67 @@ fn the_same_input_replays_to_the_same_output() {
         .zip(&again.records)
         .position(|(a, b)| a != b);
     assert_eq!(differ, None, "the first record that differs");
+}
+
+/// The records of a replay of OTLP JSON lines (one per second of the workload), by
+/// topic, its alerts and what its detector learnt (each score it gave is in there); each
+/// record's step overlapping the next record's reading or not.
+fn replay_lines(overlap: bool) -> (Vec<Vec<Record>>, Vec<String>, String) {
+    let config = load_str(include_str!("../pipelines/trace-analytics.yaml"), |_| None).unwrap();
+    let mut replayer = Replayer::new(&config).unwrap();
+    replayer.overlap_steps(overlap);
+    let mut workload = Workload::new(WorkloadConfig {
+        seed: 11,
+        traces_per_second: 8.0,
+        start_ns: START,
+        faults: parse_faults("latency:llm-openai*8@2m+1m").unwrap(),
+    });
+    let mut pending: Vec<Span> = Vec::new();
+    let mut written = Written::default();
+    let (mut records, mut alerts) = (Vec::new(), Vec::new());
+    let mut now = START;
+    while now < START + 4 * 60 * S {
+        now += S;
+        workload.generate_until_into(now, &mut pending);
+        let (mut ended, rest): (Vec<_>, Vec<_>) = pending.drain(..).partition(|s| s.end_ns <= now);
+        pending = rest;
+        ended.sort_by_key(|s| s.end_ns);
+        replayer.push_record(encode_json(&ended), &mut written);
+        take(&mut written, &mut records, &mut alerts);
+    }
+    // a line that is not OTLP: a dead letter among the outputs
+    replayer.push_record(b"{not otlp".to_vec(), &mut written);
+    replayer.finish(&mut written);
+    take(&mut written, &mut records, &mut alerts);
+    let detector = replayer.stages().detector().unwrap();
+    assert!(
+        detector.stats().models_installed > 0,
+        "no model was trained and installed"
+    );
+    let learnt = serde_json::to_string(&detector.snapshot()).unwrap();
+    let mut topics: Vec<String> = records.iter().map(|r| r.0.clone()).collect();
+    topics.sort();
+    topics.dedup();
+    let by_topic = topics
+        .iter()
+        .map(|t| records.iter().filter(|r| &r.0 == t).cloned().collect())
+        .collect();
+    (by_topic, alerts, learnt)
+}
+
+#[test]
+fn steps_that_overlap_the_next_record_write_the_same_records_per_topic() {
+    let (apart, apart_alerts, apart_learnt) = replay_lines(false);
+    let (overlapping, alerts, learnt) = replay_lines(true);
+    // traces, aggregates, alerts and the dead letter
+    assert_eq!(apart.len(), 4, "topics written");
+    assert!(!apart_alerts.is_empty(), "the fault raised no alert");
+    assert_eq!(alerts, apart_alerts);
+    // the same models, installed at the same points: the same scores and histories
+    assert!(learnt == apart_learnt, "the detectors learnt differently");
+    for (a, b) in apart.iter().zip(&overlapping) {
+        assert_eq!(a.len(), b.len(), "records on {}", a[0].0);
+        let differ = a.iter().zip(b).position(|(x, y)| x != y);
+        assert_eq!(differ, None, "the first record on {} that differs", a[0].0);
+    }
 }

@@ -12,6 +12,7 @@ mod checkpoint;
 mod inspect;
 mod merge;
 pub mod offsets;
+mod overlap;
 mod partitions;
 mod repartition;
 mod restore;
@@ -104,6 +105,10 @@ pub struct Driver {
     restored_from: rustc_hash::FxHashMap<u32, i64>,
     /// Whether closed windows and alerts also become [`Effect::Live`].
     live: bool,
+    /// Whether a step's stages after assembly may run beside the next records.
+    overlap: bool,
+    /// A step whose stages after assembly have not run yet (see `overlap`).
+    deferred: Option<overlap::Deferred>,
 }
 
 /// The output topics, shared with every record written to them.
@@ -213,6 +218,8 @@ impl Driver {
             merge,
             restored_from: Default::default(),
             live: false,
+            overlap: false,
+            deferred: None,
         }
     }
 
@@ -233,6 +240,17 @@ impl Driver {
 
     /// Handles one event; its effects are then in [`Driver::take_effects`].
     pub fn handle(&mut self, event: Event) -> Result<(), DriverError> {
+        // a deferred step comes first, except where it cannot make a difference:
+        // acknowledgements and commits touch no stage, and a model trained meanwhile
+        // is installed before the deferred step's stages run, as it was before the step
+        // was deferred (see `overlap`)
+        let untouched = matches!(
+            event,
+            Event::Records { .. } | Event::Acked { .. } | Event::Committed(_) | Event::Trained(_)
+        );
+        if !untouched {
+            self.finish_deferred();
+        }
         match event {
             Event::Assigned { partitions, now_ms } => {
                 self.now_ms = now_ms;
@@ -471,16 +489,28 @@ impl Driver {
             .collect()
     }
 
-    /// Processes waiting records until they run out or one waits for a schema.
+    /// Processes waiting records until they run out or one waits for a schema (beside
+    /// a deferred step's stages), then steps.
     fn pump(&mut self) {
+        if self.blocked.is_none() {
+            self.read_beside_deferred();
+        }
+        self.finish_deferred();
+        self.read_pending();
+        if self.blocked.is_none() {
+            self.stages.advance_partials(self.now_ms);
+            self.stages.assembler.advance(self.now_ms, &mut self.out);
+            self.step_deferring();
+        }
+    }
+
+    /// Processes waiting records until they run out or one waits for a schema.
+    fn read_pending(&mut self) {
         while self.blocked.is_none() {
             let Some(record) = self.pending.pop_front() else {
                 break;
             };
             self.record(record);
-        }
-        if self.blocked.is_none() {
-            self.advance();
         }
     }
 

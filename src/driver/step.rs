@@ -165,10 +165,16 @@ impl Driver {
     }
 
     /// Runs the stages after assembly over what the assembler closed and turns what
-    /// they emit into effects.
+    /// they emit into effects (after those of a deferred step).
     pub(super) fn step(&mut self) {
+        self.finish_deferred();
         self.stages
             .process(&mut self.out, &mut self.emits, &self.outputs);
+        self.write_step();
+    }
+
+    /// Turns what the stages emitted in a step into effects.
+    pub(super) fn write_step(&mut self) {
         // alerts first, on their own producer: they never wait for the traces' queue (a
         // stable sort, and only in the rare steps that have alerts)
         if self.emits.iter().any(|e| matches!(e, Emit::Alert(_))) {

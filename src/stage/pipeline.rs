@@ -287,6 +287,15 @@ impl Stages {
         emits: &mut Vec<Emit>,
         encode: &dyn Encode,
     ) {
+        let first = self.prepare(outputs, emits);
+        let assembled = self.assembled_through();
+        self.finish(emits, first, assembled, encode);
+    }
+
+    /// The first part of [`process`](Self::process): analyses the closed traces among
+    /// the assembler's `outputs` (drained) and appends them, and late spans, to
+    /// `emits`; returns where they start there.
+    pub fn prepare(&mut self, outputs: &mut Vec<Output>, emits: &mut Vec<Emit>) -> usize {
         let first = emits.len();
         for output in outputs.drain(..) {
             match output {
@@ -309,25 +318,71 @@ impl Stages {
                 }
             }
         }
-        self.traces_beside(&mut emits[first..], encode);
-        // spans of open traces all start at or after their earliest start, so windows
-        // ending by then are complete (amendments arriving later are counted late)
+        first
+    }
+
+    /// How far the windows are complete: the assembler's watermark, held back to the
+    /// earliest start of an open trace (spans of open traces all start at or after it,
+    /// so windows ending by then are complete; amendments arriving later are counted
+    /// late).
+    pub fn assembled_through(&self) -> i64 {
         let asm = &self.assembler;
-        let watermark = asm
-            .watermarks()
+        asm.watermarks()
             .current()
-            .min(asm.earliest_open_start().unwrap_or(i64::MAX));
-        self.bound_ns = watermark;
+            .min(asm.earliest_open_start().unwrap_or(i64::MAX))
+    }
+
+    /// The rest of [`process`](Self::process), after [`prepare`](Self::prepare): the
+    /// stages read the traces of `emits[first..]`, and the windows ending by
+    /// `assembled` (as [`assembled_through`](Self::assembled_through) stood when the
+    /// traces were prepared) close. It reads nothing of the assembler, so it can run on
+    /// the stages [`split_off`](Self::split_off) while the assembler goes on.
+    pub fn finish(
+        &mut self,
+        emits: &mut Vec<Emit>,
+        first: usize,
+        assembled: i64,
+        encode: &dyn Encode,
+    ) {
+        self.traces_beside(&mut emits[first..], encode);
+        self.bound_ns = assembled;
         // two-phase: the owner's windows close when every assembling partition says so
         let watermark = match &self.two_phase {
             Some(t) => t.inputs.current(),
-            None => watermark,
+            None => assembled,
         };
         let mut windows = Vec::new();
         if let Some(agg) = &mut self.aggregator {
             agg.advance(watermark, &mut windows);
         }
         self.after_windows(windows, watermark, emits, encode);
+    }
+
+    /// Moves the stages after assembly out, leaving the assembler here alone (with
+    /// nothing after it); [`rejoin`](Self::rejoin) puts them back. The moved-out stages
+    /// hold an empty assembler: only [`finish`](Self::finish) is for them.
+    pub fn split_off(&mut self) -> Stages {
+        let empty = Stages {
+            assembler: Assembler::new(self.assembler.settings().clone()),
+            analyze: None,
+            aggregator: None,
+            detector: None,
+            alerts: None,
+            scores: Vec::new(),
+            stats: StageStats::default(),
+            slowest: Vec::new(),
+            two_phase: None,
+            bound_ns: self.bound_ns,
+        };
+        let mut rest = std::mem::replace(self, empty);
+        std::mem::swap(&mut self.assembler, &mut rest.assembler);
+        rest
+    }
+
+    /// Puts back the stages [`split_off`](Self::split_off) moved out.
+    pub fn rejoin(&mut self, mut rest: Stages) {
+        std::mem::swap(&mut self.assembler, &mut rest.assembler);
+        *self = rest;
     }
 
     /// Scores and alerts on closed windows, then emits everything in order.
