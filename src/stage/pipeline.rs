@@ -292,33 +292,40 @@ impl Stages {
         self.finish(emits, first, assembled, encode);
     }
 
-    /// The first part of [`process`](Self::process): analyses the closed traces among
-    /// the assembler's `outputs` (drained) and appends them, and late spans, to
-    /// `emits`; returns where they start there.
+    /// The first part of [`process`](Self::process): appends the closed traces and late
+    /// spans among the assembler's `outputs` (drained) to `emits`; returns where they
+    /// start there.
     pub fn prepare(&mut self, outputs: &mut Vec<Output>, emits: &mut Vec<Emit>) -> usize {
         let first = emits.len();
-        for output in outputs.drain(..) {
-            match output {
-                Output::Late { span, origin } => emits.push(Emit::Late { span, origin }),
-                Output::Trace { trace, holds } => {
-                    let analysis = self
-                        .analyze
-                        .as_ref()
-                        .map(|settings| Box::new(analyze(&trace, settings)));
-                    if let Some(a) = &analysis {
-                        self.count(a);
-                        self.keep_if_slow(&trace, a);
-                    }
-                    emits.push(Emit::Trace {
-                        trace,
-                        analysis,
-                        holds,
-                        encoded: None,
-                    });
-                }
+        emits.extend(outputs.drain(..).map(|output| match output {
+            Output::Late { span, origin } => Emit::Late { span, origin },
+            Output::Trace { trace, holds } => Emit::Trace {
+                trace,
+                analysis: None,
+                holds,
+                encoded: None,
+            },
+        }));
+        first
+    }
+
+    /// Analyses the closed traces among `emits`, and counts them.
+    fn analyze_all(&mut self, emits: &mut [Emit]) {
+        let Some(settings) = &self.analyze else {
+            return;
+        };
+        let settings = settings.clone();
+        for e in emits.iter_mut() {
+            if let Emit::Trace {
+                trace, analysis, ..
+            } = e
+            {
+                let a = analyze(trace, &settings);
+                self.count(&a);
+                self.keep_if_slow(trace, &a);
+                *analysis = Some(Box::new(a));
             }
         }
-        first
     }
 
     /// How far the windows are complete: the assembler's watermark, held back to the
@@ -333,7 +340,8 @@ impl Stages {
     }
 
     /// The rest of [`process`](Self::process), after [`prepare`](Self::prepare): the
-    /// stages read the traces of `emits[first..]`, and the windows ending by
+    /// traces of `emits[first..]` are analysed and the stages read them, and the windows
+    /// ending by
     /// `assembled` (as [`assembled_through`](Self::assembled_through) stood when the
     /// traces were prepared) close. It reads nothing of the assembler, so it can run on
     /// the stages [`split_off`](Self::split_off) while the assembler goes on.
@@ -344,6 +352,7 @@ impl Stages {
         assembled: i64,
         encode: &dyn Encode,
     ) {
+        self.analyze_all(&mut emits[first..]);
         self.traces_beside(&mut emits[first..], encode);
         self.bound_ns = assembled;
         // two-phase: the owner's windows close when every assembling partition says so
