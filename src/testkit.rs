@@ -56,3 +56,19 @@ pub fn completed(trace_id: u128, spans: Vec<Span>) -> Trace {
     trace.sort_spans();
     trace
 }
+
+/// Completed traces of `spans` that come trace by trace (as the workload generates
+/// them), each sorted as assembly leaves it.
+pub fn completed_traces(spans: Vec<Span>) -> Vec<Trace> {
+    let mut out: Vec<Trace> = Vec::new();
+    for s in spans {
+        match out.last_mut() {
+            Some(t) if t.trace_id == s.trace_id => t.spans.push(s),
+            _ => out.push(completed(s.trace_id, vec![s])),
+        }
+    }
+    for t in &mut out {
+        t.sort_spans();
+    }
+    out
+}

@@ -33,27 +33,37 @@ fn take(written: &mut Written, records: &mut Vec<Record>, alerts: &mut Vec<Strin
     alerts.extend(written.alerts.drain(..).map(|a| format!("{a:?}")));
 }
 
-/// Three minutes of the workload with a latency fault, through the default pipeline;
-/// every output record as (topic, key, value), the alerts, and the models installed.
-fn replay() -> Output {
-    let config = load_str(include_str!("../pipelines/trace-analytics.yaml"), |_| None).unwrap();
-    let mut replayer = Replayer::new(&config).unwrap();
+/// `secs` seconds of the workload (seeded with `seed`, a latency fault from the second
+/// minute for one), second by second: the spans that ended in each, by end time.
+fn seconds(seed: u64, secs: i64) -> Vec<Vec<Span>> {
     let mut workload = Workload::new(WorkloadConfig {
-        seed: 7,
+        seed,
         traces_per_second: 8.0,
         start_ns: START,
         faults: parse_faults("latency:llm-openai*8@2m+1m").unwrap(),
     });
     let mut pending: Vec<Span> = Vec::new();
+    (1..=secs)
+        .map(|i| {
+            let now = START + i * S;
+            workload.generate_until_into(now, &mut pending);
+            let (mut ended, rest): (Vec<_>, Vec<_>) =
+                pending.drain(..).partition(|s| s.end_ns <= now);
+            pending = rest;
+            ended.sort_by_key(|s| s.end_ns);
+            ended
+        })
+        .collect()
+}
+
+/// Three minutes of the workload with a latency fault, through the default pipeline;
+/// every output record as (topic, key, value), the alerts, and the models installed.
+fn replay() -> Output {
+    let config = load_str(include_str!("../pipelines/trace-analytics.yaml"), |_| None).unwrap();
+    let mut replayer = Replayer::new(&config).unwrap();
     let mut written = Written::default();
     let (mut records, mut alerts) = (Vec::new(), Vec::new());
-    let mut now = START;
-    while now < START + 3 * 60 * S {
-        now += S;
-        workload.generate_until_into(now, &mut pending);
-        let (mut ended, rest): (Vec<_>, Vec<_>) = pending.drain(..).partition(|s| s.end_ns <= now);
-        pending = rest;
-        ended.sort_by_key(|s| s.end_ns);
+    for ended in seconds(7, 3 * 60) {
         replayer.push(ended, &mut written);
         take(&mut written, &mut records, &mut alerts);
     }
@@ -98,22 +108,9 @@ fn replay_lines(overlap: bool) -> (Vec<Vec<Record>>, Vec<String>, String) {
     let config = load_str(include_str!("../pipelines/trace-analytics.yaml"), |_| None).unwrap();
     let mut replayer = Replayer::new(&config).unwrap();
     replayer.overlap_steps(overlap);
-    let mut workload = Workload::new(WorkloadConfig {
-        seed: 11,
-        traces_per_second: 8.0,
-        start_ns: START,
-        faults: parse_faults("latency:llm-openai*8@2m+1m").unwrap(),
-    });
-    let mut pending: Vec<Span> = Vec::new();
     let mut written = Written::default();
     let (mut records, mut alerts) = (Vec::new(), Vec::new());
-    let mut now = START;
-    while now < START + 4 * 60 * S {
-        now += S;
-        workload.generate_until_into(now, &mut pending);
-        let (mut ended, rest): (Vec<_>, Vec<_>) = pending.drain(..).partition(|s| s.end_ns <= now);
-        pending = rest;
-        ended.sort_by_key(|s| s.end_ns);
+    for ended in seconds(11, 4 * 60) {
         replayer.push_record(encode_json(&ended), &mut written);
         take(&mut written, &mut records, &mut alerts);
     }

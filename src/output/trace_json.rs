@@ -171,8 +171,9 @@ impl Serialize for WithAnalysis<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{hex_span_id, CloseReason, Finding, FindingKind, Span};
+    use crate::model::{hex_span_id, Finding, FindingKind};
     use crate::stage::analyze::{analyze, AnalyzeSettings};
+    use crate::testkit::completed_traces;
     use crate::workload::{Workload, WorkloadConfig};
 
     /// The record as a map of maps (the encoding this one replaced).
@@ -223,31 +224,13 @@ mod tests {
         serde_json::to_vec(&value).unwrap()
     }
 
-    /// Closed traces of the synthetic workload, spans of one trace together.
-    fn traces(spans: Vec<Span>) -> Vec<Trace> {
-        let mut out: Vec<Trace> = Vec::new();
-        for s in spans {
-            match out.last_mut() {
-                Some(t) if t.trace_id == s.trace_id => t.spans.push(s),
-                _ => out.push(Trace {
-                    trace_id: s.trace_id,
-                    spans: vec![s],
-                    amendment: false,
-                    close_reason: CloseReason::Completed,
-                    incomplete: false,
-                }),
-            }
-        }
-        out
-    }
-
     #[test]
     fn the_record_is_the_map_of_the_trace_and_its_analysis_byte_for_byte() {
         let config = WorkloadConfig {
             seed: 5,
             ..WorkloadConfig::default()
         };
-        let all = traces(Workload::new(config).generate_traces(300));
+        let all = completed_traces(Workload::new(config).generate_traces(300));
         let settings = AnalyzeSettings::default();
         let mut with_findings = 0;
         for (i, t) in all.iter().enumerate() {

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use super::*;
-use crate::model::{CloseReason, EdgeKind};
+use crate::model::EdgeKind;
 use crate::workload::{parse_faults, topology_edges, Workload, WorkloadConfig};
 
 const SEC: i64 = 1_000_000_000;
@@ -20,23 +20,7 @@ fn config(seed: u64, faults: &str) -> WorkloadConfig {
 
 /// Closed traces as the assembler emits them: spans of one trace, sorted.
 fn traces(spans: Vec<Span>) -> Vec<Trace> {
-    let mut out: Vec<Trace> = Vec::new();
-    for s in spans {
-        match out.last_mut() {
-            Some(t) if t.trace_id == s.trace_id => t.spans.push(s),
-            _ => out.push(Trace {
-                trace_id: s.trace_id,
-                spans: vec![s],
-                amendment: false,
-                close_reason: CloseReason::Completed,
-                incomplete: false,
-            }),
-        }
-    }
-    for t in &mut out {
-        t.sort_spans();
-    }
-    out
+    crate::testkit::completed_traces(spans)
 }
 
 fn edge_set<'a>(all: impl Iterator<Item = &'a Analysis>) -> BTreeSet<(String, String)> {
