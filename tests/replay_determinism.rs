@@ -1,6 +1,8 @@
 //! Replay is deterministic although its models train on threads of their own: the same
 //! input gives the same output records, scores and alerts on every run, and the models
-//! the stages score with are installed (trainings happen and land).
+//! the stages score with are installed (trainings happen and land). Nor do its steps
+//! overlapping the next record, or the number of threads the stages run on beside each
+//! other, change what it writes or learns.
 
 use spanline::codec::otlp::encode_json;
 use spanline::config::load_str;
@@ -101,10 +103,14 @@ fn the_same_input_replays_to_the_same_output() {
     assert_eq!(differ, None, "the first record that differs");
 }
 
+/// A replay's records by topic, its alerts (debug-printed) and its detector's learnt
+/// state (JSON).
+type LineReplay = (Vec<Vec<Record>>, Vec<String>, String);
+
 /// The records of a replay of OTLP JSON lines (one per second of the workload), by
 /// topic, its alerts and what its detector learnt (each score it gave is in there); each
 /// record's step overlapping the next record's reading or not.
-fn replay_lines(overlap: bool) -> (Vec<Vec<Record>>, Vec<String>, String) {
+fn replay_lines(overlap: bool) -> LineReplay {
     let config = load_str(include_str!("../pipelines/trace-analytics.yaml"), |_| None).unwrap();
     let mut replayer = Replayer::new(&config).unwrap();
     replayer.overlap_steps(overlap);
@@ -136,17 +142,36 @@ fn replay_lines(overlap: bool) -> (Vec<Vec<Record>>, Vec<String>, String) {
 
 #[test]
 fn steps_that_overlap_the_next_record_write_the_same_records_per_topic() {
-    let (apart, apart_alerts, apart_learnt) = replay_lines(false);
-    let (overlapping, alerts, learnt) = replay_lines(true);
-    // traces, aggregates, alerts and the dead letter
-    assert_eq!(apart.len(), 4, "topics written");
-    assert!(!apart_alerts.is_empty(), "the fault raised no alert");
-    assert_eq!(alerts, apart_alerts);
-    // the same models, installed at the same points: the same scores and histories
-    assert!(learnt == apart_learnt, "the detectors learnt differently");
-    for (a, b) in apart.iter().zip(&overlapping) {
+    let apart = replay_lines(false);
+    assert!(!apart.1.is_empty(), "the fault raised no alert");
+    assert_same(&apart, &replay_lines(true));
+}
+
+/// Two replays wrote the same records per topic (traces, aggregates, alerts and the dead
+/// letter), the same alerts, and learnt the same: the same models, installed at the same
+/// points, so the same scores and histories.
+fn assert_same(
+    (a_records, a_alerts, a_learnt): &LineReplay,
+    (b_records, b_alerts, b_learnt): &LineReplay,
+) {
+    assert_eq!(a_records.len(), 4, "topics written");
+    assert_eq!(b_alerts, a_alerts);
+    assert!(b_learnt == a_learnt, "the detectors learnt differently");
+    for (a, b) in a_records.iter().zip(b_records) {
         assert_eq!(a.len(), b.len(), "records on {}", a[0].0);
         let differ = a.iter().zip(b).position(|(x, y)| x != y);
         assert_eq!(differ, None, "the first record on {} that differs", a[0].0);
     }
+}
+
+#[test]
+fn the_stages_beside_each_other_give_the_same_records_on_one_thread_as_on_four() {
+    let on = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| replay_lines(true))
+    };
+    assert_same(&on(1), &on(4));
 }

@@ -154,3 +154,41 @@ fn a_busy_subject_trains_at_most_once_per_retrain_min_interval_of_event_time() {
     // with a minute's floor: one a minute (600 samples) after the first
     assert_eq!(asked(60), [99, 699, 1299, 1899, 2499]);
 }
+
+#[test]
+fn a_growing_history_is_refitted_sooner_then_every_retrain_every() {
+    let settings = DetectSettings {
+        retrain_every: 180,
+        retrain_min_interval_ns: 0,
+        baseline_windows: 360,
+        models: vec![ModelKind::Knn],
+        ..DetectSettings::default()
+    };
+    let mut rng = SmallRng::seed_from_u64(12);
+    let mut d = Detector::new(settings);
+    let subject = series("young");
+    let mut out = Vec::new();
+    let mut asked = Vec::new();
+    for i in 0..1000i64 {
+        d.observe_value(&subject, T0 + i * S, 100.0 + rng.random::<f64>(), &mut out);
+        for job in d.take_training_jobs() {
+            asked.push((i, job.samples()));
+            d.install(job.run());
+        }
+    }
+    assert_eq!(d.stats().flagged, 0, "every sample was accepted");
+    // at 100 samples, then once the samples since a training are half as many as it
+    // saw (150, 225, 338), then, the history full at 360, every 180 samples
+    assert_eq!(
+        asked,
+        vec![
+            (99, 100),
+            (149, 150),
+            (224, 225),
+            (337, 338),
+            (517, 360),
+            (697, 360),
+            (877, 360)
+        ]
+    );
+}
