@@ -83,11 +83,12 @@ struct WithAnalysis<'a> {
 }
 
 impl WithAnalysis<'_> {
+    /// Writes the analysis field `ANALYSIS_KEYS[i]`.
     fn entry<M: SerializeMap>(&self, i: usize, m: &mut M) -> Result<(), M::Error> {
         let a = self.analysis;
         let key = ANALYSIS_KEYS[i];
-        match i {
-            0 => m.serialize_entry(
+        match key {
+            "bottleneck" => m.serialize_entry(
                 key,
                 &a.bottleneck.as_ref().map(|b| BottleneckJson {
                     name: &b.name,
@@ -97,9 +98,13 @@ impl WithAnalysis<'_> {
                     span_id: Hex(b.span_id),
                 }),
             ),
-            1 => m.serialize_entry(key, &a.bottleneck_service.as_ref().map(|(s, _)| &**s)),
-            2 => m.serialize_entry(key, &a.bottleneck_service.as_ref().map_or(0.0, |b| b.1)),
-            3 => m.serialize_entry(
+            "bottleneck_service" => {
+                m.serialize_entry(key, &a.bottleneck_service.as_ref().map(|(s, _)| &**s))
+            }
+            "bottleneck_service_share" => {
+                m.serialize_entry(key, &a.bottleneck_service.as_ref().map_or(0.0, |b| b.1))
+            }
+            "critical_path" => m.serialize_entry(
                 key,
                 &a.critical_path
                     .iter()
@@ -111,8 +116,8 @@ impl WithAnalysis<'_> {
                     })
                     .collect::<Vec<_>>(),
             ),
-            4 => m.serialize_entry(key, &a.depth),
-            5 => m.serialize_entry(
+            "depth" => m.serialize_entry(key, &a.depth),
+            "findings" => m.serialize_entry(
                 key,
                 &a.findings
                     .iter()
@@ -124,12 +129,13 @@ impl WithAnalysis<'_> {
                     })
                     .collect::<Vec<_>>(),
             ),
-            _ => {
+            "oddities" => {
                 let mut odd: Vec<(&str, u32)> =
                     a.oddities.labels().filter(|(_, n)| *n > 0).collect();
                 odd.sort_unstable_by_key(|(k, _)| *k);
                 m.serialize_entry(key, &Oddities(&odd))
             }
+            other => unreachable!("{other} is not in ANALYSIS_KEYS"),
         }
     }
 }
