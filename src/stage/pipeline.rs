@@ -309,21 +309,28 @@ impl Stages {
         first
     }
 
-    /// Analyses the closed traces among `emits`, and counts them.
+    /// Analyses the closed traces among `emits`, then counts them.
     fn analyze_all(&mut self, emits: &mut [Emit]) {
         let Some(settings) = &self.analyze else {
             return;
         };
-        let settings = settings.clone();
         for e in emits.iter_mut() {
             if let Emit::Trace {
                 trace, analysis, ..
             } = e
             {
-                let a = analyze(trace, &settings);
-                self.count(&a);
-                self.keep_if_slow(trace, &a);
-                *analysis = Some(Box::new(a));
+                *analysis = Some(Box::new(analyze(trace, settings)));
+            }
+        }
+        for e in emits.iter() {
+            if let Emit::Trace {
+                trace,
+                analysis: Some(a),
+                ..
+            } = e
+            {
+                self.count(a);
+                self.keep_if_slow(trace, a);
             }
         }
     }
@@ -341,10 +348,9 @@ impl Stages {
 
     /// The rest of [`process`](Self::process), after [`prepare`](Self::prepare): the
     /// traces of `emits[first..]` are analysed and the stages read them, and the windows
-    /// ending by
-    /// `assembled` (as [`assembled_through`](Self::assembled_through) stood when the
-    /// traces were prepared) close. It reads nothing of the assembler, so it can run on
-    /// the stages [`split_off`](Self::split_off) while the assembler goes on.
+    /// ending by `assembled` (as [`assembled_through`](Self::assembled_through) stood
+    /// when the traces were prepared) close. It reads nothing of the assembler, so it can
+    /// run on the stages [`split_off`](Self::split_off) while the assembler goes on.
     pub fn finish(
         &mut self,
         emits: &mut Vec<Emit>,
