@@ -69,7 +69,8 @@ struct Source {
 pub struct Driver {
     sources: Vec<Source>,
     topic_source: HashMap<Arc<str>, usize>,
-    outputs: Outputs,
+    /// Shared with a deferred step's stages while they run.
+    outputs: Arc<Outputs>,
     topics: Topics,
     stages: Stages,
     spanmetrics: Option<SpanMetrics>,
@@ -193,7 +194,7 @@ impl Driver {
                 })
                 .collect(),
             topic_source,
-            outputs,
+            outputs: Arc::new(outputs),
             topics,
             stages,
             spanmetrics,
@@ -498,8 +499,7 @@ impl Driver {
         self.finish_deferred();
         self.read_pending();
         if self.blocked.is_none() {
-            self.stages.advance_partials(self.now_ms);
-            self.stages.assembler.advance(self.now_ms, &mut self.out);
+            self.advance_assembly();
             self.step_deferring();
         }
     }
@@ -515,8 +515,13 @@ impl Driver {
     }
 
     fn advance(&mut self) {
+        self.advance_assembly();
+        self.step();
+    }
+
+    /// Moves processing time on in the assembler (and the partials' watermark).
+    fn advance_assembly(&mut self) {
         self.stages.advance_partials(self.now_ms);
         self.stages.assembler.advance(self.now_ms, &mut self.out);
-        self.step();
     }
 }

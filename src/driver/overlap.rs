@@ -15,6 +15,8 @@
 //! its records are. Any event that reads or changes the stages, other than a trained
 //! model, runs a deferred step first.
 
+use std::sync::Arc;
+
 use rayon::in_place_scope;
 
 use crate::stage::pipeline::Emit;
@@ -69,7 +71,7 @@ impl Driver {
         };
         let mut emits = d.emits;
         self.stages
-            .finish(&mut emits, d.first, d.assembled, &self.outputs);
+            .finish(&mut emits, d.first, d.assembled, &*self.outputs);
         self.emits = emits;
         self.write_step();
     }
@@ -77,19 +79,19 @@ impl Driver {
     /// Reads the waiting records while the deferred step's stages run on rayon's
     /// threads, then writes that step's outputs.
     pub(super) fn read_beside_deferred(&mut self) {
-        let Some(d) = self.deferred.take() else {
-            return;
-        };
-        let Deferred {
+        let Some(Deferred {
             mut emits,
             first,
             assembled,
-        } = d;
+        }) = self.deferred.take()
+        else {
+            return;
+        };
         let mut rest = self.stages.split_off();
-        let outputs = self.outputs.clone();
+        let outputs = Arc::clone(&self.outputs);
         in_place_scope(|s| {
             let (rest, emits, outputs) = (&mut rest, &mut emits, &outputs);
-            s.spawn(move |_| rest.finish(emits, first, assembled, outputs));
+            s.spawn(move |_| rest.finish(emits, first, assembled, &**outputs));
             self.read_pending();
         });
         self.stages.rejoin(rest);

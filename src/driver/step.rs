@@ -169,7 +169,7 @@ impl Driver {
     pub(super) fn step(&mut self) {
         self.finish_deferred();
         self.stages
-            .process(&mut self.out, &mut self.emits, &self.outputs);
+            .process(&mut self.out, &mut self.emits, &*self.outputs);
         self.write_step();
     }
 
